@@ -1,0 +1,225 @@
+//! `POST /v1/attributes`: parse the request, apply it, and answer with what Genesys shows.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tower_http::request_id::RequestId;
+
+use super::problem::ApiError;
+use crate::app::AppState;
+use crate::domain::{
+    AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, Target,
+};
+use crate::service::{Mismatch, UpdateOutcome};
+
+/// The inbound body, before parsing into an [`AttributeUpdate`].
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributesRequest {
+    pub conversation_id: String,
+    #[serde(default)]
+    pub participant_id: Option<String>,
+    #[serde(default)]
+    pub purpose: Option<String>,
+    pub attributes: serde_json::Value,
+    #[serde(default)]
+    pub verify: Option<bool>,
+}
+
+/// The 200 answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributesResponse {
+    pub conversation_id: String,
+    pub participant_id: String,
+    pub updated: bool,
+    pub verified: bool,
+    pub attributes: BTreeMap<String, String>,
+    pub mismatches: Vec<MismatchBody>,
+    pub request_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MismatchBody {
+    pub key: String,
+    pub expected: String,
+    pub actual: Option<String>,
+}
+
+impl From<Mismatch> for MismatchBody {
+    fn from(m: Mismatch) -> Self {
+        Self {
+            key: m.key,
+            expected: m.expected,
+            actual: m.actual,
+        }
+    }
+}
+
+impl AttributesResponse {
+    pub fn from_outcome(outcome: UpdateOutcome, request_id: String) -> Self {
+        Self {
+            conversation_id: outcome.conversation_id.to_string(),
+            participant_id: outcome.participant_id,
+            updated: true,
+            verified: outcome.verified,
+            attributes: outcome.attributes,
+            mismatches: outcome.mismatches.into_iter().map(Into::into).collect(),
+            request_id,
+        }
+    }
+}
+
+/// Text that callers such as Architect send for "no value": treated as absent.
+fn present(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl AttributesRequest {
+    /// Parses into a valid update, enforcing `max_attributes_bytes`.
+    pub fn parse(self, max_attributes_bytes: usize) -> Result<AttributeUpdate, ApiError> {
+        let conversation_id = ConversationId::from_str(&self.conversation_id)?;
+        // A purpose is checked even when a participant id makes it unnecessary: a typo must not pass.
+        let purpose = present(self.purpose.as_deref())
+            .map(Purpose::from_str)
+            .transpose()?;
+        let target = match present(self.participant_id.as_deref()) {
+            Some(pid) => Target::Participant(ParticipantId::from_str(pid)?),
+            None => Target::Purpose(purpose.unwrap_or_else(Purpose::customer)),
+        };
+        let object = self
+            .attributes
+            .as_object()
+            .ok_or_else(|| ApiError::InvalidRequest("`attributes` must be a JSON object".into()))?;
+        let attributes = AttributeMap::from_json(object)?;
+        let size = attributes.byte_len();
+        if size > max_attributes_bytes {
+            return Err(ApiError::AttributesTooLarge {
+                size,
+                limit: max_attributes_bytes,
+            });
+        }
+        Ok(AttributeUpdate {
+            conversation_id,
+            target,
+            attributes,
+            verify: self.verify,
+        })
+    }
+}
+
+/// Reads a JSON body, mapping every way it can fail to a problem.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::InvalidRequest("the request body could not be read".into())
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::InvalidRequest(format!("the body is not a valid request: {e}")))
+}
+
+pub fn request_id(headers: &HeaderMap, id: Option<&RequestId>) -> String {
+    id.and_then(|id| id.header_value().to_str().ok())
+        .or_else(|| {
+            headers
+                .get(crate::app::REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The handler: parse, apply within `server.request_timeout_ms`, answer.
+pub async fn set_attributes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Option<axum::Extension<RequestId>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AttributesResponse>, ApiError> {
+    let request: AttributesRequest = parse_json(body, state.settings.server.max_body_bytes)?;
+    let update = request.parse(state.settings.limits.max_attributes_bytes)?;
+    tracing::Span::current().record(
+        "conversation_id",
+        tracing::field::display(update.conversation_id),
+    );
+    let outcome = tokio::time::timeout(
+        state.settings.server.request_timeout(),
+        state.updater.apply(&update),
+    )
+    .await
+    .map_err(|_| ApiError::RequestTimeout)??;
+    tracing::info!(
+        participant_id = %outcome.participant_id,
+        keys = update.attributes.len(),
+        verified = outcome.verified,
+        "attributes updated"
+    );
+    Ok(Json(AttributesResponse::from_outcome(
+        outcome,
+        request_id(&headers, id.as_ref().map(|e| &e.0)),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const CID: &str = "6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a01";
+
+    fn parse(v: serde_json::Value) -> Result<AttributeUpdate, ApiError> {
+        serde_json::from_value::<AttributesRequest>(v)
+            .unwrap()
+            .parse(2048)
+    }
+
+    #[test]
+    fn purpose_defaults_to_customer_and_an_empty_participant_id_is_absent() {
+        let u = parse(json!({"conversationId": CID, "participantId": "", "attributes": {"a": 1}}))
+            .unwrap();
+        assert_eq!(u.target, Target::Purpose(Purpose::customer()));
+    }
+
+    #[test]
+    fn an_unknown_purpose_is_refused_even_beside_a_participant_id() {
+        let e = parse(
+            json!({"conversationId": CID, "participantId": CID, "purpose": "boss", "attributes": {"a": 1}}),
+        );
+        assert!(matches!(e, Err(ApiError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn attributes_over_the_limit_are_refused_by_their_byte_count() {
+        let e = parse(json!({"conversationId": CID, "attributes": {"k": "é".repeat(1024)}}));
+        assert!(matches!(
+            e,
+            Err(ApiError::AttributesTooLarge {
+                size: 2049,
+                limit: 2048
+            })
+        ));
+        assert!(
+            parse(json!({"conversationId": CID, "attributes": {"k": "x".repeat(2047)}})).is_ok()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_json_never_panics(body in ".{0,200}") {
+            let _ = parse_json::<AttributesRequest>(Ok(Bytes::from(body)), 100).map(|r| r.parse(2048));
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Inbound HTTP: routes, authentication and the problem+json error shape.
+
+pub mod attributes;
+pub mod auth;
+pub mod problem;
+
+pub use problem::ApiError;

@@ -1,0 +1,224 @@
+//! RFC 9457 problem+json: the one error shape callers see, rendered and logged in one place.
+
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tower_http::request_id::RequestId;
+
+use crate::domain::DomainError;
+use crate::genesys::GenesysError;
+use crate::service::UpdateError;
+
+/// Where the problem types are documented; `type` is this plus the code.
+pub const PROBLEM_TYPE_BASE: &str = "https://patchbay.dev/problems/";
+
+/// Every error a caller can get, each with a stable `code`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("missing or wrong credential")]
+    Unauthorized,
+    #[error("no such route")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the request body is over {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the attributes take {size} bytes, over the limit of {limit}")]
+    AttributesTooLarge { size: usize, limit: usize },
+    #[error("the request took longer than server.request_timeout_ms")]
+    RequestTimeout,
+    #[error(transparent)]
+    Update(#[from] UpdateError),
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError::InvalidRequest(e.0)
+    }
+}
+
+/// The rendered fields, carried in the response's extensions until [`render_problems`] writes them.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub retry_after: Option<Duration>,
+    /// The full internal cause, for the log only.
+    pub cause: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+    request_id: &'a str,
+}
+
+impl ApiError {
+    pub fn problem(&self) -> Problem {
+        use GenesysError as G;
+        use UpdateError as U;
+        let (status, code, title, detail, retry_after) = match self {
+            ApiError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", "Invalid request", d.clone(), None),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "Send a valid key as `Authorization: Bearer KEY` or `X-API-Key: KEY`.".into(),
+                None,
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found", "No such route.".into(), None),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+                "This route does not accept that method.".into(),
+                None,
+            ),
+            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large", self.to_string(), None),
+            ApiError::AttributesTooLarge { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "attributes_too_large",
+                "Attributes too large",
+                self.to_string(),
+                None,
+            ),
+            ApiError::RequestTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "Upstream timeout",
+                "Genesys Cloud did not answer in time; the update may or may not have been applied.".into(),
+                None,
+            ),
+            ApiError::Update(U::ConversationNotFound(c)) => (
+                StatusCode::NOT_FOUND,
+                "conversation_not_found",
+                "Conversation not found",
+                format!("Conversation {c} does not exist."),
+                None,
+            ),
+            ApiError::Update(U::ParticipantNotFound(c, who)) => (
+                StatusCode::NOT_FOUND,
+                "participant_not_found",
+                "Participant not found",
+                format!("Conversation {c} has no participant matching `{who}`."),
+                None,
+            ),
+            ApiError::Update(U::ConversationEnded(c)) => (
+                StatusCode::CONFLICT,
+                "conversation_ended",
+                "Conversation ended",
+                format!("Conversation {c} has ended; its attributes can no longer be changed."),
+                None,
+            ),
+            ApiError::Update(U::Upstream(g)) => match g {
+                G::RateLimited { retry_after, .. } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Rate limited",
+                    "Genesys Cloud is rate limiting; try again later.".into(),
+                    Some(retry_after.unwrap_or(crate::genesys::retry::DEFAULT_RETRY_AFTER)),
+                ),
+                G::Auth { .. } | G::Rejected { status: 403, .. } => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_auth_failed",
+                    "Upstream authentication failed",
+                    "Genesys Cloud rejected Patchbay's OAuth client or its permissions; the operator must fix the configuration.".into(),
+                    None,
+                ),
+                G::Timeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "Upstream timeout",
+                    "Genesys Cloud did not answer in time.".into(),
+                    None,
+                ),
+                G::Rejected { status, .. } => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "Upstream error",
+                    format!("Genesys Cloud refused the call (HTTP {status})."),
+                    None,
+                ),
+                G::Server { .. } | G::Transport(_) | G::InvalidResponse(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "Upstream error",
+                    "Genesys Cloud failed to handle the call.".into(),
+                    None,
+                ),
+            },
+        };
+        Problem {
+            status,
+            code,
+            title,
+            detail,
+            retry_after,
+            cause: self.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let mut response = problem.status.into_response();
+        response.extensions_mut().insert(problem);
+        response
+    }
+}
+
+/// Writes the problem+json body with the request id, and logs each error exactly once.
+pub async fn render_problems(request: Request, next: Next) -> Response {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let response = next.run(request).await;
+    let Some(problem) = response.extensions().get::<Problem>().cloned() else {
+        return response;
+    };
+    if problem.status.is_server_error() {
+        tracing::error!(code = problem.code, status = problem.status.as_u16(), cause = %problem.cause, "request failed");
+    } else {
+        tracing::info!(code = problem.code, status = problem.status.as_u16(), cause = %problem.cause, "request refused");
+    }
+    let body = ProblemBody {
+        kind: format!("{PROBLEM_TYPE_BASE}{}", problem.code),
+        title: problem.title,
+        status: problem.status.as_u16(),
+        detail: &problem.detail,
+        code: problem.code,
+        request_id: &request_id,
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Some(wait) = problem.retry_after {
+        parts.headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
+    }
+    let json = serde_json::to_vec(&body).expect("problem bodies serialize");
+    Response::from_parts(parts, axum::body::Body::from(json))
+}

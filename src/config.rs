@@ -1,0 +1,450 @@
+//! Typed settings: `config/default.toml`, then an optional file, then `PATCHBAY__SECTION__KEY`, validated once.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// The commented defaults, compiled in so the binary starts from any working directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The environment prefix: `PATCHBAY__GENESYS__CLIENT_ID` sets `genesys.client_id`.
+pub const ENV_PREFIX: &str = "PATCHBAY";
+
+/// Genesys Cloud domains, from the contract's region table. The login host is `login.<domain>`.
+pub const REGIONS: &[(&str, &str)] = &[
+    ("mypurecloud.com", "us-east-1"),
+    ("mypurecloud.ie", "eu-west-1"),
+    ("mypurecloud.com.au", "ap-southeast-2"),
+    ("mypurecloud.jp", "ap-northeast-1"),
+    ("mypurecloud.de", "eu-central-1"),
+    ("usw2.pure.cloud", "us-west-2"),
+    ("cac1.pure.cloud", "ca-central-1"),
+    ("apne2.pure.cloud", "ap-northeast-2"),
+    ("euw2.pure.cloud", "eu-west-2"),
+    ("aps1.pure.cloud", "ap-south-1"),
+    ("use2.us-gov-pure.cloud", "us-east-2"),
+    ("sae1.pure.cloud", "sa-east-1"),
+    ("mec1.pure.cloud", "me-central-1"),
+    ("apne3.pure.cloud", "ap-northeast-3"),
+    ("euc2.pure.cloud", "eu-central-2"),
+    ("mxc1.pure.cloud", "mx-central-1"),
+    ("apse1.pure.cloud", "ap-southeast-1"),
+    ("edee1.eusc-pure.cloud", "eusc-de-east-1"),
+];
+
+/// A start-up failure. Every variant names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub genesys: GenesysSettings,
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+    pub verify: VerifySettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesysSettings {
+    pub region: String,
+    #[serde(default)]
+    pub login_url: Option<Url>,
+    #[serde(default)]
+    pub api_url: Option<Url>,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub timeout_ms: u64,
+    pub token_expiry_margin_s: u64,
+    pub auth_failure_cache_ms: u64,
+    pub retry: RetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub max_elapsed_ms: u64,
+    pub max_retry_after_ms: u64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    #[serde(default)]
+    pub api_keys: Vec<SecretString>,
+    pub allow_anonymous: bool,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    // Keys are secrets: say how many there are, never what they are.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub max_attributes_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySettings {
+    pub enabled: bool,
+    pub timeout_ms: u64,
+    pub poll_initial_ms: u64,
+    pub poll_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+impl Settings {
+    /// Reads every layer and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`], with the environment given explicitly (tests must not share theirs).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: config::Map<String, String> = env.into_iter().collect();
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("auth.api_keys")
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The defaults alone, validated except for the rules a real deployment must satisfy by hand.
+    pub fn defaults() -> Self {
+        config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("config/default.toml is valid")
+    }
+
+    /// The rules serde cannot express: ranges, known regions and cross-field constraints.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.genesys;
+        if !REGIONS.iter().any(|(domain, _)| *domain == g.region) {
+            let valid: Vec<_> = REGIONS.iter().map(|(d, _)| *d).collect();
+            return Err(invalid(
+                "genesys.region",
+                format!(
+                    "`{}` is not a Genesys Cloud region; valid regions are: {}",
+                    g.region,
+                    valid.join(", ")
+                ),
+            ));
+        }
+        for (key, url) in [
+            ("genesys.login_url", &g.login_url),
+            ("genesys.api_url", &g.api_url),
+        ] {
+            if let Some(url) = url {
+                if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                    return Err(invalid(key, "must be an http(s) base URL"));
+                }
+            }
+        }
+        if g.client_id.trim().is_empty() {
+            return Err(invalid(
+                "genesys.client_id",
+                "is required: the id of an OAuth client with the client-credentials grant",
+            ));
+        }
+        if g.client_secret.expose_secret().is_empty() {
+            return Err(invalid(
+                "genesys.client_secret",
+                "is required: the secret of the OAuth client",
+            ));
+        }
+        positive("genesys.timeout_ms", g.timeout_ms)?;
+        positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
+        positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
+        positive(
+            "limits.max_attributes_bytes",
+            self.limits.max_attributes_bytes as u64,
+        )?;
+        let r = &g.retry;
+        if !(1..=10).contains(&r.max_attempts) {
+            return Err(invalid(
+                "genesys.retry.max_attempts",
+                "must be between 1 and 10",
+            ));
+        }
+        positive("genesys.retry.base_delay_ms", r.base_delay_ms)?;
+        if r.max_delay_ms < r.base_delay_ms {
+            return Err(invalid(
+                "genesys.retry.max_delay_ms",
+                "must not be below genesys.retry.base_delay_ms",
+            ));
+        }
+        if self.verify.enabled {
+            positive("verify.timeout_ms", self.verify.timeout_ms)?;
+            positive("verify.poll_initial_ms", self.verify.poll_initial_ms)?;
+            if self.verify.timeout_ms >= self.server.request_timeout_ms {
+                return Err(invalid(
+                    "verify.timeout_ms",
+                    "must be below server.request_timeout_ms, or no answer could carry the verification",
+                ));
+            }
+        }
+        if self.auth.api_keys.is_empty() && !self.auth.allow_anonymous {
+            return Err(invalid(
+                "auth.api_keys",
+                "no inbound credential is configured; set auth.api_keys, or auth.allow_anonymous = true to run without one",
+            ));
+        }
+        if self
+            .auth
+            .api_keys
+            .iter()
+            .any(|k| k.expose_secret().trim().is_empty())
+        {
+            return Err(invalid("auth.api_keys", "keys must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(invalid(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+impl ServerSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+impl GenesysSettings {
+    /// `https://login.<region>` unless overridden.
+    pub fn login_base(&self) -> Url {
+        self.login_url.clone().unwrap_or_else(|| {
+            Url::parse(&format!("https://login.{}", self.region)).expect("region hosts are valid")
+        })
+    }
+    /// `https://api.<region>` unless overridden.
+    pub fn api_base(&self) -> Url {
+        self.api_url.clone().unwrap_or_else(|| {
+            Url::parse(&format!("https://api.{}", self.region)).expect("region hosts are valid")
+        })
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+impl VerifySettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut all = vec![
+            ("PATCHBAY__GENESYS__CLIENT_ID".to_string(), "id".to_string()),
+            (
+                "PATCHBAY__GENESYS__CLIENT_SECRET".to_string(),
+                "s3cret".to_string(),
+            ),
+            ("PATCHBAY__AUTH__API_KEYS".to_string(), "k1,k2".to_string()),
+        ];
+        all.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        all
+    }
+
+    fn error_of(pairs: &[(&str, &str)]) -> String {
+        Settings::load_with_env(None, env(pairs))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_with_credentials_from_the_environment_load() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.server.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.server.max_body_bytes, 65536);
+        assert_eq!(s.limits.max_attributes_bytes, 2048);
+        assert_eq!(s.auth.api_keys.len(), 2);
+        assert!(s.verify.enabled);
+        assert_eq!(s.verify.timeout_ms, 3000);
+        assert_eq!(
+            s.genesys.login_base().as_str(),
+            "https://login.mypurecloud.com/"
+        );
+        assert_eq!(
+            s.genesys.api_base().as_str(),
+            "https://api.mypurecloud.com/"
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_defaults() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("PATCHBAY__GENESYS__REGION", "mypurecloud.ie"),
+                ("PATCHBAY__VERIFY__ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.genesys.api_base().as_str(), "https://api.mypurecloud.ie/");
+        assert!(!s.verify.enabled);
+    }
+
+    #[test]
+    fn an_unknown_region_fails_and_lists_the_valid_ones() {
+        let e = error_of(&[("PATCHBAY__GENESYS__REGION", "example.com")]);
+        assert!(e.contains("genesys.region"), "{e}");
+        assert!(
+            e.contains("mypurecloud.de") && e.contains("usw2.pure.cloud"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_fails_naming_it() {
+        let e = error_of(&[("PATCHBAY__SERVER__LISTN", "x")]);
+        assert!(e.contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn an_invalid_value_fails_naming_the_key() {
+        let e = error_of(&[("PATCHBAY__SERVER__MAX_BODY_BYTES", "lots")]);
+        assert!(e.contains("max_body_bytes"), "{e}");
+        let e = error_of(&[("PATCHBAY__GENESYS__API_URL", "ftp://x")]);
+        assert!(e.contains("genesys.api_url"), "{e}");
+    }
+
+    #[test]
+    fn no_inbound_credential_refuses_to_start_unless_anonymous_is_allowed() {
+        let base = [
+            ("PATCHBAY__GENESYS__CLIENT_ID", "id"),
+            ("PATCHBAY__GENESYS__CLIENT_SECRET", "s"),
+        ];
+        let to_env = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+            base.iter()
+                .chain(extra)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let e = Settings::load_with_env(None, to_env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.api_keys"), "{e}");
+        assert!(Settings::load_with_env(
+            None,
+            to_env(&[("PATCHBAY__AUTH__ALLOW_ANONYMOUS", "true")])
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("k1"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_config_file_layers_between_defaults_and_environment() {
+        let dir = std::env::temp_dir().join(format!("patchbay-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:9999\"\nmax_body_bytes = 10\n",
+        )
+        .unwrap();
+        let s = Settings::load_with_env(
+            Some(&file),
+            env(&[("PATCHBAY__SERVER__MAX_BODY_BYTES", "20")]),
+        )
+        .unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(s.server.max_body_bytes, 20);
+    }
+}

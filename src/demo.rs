@@ -1,0 +1,169 @@
+//! `patchbay demo`: the simulator and the gateway in one process, fed the events real callers send.
+
+use std::io::Write;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::app::{router, serve, AppState};
+use crate::config::Settings;
+use crate::sim::{self, Simulator};
+
+/// One sample event and what a correct gateway answers.
+struct Event {
+    caller: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Value,
+    expect_status: u16,
+}
+
+/// Settings for a gateway in front of the simulator at `sim_url`, accepting `api_key`.
+pub fn settings_for_simulator(sim_url: &str, api_key: &str) -> Settings {
+    let mut s = Settings::defaults();
+    s.server.listen = "127.0.0.1:0".parse().expect("valid address");
+    s.genesys.login_url = Some(sim_url.parse().expect("simulator URL"));
+    s.genesys.api_url = Some(sim_url.parse().expect("simulator URL"));
+    s.genesys.client_id = sim::DEFAULT_CLIENT_ID.into();
+    s.genesys.client_secret = SecretString::from(sim::DEFAULT_CLIENT_SECRET);
+    s.auth.api_keys = vec![SecretString::from(api_key.to_string())];
+    s
+}
+
+/// Runs the demonstration, writing a readable account to `out`. `Ok(true)` when every event got the
+/// answer it should.
+pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
+    let simulator = Simulator::new();
+    // Genesys reads are eventually consistent: make the demo show verification waiting for it.
+    simulator.set_visibility_delay(Duration::from_millis(120));
+    let sim_url = simulator.spawn(TcpListener::bind("127.0.0.1:0").await?);
+
+    let api_key = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    let settings = settings_for_simulator(&sim_url, &api_key);
+    settings.validate()?;
+    let listener = TcpListener::bind(settings.server.listen).await?;
+    let gateway = format!("http://{}", listener.local_addr()?);
+    let state = AppState::new(settings)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, router(state), async {
+        let _ = stopped.await;
+    }));
+
+    writeln!(out, "Patchbay demo")?;
+    writeln!(out, "  simulated Genesys Cloud at {sim_url}")?;
+    writeln!(out, "  gateway at {gateway}")?;
+    writeln!(out)?;
+
+    let events = vec![
+        Event {
+            caller: "Architect data action: mark the caller VIP (participant found by purpose)",
+            headers: vec![("x-api-key", api_key.clone())],
+            body: json!({"conversationId": sim::SEED_ACTIVE_CALL, "purpose": "customer",
+                         "attributes": {"vip": true, "crmCaseId": "00012345"}}),
+            expect_status: 200,
+        },
+        Event {
+            caller: "Salesforce webhook: account details for the agent's script",
+            headers: vec![("authorization", format!("Bearer {api_key}"))],
+            body: json!({"conversationId": sim::SEED_ACTIVE_CALL, "participantId": sim::SEED_ACTIVE_CALL_AGENT,
+                         "attributes": {"accountTier": "gold", "openCases": 3}}),
+            expect_status: 200,
+        },
+        Event {
+            caller: "Internal service: tag a transferred call's current agent",
+            headers: vec![("x-api-key", api_key.clone())],
+            body: json!({"conversationId": sim::SEED_TRANSFER, "purpose": "agent",
+                         "attributes": {"transferReason": "billing"}}),
+            expect_status: 200,
+        },
+        Event {
+            caller: "Zendesk webhook: a ticket update for a call that already ended",
+            headers: vec![("x-api-key", api_key.clone())],
+            body: json!({"conversationId": sim::SEED_ENDED, "purpose": "customer",
+                         "attributes": {"ticket": "ZD-981"}}),
+            expect_status: 409,
+        },
+    ];
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()?;
+    let mut all_ok = true;
+    for (n, event) in events.iter().enumerate() {
+        let mut request = http
+            .post(format!("{gateway}/v1/attributes"))
+            .json(&event.body);
+        for (k, v) in &event.headers {
+            request = request.header(*k, v);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let ok = status == event.expect_status;
+        all_ok &= ok;
+        writeln!(out, "{}. {}", n + 1, event.caller)?;
+        writeln!(out, "   sent:         {}", event.body["attributes"])?;
+        if status == 200 {
+            writeln!(
+                out,
+                "   conversation: {}",
+                body["conversationId"].as_str().unwrap_or("?")
+            )?;
+            writeln!(
+                out,
+                "   participant:  {}",
+                body["participantId"].as_str().unwrap_or("?")
+            )?;
+            writeln!(out, "   attributes:   {}", body["attributes"])?;
+            writeln!(
+                out,
+                "   verified:     {}{}",
+                body["verified"],
+                if body["verified"] == json!(true) {
+                    ""
+                } else {
+                    " (mismatches below)"
+                }
+            )?;
+            if body["verified"] != json!(true) {
+                writeln!(out, "   mismatches:   {}", body["mismatches"])?;
+                all_ok = false;
+            }
+        } else {
+            writeln!(
+                out,
+                "   answer:       {} {} ({})",
+                status,
+                body["code"].as_str().unwrap_or("?"),
+                body["detail"].as_str().unwrap_or("")
+            )?;
+        }
+        writeln!(
+            out,
+            "   outcome:      {}",
+            if ok { "as expected" } else { "UNEXPECTED" }
+        )?;
+        writeln!(out)?;
+    }
+
+    writeln!(
+        out,
+        "Genesys calls: {} token grant(s), {} attribute PATCH(es), {} conversation GET(s)",
+        simulator.grants(),
+        simulator.count("patch_attributes"),
+        simulator.count("get_conversation")
+    )?;
+    let _ = stop.send(());
+    server.await??;
+    writeln!(
+        out,
+        "{}",
+        if all_ok {
+            "Demo finished: every event got the right answer."
+        } else {
+            "Demo FAILED."
+        }
+    )?;
+    Ok(all_ok)
+}

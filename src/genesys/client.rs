@@ -1,0 +1,298 @@
+//! The one Genesys Cloud client: a pooled rustls HTTP client, the token cache and the retry policy.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use super::error::GenesysError;
+use super::model::{Conversation, ErrorBody, ParticipantAttributes, TokenResponse};
+use super::retry::{is_retryable_status, RetryPolicy, RetryReason};
+use super::token::{AccessToken, TokenCache};
+use crate::config::GenesysSettings;
+use crate::domain::{AttributeMap, ConversationId};
+
+/// Genesys tags every answer with this id; its support asks for it.
+pub const CORRELATION_HEADER: &str = "ININ-Correlation-Id";
+const USER_AGENT: &str = concat!("patchbay/", env!("CARGO_PKG_VERSION"));
+
+/// Talks to one Genesys Cloud org. Cheap to clone: clones share the connection pool and the token.
+#[derive(Clone)]
+pub struct GenesysClient {
+    http: reqwest::Client,
+    login_base: Url,
+    api_base: Url,
+    client_id: String,
+    client_secret: SecretString,
+    tokens: TokenCache,
+    policy: RetryPolicy,
+}
+
+impl std::fmt::Debug for GenesysClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenesysClient")
+            .field("login_base", &self.login_base.as_str())
+            .field("api_base", &self.api_base.as_str())
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one attempt ended, before the retry policy decides what comes next.
+enum Attempt {
+    Done(Response),
+    /// 401 on an API call: the token may be stale.
+    Unauthorized(GenesysError),
+    Retry(RetryReason, Option<Duration>, GenesysError),
+    Fail(GenesysError),
+}
+
+fn correlation_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Retry-After in whole seconds, as Genesys sends it.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+impl GenesysClient {
+    pub fn new(settings: &GenesysSettings) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(USER_AGENT)
+            .connect_timeout(settings.timeout())
+            .timeout(settings.timeout())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        Ok(Self {
+            http,
+            login_base: settings.login_base(),
+            api_base: settings.api_base(),
+            client_id: settings.client_id.clone(),
+            client_secret: settings.client_secret.clone(),
+            tokens: TokenCache::new(
+                Duration::from_secs(settings.token_expiry_margin_s),
+                Duration::from_millis(settings.auth_failure_cache_ms),
+            ),
+            policy: RetryPolicy::from(&settings.retry),
+        })
+    }
+
+    fn api_url(&self, path: &str) -> Url {
+        let mut url = self.api_base.clone();
+        let base = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base}{path}"));
+        url
+    }
+
+    /// `GET /api/v2/conversations/{conversationId}`.
+    pub async fn get_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Conversation, GenesysError> {
+        let url = self.api_url(&format!("/api/v2/conversations/{id}"));
+        let response = self
+            .send_api("get_conversation", |http| http.get(url.clone()))
+            .await?;
+        let correlation = correlation_id(response.headers());
+        response.json::<Conversation>().await.map_err(|e| {
+            GenesysError::InvalidResponse(format!(
+                "conversation body did not decode ({e}; correlation id {correlation:?})"
+            ))
+        })
+    }
+
+    /// `PATCH /api/v2/conversations/{conversationId}/participants/{participantId}/attributes`.
+    ///
+    /// Any 2xx means accepted, never verified: only a read-back proves the write.
+    pub async fn patch_participant_attributes(
+        &self,
+        conversation: &ConversationId,
+        participant: &str,
+        attributes: &AttributeMap,
+    ) -> Result<(), GenesysError> {
+        let url = self.api_url(&format!(
+            "/api/v2/conversations/{conversation}/participants/{participant}/attributes"
+        ));
+        let body = ParticipantAttributes {
+            attributes: attributes.as_map().clone(),
+        };
+        self.send_api("patch_participant_attributes", |http| {
+            http.patch(url.clone()).json(&body)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The client-credentials grant, exactly as the SDKs send it: Basic auth and a form body.
+    async fn grant(&self) -> Result<(SecretString, Duration), GenesysError> {
+        let mut url = self.login_base.clone();
+        let base = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base}/oauth/token"));
+        let response = self
+            .send_with_retry("token_grant", None, |http| {
+                http.post(url.clone())
+                    .basic_auth(&self.client_id, Some(self.client_secret.expose_secret()))
+                    .form(&[("grant_type", "client_credentials")])
+            })
+            .await?;
+        let token: TokenResponse = response.json().await.map_err(|e| {
+            GenesysError::InvalidResponse(format!("token body did not decode ({e})"))
+        })?;
+        if token.access_token.is_empty() {
+            return Err(GenesysError::InvalidResponse("empty access token".into()));
+        }
+        tracing::info!(
+            expires_in = token.expires_in,
+            "obtained a Genesys access token"
+        );
+        Ok((
+            SecretString::from(token.access_token),
+            Duration::from_secs(token.expires_in),
+        ))
+    }
+
+    async fn token(&self) -> Result<std::sync::Arc<AccessToken>, GenesysError> {
+        self.tokens.get(|| self.grant()).await
+    }
+
+    /// An API call with a bearer token; a 401 drops the token and tries once more with a new one.
+    async fn send_api<F>(&self, op: &'static str, build: F) -> Result<Response, GenesysError>
+    where
+        F: Fn(&reqwest::Client) -> RequestBuilder,
+    {
+        let mut renewed = false;
+        loop {
+            let token = self.token().await?;
+            match self.send_with_retry(op, Some(&token), &build).await {
+                Err(GenesysError::Auth { status: 401, .. }) if !renewed => {
+                    tracing::info!(op, "Genesys refused the cached token; renewing it once");
+                    self.tokens.invalidate(&token).await;
+                    renewed = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One logical call under the retry policy.
+    async fn send_with_retry<F>(
+        &self,
+        op: &'static str,
+        token: Option<&AccessToken>,
+        build: F,
+    ) -> Result<Response, GenesysError>
+    where
+        F: Fn(&reqwest::Client) -> RequestBuilder,
+    {
+        let started = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut request = build(&self.http).header(ACCEPT, "application/json");
+            if let Some(token) = token {
+                request = request.bearer_auth(token.expose());
+            }
+            let attempt = classify(request.send().await, token.is_some()).await;
+            match attempt {
+                Attempt::Done(response) => return Ok(response),
+                Attempt::Unauthorized(err) | Attempt::Fail(err) => return Err(err),
+                Attempt::Retry(reason, wait, err) => {
+                    match self
+                        .policy
+                        .next_delay(reason, attempts, started.elapsed(), wait)
+                    {
+                        Some(delay) => {
+                            tracing::warn!(
+                                op,
+                                attempt = attempts,
+                                ?reason,
+                                delay_ms = delay.as_millis() as u64,
+                                error = %err,
+                                "Genesys call failed; retrying"
+                            );
+                            tokio::time::sleep(delay).await;
+                        }
+                        None => return Err(err),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sorts an answer (or its absence) into what the retry loop must do.
+async fn classify(result: Result<Response, reqwest::Error>, api_call: bool) -> Attempt {
+    let response = match result {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            return Attempt::Retry(RetryReason::Timeout, None, GenesysError::Timeout)
+        }
+        Err(e) if e.is_connect() => {
+            return Attempt::Retry(
+                RetryReason::Connect,
+                None,
+                GenesysError::Transport(describe(&e)),
+            )
+        }
+        Err(e) => return Attempt::Fail(GenesysError::Transport(describe(&e))),
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Attempt::Done(response);
+    }
+    let correlation = correlation_id(response.headers());
+    let wait = retry_after(response.headers());
+    let code = status.as_u16();
+    if let Some(reason) = is_retryable_status(code) {
+        let err = if reason == RetryReason::RateLimited {
+            GenesysError::RateLimited {
+                retry_after: wait,
+                correlation_id: correlation,
+            }
+        } else {
+            GenesysError::Server {
+                status: code,
+                correlation_id: correlation,
+            }
+        };
+        return Attempt::Retry(reason, wait, err);
+    }
+    if !api_call && matches!(status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED) {
+        // The login service answers `invalid_client` with 400 or 401: the operator's credentials are wrong.
+        return Attempt::Fail(GenesysError::Auth {
+            status: code,
+            correlation_id: correlation,
+        });
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        return Attempt::Unauthorized(GenesysError::Auth {
+            status: code,
+            correlation_id: correlation,
+        });
+    }
+    let body = response.json::<ErrorBody>().await.ok();
+    Attempt::Fail(GenesysError::rejected(code, body, correlation))
+}
+
+/// reqwest's message without its source chain, which can repeat the URL; no secret is ever in a URL here.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

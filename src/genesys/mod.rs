@@ -1,0 +1,10 @@
+//! The Genesys Cloud side: wire models, the client with its token cache and retry policy, and errors.
+
+pub mod client;
+pub mod error;
+pub mod model;
+pub mod retry;
+pub mod token;
+
+pub use client::{GenesysClient, CORRELATION_HEADER};
+pub use error::GenesysError;

@@ -1,0 +1,161 @@
+//! The Genesys Cloud wire shapes Patchbay reads and writes, lenient on input as the SDK models are.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `ParticipantAttributes`: the body of the attributes PATCH.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParticipantAttributes {
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The client-credentials grant's answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[serde(default)]
+    pub token_type: Option<String>,
+    pub expires_in: u64,
+}
+
+/// `Conversation`, as `GET /api/v2/conversations/{id}` returns it (only the fields Patchbay uses).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(default)]
+    pub participants: Vec<Participant>,
+}
+
+/// The media lists a participant may carry; each entry has its own `state`.
+pub const MEDIA_LISTS: &[&str] = &[
+    "calls",
+    "callbacks",
+    "chats",
+    "cobrowsesessions",
+    "emails",
+    "messages",
+    "screenshares",
+    "socialExpressions",
+    "videos",
+];
+
+/// `Participant`. Communications are kept as raw JSON per media list, since only `state` matters here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Participant {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// `calls`, `chats`, … and any other field, so a read-back loses nothing the simulator serves.
+    #[serde(flatten)]
+    pub media: BTreeMap<String, serde_json::Value>,
+}
+
+/// A communication state that means the communication is over.
+fn is_finished_state(state: &str) -> bool {
+    matches!(state, "disconnected" | "terminated")
+}
+
+impl Participant {
+    /// The `state` of every communication in every media list.
+    pub fn communication_states(&self) -> impl Iterator<Item = &str> {
+        MEDIA_LISTS
+            .iter()
+            .filter_map(|list| self.media.get(*list))
+            .filter_map(|v| v.as_array())
+            .flatten()
+            .filter_map(|c| c.get("state").and_then(|s| s.as_str()))
+    }
+
+    /// Still on the conversation: no end time, and some communication not yet over.
+    pub fn is_connected(&self) -> bool {
+        self.end_time.is_none() && self.communication_states().any(|s| !is_finished_state(s))
+    }
+}
+
+impl Conversation {
+    /// Ended: it has an `endTime`, or every communication of every participant is over.
+    pub fn is_ended(&self) -> bool {
+        if self.end_time.is_some() {
+            return true;
+        }
+        let mut states = self
+            .participants
+            .iter()
+            .flat_map(|p| p.communication_states())
+            .peekable();
+        states.peek().is_some() && states.all(is_finished_state)
+    }
+
+    pub fn participant(&self, id: &str) -> Option<&Participant> {
+        self.participants
+            .iter()
+            .find(|p| p.id.eq_ignore_ascii_case(id))
+    }
+}
+
+/// `ErrorBody`: what Genesys answers on failure.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub context_id: Option<String>,
+    #[serde(default)]
+    pub message_with_params: Option<String>,
+    #[serde(default)]
+    pub message_params: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub details: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub errors: Vec<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn conv(v: serde_json::Value) -> Conversation {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_conversation_with_an_end_time_has_ended() {
+        assert!(conv(json!({"id": "c", "endTime": "2026-01-01T00:00:00Z"})).is_ended());
+    }
+
+    #[test]
+    fn a_conversation_whose_every_communication_is_over_has_ended() {
+        let c = conv(json!({"id": "c", "participants": [
+            {"id": "a", "calls": [{"state": "disconnected"}]},
+            {"id": "b", "chats": [{"state": "terminated"}]}
+        ]}));
+        assert!(c.is_ended());
+        let live = conv(json!({"id": "c", "participants": [
+            {"id": "a", "calls": [{"state": "disconnected"}]},
+            {"id": "b", "calls": [{"state": "connected"}]}
+        ]}));
+        assert!(!live.is_ended());
+        assert!(!conv(json!({"id": "c", "participants": []})).is_ended());
+    }
+}

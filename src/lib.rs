@@ -1,0 +1,29 @@
+//! Patchbay: set Genesys Cloud participant attributes on live conversations, and prove they landed.
+//!
+//! A caller (an Architect data action, a CRM webhook, an internal service) POSTs an update. Patchbay
+//! finds the participant, PATCHes its attributes with a cached OAuth token, reads the conversation
+//! back, and answers with what was verified.
+//!
+//! Map of the crate:
+//! - [`config`]: layered, validated settings.
+//! - [`domain`]: ids, purposes and attribute maps, valid by construction.
+//! - [`genesys`]: the Genesys Cloud client (token cache, retry policy, wire models, errors).
+//! - [`service`]: the core operation: resolve, write, verify.
+//! - [`api`]: inbound HTTP handlers, authentication and problem+json.
+//! - [`app`]: `router(state)` and `serve(listener, router, shutdown)`.
+//! - [`sim`]: an in-memory Genesys Cloud for `sim`, `demo` and the tests.
+//! - [`demo`]: the self-contained demonstration.
+//! - [`telemetry`]: logging set-up.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod genesys;
+pub mod service;
+pub mod sim;
+pub mod telemetry;
+
+pub use app::{router, serve, AppState};
+pub use config::Settings;

@@ -1,0 +1,272 @@
+//! The core operation: resolve the participant, PATCH its attributes, and read the conversation back.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::config::VerifySettings;
+use crate::domain::{AttributeMap, AttributeUpdate, ConversationId, Purpose, Target};
+use crate::genesys::model::{Conversation, Participant};
+use crate::genesys::{GenesysClient, GenesysError};
+
+/// Why an update could not be applied, in the caller's terms.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpdateError {
+    #[error("conversation {0} does not exist")]
+    ConversationNotFound(ConversationId),
+    #[error("no matching participant on conversation {0}")]
+    ParticipantNotFound(ConversationId, String),
+    #[error("conversation {0} has ended")]
+    ConversationEnded(ConversationId),
+    #[error(transparent)]
+    Upstream(#[from] GenesysError),
+}
+
+/// A key whose read-back value differs from what was written. `actual` is `None` when the key is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mismatch {
+    pub key: String,
+    pub expected: String,
+    pub actual: Option<String>,
+}
+
+/// What happened, as verified against Genesys.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateOutcome {
+    pub conversation_id: ConversationId,
+    pub participant_id: String,
+    pub verified: bool,
+    /// The participant's attributes as last read back; what was written when verification is off.
+    pub attributes: BTreeMap<String, String>,
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// Applies updates through one [`GenesysClient`].
+#[derive(Clone, Debug)]
+pub struct Updater {
+    genesys: GenesysClient,
+    verify: VerifySettings,
+}
+
+impl Updater {
+    pub fn new(genesys: GenesysClient, verify: VerifySettings) -> Self {
+        Self { genesys, verify }
+    }
+
+    pub fn genesys(&self) -> &GenesysClient {
+        &self.genesys
+    }
+
+    pub async fn apply(&self, update: &AttributeUpdate) -> Result<UpdateOutcome, UpdateError> {
+        let cid = update.conversation_id;
+        let participant_id = match &update.target {
+            Target::Participant(pid) => pid.to_string(),
+            Target::Purpose(purpose) => {
+                let conversation = self.read(&cid).await?;
+                // A write to an ended conversation is lost to analytics: say so rather than write it.
+                if conversation.is_ended() {
+                    return Err(UpdateError::ConversationEnded(cid));
+                }
+                select_participant(&conversation, purpose)
+                    .map(|p| p.id.clone())
+                    .ok_or_else(|| UpdateError::ParticipantNotFound(cid, purpose.to_string()))?
+            }
+        };
+        tracing::Span::current().record("participant_id", participant_id.as_str());
+
+        if let Err(err) = self
+            .genesys
+            .patch_participant_attributes(&cid, &participant_id, &update.attributes)
+            .await
+        {
+            return Err(match err.status() {
+                // Genesys's answer for a gone conversation or participant is not settled: read and tell the truth.
+                Some(400 | 404 | 409) => self.explain(&cid, &participant_id, err).await,
+                _ => err.into(),
+            });
+        }
+
+        if !update.verify.unwrap_or(self.verify.enabled) {
+            return Ok(UpdateOutcome {
+                conversation_id: cid,
+                participant_id,
+                verified: false,
+                attributes: update.attributes.as_map().clone(),
+                mismatches: Vec::new(),
+            });
+        }
+        Ok(self.verify(cid, participant_id, &update.attributes).await)
+    }
+
+    async fn read(&self, cid: &ConversationId) -> Result<Conversation, UpdateError> {
+        self.genesys
+            .get_conversation(cid)
+            .await
+            .map_err(|e| match e.status() {
+                Some(404) => UpdateError::ConversationNotFound(*cid),
+                _ => e.into(),
+            })
+    }
+
+    /// Turns a refused PATCH into what is really the matter, from a fresh read of the conversation.
+    async fn explain(
+        &self,
+        cid: &ConversationId,
+        pid: &str,
+        original: GenesysError,
+    ) -> UpdateError {
+        match self.read(cid).await {
+            Err(UpdateError::ConversationNotFound(c)) => UpdateError::ConversationNotFound(c),
+            Ok(conversation) if conversation.is_ended() => UpdateError::ConversationEnded(*cid),
+            Ok(conversation) if conversation.participant(pid).is_none() => {
+                UpdateError::ParticipantNotFound(*cid, pid.to_string())
+            }
+            Ok(conversation) => match conversation.participant(pid) {
+                Some(p) if p.end_time.is_some() => UpdateError::ConversationEnded(*cid),
+                _ => original.into(),
+            },
+            Err(_) => original.into(),
+        }
+    }
+
+    /// Polls the conversation until every written key reads back, or the verify timeout passes.
+    async fn verify(
+        &self,
+        cid: ConversationId,
+        pid: String,
+        expected: &AttributeMap,
+    ) -> UpdateOutcome {
+        let deadline = Instant::now() + self.verify.timeout();
+        let mut delay = Duration::from_millis(self.verify.poll_initial_ms);
+        let max_delay =
+            Duration::from_millis(self.verify.poll_max_ms.max(self.verify.poll_initial_ms));
+        let mut last_seen: Option<BTreeMap<String, String>> = None;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(remaining, self.genesys.get_conversation(&cid)).await {
+                Ok(Ok(conversation)) => {
+                    let seen = conversation
+                        .participant(&pid)
+                        .map(|p| p.attributes.clone())
+                        .unwrap_or_default();
+                    let mismatches = compare(expected, &seen);
+                    if mismatches.is_empty() {
+                        return UpdateOutcome {
+                            conversation_id: cid,
+                            participant_id: pid,
+                            verified: true,
+                            attributes: seen,
+                            mismatches,
+                        };
+                    }
+                    last_seen = Some(seen);
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "read-back failed; the write is unverified so far");
+                }
+                Err(_) => break,
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            tokio::time::sleep(delay.min(remaining)).await;
+            delay = (delay * 2).min(max_delay);
+        }
+        let seen = last_seen.unwrap_or_default();
+        tracing::warn!(
+            conversation_id = %cid,
+            participant_id = %pid,
+            "the write did not read back within verify.timeout_ms"
+        );
+        UpdateOutcome {
+            conversation_id: cid,
+            participant_id: pid,
+            verified: false,
+            mismatches: compare(expected, &seen),
+            attributes: seen,
+        }
+    }
+}
+
+/// Every expected key whose read-back value differs.
+pub fn compare(expected: &AttributeMap, seen: &BTreeMap<String, String>) -> Vec<Mismatch> {
+    expected
+        .iter()
+        .filter(|(k, v)| seen.get(*k) != Some(*v))
+        .map(|(k, v)| Mismatch {
+            key: k.clone(),
+            expected: v.clone(),
+            actual: seen.get(k).cloned(),
+        })
+        .collect()
+}
+
+/// The participant with `purpose`; among several, the one still connected and most recently started.
+pub fn select_participant<'a>(
+    conversation: &'a Conversation,
+    purpose: &Purpose,
+) -> Option<&'a Participant> {
+    conversation
+        .participants
+        .iter()
+        .filter(|p| p.purpose.as_deref().is_some_and(|x| purpose.matches(x)))
+        // ISO-8601 UTC timestamps from Genesys sort correctly as text.
+        .max_by(|a, b| {
+            (a.is_connected(), a.start_time.as_deref())
+                .cmp(&(b.is_connected(), b.start_time.as_deref()))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::str::FromStr;
+
+    #[test]
+    fn the_connected_and_most_recent_participant_of_a_purpose_is_chosen() {
+        let c: Conversation = serde_json::from_value(json!({"id": "c", "participants": [
+            {"id": "old", "purpose": "agent", "startTime": "2026-01-01T10:00:00Z", "calls": [{"state": "disconnected"}]},
+            {"id": "new", "purpose": "agent", "startTime": "2026-01-01T10:05:00Z", "calls": [{"state": "connected"}]},
+            {"id": "newest-gone", "purpose": "agent", "startTime": "2026-01-01T10:09:00Z", "calls": [{"state": "terminated"}]},
+            {"id": "cust", "purpose": "customer", "calls": [{"state": "connected"}]}
+        ]}))
+        .unwrap();
+        let agent = Purpose::from_str("agent").unwrap();
+        assert_eq!(select_participant(&c, &agent).unwrap().id, "new");
+        assert!(select_participant(&c, &Purpose::from_str("ivr").unwrap()).is_none());
+    }
+
+    #[test]
+    fn mismatches_name_missing_and_different_keys() {
+        let expected =
+            AttributeMap::from_json(json!({"a": "1", "b": "2", "c": "3"}).as_object().unwrap())
+                .unwrap();
+        let seen = BTreeMap::from([
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "x".to_string()),
+        ]);
+        let m = compare(&expected, &seen);
+        assert_eq!(
+            m,
+            vec![
+                Mismatch {
+                    key: "b".into(),
+                    expected: "2".into(),
+                    actual: Some("x".into())
+                },
+                Mismatch {
+                    key: "c".into(),
+                    expected: "3".into(),
+                    actual: None
+                },
+            ]
+        );
+    }
+}

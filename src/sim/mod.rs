@@ -1,0 +1,247 @@
+//! An in-memory Genesys Cloud org that speaks the real shapes, with faults tests can inject.
+//!
+//! It serves the login host (`POST /oauth/token`) and the API host (`/api/v2/...`) on one port, which
+//! is also how Genesys's SDKs derive the login URL from a base path that has no `api.` in it.
+
+mod routes;
+mod seed;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::genesys::model::Conversation;
+
+pub use seed::{
+    SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT, SEED_ACTIVE_CALL_CUSTOMER, SEED_CHAT,
+    SEED_CHAT_CUSTOMER, SEED_ENDED, SEED_ENDED_CUSTOMER, SEED_TRANSFER, SEED_TRANSFER_AGENT_NEW,
+    SEED_TRANSFER_AGENT_OLD,
+};
+
+/// The OAuth client the simulator accepts unless told otherwise.
+pub const DEFAULT_CLIENT_ID: &str = "patchbay-sim";
+pub const DEFAULT_CLIENT_SECRET: &str = "patchbay-sim-secret";
+
+/// Which calls a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Any,
+    Token,
+    GetConversation,
+    PatchAttributes,
+}
+
+/// A call the simulator received, for tests to assert on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCall {
+    pub op: &'static str,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+/// An answer to give instead of the real one, a number of times.
+#[derive(Debug, Clone)]
+struct ScriptedFault {
+    op: Op,
+    status: u16,
+    retry_after: Option<u64>,
+    remaining: usize,
+}
+
+#[derive(Debug)]
+struct PendingWrite {
+    visible_at: Instant,
+    conversation: String,
+    participant: String,
+    attributes: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct State {
+    client_id: String,
+    client_secret: String,
+    token_lifetime_s: u64,
+    grant_reject_status: u16,
+    tokens: HashSet<String>,
+    grants: usize,
+    conversations: HashMap<String, Conversation>,
+    pending: Vec<PendingWrite>,
+    calls: Vec<RecordedCall>,
+    latency: Duration,
+    visibility_delay: Duration,
+    ended_patch_status: u16,
+    faults: VecDeque<ScriptedFault>,
+}
+
+/// A handle on a running (or not yet running) simulated org. Clones share the org.
+#[derive(Clone, Debug)]
+pub struct Simulator {
+    state: Arc<Mutex<State>>,
+}
+
+impl Default for Simulator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Simulator {
+    /// An org seeded with a few conversations, accepting [`DEFAULT_CLIENT_ID`] and [`DEFAULT_CLIENT_SECRET`].
+    pub fn new() -> Self {
+        let conversations = seed::conversations()
+            .into_iter()
+            .map(|c| (c.id.to_lowercase(), c))
+            .collect();
+        Self {
+            state: Arc::new(Mutex::new(State {
+                client_id: DEFAULT_CLIENT_ID.into(),
+                client_secret: DEFAULT_CLIENT_SECRET.into(),
+                token_lifetime_s: 86_400,
+                grant_reject_status: 401,
+                tokens: HashSet::new(),
+                grants: 0,
+                conversations,
+                pending: Vec::new(),
+                calls: Vec::new(),
+                latency: Duration::ZERO,
+                visibility_delay: Duration::ZERO,
+                ended_patch_status: 400,
+                faults: VecDeque::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not wedge a simulator other tests still use.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The simulator's router; `serve` it on any listener.
+    pub fn router(&self) -> Router {
+        routes::router(self.clone())
+    }
+
+    /// Serves the simulator on `listener` in the background and returns its base URL.
+    pub fn spawn(&self, listener: TcpListener) -> String {
+        let addr = listener.local_addr().expect("listener has an address");
+        let router = self.router();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        format!("http://{addr}")
+    }
+
+    // ----- set-up and fault injection -----
+
+    pub fn set_credentials(&self, id: &str, secret: &str) {
+        let mut s = self.lock();
+        s.client_id = id.into();
+        s.client_secret = secret.into();
+    }
+
+    /// The `expires_in` of granted tokens.
+    pub fn set_token_lifetime(&self, seconds: u64) {
+        self.lock().token_lifetime_s = seconds;
+    }
+
+    /// The status of a rejected grant: Genesys's is 400 or 401.
+    pub fn set_grant_reject_status(&self, status: u16) {
+        self.lock().grant_reject_status = status;
+    }
+
+    /// Added before every answer.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// How long an accepted write stays invisible to reads (eventual consistency).
+    pub fn set_visibility_delay(&self, delay: Duration) {
+        self.lock().visibility_delay = delay;
+    }
+
+    /// What a PATCH on an ended conversation answers (400, 404 or 409: Genesys's is unconfirmed).
+    pub fn set_ended_patch_status(&self, status: u16) {
+        self.lock().ended_patch_status = status;
+    }
+
+    /// The next `times` calls matching `op` answer `status` with an `ErrorBody`.
+    pub fn fail_next(&self, op: Op, status: u16, times: usize) {
+        self.push_fault(op, status, None, times);
+    }
+
+    /// The next `times` calls matching `op` answer 429 with `Retry-After: seconds`.
+    pub fn rate_limit_next(&self, op: Op, retry_after_s: u64, times: usize) {
+        self.push_fault(op, 429, Some(retry_after_s), times);
+    }
+
+    fn push_fault(&self, op: Op, status: u16, retry_after: Option<u64>, remaining: usize) {
+        self.lock().faults.push_back(ScriptedFault {
+            op,
+            status,
+            retry_after,
+            remaining,
+        });
+    }
+
+    /// Forgets every issued token, as an admin revoking them would: callers then get `bad.credentials`.
+    pub fn revoke_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
+    /// Ends a conversation now: sets `endTime` and disconnects every communication.
+    pub fn end_conversation(&self, id: &str) {
+        let mut s = self.lock();
+        if let Some(c) = s.conversations.get_mut(&id.to_lowercase()) {
+            seed::end(c);
+        }
+    }
+
+    /// Adds (or replaces) a conversation.
+    pub fn insert_conversation(&self, conversation: Conversation) {
+        self.lock()
+            .conversations
+            .insert(conversation.id.to_lowercase(), conversation);
+    }
+
+    // ----- observation -----
+
+    pub fn grants(&self) -> usize {
+        self.lock().grants
+    }
+
+    /// Every call received, in order.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.lock().calls.clone()
+    }
+
+    /// How many calls of an operation were received (`"token"`, `"get_conversation"`, `"patch_attributes"`, …).
+    pub fn count(&self, op: &str) -> usize {
+        self.lock().calls.iter().filter(|c| c.op == op).count()
+    }
+
+    /// A participant's attributes as they are stored now, visible or not yet.
+    pub fn stored_attributes(
+        &self,
+        conversation: &str,
+        participant: &str,
+    ) -> Option<Vec<(String, String)>> {
+        let s = self.lock();
+        let mut attrs: std::collections::BTreeMap<String, String> = s
+            .conversations
+            .get(&conversation.to_lowercase())?
+            .participant(participant)?
+            .attributes
+            .clone();
+        for w in s.pending.iter().filter(|w| {
+            w.conversation == conversation.to_lowercase()
+                && w.participant.eq_ignore_ascii_case(participant)
+        }) {
+            attrs.extend(w.attributes.iter().cloned());
+        }
+        Some(attrs.into_iter().collect())
+    }
+}

@@ -1,0 +1,362 @@
+//! The simulator's HTTP surface: the login host's grant and the conversation API.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::json;
+
+use super::{Op, PendingWrite, RecordedCall, Simulator};
+use crate::genesys::model::ErrorBody;
+use crate::genesys::CORRELATION_HEADER;
+
+/// The media types with their own attributes endpoint.
+const MEDIA_TYPES: &[&str] = &["calls", "callbacks", "chats", "emails", "messages"];
+
+pub fn router(sim: Simulator) -> Router {
+    let api = Router::new()
+        .route("/api/v2/conversations/{id}", get(get_conversation))
+        .route(
+            "/api/v2/conversations/{id}/participants/{pid}/attributes",
+            patch(patch_attributes),
+        )
+        .route(
+            "/api/v2/conversations/{media}/{id}/participants/{pid}/attributes",
+            patch(patch_media_attributes),
+        )
+        .route(
+            "/api/v2/conversations/{id}/participants/{pid}",
+            patch(patch_participant),
+        )
+        .route_layer(middleware::from_fn_with_state(sim.clone(), require_bearer));
+    Router::new()
+        .route("/oauth/token", post(grant))
+        .merge(api)
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not.found",
+                "The requested resource was not found.",
+            )
+        })
+        .layer(middleware::from_fn_with_state(sim.clone(), observe))
+        .with_state(sim)
+}
+
+fn op_name(method: &Method, path: &str) -> &'static str {
+    let segments = path.trim_matches('/').split('/').count();
+    match (method.as_str(), path) {
+        ("POST", "/oauth/token") => "token",
+        ("GET", p) if p.starts_with("/api/v2/conversations/") && segments == 4 => {
+            "get_conversation"
+        }
+        ("PATCH", p) if p.ends_with("/attributes") && segments == 7 => "patch_attributes",
+        ("PATCH", p) if p.ends_with("/attributes") => "patch_media_attributes",
+        ("PATCH", p) if p.contains("/participants/") => "patch_participant",
+        _ => "other",
+    }
+}
+
+fn matches(op: Op, name: &str) -> bool {
+    match op {
+        Op::Any => true,
+        Op::Token => name == "token",
+        Op::GetConversation => name == "get_conversation",
+        Op::PatchAttributes => name == "patch_attributes" || name == "patch_media_attributes",
+    }
+}
+
+/// Latency, scripted faults, the correlation id on every answer, and the call log.
+async fn observe(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let op = op_name(&method, &path);
+    let (latency, fault) = {
+        let mut s = sim.lock();
+        let fault = s
+            .faults
+            .iter_mut()
+            .find(|f| f.remaining > 0 && matches(f.op, op))
+            .map(|f| {
+                f.remaining -= 1;
+                (f.status, f.retry_after)
+            });
+        s.faults.retain(|f| f.remaining > 0);
+        (s.latency, fault)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut response = match fault {
+        Some((429, retry_after)) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too.many.requests.retry.after",
+                "Rate limit exceeded the maximum. Retry the request in [%s] seconds",
+            );
+            if let Some(s) = retry_after {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(s));
+            }
+            r
+        }
+        Some((status, _)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error(
+                status,
+                "internal.server.error",
+                "The server encountered an error.",
+            )
+        }
+        None => next.run(request).await,
+    };
+    let correlation = response
+        .extensions()
+        .get::<CorrelationId>()
+        .map(|c| c.0.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if let Ok(v) = HeaderValue::from_str(&correlation) {
+        response.headers_mut().insert(CORRELATION_HEADER, v);
+    }
+    sim.lock().calls.push(RecordedCall {
+        op,
+        method: method.to_string(),
+        path,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+/// The id an error body used as `contextId`, so the header can carry the same one.
+#[derive(Clone)]
+struct CorrelationId(String);
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let context = uuid::Uuid::new_v4().to_string();
+    let body = ErrorBody {
+        message: Some(message.into()),
+        code: Some(code.into()),
+        status: Some(status.as_u16()),
+        context_id: Some(context.clone()),
+        message_with_params: Some(message.into()),
+        message_params: Some(Default::default()),
+        details: vec![],
+        errors: vec![],
+    };
+    let mut r = (status, Json(body)).into_response();
+    r.extensions_mut().insert(CorrelationId(context));
+    r
+}
+
+fn bad_credentials() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "bad.credentials",
+        "Invalid login credentials.",
+    )
+}
+
+async fn require_bearer(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::to_owned);
+    match token {
+        Some(t) if sim.lock().tokens.contains(&t) => next.run(request).await,
+        _ => bad_credentials(),
+    }
+}
+
+/// `POST /oauth/token`: the client-credentials grant with Basic auth and a form body.
+async fn grant(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Response {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let grant_type = form
+        .iter()
+        .find(|(k, _)| k == "grant_type")
+        .map(|(_, v)| v.as_str());
+    if grant_type != Some("client_credentials") {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": "unsupported_grant_type", "description": "grant type is not supported", "error_description": "grant type is not supported"}))).into_response();
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let mut s = sim.lock();
+    let expected = format!("{}:{}", s.client_id, s.client_secret);
+    if presented.as_deref() != Some(expected.as_str()) {
+        let status =
+            StatusCode::from_u16(s.grant_reject_status).unwrap_or(StatusCode::UNAUTHORIZED);
+        return (status, Json(json!({"error": "invalid_client", "description": "authentication failed", "error_description": "authentication failed"}))).into_response();
+    }
+    let token = format!("sim-{}", uuid::Uuid::new_v4().simple());
+    s.tokens.insert(token.clone());
+    s.grants += 1;
+    Json(json!({"access_token": token, "token_type": "bearer", "expires_in": s.token_lifetime_s}))
+        .into_response()
+}
+
+/// `GET /api/v2/conversations/{id}`, with writes that have become visible applied first.
+async fn get_conversation(State(sim): State<Simulator>, Path(id): Path<String>) -> Response {
+    let mut s = sim.lock();
+    let now = Instant::now();
+    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut s.pending)
+        .into_iter()
+        .partition(|w| w.visible_at <= now);
+    s.pending = later;
+    for w in due {
+        if let Some(p) = s.conversations.get_mut(&w.conversation).and_then(|c| {
+            c.participants
+                .iter_mut()
+                .find(|p| p.id.eq_ignore_ascii_case(&w.participant))
+        }) {
+            p.attributes.extend(w.attributes);
+        }
+    }
+    match s.conversations.get(&id.to_lowercase()) {
+        Some(c) => Json(c.clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not.found",
+            "The requested conversation was not found.",
+        ),
+    }
+}
+
+/// Validates and stores a write; the shared part of the generic and media endpoints.
+fn accept_write(
+    sim: &Simulator,
+    id: &str,
+    pid: &str,
+    body: &Bytes,
+) -> Result<Vec<(String, String)>, Response> {
+    let parsed: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad.request",
+            "The request could not be understood by the server due to malformed syntax.",
+        )
+    })?;
+    let attrs = parsed
+        .get("attributes")
+        .and_then(|a| a.as_object())
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid.value",
+                "attributes is required",
+            )
+        })?;
+    let mut out = Vec::new();
+    for (k, v) in attrs {
+        // ParticipantAttributes is a map of string to string: anything else is the client's bug.
+        let v = v.as_str().ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid.value",
+                "attribute values must be strings",
+            )
+        })?;
+        out.push((k.clone(), v.to_string()));
+    }
+    let mut s = sim.lock();
+    let ended_status = s.ended_patch_status;
+    let delay = s.visibility_delay;
+    let conversation = s.conversations.get(&id.to_lowercase()).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "not.found",
+            "The requested conversation was not found.",
+        )
+    })?;
+    if conversation.is_ended() {
+        let status = StatusCode::from_u16(ended_status).unwrap_or(StatusCode::BAD_REQUEST);
+        return Err(error(
+            status,
+            "conversation.ended",
+            "The conversation has ended.",
+        ));
+    }
+    if conversation.participant(pid).is_none() {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not.found",
+            "The requested participant was not found.",
+        ));
+    }
+    s.pending.push(PendingWrite {
+        visible_at: Instant::now() + delay.min(Duration::from_secs(365 * 86_400)),
+        conversation: id.to_lowercase(),
+        participant: pid.to_string(),
+        attributes: out.clone(),
+    });
+    Ok(out)
+}
+
+/// `PATCH /api/v2/conversations/{id}/participants/{pid}/attributes`: 202 with no body.
+async fn patch_attributes(
+    State(sim): State<Simulator>,
+    Path((id, pid)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    match accept_write(&sim, &id, &pid, &body) {
+        Ok(_) => StatusCode::ACCEPTED.into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `PATCH /api/v2/conversations/{media}/{id}/participants/{pid}/attributes`: answers `ParticipantAttributes`.
+async fn patch_media_attributes(
+    State(sim): State<Simulator>,
+    Path((media, id, pid)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    if !MEDIA_TYPES.contains(&media.as_str()) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not.found",
+            "The requested resource was not found.",
+        );
+    }
+    match accept_write(&sim, &id, &pid, &body) {
+        Ok(attrs) => Json(
+            json!({"attributes": attrs.into_iter().collect::<std::collections::BTreeMap<_, _>>()}),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `PATCH /api/v2/conversations/{id}/participants/{pid}` takes a `MediaParticipantRequest`
+/// (wrapup, state, muted, …). It has no `attributes` field, so attributes sent here are ignored,
+/// as the real service ignores them.
+async fn patch_participant(
+    State(sim): State<Simulator>,
+    Path((id, pid)): Path<(String, String)>,
+) -> Response {
+    let s = sim.lock();
+    match s.conversations.get(&id.to_lowercase()) {
+        Some(c) if c.participant(&pid).is_some() => StatusCode::ACCEPTED.into_response(),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not.found",
+            "The requested resource was not found.",
+        ),
+    }
+}
