@@ -67,6 +67,8 @@ struct State {
     token_lifetime_s: u64,
     grant_reject_status: u16,
     tokens: HashSet<String>,
+    /// Every token ever issued, revoked or not, so tests can look for them in logs.
+    issued: Vec<String>,
     grants: usize,
     conversations: HashMap<String, Conversation>,
     pending: Vec<PendingWrite>,
@@ -103,6 +105,7 @@ impl Simulator {
                 token_lifetime_s: 86_400,
                 grant_reject_status: 401,
                 tokens: HashSet::new(),
+                issued: Vec::new(),
                 grants: 0,
                 conversations,
                 pending: Vec::new(),
@@ -208,6 +211,11 @@ impl Simulator {
     }
 
     // ----- observation -----
+
+    /// Every access token the simulator has issued.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().issued.clone()
+    }
 
     pub fn grants(&self) -> usize {
         self.lock().grants

@@ -207,6 +207,7 @@ async fn grant(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) ->
     }
     let token = format!("sim-{}", uuid::Uuid::new_v4().simple());
     s.tokens.insert(token.clone());
+    s.issued.push(token.clone());
     s.grants += 1;
     Json(json!({"access_token": token, "token_type": "bearer", "expires_in": s.token_lifetime_s}))
         .into_response()

@@ -1,1 +1,11 @@
-fn main() {}
+//! Integration tests: the real app on port 0, with the built-in simulator as Genesys Cloud.
+
+mod attributes;
+mod auth;
+mod helpers;
+mod logs;
+mod sdk_conformance;
+mod token;
+mod upstream_failures;
+mod validation;
+mod verification;

@@ -1,0 +1,152 @@
+//! `spawn_app()`: a gateway and its own simulator, each on port 0, for one test.
+
+use std::sync::Once;
+
+use patchbay::config::Settings;
+use patchbay::demo::settings_for_simulator;
+use patchbay::sim::Simulator;
+use patchbay::{router, serve, AppState};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub use patchbay::sim::{
+    SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT, SEED_ACTIVE_CALL_CUSTOMER, SEED_CHAT,
+    SEED_CHAT_CUSTOMER, SEED_ENDED, SEED_ENDED_CUSTOMER, SEED_TRANSFER, SEED_TRANSFER_AGENT_NEW,
+};
+
+pub const API_KEY: &str = "test-key-3b8f0c1d";
+
+static TRACING: Once = Once::new();
+
+/// Logs show only with `TEST_LOG=1`, so a failing test's output stays readable.
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            patchbay::telemetry::init(patchbay::config::LogFormat::Pretty, "debug");
+        }
+    });
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub sim: Simulator,
+    pub sim_url: String,
+    pub http: reqwest::Client,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+/// A gateway with test-speed retries, in front of a fresh simulator.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with the settings adjusted first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    init_tracing();
+    let sim = Simulator::new();
+    let sim_url = sim.spawn(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let mut settings = settings_for_simulator(&sim_url, API_KEY);
+    settings.genesys.retry.base_delay_ms = 10;
+    settings.genesys.retry.max_delay_ms = 40;
+    settings.verify.timeout_ms = 1500;
+    settings.verify.poll_initial_ms = 20;
+    settings.verify.poll_max_ms = 100;
+    adjust(&mut settings);
+    settings.validate().expect("test settings are valid");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let state = AppState::new(settings).unwrap();
+    tokio::spawn(serve(listener, router(state), std::future::pending()));
+    TestApp {
+        address,
+        sim,
+        sim_url,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    /// POSTs `body` to `/v1/attributes` with the test key.
+    pub async fn post_attributes(&self, body: Value) -> Answer {
+        self.post_raw(
+            "/v1/attributes",
+            body.to_string(),
+            &[("x-api-key", API_KEY)],
+        )
+        .await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: String, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.address))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        Answer::from(request.send().await.expect("gateway answers")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        Answer::from(
+            self.http
+                .get(format!("{}{path}", self.address))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Upstream calls that are not token grants.
+    pub fn api_calls(&self) -> Vec<String> {
+        self.sim
+            .calls()
+            .into_iter()
+            .filter(|c| c.op != "token")
+            .map(|c| c.op.to_string())
+            .collect()
+    }
+}
+
+impl Answer {
+    async fn from(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Asserts a problem+json answer with `status` and `code`, and a request id in the body.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(self.body["code"], code, "{}", self.body);
+        assert_eq!(self.header("content-type"), "application/problem+json");
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["type"].as_str().unwrap().ends_with(code));
+        assert!(self.body["title"].is_string() && self.body["detail"].is_string());
+        assert_eq!(
+            self.body["requestId"].as_str(),
+            Some(self.header("x-request-id"))
+        );
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
