@@ -55,7 +55,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     writeln!(out, "  gateway at {gateway}")?;
     writeln!(out)?;
 
-    let events = vec![
+    let events = [
         Event {
             caller: "Architect data action: mark the caller VIP (participant found by purpose)",
             headers: vec![("x-api-key", api_key.clone())],

@@ -240,15 +240,18 @@ async fn get_conversation(State(sim): State<Simulator>, Path(id): Path<String>) 
     }
 }
 
+/// An `ErrorBody` answer not yet rendered: status, code, message.
+type Refusal = (StatusCode, &'static str, &'static str);
+
 /// Validates and stores a write; the shared part of the generic and media endpoints.
 fn accept_write(
     sim: &Simulator,
     id: &str,
     pid: &str,
     body: &Bytes,
-) -> Result<Vec<(String, String)>, Response> {
+) -> Result<Vec<(String, String)>, Refusal> {
     let parsed: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
-        error(
+        (
             StatusCode::BAD_REQUEST,
             "bad.request",
             "The request could not be understood by the server due to malformed syntax.",
@@ -257,45 +260,35 @@ fn accept_write(
     let attrs = parsed
         .get("attributes")
         .and_then(|a| a.as_object())
-        .ok_or_else(|| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "invalid.value",
-                "attributes is required",
-            )
-        })?;
+        .ok_or((
+            StatusCode::BAD_REQUEST,
+            "invalid.value",
+            "attributes is required",
+        ))?;
     let mut out = Vec::new();
     for (k, v) in attrs {
         // ParticipantAttributes is a map of string to string: anything else is the client's bug.
-        let v = v.as_str().ok_or_else(|| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "invalid.value",
-                "attribute values must be strings",
-            )
-        })?;
+        let v = v.as_str().ok_or((
+            StatusCode::BAD_REQUEST,
+            "invalid.value",
+            "attribute values must be strings",
+        ))?;
         out.push((k.clone(), v.to_string()));
     }
     let mut s = sim.lock();
     let ended_status = s.ended_patch_status;
     let delay = s.visibility_delay;
-    let conversation = s.conversations.get(&id.to_lowercase()).ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            "not.found",
-            "The requested conversation was not found.",
-        )
-    })?;
+    let conversation = s.conversations.get(&id.to_lowercase()).ok_or((
+        StatusCode::NOT_FOUND,
+        "not.found",
+        "The requested conversation was not found.",
+    ))?;
     if conversation.is_ended() {
         let status = StatusCode::from_u16(ended_status).unwrap_or(StatusCode::BAD_REQUEST);
-        return Err(error(
-            status,
-            "conversation.ended",
-            "The conversation has ended.",
-        ));
+        return Err((status, "conversation.ended", "The conversation has ended."));
     }
     if conversation.participant(pid).is_none() {
-        return Err(error(
+        return Err((
             StatusCode::NOT_FOUND,
             "not.found",
             "The requested participant was not found.",
@@ -318,7 +311,7 @@ async fn patch_attributes(
 ) -> Response {
     match accept_write(&sim, &id, &pid, &body) {
         Ok(_) => StatusCode::ACCEPTED.into_response(),
-        Err(r) => r,
+        Err((status, code, message)) => error(status, code, message),
     }
 }
 
@@ -340,7 +333,7 @@ async fn patch_media_attributes(
             json!({"attributes": attrs.into_iter().collect::<std::collections::BTreeMap<_, _>>()}),
         )
         .into_response(),
-        Err(r) => r,
+        Err((status, code, message)) => error(status, code, message),
     }
 }
 
