@@ -10,8 +10,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-pub const SDK_PACKAGE: &str = "purecloudplatformclientv2==269.0.0";
-
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().unwrap_or_else(|e| {
         panic!("cannot run {cmd:?}: {e}. The SDK conformance test needs python3 with venv and pip.")
@@ -33,17 +31,21 @@ fn sdk_python() -> PathBuf {
         .unwrap_or_else(|| root.join("target/sdk-venv"));
     let python = venv.join("bin/python");
     let marker = venv.join(".installed");
-    let wanted = SDK_PACKAGE.to_string();
+    // The pin lives in one file, which `.ci/run` installs from too; the marker remembers what was installed.
+    let requirements = root.join("tests/sdk/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).expect("tests/sdk/requirements.txt");
     if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-        run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &wanted,
-        ]));
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements));
         std::fs::write(&marker, &wanted).unwrap();
     }
     python
