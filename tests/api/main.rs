@@ -5,6 +5,8 @@ mod auth;
 mod helpers;
 mod logs;
 mod sdk_conformance;
+mod simulator;
+mod startup;
 mod token;
 mod upstream_failures;
 mod validation;

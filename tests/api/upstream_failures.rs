@@ -170,3 +170,18 @@ async fn a_conversation_that_ends_during_the_call_is_reported_as_ended() {
         .await
         .assert_problem(409, "conversation_ended");
 }
+
+#[tokio::test]
+async fn a_request_over_its_overall_deadline_is_upstream_timeout() {
+    let app = spawn_app_with(|s| {
+        s.server.request_timeout_ms = 300;
+        s.verify.timeout_ms = 100;
+    })
+    .await;
+    app.sim.set_latency(Duration::from_millis(1000));
+    let started = Instant::now();
+    app.post_attributes(update())
+        .await
+        .assert_problem(504, "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_millis(900));
+}

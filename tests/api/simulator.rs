@@ -1,0 +1,92 @@
+//! The simulator keeps the contract's shapes, so tests against it mean something.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+async fn token(app: &TestApp) -> String {
+    let answer: serde_json::Value = app
+        .http
+        .post(format!("{}/oauth/token", app.sim_url))
+        .basic_auth(
+            patchbay::sim::DEFAULT_CLIENT_ID,
+            Some(patchbay::sim::DEFAULT_CLIENT_SECRET),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["token_type"], "bearer");
+    assert_eq!(answer["expires_in"], 86400);
+    answer["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn the_media_variant_answers_participant_attributes() {
+    let app = spawn_app().await;
+    let token = token(&app).await;
+    let response = app
+        .http
+        .patch(format!(
+            "{}/api/v2/conversations/calls/{SEED_ACTIVE_CALL}/participants/{SEED_ACTIVE_CALL_CUSTOMER}/attributes",
+            app.sim_url
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"attributes": {"k": "v"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("inin-correlation-id"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body, json!({"attributes": {"k": "v"}}));
+}
+
+#[tokio::test]
+async fn the_tutorials_participant_patch_does_not_set_attributes() {
+    let app = spawn_app().await;
+    let token = token(&app).await;
+    let response = app
+        .http
+        .patch(format!(
+            "{}/api/v2/conversations/{SEED_ACTIVE_CALL}/participants/{SEED_ACTIVE_CALL_AGENT}",
+            app.sim_url
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"attributes": {"vip": "true"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let stored = app
+        .sim
+        .stored_attributes(SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT)
+        .unwrap();
+    assert!(stored.is_empty(), "{stored:?}");
+}
+
+#[tokio::test]
+async fn errors_are_error_bodies_whose_context_id_is_the_correlation_id() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .get(format!(
+            "{}/api/v2/conversations/{SEED_ACTIVE_CALL}",
+            app.sim_url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let correlation = response.headers()["inin-correlation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "bad.credentials");
+    assert_eq!(body["status"], 401);
+    assert_eq!(body["contextId"], correlation);
+}
