@@ -18,6 +18,7 @@ use crate::api::problem::render_problems;
 use crate::api::ApiError;
 use crate::config::Settings;
 use crate::genesys::GenesysClient;
+use crate::hooks::{self, HookRoutes};
 use crate::service::Updater;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -28,13 +29,16 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub updater: Updater,
     pub api_keys: ApiKeys,
+    pub hooks: HookRoutes,
 }
 
 impl AppState {
     /// Builds the state from validated settings. Does no I/O: the first token is fetched on demand.
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
         let genesys = GenesysClient::new(&settings.genesys)?;
+        let hooks = HookRoutes::compile(&settings.hooks, &settings.auth.api_keys)?;
         Ok(Self {
+            hooks,
             updater: Updater::new(genesys, settings.verify.clone()),
             api_keys: ApiKeys::new(&settings.auth.api_keys, settings.auth.allow_anonymous),
             settings: Arc::new(settings),
@@ -57,6 +61,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(ingest)
+        // Each webhook route authenticates with its own scheme, inside the handler, over the raw body.
+        .route("/v1/hooks/{name}", post(hooks::receive))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.settings.server.max_body_bytes))

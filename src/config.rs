@@ -43,6 +43,8 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("invalid configuration `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookConfigError),
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -61,6 +63,9 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub verify: VerifySettings,
     pub log: LogSettings,
+    /// Webhook routes, `[hooks.<name>]`, served at `POST /v1/hooks/<name>`.
+    #[serde(default)]
+    pub hooks: std::collections::BTreeMap<String, crate::hooks::settings::HookSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -274,6 +279,7 @@ impl Settings {
         {
             return Err(invalid("auth.api_keys", "keys must not be empty"));
         }
+        crate::hooks::HookRoutes::compile(&self.hooks, &self.auth.api_keys)?;
         Ok(())
     }
 }

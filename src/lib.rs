@@ -10,6 +10,7 @@
 //! - [`genesys`]: the Genesys Cloud client (token cache, retry policy, wire models, errors).
 //! - [`service`]: the core operation: resolve, write, verify.
 //! - [`api`]: inbound HTTP handlers, authentication and problem+json.
+//! - [`hooks`]: configured webhook routes: JSON Pointer mapping and per-route authentication.
 //! - [`app`]: `router(state)` and `serve(listener, router, shutdown)`.
 //! - [`sim`]: an in-memory Genesys Cloud for `sim`, `demo` and the tests.
 //! - [`demo`]: the self-contained demonstration.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod genesys;
+pub mod hooks;
 pub mod service;
 pub mod sim;
 pub mod telemetry;

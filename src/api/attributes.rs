@@ -42,6 +42,8 @@ pub struct AttributesResponse {
     pub verified: bool,
     pub attributes: BTreeMap<String, String>,
     pub mismatches: Vec<MismatchBody>,
+    /// `mismatches.len()`, flat, so an Architect data action can output it without a JSONPath function.
+    pub mismatch_count: usize,
     pub request_id: String,
 }
 
@@ -70,6 +72,7 @@ impl AttributesResponse {
             updated: true,
             verified: outcome.verified,
             attributes: outcome.attributes,
+            mismatch_count: outcome.mismatches.len(),
             mismatches: outcome.mismatches.into_iter().map(Into::into).collect(),
             request_id,
         }
@@ -82,8 +85,8 @@ fn present(s: Option<&str>) -> Option<&str> {
 }
 
 impl AttributesRequest {
-    /// Parses into a valid update, enforcing `max_attributes_bytes`.
-    pub fn parse(self, max_attributes_bytes: usize) -> Result<AttributeUpdate, ApiError> {
+    /// Parses into a valid update.
+    pub fn parse(self) -> Result<AttributeUpdate, ApiError> {
         let conversation_id = ConversationId::from_str(&self.conversation_id)?;
         // A purpose is checked even when a participant id makes it unnecessary: a typo must not pass.
         let purpose = present(self.purpose.as_deref())
@@ -98,13 +101,6 @@ impl AttributesRequest {
             .as_object()
             .ok_or_else(|| ApiError::InvalidRequest("`attributes` must be a JSON object".into()))?;
         let attributes = AttributeMap::from_json(object)?;
-        let size = attributes.byte_len();
-        if size > max_attributes_bytes {
-            return Err(ApiError::AttributesTooLarge {
-                size,
-                limit: max_attributes_bytes,
-            });
-        }
         Ok(AttributeUpdate {
             conversation_id,
             target,
@@ -114,19 +110,20 @@ impl AttributesRequest {
     }
 }
 
-/// Reads a JSON body, mapping every way it can fail to a problem.
-pub fn parse_json<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> Result<T, ApiError> {
-    let bytes = body.map_err(|rejection| {
+/// The body's bytes, or the problem for a body that is too large or unreadable.
+pub fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge { limit }
         } else {
             ApiError::InvalidRequest("the request body could not be read".into())
         }
-    })?;
-    serde_json::from_slice(&bytes)
+    })
+}
+
+/// Parses JSON, or answers `invalid_request` saying where it broke.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::InvalidRequest(format!("the body is not a valid request: {e}")))
 }
 
@@ -141,15 +138,44 @@ pub fn request_id(headers: &HeaderMap, id: Option<&RequestId>) -> String {
         .to_owned()
 }
 
-/// The handler: parse, apply within `server.request_timeout_ms`, answer.
+/// Refuses attributes over `limits.max_attributes_bytes`, counted in UTF-8 bytes of keys and values.
+pub fn check_attribute_bytes(attributes: &AttributeMap, limit: usize) -> Result<(), ApiError> {
+    let size = attributes.byte_len();
+    if size > limit {
+        return Err(ApiError::AttributesTooLarge { size, limit });
+    }
+    Ok(())
+}
+
+/// The handler: parse, then [`execute`].
 pub async fn set_attributes(
     State(state): State<AppState>,
     headers: HeaderMap,
     id: Option<axum::Extension<RequestId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AttributesResponse>, ApiError> {
-    let request: AttributesRequest = parse_json(body, state.settings.server.max_body_bytes)?;
-    let update = request.parse(state.settings.limits.max_attributes_bytes)?;
+    let body = read_body(body, state.settings.server.max_body_bytes)?;
+    let request: AttributesRequest = parse_json(&body)?;
+    let update = request.parse()?;
+    execute(
+        &state,
+        update,
+        request_id(&headers, id.as_ref().map(|e| &e.0)),
+    )
+    .await
+}
+
+/// What every inbound route does with a valid update: check its size, apply it within
+/// `server.request_timeout_ms`, and answer with the verification.
+pub async fn execute(
+    state: &AppState,
+    update: AttributeUpdate,
+    request_id: String,
+) -> Result<Json<AttributesResponse>, ApiError> {
+    check_attribute_bytes(
+        &update.attributes,
+        state.settings.limits.max_attributes_bytes,
+    )?;
     tracing::Span::current().record(
         "conversation_id",
         tracing::field::display(update.conversation_id),
@@ -166,10 +192,7 @@ pub async fn set_attributes(
         verified = outcome.verified,
         "attributes updated"
     );
-    Ok(Json(AttributesResponse::from_outcome(
-        outcome,
-        request_id(&headers, id.as_ref().map(|e| &e.0)),
-    )))
+    Ok(Json(AttributesResponse::from_outcome(outcome, request_id)))
 }
 
 #[cfg(test)]
@@ -181,9 +204,11 @@ mod tests {
     const CID: &str = "6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a01";
 
     fn parse(v: serde_json::Value) -> Result<AttributeUpdate, ApiError> {
-        serde_json::from_value::<AttributesRequest>(v)
+        let update = serde_json::from_value::<AttributesRequest>(v)
             .unwrap()
-            .parse(2048)
+            .parse()?;
+        check_attribute_bytes(&update.attributes, 2048)?;
+        Ok(update)
     }
 
     #[test]
@@ -219,7 +244,7 @@ mod tests {
     proptest! {
         #[test]
         fn parsing_arbitrary_json_never_panics(body in ".{0,200}") {
-            let _ = parse_json::<AttributesRequest>(Ok(Bytes::from(body)), 100).map(|r| r.parse(2048));
+            let _ = parse_json::<AttributesRequest>(body.as_bytes()).map(|r| r.parse());
         }
     }
 }

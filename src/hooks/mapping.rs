@@ -1,0 +1,333 @@
+//! Maps any JSON event to an attribute update with JSON Pointers (RFC 6901), checked at start-up.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use super::settings::{AttributeSource, HookSettings};
+use crate::domain::{
+    coerce_value, AttributeMap, AttributeUpdate, ConversationId, DomainError, ParticipantId,
+    Purpose, Target,
+};
+
+/// A pointer that is valid RFC 6901 syntax and addresses something inside the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer(String);
+
+impl Pointer {
+    pub fn parse(what: &str, text: &str) -> Result<Self, String> {
+        if !text.starts_with('/') {
+            return Err(format!(
+                "{what} `{text}` is not a JSON Pointer: it must start with `/`"
+            ));
+        }
+        // `~` may only escape `0` or `1` (RFC 6901 section 3).
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+                return Err(format!(
+                    "{what} `{text}` has a `~` that is not `~0` or `~1`"
+                ));
+            }
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    /// The value found, treating JSON `null` as nothing found.
+    pub fn find<'a>(&self, doc: &'a Value) -> Option<&'a Value> {
+        doc.pointer(&self.0).filter(|v| !v.is_null())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone)]
+enum PurposeSource {
+    Fixed(Purpose),
+    Pointer(Pointer),
+}
+
+#[derive(Debug, Clone)]
+enum ValueSource {
+    Pointer { pointer: Pointer, optional: bool },
+    Constant(String),
+}
+
+/// A route's mapping, compiled once and valid by construction.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    conversation_id: Pointer,
+    participant_id: Option<Pointer>,
+    purpose: Option<PurposeSource>,
+    attributes: BTreeMap<String, ValueSource>,
+    attributes_from: Option<Pointer>,
+    verify: Option<bool>,
+}
+
+/// A mapping that does not fit the event, in words safe for the sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MappingError(pub String);
+
+impl From<DomainError> for MappingError {
+    fn from(e: DomainError) -> Self {
+        MappingError(e.0)
+    }
+}
+
+impl Mapping {
+    /// Checks a route's settings; the error says what is wrong (the caller adds the route's name).
+    pub fn compile(s: &HookSettings) -> Result<Self, String> {
+        let conversation_id = Pointer::parse("conversation_id", &s.conversation_id)?;
+        let participant_id = s
+            .participant_id
+            .as_deref()
+            .map(|p| Pointer::parse("participant_id", p))
+            .transpose()?;
+        let purpose = match s.purpose.as_deref() {
+            None => None,
+            Some(p) if p.starts_with('/') => {
+                Some(PurposeSource::Pointer(Pointer::parse("purpose", p)?))
+            }
+            Some(p) => Some(PurposeSource::Fixed(Purpose::from_str(p).map_err(|e| e.0)?)),
+        };
+        let attributes_from = s
+            .attributes_from
+            .as_deref()
+            .map(|p| Pointer::parse("attributes_from", p))
+            .transpose()?;
+        if s.attributes.is_empty() && attributes_from.is_none() {
+            return Err("the attributes table is empty (and there is no attributes_from)".into());
+        }
+        let mut attributes = BTreeMap::new();
+        for (name, source) in &s.attributes {
+            if name.trim().is_empty() {
+                return Err("an attribute name is empty".into());
+            }
+            let what = format!("attribute `{name}`");
+            let compiled = match source {
+                AttributeSource::Pointer(p) => ValueSource::Pointer {
+                    pointer: Pointer::parse(&what, p)?,
+                    optional: false,
+                },
+                AttributeSource::Table(t) => match (&t.pointer, &t.value) {
+                    (Some(p), None) => ValueSource::Pointer {
+                        pointer: Pointer::parse(&what, p)?,
+                        optional: t.optional,
+                    },
+                    (None, Some(v)) => ValueSource::Constant(v.clone()),
+                    _ => return Err(format!("{what} needs exactly one of `pointer` or `value`")),
+                },
+            };
+            // TOML already refuses a repeated key; this catches the same name reached twice by other layers.
+            if attributes.insert(name.clone(), compiled).is_some() {
+                return Err(format!("{what} is defined twice"));
+            }
+        }
+        Ok(Self {
+            conversation_id,
+            participant_id,
+            purpose,
+            attributes,
+            attributes_from,
+            verify: s.verify,
+        })
+    }
+
+    /// Builds the update an event asks for.
+    pub fn apply(&self, event: &Value) -> Result<AttributeUpdate, MappingError> {
+        let conversation_id =
+            ConversationId::from_str(&required_text(&self.conversation_id, event)?)?;
+        let participant = match &self.participant_id {
+            Some(p) => optional_text(p, event)?,
+            None => None,
+        };
+        let target = match participant {
+            Some(pid) => Target::Participant(ParticipantId::from_str(&pid)?),
+            None => Target::Purpose(match &self.purpose {
+                None => Purpose::customer(),
+                Some(PurposeSource::Fixed(p)) => p.clone(),
+                Some(PurposeSource::Pointer(p)) => match optional_text(p, event)? {
+                    Some(text) => Purpose::from_str(&text)?,
+                    None => Purpose::customer(),
+                },
+            }),
+        };
+
+        let mut object = serde_json::Map::new();
+        if let Some(from) = &self.attributes_from {
+            let found = from.find(event).ok_or_else(|| {
+                MappingError(format!(
+                    "nothing found at `{}` (attributes_from)",
+                    from.as_str()
+                ))
+            })?;
+            let entries = found.as_object().ok_or_else(|| {
+                MappingError(format!("the value at `{}` is not an object", from.as_str()))
+            })?;
+            object.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        for (name, source) in &self.attributes {
+            match source {
+                ValueSource::Constant(v) => {
+                    object.insert(name.clone(), Value::String(v.clone()));
+                }
+                ValueSource::Pointer { pointer, optional } => match pointer.find(event) {
+                    Some(value) => {
+                        // Coerced here so an error can name the pointer, not just the attribute.
+                        let text = coerce_value(name, value).map_err(|e| {
+                            MappingError(format!("{} (at `{}`)", e.0, pointer.as_str()))
+                        })?;
+                        object.insert(name.clone(), Value::String(text));
+                    }
+                    None if *optional => {}
+                    None => {
+                        return Err(MappingError(format!(
+                            "nothing found at `{}` (attribute `{name}`)",
+                            pointer.as_str()
+                        )))
+                    }
+                },
+            }
+        }
+        let attributes = AttributeMap::from_json(&object)?;
+        Ok(AttributeUpdate {
+            conversation_id,
+            target,
+            attributes,
+            verify: self.verify,
+        })
+    }
+}
+
+/// The text at `pointer`; numbers are accepted as their JSON text (some senders send ids as numbers).
+fn optional_text(pointer: &Pointer, event: &Value) -> Result<Option<String>, MappingError> {
+    match pointer.find(event) {
+        None => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(MappingError(format!(
+            "the value at `{}` is not a string",
+            pointer.as_str()
+        ))),
+    }
+}
+
+fn required_text(pointer: &Pointer, event: &Value) -> Result<String, MappingError> {
+    optional_text(pointer, event)?
+        .ok_or_else(|| MappingError(format!("nothing found at `{}`", pointer.as_str())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const CID: &str = "6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a01";
+
+    fn settings(toml: &str) -> HookSettings {
+        config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap()
+    }
+
+    fn mapping() -> Mapping {
+        Mapping::compile(&settings(
+            r#"
+            conversation_id = "/ticket/conversation"
+            participant_id = "/ticket/participant"
+            purpose = "/ticket/who"
+            [attributes]
+            ticketId = "/ticket/id"
+            priority = { pointer = "/ticket/priority", optional = true }
+            source = { value = "zendesk" }
+            "a/b" = "/ticket/odd~1key"
+            "#,
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn pointers_constants_and_optional_values_map_to_an_update() {
+        let u = mapping()
+            .apply(&json!({"ticket": {"conversation": CID, "id": 981, "who": "agent", "odd/key": true}}))
+            .unwrap();
+        assert_eq!(u.conversation_id.to_string(), CID);
+        assert_eq!(
+            u.target,
+            Target::Purpose(Purpose::from_str("agent").unwrap())
+        );
+        let attrs: Vec<_> = u
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            attrs,
+            vec![("a/b", "true"), ("source", "zendesk"), ("ticketId", "981")]
+        );
+    }
+
+    #[test]
+    fn a_required_pointer_that_finds_nothing_names_the_pointer() {
+        let e = mapping()
+            .apply(&json!({"ticket": {"conversation": CID, "odd/key": 1}}))
+            .unwrap_err();
+        assert!(e.0.contains("/ticket/id"), "{e}");
+        let e = mapping().apply(&json!({"ticket": {"id": 1}})).unwrap_err();
+        assert!(e.0.contains("/ticket/conversation"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_at_a_pointer_names_it() {
+        let e = mapping()
+            .apply(&json!({"ticket": {"conversation": CID, "id": {"x": 1}, "odd/key": 1}}))
+            .unwrap_err();
+        assert!(e.0.contains("/ticket/id"), "{e}");
+    }
+
+    #[test]
+    fn mistakes_in_a_mapping_are_refused_at_compile_time() {
+        for (bad, why) in [
+            (
+                "conversation_id = \"ticket/id\"\n[attributes]\na = \"/a\"",
+                "start with `/`",
+            ),
+            (
+                "conversation_id = \"/c\"\n[attributes]\na = \"a\"",
+                "start with `/`",
+            ),
+            ("conversation_id = \"/c\"\n[attributes]\n", "empty"),
+            (
+                "conversation_id = \"/c\"\npurpose = \"boss\"\n[attributes]\na = \"/a\"",
+                "purpose",
+            ),
+            (
+                "conversation_id = \"/c\"\n[attributes]\na = { value = \"x\", pointer = \"/a\" }",
+                "exactly one",
+            ),
+            ("conversation_id = \"/c~2\"\n[attributes]\na = \"/a\"", "~"),
+        ] {
+            let e = Mapping::compile(&settings(bad)).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn mapping_any_json_never_panics(s in "\\PC{0,64}", n in any::<i64>(), b in any::<bool>()) {
+            let m = mapping();
+            for event in [json!({"ticket": {"conversation": s.clone(), "id": n, "odd/key": b}}), json!(s.clone()), json!([n]), json!({"ticket": s})] {
+                let _ = m.apply(&event);
+            }
+        }
+    }
+}

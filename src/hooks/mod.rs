@@ -1,0 +1,133 @@
+//! Webhook routes: `POST /v1/hooks/<name>` turns any JSON event into an attribute update, by
+//! configuration alone, after checking the caller with the route's own scheme.
+
+pub mod auth;
+pub mod mapping;
+pub mod settings;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, Method};
+use axum::Json;
+use secrecy::SecretString;
+use tower_http::request_id::RequestId;
+
+use crate::api::attributes::{execute, parse_json, read_body, request_id, AttributesResponse};
+use crate::api::ApiError;
+use crate::app::AppState;
+use auth::{HookAuth, Inbound};
+use mapping::Mapping;
+use settings::HookSettings;
+
+/// One compiled route.
+pub struct HookRoute {
+    pub mapping: Mapping,
+    pub auth: HookAuth,
+}
+
+/// Every configured route, by name.
+#[derive(Clone, Default)]
+pub struct HookRoutes(Arc<BTreeMap<String, HookRoute>>);
+
+/// A route that cannot be served, named.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid webhook route `hooks.{name}`: {reason}")]
+pub struct HookConfigError {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Route names become URL segments and environment variable parts: keep them plain.
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+impl HookRoutes {
+    pub fn compile(
+        hooks: &BTreeMap<String, HookSettings>,
+        global_keys: &[SecretString],
+    ) -> Result<Self, HookConfigError> {
+        let mut routes = BTreeMap::new();
+        for (name, settings) in hooks {
+            let error = |reason: String| HookConfigError {
+                name: name.clone(),
+                reason,
+            };
+            if !valid_name(name) {
+                return Err(error(
+                    "a route name is lower-case letters, digits, `-` and `_`".into(),
+                ));
+            }
+            let mapping = Mapping::compile(settings).map_err(error)?;
+            let auth = HookAuth::compile(settings.auth.as_ref(), global_keys)
+                .map_err(|reason| error(format!("auth: {reason}")))?;
+            routes.insert(name.clone(), HookRoute { mapping, auth });
+        }
+        Ok(Self(Arc::new(routes)))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&HookRoute> {
+        self.0.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+}
+
+/// `POST /v1/hooks/<name>`: authenticate the raw body, then parse, map and apply.
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    id: Option<axum::Extension<RequestId>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AttributesResponse>, ApiError> {
+    let route = state.hooks.get(&name).ok_or(ApiError::NotFound)?;
+    let body = read_body(body, state.settings.server.max_body_bytes)?;
+    let inbound = Inbound {
+        method: &method,
+        path_and_query: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        headers: &headers,
+        body: &body,
+    };
+    // Before any parsing: a forged request must not reach the JSON parser, let alone Genesys.
+    let ticket = match route.auth.verify(&inbound) {
+        Ok(ticket) => ticket,
+        Err(why) => {
+            tracing::info!(route = %name, reason = %why, "webhook authentication failed");
+            return Err(ApiError::Unauthorized);
+        }
+    };
+    let result = async {
+        let event: serde_json::Value = parse_json(&body)?;
+        let update = route
+            .mapping
+            .apply(&event)
+            .map_err(|e| ApiError::InvalidRequest(e.0))?;
+        execute(
+            &state,
+            update,
+            request_id(&headers, id.as_ref().map(|e| &e.0)),
+        )
+        .await
+    }
+    .await;
+    if result.is_err() {
+        // The delivery failed: its sender may retry it, signature and all.
+        if let Some(ticket) = ticket {
+            ticket.release();
+        }
+    }
+    result
+}
