@@ -45,6 +45,22 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookConfigError),
+    #[error("{path}{table}: {reason}")]
+    File {
+        path: String,
+        table: String,
+        reason: String,
+    },
+}
+
+/// The name of the `[table]` whose body holds byte `offset` of a TOML text.
+fn enclosing_table(text: &str, offset: usize) -> Option<String> {
+    text[..offset.min(text.len())]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -168,6 +184,21 @@ impl Settings {
             config::FileFormat::Toml,
         ));
         if let Some(path) = file {
+            // Parse errors only give a line; name the table it is in, which names the route too.
+            if let Ok(text) = std::fs::read_to_string(path) {
+                if let Err(e) = text.parse::<toml::Table>() {
+                    let table = e
+                        .span()
+                        .and_then(|span| enclosing_table(&text, span.start))
+                        .map(|t| format!(" in table [{t}]"))
+                        .unwrap_or_default();
+                    return Err(ConfigError::File {
+                        path: path.display().to_string(),
+                        table,
+                        reason: e.message().to_string(),
+                    });
+                }
+            }
             builder = builder.add_source(config::File::from(path).required(true));
         }
         let settings: Settings = builder

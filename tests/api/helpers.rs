@@ -150,3 +150,42 @@ impl Answer {
             .unwrap_or_default()
     }
 }
+
+/// `[hooks.*]` tables from TOML, as an operator would write them.
+pub fn hooks_from_toml(
+    toml: &str,
+) -> std::collections::BTreeMap<String, patchbay::hooks::settings::HookSettings> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        hooks: std::collections::BTreeMap<String, patchbay::hooks::settings::HookSettings>,
+    }
+    config::Config::builder()
+        .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+        .build()
+        .unwrap()
+        .try_deserialize::<Doc>()
+        .unwrap()
+        .hooks
+}
+
+/// A gateway serving the routes in `toml`.
+pub async fn spawn_app_with_hooks(toml: &str) -> TestApp {
+    let hooks = hooks_from_toml(toml);
+    spawn_app_with(move |s| s.hooks = hooks).await
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// HMAC-SHA256 of `message` under `secret`.
+pub fn hmac_sha256(secret: &str, message: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}

@@ -3,6 +3,7 @@
 mod attributes;
 mod auth;
 mod helpers;
+mod hooks;
 mod logs;
 mod sdk_conformance;
 mod simulator;
