@@ -1,5 +1,6 @@
 //! Integration tests: the real app on port 0, with the built-in simulator as Genesys Cloud.
 
+mod architect;
 mod attributes;
 mod auth;
 mod helpers;
