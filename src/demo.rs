@@ -9,14 +9,59 @@ use tokio::net::TcpListener;
 
 use crate::app::{router, serve, AppState};
 use crate::config::Settings;
+use crate::hooks::settings::hooks_from_toml;
 use crate::sim::{self, Simulator};
 
 /// One sample event and what a correct gateway answers.
 struct Event {
     caller: &'static str,
+    path: &'static str,
     headers: Vec<(&'static str, String)>,
     body: Value,
     expect_status: u16,
+}
+
+/// The secret the demo's Zendesk webhook is signed with.
+const ZENDESK_SECRET: &str = "demo-zendesk-signing-secret";
+
+/// A route configured only in TOML: Zendesk's ticket webhook, signed over timestamp + body.
+const ZENDESK_ROUTE: &str = r#"
+[hooks.zendesk]
+conversation_id = "/ticket/genesys_conversation_id"
+purpose = "customer"
+[hooks.zendesk.attributes]
+zendeskTicket = "/ticket/id"
+ticketPriority = { pointer = "/ticket/priority", optional = true }
+source = { value = "zendesk" }
+[hooks.zendesk.auth]
+scheme = "hmac"
+header = "X-Zendesk-Webhook-Signature"
+timestamp_header = "X-Zendesk-Webhook-Signature-Timestamp"
+encoding = "base64"
+signed = ["timestamp", "body"]
+secrets = ["demo-zendesk-signing-secret"]
+"#;
+
+/// Zendesk's signature headers for `body`: base64 HMAC-SHA256 over an RFC 3339 timestamp and the body.
+fn zendesk_signature(body: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
+    use base64::Engine;
+    use hmac::Mac;
+    let timestamp = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)?
+        .format(&time::format_description::well_known::Rfc3339)?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(ZENDESK_SECRET.as_bytes())?;
+    mac.update(timestamp.as_bytes());
+    mac.update(body.as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    Ok(vec![
+        ("x-zendesk-webhook-signature", signature),
+        ("x-zendesk-webhook-signature-timestamp", timestamp),
+    ])
+}
+
+/// A Zendesk ticket event in Zendesk's own shape, carrying the Genesys conversation id.
+fn zendesk_ticket(conversation: &str) -> Value {
+    json!({"ticket": {"id": 4711, "priority": "urgent", "genesys_conversation_id": conversation}})
 }
 
 /// Settings for a gateway in front of the simulator at `sim_url`, accepting `api_key`.
@@ -40,7 +85,8 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let sim_url = simulator.spawn(TcpListener::bind("127.0.0.1:0").await?);
 
     let api_key = format!("demo-{}", uuid::Uuid::new_v4().simple());
-    let settings = settings_for_simulator(&sim_url, &api_key);
+    let mut settings = settings_for_simulator(&sim_url, &api_key);
+    settings.hooks = hooks_from_toml(ZENDESK_ROUTE)?;
     settings.validate()?;
     let listener = TcpListener::bind(settings.server.listen).await?;
     let gateway = format!("http://{}", listener.local_addr()?);
@@ -58,6 +104,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let events = [
         Event {
             caller: "Architect data action: mark the caller VIP (participant found by purpose)",
+            path: "/v1/attributes",
             headers: vec![("x-api-key", api_key.clone())],
             body: json!({"conversationId": sim::SEED_ACTIVE_CALL, "purpose": "customer",
                          "attributes": {"vip": true, "crmCaseId": "00012345"}}),
@@ -65,6 +112,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         },
         Event {
             caller: "Salesforce webhook: account details for the agent's script",
+            path: "/v1/attributes",
             headers: vec![("authorization", format!("Bearer {api_key}"))],
             body: json!({"conversationId": sim::SEED_ACTIVE_CALL, "participantId": sim::SEED_ACTIVE_CALL_AGENT,
                          "attributes": {"accountTier": "gold", "openCases": 3}}),
@@ -72,13 +120,38 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         },
         Event {
             caller: "Internal service: tag a transferred call's current agent",
+            path: "/v1/attributes",
             headers: vec![("x-api-key", api_key.clone())],
             body: json!({"conversationId": sim::SEED_TRANSFER, "purpose": "agent",
                          "attributes": {"transferReason": "billing"}}),
             expect_status: 200,
         },
         Event {
-            caller: "Zendesk webhook: a ticket update for a call that already ended",
+            caller: "Zendesk webhook, signed, through the TOML-configured route /v1/hooks/zendesk",
+            path: "/v1/hooks/zendesk",
+            headers: zendesk_signature(&zendesk_ticket(sim::SEED_CHAT).to_string())?,
+            body: zendesk_ticket(sim::SEED_CHAT),
+            expect_status: 200,
+        },
+        Event {
+            caller: "The same Zendesk webhook with a forged signature",
+            path: "/v1/hooks/zendesk",
+            headers: vec![
+                (
+                    "x-zendesk-webhook-signature",
+                    "Zm9yZ2VkIHNpZ25hdHVyZQ==".into(),
+                ),
+                (
+                    "x-zendesk-webhook-signature-timestamp",
+                    "2026-11-24T09:00:00Z".into(),
+                ),
+            ],
+            body: zendesk_ticket(sim::SEED_CHAT),
+            expect_status: 401,
+        },
+        Event {
+            caller: "Internal service: an update for a call that already ended",
+            path: "/v1/attributes",
             headers: vec![("x-api-key", api_key.clone())],
             body: json!({"conversationId": sim::SEED_ENDED, "purpose": "customer",
                          "attributes": {"ticket": "ZD-981"}}),
@@ -91,9 +164,11 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         .build()?;
     let mut all_ok = true;
     for (n, event) in events.iter().enumerate() {
+        // Sent as the exact bytes that were signed.
         let mut request = http
-            .post(format!("{gateway}/v1/attributes"))
-            .json(&event.body);
+            .post(format!("{gateway}{}", event.path))
+            .header("content-type", "application/json")
+            .body(event.body.to_string());
         for (k, v) in &event.headers {
             request = request.header(*k, v);
         }
@@ -103,7 +178,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         let ok = status == event.expect_status;
         all_ok &= ok;
         writeln!(out, "{}. {}", n + 1, event.caller)?;
-        writeln!(out, "   sent:         {}", event.body["attributes"])?;
+        writeln!(out, "   sent:         {} {}", event.path, event.body)?;
         if status == 200 {
             writeln!(
                 out,

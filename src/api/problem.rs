@@ -77,7 +77,7 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "Unauthorized",
-                "Send a valid key as `Authorization: Bearer KEY` or `X-API-Key: KEY`.".into(),
+                "The credential or signature this route requires is missing or wrong.".into(),
                 None,
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found", "No such route.".into(), None),

@@ -177,3 +177,16 @@ fn one_or_many_opt<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Option<Vec<SecretString>>, D::Error> {
     Option::<OneOrMany>::deserialize(d).map(|o| o.map(split))
 }
+
+/// The `[hooks.*]` tables of a TOML text, as `config/default.toml` or `--config FILE` would hold them.
+pub fn hooks_from_toml(toml: &str) -> Result<BTreeMap<String, HookSettings>, config::ConfigError> {
+    #[derive(Deserialize)]
+    struct Doc {
+        hooks: BTreeMap<String, HookSettings>,
+    }
+    config::Config::builder()
+        .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+        .build()?
+        .try_deserialize::<Doc>()
+        .map(|d| d.hooks)
+}

@@ -155,17 +155,7 @@ impl Answer {
 pub fn hooks_from_toml(
     toml: &str,
 ) -> std::collections::BTreeMap<String, patchbay::hooks::settings::HookSettings> {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        hooks: std::collections::BTreeMap<String, patchbay::hooks::settings::HookSettings>,
-    }
-    config::Config::builder()
-        .add_source(config::File::from_str(toml, config::FileFormat::Toml))
-        .build()
-        .unwrap()
-        .try_deserialize::<Doc>()
-        .unwrap()
-        .hooks
+    patchbay::hooks::settings::hooks_from_toml(toml).expect("valid hooks TOML")
 }
 
 /// A gateway serving the routes in `toml`.

@@ -70,6 +70,52 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
         .await
         .assert_problem(401, "unauthorized");
 
+        let hooks = spawn_app_with_hooks(
+            "[hooks.crm]\nconversation_id = \"/c\"\n[hooks.crm.attributes]\na = \"/a\"\n[hooks.crm.auth]\nscheme = \"basic\"\nusername = \"u\"\npassword = \"basic-pass-51ab\"\n\
+             [hooks.gh]\nconversation_id = \"/c\"\n[hooks.gh.attributes]\na = \"/a\"\n[hooks.gh.auth]\nscheme = \"hmac\"\nheader = \"X-Sig\"\nsecrets = [\"hmac-secret-77fe\"]\n",
+        )
+        .await;
+        let event = json!({"c": SEED_ACTIVE_CALL, "a": "x"}).to_string();
+        let good_basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("u:basic-pass-51ab")
+        );
+        let bad_basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("u:basic-guess-0c1d")
+        );
+        assert_eq!(
+            hooks
+                .post_raw(
+                    "/v1/hooks/crm",
+                    event.clone(),
+                    &[("authorization", &good_basic)]
+                )
+                .await
+                .status,
+            200
+        );
+        hooks
+            .post_raw(
+                "/v1/hooks/crm",
+                event.clone(),
+                &[("authorization", &bad_basic)],
+            )
+            .await
+            .assert_problem(401, "unauthorized");
+        let signature = hex::encode(hmac_sha256("hmac-secret-77fe", event.as_bytes()));
+        assert_eq!(
+            hooks
+                .post_raw("/v1/hooks/gh", event.clone(), &[("x-sig", &signature)])
+                .await
+                .status,
+            200
+        );
+        hooks
+            .post_raw("/v1/hooks/gh", event.clone(), &[("x-sig", &signature)])
+            .await
+            .assert_problem(401, "unauthorized");
+
         let denied =
             spawn_app_with(|s| s.genesys.client_secret = "not-the-secret-9f2c".to_string().into())
                 .await;
@@ -94,7 +140,14 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
             basic("not-the-secret-9f2c"),
             API_KEY.to_string(),
             wrong_key.to_string(),
+            "basic-pass-51ab".to_string(),
+            "basic-guess-0c1d".to_string(),
+            good_basic.trim_start_matches("Basic ").to_string(),
+            bad_basic.trim_start_matches("Basic ").to_string(),
+            "hmac-secret-77fe".to_string(),
+            signature.clone(),
         ];
+        secrets.extend(hooks.sim.issued_tokens());
         secrets.extend(app.sim.issued_tokens());
         assert!(app.sim.issued_tokens().len() >= 2);
         for secret in secrets {

@@ -58,4 +58,7 @@ async fn the_demo_gets_every_answer_right() {
     assert!(ok, "{text}");
     assert!(text.contains("verified:     true"));
     assert!(text.contains("409 conversation_ended"));
+    // The signed CRM webhook went through its TOML route, and the forged copy did not.
+    assert!(text.contains("\"zendeskTicket\":\"4711\""), "{text}");
+    assert!(text.contains("401 unauthorized"), "{text}");
 }
