@@ -1,24 +1,34 @@
-//! The application: shared state, the pure `router(state)`, and `serve(listener, shutdown)`.
+//! The application: shared state, the pure `router(state)`, and `run`/`serve` with graceful shutdown.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{middleware, Router};
+use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::api::attributes::set_attributes;
 use crate::api::auth::{require_api_key, ApiKeys};
+use crate::api::jobs;
 use crate::api::problem::render_problems;
 use crate::api::ApiError;
-use crate::config::Settings;
+use crate::config::{QueueBackend, Settings};
 use crate::genesys::GenesysClient;
 use crate::hooks::{self, HookRoutes};
+use crate::queue::sqlite::SqliteQueue;
+use crate::queue::worker::Workers;
+use crate::queue::JobQueue;
 use crate::service::Updater;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -29,38 +39,131 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub updater: Updater,
     pub api_keys: ApiKeys,
+    /// Admin endpoints: `auth.admin_keys` only.
+    pub admin_keys: ApiKeys,
+    /// Job status: an ingest key or an admin key.
+    pub reader_keys: ApiKeys,
     pub hooks: HookRoutes,
+    pub queue: Arc<dyn JobQueue>,
+    /// Wakes an idle worker when a job is enqueued.
+    pub wake: Arc<Notify>,
+    pub drain: Drain,
 }
 
 impl AppState {
-    /// Builds the state from validated settings. Does no I/O: the first token is fetched on demand.
+    /// Builds the state from validated settings and opens the queue store. The first Genesys token
+    /// is fetched on demand.
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
         let genesys = GenesysClient::new(&settings.genesys)?;
         let hooks = HookRoutes::compile(&settings.hooks, &settings.auth.api_keys)?;
+        let queue: Arc<dyn JobQueue> = match settings.queue.backend {
+            QueueBackend::Sqlite => Arc::new(
+                SqliteQueue::open(
+                    &settings.queue.path,
+                    Duration::from_secs(settings.idempotency.ttl_s),
+                    Duration::from_secs(settings.queue.lease_s),
+                )
+                .map_err(|e| anyhow::anyhow!("queue.path `{}`: {e}", settings.queue.path.display()))?,
+            ),
+        };
+        let auth = &settings.auth;
+        let readers: Vec<_> = auth.api_keys.iter().chain(&auth.admin_keys).cloned().collect();
         Ok(Self {
             hooks,
             updater: Updater::new(genesys, settings.verify.clone()),
-            api_keys: ApiKeys::new(&settings.auth.api_keys, settings.auth.allow_anonymous),
+            api_keys: ApiKeys::new(&auth.api_keys, auth.allow_anonymous),
+            admin_keys: ApiKeys::new(&auth.admin_keys, false),
+            reader_keys: ApiKeys::new(&readers, auth.allow_anonymous),
+            queue,
+            wake: Arc::new(Notify::new()),
+            drain: Drain::default(),
             settings: Arc::new(settings),
         })
     }
+
+    pub fn workers(&self) -> Workers {
+        Workers {
+            queue: self.queue.clone(),
+            updater: self.updater.clone(),
+            settings: self.settings.queue.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+}
+
+/// Shutdown's view of the server: whether intake has stopped, and how many requests are in flight.
+#[derive(Clone, Default)]
+pub struct Drain {
+    draining: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+impl Drain {
+    pub fn begin(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.idle.notify_waiters();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once no request is in flight.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Decrements the in-flight count however the request ends.
+struct InFlight(Drain);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Counts requests in flight; once shutdown begins, answers new ones 503 `shutting_down`.
+async fn drain_guard(State(drain): State<Drain>, request: Request, next: Next) -> Response {
+    if drain.is_draining() && request.uri().path() != "/healthz" {
+        return ApiError::ShuttingDown.into_response();
+    }
+    drain.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _guard = InFlight(drain);
+    next.run(request).await
 }
 
 /// The whole HTTP surface, with its middleware, and no I/O.
 ///
 /// Layer order, outermost first: a request id is set (or the caller's kept), the trace span opens
-/// with it and the matched route, the id is copied to the response, and problems get their body.
+/// with it and the matched route, the id is copied to the response, problems get their body, and
+/// the drain guard counts the request or refuses it during shutdown.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let ingest = Router::new()
         .route("/v1/attributes", post(set_attributes))
-        .route_layer(middleware::from_fn_with_state(
-            state.api_keys.clone(),
-            require_api_key,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.api_keys.clone(), require_api_key));
+    let readers = Router::new()
+        .route("/v1/jobs/{id}", get(jobs::get_job))
+        .route_layer(middleware::from_fn_with_state(state.reader_keys.clone(), require_api_key));
+    let admin = Router::new()
+        .route("/v1/dead-letters", get(jobs::dead_letters))
+        .route("/v1/dead-letters/{id}/replay", post(jobs::replay))
+        .route_layer(middleware::from_fn_with_state(state.admin_keys.clone(), require_api_key));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(ingest)
+        .merge(readers)
+        .merge(admin)
         // Each webhook route authenticates with its own scheme, inside the handler, over the raw body.
         .route("/v1/hooks/{name}", post(hooks::receive))
         .fallback(|| async { ApiError::NotFound })
@@ -71,7 +174,8 @@ pub fn router(state: AppState) -> Router {
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(make_span))
                 .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(middleware::from_fn(render_problems)),
+                .layer(middleware::from_fn(render_problems))
+                .layer(middleware::from_fn_with_state(state.drain.clone(), drain_guard)),
         )
         .with_state(state)
 }
@@ -103,9 +207,75 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// Share of the shutdown budget given to requests and jobs in flight; the rest is for closing up.
+const DRAIN_SHARE: f64 = 0.8;
+
+/// Runs the gateway: recovers jobs a previous process left running, starts the workers, and serves
+/// until `shutdown` resolves. Then intake stops (503 `shutting_down`), requests in flight finish,
+/// workers finish or release their job, and this returns within `server.shutdown_timeout_ms`.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match state.queue.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(jobs = n, "resuming jobs that were running when the last process stopped"),
+        Err(e) => tracing::error!(error = %e, "could not recover running jobs; they run again when their lease ends"),
+    }
+    let budget = Duration::from_millis(state.settings.server.shutdown_timeout_ms);
+    let drain_budget = budget.mul_f64(DRAIN_SHARE);
+    let signal = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let abandon = CancellationToken::new();
+    let workers = state.workers().spawn(stop.clone(), abandon.clone());
+
+    tokio::spawn({
+        let signal = signal.clone();
+        async move {
+            shutdown.await;
+            signal.cancel();
+        }
+    });
+    tokio::spawn({
+        let (signal, abandon) = (signal.clone(), abandon.clone());
+        async move {
+            signal.cancelled().await;
+            tokio::time::sleep(drain_budget).await;
+            abandon.cancel();
+        }
+    });
+    let drain = state.drain.clone();
+    let graceful = {
+        let signal = signal.clone();
+        async move {
+            signal.cancelled().await;
+            tracing::info!("shutting down: refusing new requests, finishing those in flight");
+            drain.begin();
+            stop.cancel();
+            let _ = tokio::time::timeout(drain_budget, drain.idle()).await;
+        }
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(graceful);
+    let deadline = async {
+        signal.cancelled().await;
+        tokio::time::sleep(budget).await;
+    };
+    let served = tokio::select! {
+        served = server => served,
+        _ = deadline => {
+            tracing::warn!("shutdown deadline reached with connections still open");
+            Ok(())
+        }
+    };
+    let remaining = budget.saturating_sub(drain_budget);
+    if tokio::time::timeout(remaining, futures::future::join_all(workers)).await.is_err() {
+        tracing::warn!("shutdown deadline reached with workers still running; their jobs run again at the next start");
+    }
+    served
 }
 
 /// Resolves on SIGTERM or ctrl-c.
@@ -128,5 +298,4 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
 }

@@ -79,6 +79,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub verify: VerifySettings,
     pub log: LogSettings,
+    pub queue: QueueSettings,
+    pub idempotency: IdempotencySettings,
     /// Webhook routes, `[hooks.<name>]`, served at `POST /v1/hooks/<name>`.
     #[serde(default)]
     pub hooks: std::collections::BTreeMap<String, crate::hooks::settings::HookSettings>,
@@ -90,6 +92,7 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
+    pub shutdown_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +127,9 @@ pub struct AuthSettings {
     #[serde(default)]
     pub api_keys: Vec<SecretString>,
     pub allow_anonymous: bool,
+    /// Keys for the admin endpoints (dead letters, replay); never the ingest keys.
+    #[serde(default)]
+    pub admin_keys: Vec<SecretString>,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -135,8 +141,36 @@ impl std::fmt::Debug for AuthSettings {
                 &format_args!("[{} redacted]", self.api_keys.len()),
             )
             .field("allow_anonymous", &self.allow_anonymous)
+            .field("admin_keys", &format_args!("[{} redacted]", self.admin_keys.len()))
             .finish()
     }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// The embedded SQLite store: durable on one machine, no server.
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    pub backend: QueueBackend,
+    pub path: std::path::PathBuf,
+    pub workers: usize,
+    pub max_batch: usize,
+    pub retry_horizon_s: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub poll_interval_ms: u64,
+    pub lease_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    pub ttl_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,6 +344,45 @@ impl Settings {
         {
             return Err(invalid("auth.api_keys", "keys must not be empty"));
         }
+        if self
+            .auth
+            .admin_keys
+            .iter()
+            .any(|k| k.expose_secret().trim().is_empty())
+        {
+            return Err(invalid("auth.admin_keys", "keys must not be empty"));
+        }
+        if self.auth.admin_keys.iter().any(|a| {
+            self.auth
+                .api_keys
+                .iter()
+                .any(|k| k.expose_secret() == a.expose_secret())
+        }) {
+            return Err(invalid(
+                "auth.admin_keys",
+                "an admin key must not also be an ingest key (auth.api_keys)",
+            ));
+        }
+        positive("server.shutdown_timeout_ms", self.server.shutdown_timeout_ms)?;
+        let q = &self.queue;
+        if !(1..=256).contains(&q.workers) {
+            return Err(invalid("queue.workers", "must be between 1 and 256"));
+        }
+        positive("queue.max_batch", q.max_batch as u64)?;
+        positive("queue.retry_horizon_s", q.retry_horizon_s)?;
+        positive("queue.backoff_base_ms", q.backoff_base_ms)?;
+        positive("queue.poll_interval_ms", q.poll_interval_ms)?;
+        positive("queue.lease_s", q.lease_s)?;
+        if q.backoff_max_ms < q.backoff_base_ms {
+            return Err(invalid(
+                "queue.backoff_max_ms",
+                "must not be below queue.backoff_base_ms",
+            ));
+        }
+        if q.path.as_os_str().is_empty() {
+            return Err(invalid("queue.path", "must name a file"));
+        }
+        positive("idempotency.ttl_s", self.idempotency.ttl_s)?;
         crate::hooks::HookRoutes::compile(&self.hooks, &self.auth.api_keys)?;
         Ok(())
     }

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::app::{router, serve, AppState};
+use crate::app::{run as run_gateway, AppState};
 use crate::config::Settings;
 use crate::hooks::settings::hooks_from_toml;
 use crate::sim::{self, Simulator};
@@ -73,6 +73,10 @@ pub fn settings_for_simulator(sim_url: &str, api_key: &str) -> Settings {
     s.genesys.client_id = sim::DEFAULT_CLIENT_ID.into();
     s.genesys.client_secret = SecretString::from(sim::DEFAULT_CLIENT_SECRET);
     s.auth.api_keys = vec![SecretString::from(api_key.to_string())];
+    // A store of its own, so runs never share jobs or idempotency keys.
+    s.queue.path = std::env::temp_dir()
+        .join(format!("patchbay-{}", uuid::Uuid::new_v4().simple()))
+        .join("queue.sqlite3");
     s
 }
 
@@ -92,7 +96,8 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let gateway = format!("http://{}", listener.local_addr()?);
     let state = AppState::new(settings)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, router(state), async {
+    let store_dir = state.settings.queue.path.parent().map(|p| p.to_path_buf());
+    let server = tokio::spawn(run_gateway(state, listener, async {
         let _ = stopped.await;
     }));
 
@@ -231,6 +236,9 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     )?;
     let _ = stop.send(());
     server.await??;
+    if let Some(dir) = store_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     writeln!(
         out,
         "{}",

@@ -10,6 +10,7 @@
 //! - [`genesys`]: the Genesys Cloud client (token cache, retry policy, wire models, errors).
 //! - [`service`]: the core operation: resolve, write, verify.
 //! - [`api`]: inbound HTTP handlers, authentication and problem+json.
+//! - [`queue`]: the asynchronous mode: durable jobs, workers, idempotency keys, dead letters.
 //! - [`hooks`]: configured webhook routes: JSON Pointer mapping and per-route authentication.
 //! - [`app`]: `router(state)` and `serve(listener, router, shutdown)`.
 //! - [`sim`]: an in-memory Genesys Cloud for `sim`, `demo` and the tests.
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod domain;
 pub mod genesys;
 pub mod hooks;
+pub mod queue;
 pub mod service;
 pub mod sim;
 pub mod telemetry;

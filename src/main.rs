@@ -34,19 +34,35 @@ enum Command {
     },
     /// Run the simulator and the gateway in one process and send a few sample events.
     Demo,
+    /// Queue dead jobs again (works beside a running gateway: it shares the store).
+    Replay {
+        /// The same configuration file the gateway uses.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Replay every dead job.
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        all: bool,
+        /// Replay one dead job.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+fn load_or_exit(config: Option<&std::path::Path>) -> Settings {
+    match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("patchbay: {e}");
+            std::process::exit(2);
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { config } => {
-            let settings = match Settings::load(config.as_deref()) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("patchbay: {e}");
-                    std::process::exit(2);
-                }
-            };
+            let settings = load_or_exit(config.as_deref());
             telemetry::init(settings.log.format, "info");
             let listener = tokio::net::TcpListener::bind(settings.server.listen)
                 .await
@@ -62,7 +78,8 @@ async fn main() -> anyhow::Result<()> {
                 "patchbay is serving"
             );
             let state = app::AppState::new(settings)?;
-            app::serve(listener, app::router(state), app::shutdown_signal()).await?;
+            app::run(state, listener, app::shutdown_signal()).await?;
+            tracing::info!("stopped");
         }
         Command::Sim { listen } => {
             telemetry::init(LogFormat::Pretty, "info");
@@ -87,6 +104,22 @@ async fn main() -> anyhow::Result<()> {
             axum::serve(listener, simulator.router())
                 .with_graceful_shutdown(app::shutdown_signal())
                 .await?;
+        }
+        Command::Replay { config, all, id } => {
+            let settings = load_or_exit(config.as_deref());
+            telemetry::init(settings.log.format, "warn");
+            let state = app::AppState::new(settings)?;
+            if all {
+                let n = state.queue.replay_all().await?;
+                println!("{n} dead job(s) queued again");
+            } else if let Some(id) = id {
+                if state.queue.replay(&id).await? {
+                    println!("job {id} queued again");
+                } else {
+                    eprintln!("patchbay: job {id} is not dead (or does not exist)");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Demo => {
             telemetry::init(LogFormat::Pretty, "warn");

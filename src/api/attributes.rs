@@ -7,10 +7,11 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
 
+use super::intake::{self, Intake};
 use super::problem::ApiError;
 use crate::app::AppState;
 use crate::domain::{
@@ -147,52 +148,25 @@ pub fn check_attribute_bytes(attributes: &AttributeMap, limit: usize) -> Result<
     Ok(())
 }
 
-/// The handler: parse, then [`execute`].
+/// The handler: parse, then hand over to [`intake::accept`].
 pub async fn set_attributes(
     State(state): State<AppState>,
     headers: HeaderMap,
     id: Option<axum::Extension<RequestId>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<AttributesResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let body = read_body(body, state.settings.server.max_body_bytes)?;
     let request: AttributesRequest = parse_json(&body)?;
     let update = request.parse()?;
-    execute(
-        &state,
-        update,
+    let intake = Intake::from_request(
+        &headers,
         request_id(&headers, id.as_ref().map(|e| &e.0)),
-    )
-    .await
-}
-
-/// What every inbound route does with a valid update: check its size, apply it within
-/// `server.request_timeout_ms`, and answer with the verification.
-pub async fn execute(
-    state: &AppState,
-    update: AttributeUpdate,
-    request_id: String,
-) -> Result<Json<AttributesResponse>, ApiError> {
-    check_attribute_bytes(
-        &update.attributes,
-        state.settings.limits.max_attributes_bytes,
+        "attributes",
+        &body,
+        None,
+        false,
     )?;
-    tracing::Span::current().record(
-        "conversation_id",
-        tracing::field::display(update.conversation_id),
-    );
-    let outcome = tokio::time::timeout(
-        state.settings.server.request_timeout(),
-        state.updater.apply(&update),
-    )
-    .await
-    .map_err(|_| ApiError::RequestTimeout)??;
-    tracing::info!(
-        participant_id = %outcome.participant_id,
-        keys = update.attributes.len(),
-        verified = outcome.verified,
-        "attributes updated"
-    );
-    Ok(Json(AttributesResponse::from_outcome(outcome, request_id)))
+    intake::accept(&state, update, intake).await
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 pub mod attributes;
 pub mod auth;
+pub mod intake;
+pub mod jobs;
 pub mod problem;
 
 pub use problem::ApiError;

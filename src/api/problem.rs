@@ -35,6 +35,24 @@ pub enum ApiError {
     RequestTimeout,
     #[error(transparent)]
     Update(#[from] UpdateError),
+    #[error("the idempotency key was used before with a different body")]
+    IdempotencyConflict,
+    #[error("a request with this idempotency key is still being answered")]
+    IdempotencyInProgress,
+    #[error("the queue store failed: {0}")]
+    QueueUnavailable(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("no such job")]
+    JobNotFound,
+    #[error("the job is not dead")]
+    NotDead,
+}
+
+impl From<crate::queue::QueueError> for ApiError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        ApiError::QueueUnavailable(e.to_string())
+    }
 }
 
 impl From<DomainError> for ApiError {
@@ -101,6 +119,42 @@ impl ApiError {
                 "upstream_timeout",
                 "Upstream timeout",
                 "Genesys Cloud did not answer in time; the update may or may not have been applied.".into(),
+                None,
+            ),
+            ApiError::IdempotencyConflict => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                "This Idempotency-Key was used before with a different body; use a new key for a new request.".into(),
+                None,
+            ),
+            ApiError::IdempotencyInProgress => (
+                StatusCode::CONFLICT,
+                "idempotency_in_progress",
+                "Request in progress",
+                "A request with this Idempotency-Key is still being answered; retry shortly.".into(),
+                Some(Duration::from_secs(1)),
+            ),
+            ApiError::QueueUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_unavailable",
+                "Queue unavailable",
+                "The update could not be stored durably, so it was not accepted; retry later.".into(),
+                Some(Duration::from_secs(5)),
+            ),
+            ApiError::ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "Shutting down",
+                "This instance is shutting down; retry, and another will answer.".into(),
+                Some(Duration::from_secs(5)),
+            ),
+            ApiError::JobNotFound => (StatusCode::NOT_FOUND, "job_not_found", "Job not found", "No job has this id.".into(), None),
+            ApiError::NotDead => (
+                StatusCode::CONFLICT,
+                "not_dead",
+                "Job not dead",
+                "Only a dead job can be replayed.".into(),
                 None,
             ),
             ApiError::Update(U::ConversationNotFound(c)) => (

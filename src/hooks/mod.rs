@@ -12,11 +12,12 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, Method};
-use axum::Json;
+use axum::response::Response;
 use secrecy::SecretString;
 use tower_http::request_id::RequestId;
 
-use crate::api::attributes::{execute, parse_json, read_body, request_id, AttributesResponse};
+use crate::api::attributes::{parse_json, read_body, request_id};
+use crate::api::intake::{self, Intake};
 use crate::api::ApiError;
 use crate::app::AppState;
 use auth::{HookAuth, Inbound};
@@ -27,6 +28,7 @@ use settings::HookSettings;
 pub struct HookRoute {
     pub mapping: Mapping,
     pub auth: HookAuth,
+    pub mode: settings::HookMode,
 }
 
 /// Every configured route, by name.
@@ -69,7 +71,7 @@ impl HookRoutes {
             let mapping = Mapping::compile(settings).map_err(error)?;
             let auth = HookAuth::compile(settings.auth.as_ref(), global_keys)
                 .map_err(|reason| error(format!("auth: {reason}")))?;
-            routes.insert(name.clone(), HookRoute { mapping, auth });
+            routes.insert(name.clone(), HookRoute { mapping, auth, mode: settings.mode });
         }
         Ok(Self(Arc::new(routes)))
     }
@@ -92,7 +94,7 @@ pub async fn receive(
     headers: HeaderMap,
     id: Option<axum::Extension<RequestId>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<AttributesResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let route = state.hooks.get(&name).ok_or(ApiError::NotFound)?;
     let body = read_body(body, state.settings.server.max_body_bytes)?;
     let inbound = Inbound {
@@ -115,12 +117,20 @@ pub async fn receive(
             .mapping
             .apply(&event)
             .map_err(|e| ApiError::InvalidRequest(e.0))?;
-        execute(
-            &state,
-            update,
+        // A Standard Webhooks sender keeps `webhook-id` across its retries: the natural idempotency key.
+        let delivery_id = match route.auth {
+            HookAuth::StandardWebhooks(..) => headers.get("webhook-id").and_then(|v| v.to_str().ok()),
+            _ => None,
+        };
+        let intake = Intake::from_request(
+            &headers,
             request_id(&headers, id.as_ref().map(|e| &e.0)),
-        )
-        .await
+            &format!("hook:{name}"),
+            &body,
+            delivery_id,
+            route.mode == settings::HookMode::Async,
+        )?;
+        intake::accept(&state, update, intake).await
     }
     .await;
     if result.is_err() {

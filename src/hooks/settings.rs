@@ -26,9 +26,20 @@ pub struct HookSettings {
     /// Override `verify.enabled` for this route.
     #[serde(default)]
     pub verify: Option<bool>,
+    /// `async` answers 202 and applies through the queue; `sync` (default) answers after the write.
+    #[serde(default)]
+    pub mode: HookMode,
     /// How callers of this route prove who they are. Default: `api_key` with `auth.api_keys`.
     #[serde(default)]
     pub auth: Option<HookAuthSettings>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookMode {
+    #[default]
+    Sync,
+    Async,
 }
 
 /// Where one attribute's value comes from.

@@ -5,7 +5,8 @@ use std::sync::Once;
 use patchbay::config::Settings;
 use patchbay::demo::settings_for_simulator;
 use patchbay::sim::Simulator;
-use patchbay::{router, serve, AppState};
+use patchbay::app::run;
+use patchbay::AppState;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -61,7 +62,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let state = AppState::new(settings).unwrap();
-    tokio::spawn(serve(listener, router(state), std::future::pending()));
+    tokio::spawn(run(state, listener, std::future::pending()));
     TestApp {
         address,
         sim,

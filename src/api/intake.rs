@@ -1,0 +1,198 @@
+//! Intake: what every inbound route does with a valid update, synchronously or through the queue,
+//! under an idempotency key when the caller sends one.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::attributes::{check_attribute_bytes, AttributesResponse};
+use super::problem::ApiError;
+use crate::app::AppState;
+use crate::domain::AttributeUpdate;
+use crate::queue::worker::is_transient;
+use crate::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Idempotency keys are opaque, but bounded: they are stored.
+const MAX_KEY_LEN: usize = 255;
+
+/// How the caller wants its update handled.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    pub request_id: String,
+    pub asynchronous: bool,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// `Prefer: respond-async` (RFC 7240), among other preferences.
+pub fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("respond-async")))
+}
+
+impl Intake {
+    /// Reads the mode and the idempotency key. `fallback_key` is a sender's own delivery id (the
+    /// Standard Webhooks `webhook-id`), used when no `Idempotency-Key` is sent.
+    pub fn from_request(
+        headers: &HeaderMap,
+        request_id: String,
+        scope: &str,
+        body: &[u8],
+        fallback_key: Option<&str>,
+        always_async: bool,
+    ) -> Result<Self, ApiError> {
+        let key = match headers.get(IDEMPOTENCY_HEADER) {
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+                    .ok_or_else(|| {
+                        ApiError::InvalidRequest(format!(
+                            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+                        ))
+                    })?
+                    .to_string(),
+            ),
+            None => fallback_key.map(str::to_string),
+        };
+        Ok(Self {
+            request_id,
+            asynchronous: always_async || prefers_async(headers),
+            idempotency: key.map(|key| IdempotencyKey {
+                scope: scope.to_string(),
+                key,
+                body_hash: hex::encode(Sha256::digest(body)),
+            }),
+        })
+    }
+}
+
+/// The 202 body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted<'a> {
+    job_id: &'a str,
+    status: &'a str,
+}
+
+/// `202 Accepted` for a job, with its `Location`.
+pub fn accepted(job: &Job) -> Response {
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(Accepted { job_id: &job.id, status: job.status.as_str() }),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn replayed(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, stored.body).into_response();
+    if let Ok(ct) = HeaderValue::from_str(&stored.content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+/// Applies or queues a valid update, as the caller asked.
+pub async fn accept(state: &AppState, update: AttributeUpdate, intake: Intake) -> Result<Response, ApiError> {
+    check_attribute_bytes(&update.attributes, state.settings.limits.max_attributes_bytes)?;
+    tracing::Span::current().record("conversation_id", tracing::field::display(update.conversation_id));
+    if intake.asynchronous {
+        let stored = StoredUpdate::from(&update);
+        return match state.queue.enqueue(stored, &intake.request_id, intake.idempotency).await? {
+            Enqueued::Created(job) => {
+                state.wake.notify_one();
+                tracing::info!(job_id = %job.id, "update accepted for asynchronous delivery");
+                Ok(accepted(&job))
+            }
+            Enqueued::Existing(job) => Ok(accepted(&job)),
+            Enqueued::Answered(stored) => Ok(replayed(stored)),
+            Enqueued::InProgress => Err(ApiError::IdempotencyInProgress),
+            Enqueued::Conflict => Err(ApiError::IdempotencyConflict),
+        };
+    }
+    let Some(key) = intake.idempotency else {
+        return apply_now(state, &update, intake.request_id).await.map(IntoResponse::into_response);
+    };
+    match state.queue.idempotency_begin(&key).await? {
+        Begun::New => {}
+        Begun::Existing(job) => return Ok(accepted(&job)),
+        Begun::Answered(stored) => return Ok(replayed(stored)),
+        Begun::InProgress => return Err(ApiError::IdempotencyInProgress),
+        Begun::Conflict => return Err(ApiError::IdempotencyConflict),
+    }
+    let result = apply_now(state, &update, intake.request_id).await;
+    // Keep answers that a repeat must get again; forget transient failures, so a retry runs again.
+    let keep = match &result {
+        Ok(json) => Some(StoredResponse {
+            status: 200,
+            body: serde_json::to_string(&json.0).expect("answers serialize"),
+            content_type: "application/json".into(),
+        }),
+        Err(ApiError::Update(e)) if !is_transient(e) => {
+            let p = ApiError::Update(e.clone()).problem();
+            Some(StoredResponse {
+                status: p.status.as_u16(),
+                body: serde_json::json!({
+                    "type": format!("{}{}", super::problem::PROBLEM_TYPE_BASE, p.code),
+                    "title": p.title, "status": p.status.as_u16(), "detail": p.detail, "code": p.code,
+                })
+                .to_string(),
+                content_type: "application/problem+json".into(),
+            })
+        }
+        Err(_) => None,
+    };
+    let recorded = match &keep {
+        Some(stored) => state.queue.idempotency_finish(&key, stored).await,
+        None => state.queue.idempotency_abandon(&key).await,
+    };
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, "could not record the idempotency key's answer");
+    }
+    result.map(IntoResponse::into_response)
+}
+
+/// The synchronous path: apply within `server.request_timeout_ms` and answer with the verification.
+async fn apply_now(
+    state: &AppState,
+    update: &AttributeUpdate,
+    request_id: String,
+) -> Result<Json<AttributesResponse>, ApiError> {
+    let outcome = tokio::time::timeout(state.settings.server.request_timeout(), state.updater.apply(update))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)??;
+    tracing::info!(
+        participant_id = %outcome.participant_id,
+        keys = update.attributes.len(),
+        verified = outcome.verified,
+        "attributes updated"
+    );
+    Ok(Json(AttributesResponse::from_outcome(outcome, request_id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn respond_async_is_found_among_other_preferences() {
+        let mut h = HeaderMap::new();
+        h.insert("prefer", HeaderValue::from_static("return=minimal, Respond-Async; wait=5"));
+        assert!(prefers_async(&h));
+        h.insert("prefer", HeaderValue::from_static("return=minimal"));
+        assert!(!prefers_async(&h));
+    }
+}

@@ -1,0 +1,110 @@
+//! Jobs and dead letters: `GET /v1/jobs/<id>`, `GET /v1/dead-letters`, `POST /v1/dead-letters/<id>/replay`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::problem::ApiError;
+use crate::app::AppState;
+use crate::queue::{Job, JobStatus, StoredProblem};
+
+/// A job as callers see it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub job_id: String,
+    pub status: JobStatus,
+    pub conversation_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+    pub attempts: u32,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// When a queued job runs next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at_ms: Option<i64>,
+    /// For `succeeded`: the answer a synchronous request would have got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// For `failed` and `dead`: the problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<StoredProblem>,
+    /// The last transient failure, while a job is being retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub request_id: String,
+}
+
+impl From<Job> for JobView {
+    fn from(job: Job) -> Self {
+        Self {
+            next_attempt_at_ms: (job.status == JobStatus::Queued).then_some(job.next_attempt_at_ms),
+            job_id: job.id,
+            status: job.status,
+            conversation_id: job.update.conversation_id,
+            participant_id: job.update.participant_id,
+            purpose: job.update.purpose,
+            attributes: job.update.attributes,
+            attempts: job.attempts,
+            created_at_ms: job.created_at_ms,
+            updated_at_ms: job.updated_at_ms,
+            result: job.result,
+            problem: job.problem,
+            last_error: job.last_error,
+            request_id: job.request_id,
+        }
+    }
+}
+
+pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    let job = state.queue.get(&id).await?.ok_or(ApiError::JobNotFound)?;
+    Ok(Json(job.into()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    /// The last job id of the previous page.
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeadLetters {
+    pub items: Vec<JobView>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DeadLetters>, ApiError> {
+    let Query(page) = page.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let jobs = state.queue.dead_letters(page.after.as_deref(), limit).await?;
+    let next = (jobs.len() == limit).then(|| jobs.last().map(|j| j.id.clone())).flatten();
+    Ok(Json(DeadLetters { items: jobs.into_iter().map(JobView::from).collect(), next }))
+}
+
+pub async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if !state.queue.replay(&id).await? {
+        return Err(match state.queue.get(&id).await? {
+            Some(_) => ApiError::NotDead,
+            None => ApiError::JobNotFound,
+        });
+    }
+    state.wake.notify_one();
+    tracing::info!(job_id = %id, "dead job replayed");
+    let job = state.queue.get(&id).await?.ok_or(ApiError::JobNotFound)?;
+    Ok(super::intake::accepted(&job))
+}

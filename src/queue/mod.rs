@@ -1,0 +1,281 @@
+//! Asynchronous mode: a durable job queue behind one interface, its workers, and idempotency keys.
+//!
+//! A job is accepted only once it is committed to the store, so the `202 Accepted` a caller receives
+//! survives a crash one instant later. Jobs of one conversation (a *lane*) run strictly in the order
+//! they were accepted; consecutive pending jobs for the same target are merged into one PATCH, later
+//! keys winning. The store also remembers, per target and key, the acceptance sequence of the value
+//! last written, so a job replayed from the dead letters never overwrites a newer value.
+
+pub mod sqlite;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, Target};
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Dead,
+}
+
+impl JobStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Dead => "dead",
+        }
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = QueueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "dead" => JobStatus::Dead,
+            other => return Err(QueueError::Corrupt(format!("unknown job status `{other}`"))),
+        })
+    }
+}
+
+/// An update as the store keeps it: plain data, parsed back into an [`AttributeUpdate`] to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredUpdate {
+    pub conversation_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+}
+
+impl From<&AttributeUpdate> for StoredUpdate {
+    fn from(u: &AttributeUpdate) -> Self {
+        let (participant_id, purpose) = match &u.target {
+            Target::Participant(p) => (Some(p.to_string()), None),
+            Target::Purpose(p) => (None, Some(p.to_string())),
+        };
+        Self {
+            conversation_id: u.conversation_id.to_string(),
+            participant_id,
+            purpose,
+            attributes: u.attributes.as_map().clone(),
+            verify: u.verify,
+        }
+    }
+}
+
+impl StoredUpdate {
+    /// The lane: every job of one conversation runs in acceptance order.
+    pub fn lane(&self) -> &str {
+        &self.conversation_id
+    }
+
+    /// The target as text; jobs merge and keys are ordered per (lane, target).
+    pub fn target(&self) -> String {
+        match (&self.participant_id, &self.purpose) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => format!("purpose:{p}"),
+            (None, None) => "purpose:customer".into(),
+        }
+    }
+
+    /// Back to a validated update; a stored row that no longer parses is corrupt.
+    pub fn to_update(&self) -> Result<AttributeUpdate, QueueError> {
+        let corrupt = |e: crate::domain::DomainError| QueueError::Corrupt(e.0);
+        let target = match (&self.participant_id, &self.purpose) {
+            (Some(p), _) => Target::Participant(ParticipantId::from_str(p).map_err(corrupt)?),
+            (None, Some(p)) => Target::Purpose(Purpose::from_str(p).map_err(corrupt)?),
+            (None, None) => Target::Purpose(Purpose::customer()),
+        };
+        let object = self
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        Ok(AttributeUpdate {
+            conversation_id: ConversationId::from_str(&self.conversation_id).map_err(corrupt)?,
+            target,
+            attributes: AttributeMap::from_json(&object).map_err(corrupt)?,
+            verify: self.verify,
+        })
+    }
+}
+
+/// A caller-visible problem, stored with a failed or dead job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredProblem {
+    pub code: String,
+    pub status: u16,
+    pub title: String,
+    pub detail: String,
+}
+
+/// One job as stored.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    pub id: String,
+    /// Acceptance order, across the whole store.
+    #[serde(skip)]
+    pub seq: i64,
+    pub status: JobStatus,
+    pub update: StoredUpdate,
+    pub attempts: u32,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub next_attempt_at_ms: i64,
+    /// The answer a synchronous request would have got, once succeeded.
+    pub result: Option<serde_json::Value>,
+    pub problem: Option<StoredProblem>,
+    /// The last transient failure, for operators.
+    pub last_error: Option<String>,
+    /// The request id of the request that was accepted.
+    pub request_id: String,
+}
+
+/// Jobs claimed together: one lane's head and the pending jobs for the same target merged into it.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub jobs: Vec<Job>,
+    /// The merged write: later keys win; keys a newer job has already written are left out.
+    pub update: StoredUpdate,
+    /// For each key of `update`, the acceptance sequence of the job whose value it carries.
+    pub key_seqs: BTreeMap<String, i64>,
+}
+
+impl Batch {
+    pub fn ids(&self) -> Vec<String> {
+        self.jobs.iter().map(|j| j.id.clone()).collect()
+    }
+}
+
+/// What an enqueue with an idempotency key found.
+#[derive(Debug, Clone)]
+pub enum Enqueued {
+    /// A new job, committed.
+    Created(Job),
+    /// The key was seen before with the same body: the original job.
+    Existing(Job),
+    /// The key was seen before with the same body, answered synchronously: the original answer.
+    Answered(StoredResponse),
+    /// The key was seen before with the same body, and that request is still being answered.
+    InProgress,
+    /// The key was seen before with a different body.
+    Conflict,
+}
+
+/// A synchronous answer kept for an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+/// An idempotency key in a scope (the route), with the hash of the body it came with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub key: String,
+    pub body_hash: String,
+}
+
+/// What starting a synchronous request with an idempotency key found.
+#[derive(Debug, Clone)]
+pub enum Begun {
+    /// First use: the caller must [`JobQueue::idempotency_finish`] or [`JobQueue::idempotency_abandon`].
+    New,
+    Existing(Job),
+    Answered(StoredResponse),
+    InProgress,
+    Conflict,
+}
+
+/// Figures for operators.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStats {
+    pub queued: u64,
+    pub running: u64,
+    pub dead: u64,
+    pub oldest_queued_age_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the queue store failed: {0}")]
+    Store(String),
+    #[error("a stored job is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The queue's one interface; each backend keeps every guarantee described in the module docs.
+#[async_trait::async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Commits a job durably, or resolves its idempotency key to what it already stands for.
+    async fn enqueue(
+        &self,
+        update: StoredUpdate,
+        request_id: &str,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Enqueued, QueueError>;
+    async fn get(&self, id: &str) -> Result<Option<Job>, QueueError>;
+    /// Claims the next runnable batch, if any, and marks its jobs running.
+    async fn claim(&self, max_batch: usize) -> Result<Option<Batch>, QueueError>;
+    /// The batch's write landed: `result` is the answer to keep.
+    async fn succeed(&self, batch: &Batch, result: serde_json::Value) -> Result<(), QueueError>;
+    /// The batch failed for good.
+    async fn fail(&self, batch: &Batch, problem: StoredProblem) -> Result<(), QueueError>;
+    /// The batch failed transiently: run again at `at_ms`, or turn dead past each job's horizon.
+    async fn retry(
+        &self,
+        batch: &Batch,
+        at_ms: i64,
+        horizon_ms: i64,
+        error: &str,
+        problem: StoredProblem,
+    ) -> Result<(), QueueError>;
+    /// Gives the batch back untouched (shutdown).
+    async fn release(&self, batch: &Batch) -> Result<(), QueueError>;
+    /// Makes jobs left running by a process that died runnable again.
+    async fn recover(&self) -> Result<u64, QueueError>;
+    /// Dead jobs in acceptance order, after the cursor.
+    async fn dead_letters(&self, after: Option<&str>, limit: usize) -> Result<Vec<Job>, QueueError>;
+    /// Queues a dead job again; `false` when it is not dead.
+    async fn replay(&self, id: &str) -> Result<bool, QueueError>;
+    async fn replay_all(&self) -> Result<u64, QueueError>;
+    /// Starts a synchronous request under an idempotency key.
+    async fn idempotency_begin(&self, key: &IdempotencyKey) -> Result<Begun, QueueError>;
+    /// Keeps the answer of a synchronous request for its key.
+    async fn idempotency_finish(&self, key: &IdempotencyKey, response: &StoredResponse) -> Result<(), QueueError>;
+    /// Forgets a key whose request failed transiently, so a retry runs again.
+    async fn idempotency_abandon(&self, key: &IdempotencyKey) -> Result<(), QueueError>;
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

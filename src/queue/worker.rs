@@ -1,0 +1,205 @@
+//! Workers: claim a batch, apply it with the core's client, and record what happened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{now_ms, Batch, JobQueue, StoredProblem};
+use crate::api::attributes::AttributesResponse;
+use crate::api::ApiError;
+use crate::config::QueueSettings;
+use crate::genesys::GenesysError;
+use crate::service::{UpdateError, Updater};
+
+/// Whether a failure may go away by itself: 429, 5xx, timeouts, and Genesys refusing Patchbay's own
+/// credentials (an operator can fix those while the job waits).
+pub fn is_transient(error: &UpdateError) -> bool {
+    match error {
+        UpdateError::Upstream(g) => match g {
+            GenesysError::Rejected { status, .. } => *status == 403,
+            GenesysError::Auth { .. }
+            | GenesysError::RateLimited { .. }
+            | GenesysError::Server { .. }
+            | GenesysError::Timeout
+            | GenesysError::Transport(_)
+            | GenesysError::InvalidResponse(_) => true,
+        },
+        UpdateError::ConversationNotFound(_)
+        | UpdateError::ParticipantNotFound(..)
+        | UpdateError::ConversationEnded(_) => false,
+    }
+}
+
+/// The caller-visible problem of an error, as a failed or dead job keeps it.
+pub fn stored_problem(error: ApiError) -> StoredProblem {
+    let p = error.problem();
+    StoredProblem {
+        code: p.code.to_string(),
+        status: p.status.as_u16(),
+        title: p.title.to_string(),
+        detail: p.detail,
+    }
+}
+
+/// The schedule between attempts of one job: doubling, capped, with equal jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    pub fn delay(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
+        let step = self
+            .base
+            .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(30)))
+            .min(self.max);
+        let half = step / 2;
+        let jittered = half + rand::rng().random_range(Duration::ZERO..=half);
+        jittered.max(retry_after.unwrap_or_default())
+    }
+}
+
+/// Everything a worker needs.
+#[derive(Clone)]
+pub struct Workers {
+    pub queue: Arc<dyn JobQueue>,
+    pub updater: Updater,
+    pub settings: QueueSettings,
+    /// Rung on every enqueue, so an idle worker starts at once.
+    pub wake: Arc<Notify>,
+}
+
+impl Workers {
+    /// Starts `queue.workers` workers. `stop` ends claiming; `abandon` makes a worker release the job
+    /// it is running (shutdown's deadline).
+    pub fn spawn(&self, stop: CancellationToken, abandon: CancellationToken) -> Vec<JoinHandle<()>> {
+        (0..self.settings.workers)
+            .map(|n| {
+                let w = self.clone();
+                let (stop, abandon) = (stop.clone(), abandon.clone());
+                tokio::spawn(async move { w.run(n, stop, abandon).await })
+            })
+            .collect()
+    }
+
+    async fn run(self, n: usize, stop: CancellationToken, abandon: CancellationToken) {
+        let idle = Duration::from_millis(self.settings.poll_interval_ms);
+        while !stop.is_cancelled() {
+            match self.queue.claim(self.settings.max_batch).await {
+                Ok(Some(batch)) => {
+                    // Another job may be runnable too: let an idle worker look.
+                    self.wake.notify_one();
+                    self.process(batch, &abandon).await;
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(idle) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(worker = n, error = %e, "the queue store failed; retrying shortly");
+                    tokio::select! {
+                        _ = tokio::time::sleep(idle) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn process(&self, batch: Batch, abandon: &CancellationToken) {
+        let ids = batch.ids();
+        let span = tracing::info_span!("job", jobs = ?ids, conversation_id = %batch.update.conversation_id);
+        let _enter = span.enter();
+        let head = &batch.jobs[0];
+        if batch.update.attributes.is_empty() {
+            // Every key was already written by a newer job: nothing to send.
+            let result = serde_json::json!({
+                "conversationId": batch.update.conversation_id, "updated": false, "superseded": true,
+                "requestId": head.request_id,
+            });
+            self.record(self.queue.succeed(&batch, result).await);
+            return;
+        }
+        let update = match batch.update.to_update() {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "a stored job cannot be run");
+                let problem = stored_problem(ApiError::InvalidRequest("the stored job is invalid".into()));
+                self.record(self.queue.fail(&batch, problem).await);
+                return;
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = self.updater.apply(&update) => outcome,
+            _ = abandon.cancelled() => {
+                tracing::info!("shutting down: releasing the running job");
+                self.record(self.queue.release(&batch).await);
+                return;
+            }
+        };
+        match outcome {
+            Ok(outcome) => {
+                let result = AttributesResponse::from_outcome(outcome, head.request_id.clone());
+                let result = serde_json::to_value(result).expect("answers serialize");
+                self.record(self.queue.succeed(&batch, result).await);
+            }
+            Err(error) if is_transient(&error) => {
+                let retry_after = match &error {
+                    UpdateError::Upstream(GenesysError::RateLimited { retry_after, .. }) => *retry_after,
+                    _ => None,
+                };
+                let backoff = Backoff {
+                    base: Duration::from_millis(self.settings.backoff_base_ms),
+                    max: Duration::from_millis(self.settings.backoff_max_ms),
+                };
+                let delay = backoff.delay(head.attempts, retry_after);
+                tracing::warn!(error = %error, attempts = head.attempts, delay_ms = delay.as_millis() as u64, "job failed; will retry");
+                let text = error.to_string();
+                let problem = stored_problem(ApiError::from(error));
+                let horizon_ms = (self.settings.retry_horizon_s * 1000) as i64;
+                self.record(
+                    self.queue
+                        .retry(&batch, now_ms() + delay.as_millis() as i64, horizon_ms, &text, problem)
+                        .await,
+                );
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "job failed for good");
+                self.record(self.queue.fail(&batch, stored_problem(ApiError::from(error))).await);
+            }
+        }
+    }
+
+    fn record(&self, result: Result<(), super::QueueError>) {
+        if let Err(e) = result {
+            // The job stays running in the store; its lease, or the next start, makes it runnable again.
+            tracing::error!(error = %e, "could not record a job's outcome");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn backoff_stays_within_its_step_and_honours_retry_after(attempts in 1u32..64, after_ms in 0u64..10_000) {
+            let b = Backoff { base: Duration::from_millis(1000), max: Duration::from_secs(300) };
+            let step = Duration::from_millis(1000).saturating_mul(2u32.saturating_pow((attempts - 1).min(30))).min(Duration::from_secs(300));
+            let d = b.delay(attempts, None);
+            prop_assert!(d >= step / 2 && d <= step);
+            let after = Duration::from_millis(after_ms);
+            prop_assert!(b.delay(attempts, Some(after)) >= after);
+        }
+    }
+}
