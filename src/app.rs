@@ -63,11 +63,18 @@ impl AppState {
                     Duration::from_secs(settings.idempotency.ttl_s),
                     Duration::from_secs(settings.queue.lease_s),
                 )
-                .map_err(|e| anyhow::anyhow!("queue.path `{}`: {e}", settings.queue.path.display()))?,
+                .map_err(|e| {
+                    anyhow::anyhow!("queue.path `{}`: {e}", settings.queue.path.display())
+                })?,
             ),
         };
         let auth = &settings.auth;
-        let readers: Vec<_> = auth.api_keys.iter().chain(&auth.admin_keys).cloned().collect();
+        let readers: Vec<_> = auth
+            .api_keys
+            .iter()
+            .chain(&auth.admin_keys)
+            .cloned()
+            .collect();
         Ok(Self {
             hooks,
             updater: Updater::new(genesys, settings.verify.clone()),
@@ -151,14 +158,23 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let ingest = Router::new()
         .route("/v1/attributes", post(set_attributes))
-        .route_layer(middleware::from_fn_with_state(state.api_keys.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.api_keys.clone(),
+            require_api_key,
+        ));
     let readers = Router::new()
         .route("/v1/jobs/{id}", get(jobs::get_job))
-        .route_layer(middleware::from_fn_with_state(state.reader_keys.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.reader_keys.clone(),
+            require_api_key,
+        ));
     let admin = Router::new()
         .route("/v1/dead-letters", get(jobs::dead_letters))
         .route("/v1/dead-letters/{id}/replay", post(jobs::replay))
-        .route_layer(middleware::from_fn_with_state(state.admin_keys.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.admin_keys.clone(),
+            require_api_key,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(ingest)
@@ -175,7 +191,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(TraceLayer::new_for_http().make_span_with(make_span))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(middleware::from_fn(render_problems))
-                .layer(middleware::from_fn_with_state(state.drain.clone(), drain_guard)),
+                .layer(middleware::from_fn_with_state(
+                    state.drain.clone(),
+                    drain_guard,
+                )),
         )
         .with_state(state)
 }
@@ -207,7 +226,9 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Share of the shutdown budget given to requests and jobs in flight; the rest is for closing up.
@@ -223,8 +244,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     match state.queue.recover().await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(jobs = n, "resuming jobs that were running when the last process stopped"),
-        Err(e) => tracing::error!(error = %e, "could not recover running jobs; they run again when their lease ends"),
+        Ok(n) => tracing::warn!(
+            jobs = n,
+            "resuming jobs that were running when the last process stopped"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "could not recover running jobs; they run again when their lease ends")
+        }
     }
     let budget = Duration::from_millis(state.settings.server.shutdown_timeout_ms);
     let drain_budget = budget.mul_f64(DRAIN_SHARE);
@@ -272,7 +298,10 @@ pub async fn run(
         }
     };
     let remaining = budget.saturating_sub(drain_budget);
-    if tokio::time::timeout(remaining, futures::future::join_all(workers)).await.is_err() {
+    if tokio::time::timeout(remaining, futures::future::join_all(workers))
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown deadline reached with workers still running; their jobs run again at the next start");
     }
     served

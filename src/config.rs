@@ -141,7 +141,10 @@ impl std::fmt::Debug for AuthSettings {
                 &format_args!("[{} redacted]", self.api_keys.len()),
             )
             .field("allow_anonymous", &self.allow_anonymous)
-            .field("admin_keys", &format_args!("[{} redacted]", self.admin_keys.len()))
+            .field(
+                "admin_keys",
+                &format_args!("[{} redacted]", self.admin_keys.len()),
+            )
             .finish()
     }
 }
@@ -363,7 +366,10 @@ impl Settings {
                 "an admin key must not also be an ingest key (auth.api_keys)",
             ));
         }
-        positive("server.shutdown_timeout_ms", self.server.shutdown_timeout_ms)?;
+        positive(
+            "server.shutdown_timeout_ms",
+            self.server.shutdown_timeout_ms,
+        )?;
         let q = &self.queue;
         if !(1..=256).contains(&q.workers) {
             return Err(invalid("queue.workers", "must be between 1 and 256"));

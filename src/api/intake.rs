@@ -33,7 +33,11 @@ pub fn prefers_async(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|p| p.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("respond-async")))
+        .any(|p| {
+            p.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("respond-async"))
+        })
 }
 
 impl Intake {
@@ -86,7 +90,10 @@ struct Accepted<'a> {
 pub fn accepted(job: &Job) -> Response {
     let mut response = (
         StatusCode::ACCEPTED,
-        Json(Accepted { job_id: &job.id, status: job.status.as_str() }),
+        Json(Accepted {
+            job_id: &job.id,
+            status: job.status.as_str(),
+        }),
     )
         .into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
@@ -101,17 +108,33 @@ fn replayed(stored: StoredResponse) -> Response {
     if let Ok(ct) = HeaderValue::from_str(&stored.content_type) {
         response.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
-    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
 }
 
 /// Applies or queues a valid update, as the caller asked.
-pub async fn accept(state: &AppState, update: AttributeUpdate, intake: Intake) -> Result<Response, ApiError> {
-    check_attribute_bytes(&update.attributes, state.settings.limits.max_attributes_bytes)?;
-    tracing::Span::current().record("conversation_id", tracing::field::display(update.conversation_id));
+pub async fn accept(
+    state: &AppState,
+    update: AttributeUpdate,
+    intake: Intake,
+) -> Result<Response, ApiError> {
+    check_attribute_bytes(
+        &update.attributes,
+        state.settings.limits.max_attributes_bytes,
+    )?;
+    tracing::Span::current().record(
+        "conversation_id",
+        tracing::field::display(update.conversation_id),
+    );
     if intake.asynchronous {
         let stored = StoredUpdate::from(&update);
-        return match state.queue.enqueue(stored, &intake.request_id, intake.idempotency).await? {
+        return match state
+            .queue
+            .enqueue(stored, &intake.request_id, intake.idempotency)
+            .await?
+        {
             Enqueued::Created(job) => {
                 state.wake.notify_one();
                 tracing::info!(job_id = %job.id, "update accepted for asynchronous delivery");
@@ -124,7 +147,9 @@ pub async fn accept(state: &AppState, update: AttributeUpdate, intake: Intake) -
         };
     }
     let Some(key) = intake.idempotency else {
-        return apply_now(state, &update, intake.request_id).await.map(IntoResponse::into_response);
+        return apply_now(state, &update, intake.request_id)
+            .await
+            .map(IntoResponse::into_response);
     };
     match state.queue.idempotency_begin(&key).await? {
         Begun::New => {}
@@ -171,9 +196,12 @@ async fn apply_now(
     update: &AttributeUpdate,
     request_id: String,
 ) -> Result<Json<AttributesResponse>, ApiError> {
-    let outcome = tokio::time::timeout(state.settings.server.request_timeout(), state.updater.apply(update))
-        .await
-        .map_err(|_| ApiError::RequestTimeout)??;
+    let outcome = tokio::time::timeout(
+        state.settings.server.request_timeout(),
+        state.updater.apply(update),
+    )
+    .await
+    .map_err(|_| ApiError::RequestTimeout)??;
     tracing::info!(
         participant_id = %outcome.participant_id,
         keys = update.attributes.len(),
@@ -190,7 +218,10 @@ mod tests {
     #[test]
     fn respond_async_is_found_among_other_preferences() {
         let mut h = HeaderMap::new();
-        h.insert("prefer", HeaderValue::from_static("return=minimal, Respond-Async; wait=5"));
+        h.insert(
+            "prefer",
+            HeaderValue::from_static("return=minimal, Respond-Async; wait=5"),
+        );
         assert!(prefers_async(&h));
         h.insert("prefer", HeaderValue::from_static("return=minimal"));
         assert!(!prefers_async(&h));

@@ -62,7 +62,10 @@ impl From<Job> for JobView {
     }
 }
 
-pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
     let job = state.queue.get(&id).await?.ok_or(ApiError::JobNotFound)?;
     Ok(Json(job.into()))
 }
@@ -91,12 +94,23 @@ pub async fn dead_letters(
 ) -> Result<Json<DeadLetters>, ApiError> {
     let Query(page) = page.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let jobs = state.queue.dead_letters(page.after.as_deref(), limit).await?;
-    let next = (jobs.len() == limit).then(|| jobs.last().map(|j| j.id.clone())).flatten();
-    Ok(Json(DeadLetters { items: jobs.into_iter().map(JobView::from).collect(), next }))
+    let jobs = state
+        .queue
+        .dead_letters(page.after.as_deref(), limit)
+        .await?;
+    let next = (jobs.len() == limit)
+        .then(|| jobs.last().map(|j| j.id.clone()))
+        .flatten();
+    Ok(Json(DeadLetters {
+        items: jobs.into_iter().map(JobView::from).collect(),
+        next,
+    }))
 }
 
-pub async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn replay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     if !state.queue.replay(&id).await? {
         return Err(match state.queue.get(&id).await? {
             Some(_) => ApiError::NotDead,

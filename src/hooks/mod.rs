@@ -71,7 +71,14 @@ impl HookRoutes {
             let mapping = Mapping::compile(settings).map_err(error)?;
             let auth = HookAuth::compile(settings.auth.as_ref(), global_keys)
                 .map_err(|reason| error(format!("auth: {reason}")))?;
-            routes.insert(name.clone(), HookRoute { mapping, auth, mode: settings.mode });
+            routes.insert(
+                name.clone(),
+                HookRoute {
+                    mapping,
+                    auth,
+                    mode: settings.mode,
+                },
+            );
         }
         Ok(Self(Arc::new(routes)))
     }
@@ -119,7 +126,9 @@ pub async fn receive(
             .map_err(|e| ApiError::InvalidRequest(e.0))?;
         // A Standard Webhooks sender keeps `webhook-id` across its retries: the natural idempotency key.
         let delivery_id = match route.auth {
-            HookAuth::StandardWebhooks(..) => headers.get("webhook-id").and_then(|v| v.to_str().ok()),
+            HookAuth::StandardWebhooks(..) => {
+                headers.get("webhook-id").and_then(|v| v.to_str().ok())
+            }
             _ => None,
         };
         let intake = Intake::from_request(

@@ -14,7 +14,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, Target};
+use crate::domain::{
+    AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, Target,
+};
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,14 +261,19 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Makes jobs left running by a process that died runnable again.
     async fn recover(&self) -> Result<u64, QueueError>;
     /// Dead jobs in acceptance order, after the cursor.
-    async fn dead_letters(&self, after: Option<&str>, limit: usize) -> Result<Vec<Job>, QueueError>;
+    async fn dead_letters(&self, after: Option<&str>, limit: usize)
+        -> Result<Vec<Job>, QueueError>;
     /// Queues a dead job again; `false` when it is not dead.
     async fn replay(&self, id: &str) -> Result<bool, QueueError>;
     async fn replay_all(&self) -> Result<u64, QueueError>;
     /// Starts a synchronous request under an idempotency key.
     async fn idempotency_begin(&self, key: &IdempotencyKey) -> Result<Begun, QueueError>;
     /// Keeps the answer of a synchronous request for its key.
-    async fn idempotency_finish(&self, key: &IdempotencyKey, response: &StoredResponse) -> Result<(), QueueError>;
+    async fn idempotency_finish(
+        &self,
+        key: &IdempotencyKey,
+        response: &StoredResponse,
+    ) -> Result<(), QueueError>;
     /// Forgets a key whose request failed transiently, so a retry runs again.
     async fn idempotency_abandon(&self, key: &IdempotencyKey) -> Result<(), QueueError>;
     async fn stats(&self) -> Result<QueueStats, QueueError>;

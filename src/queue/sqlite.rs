@@ -14,8 +14,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    now_ms, Batch, Begun, Enqueued, IdempotencyKey, Job, JobQueue, JobStatus, QueueError, QueueStats,
-    StoredProblem, StoredResponse, StoredUpdate,
+    now_ms, Batch, Begun, Enqueued, IdempotencyKey, Job, JobQueue, JobStatus, QueueError,
+    QueueStats, StoredProblem, StoredResponse, StoredUpdate,
 };
 
 const SCHEMA: &str = r#"
@@ -125,28 +125,42 @@ fn decode(raw: RawJob) -> Result<Job, QueueError> {
     })
 }
 
-fn query_jobs(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Job>, QueueError> {
+fn query_jobs(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Job>, QueueError> {
     let mut stmt = conn.prepare_cached(sql).map_err(store)?;
     let rows = stmt.query_map(params, job_from_row).map_err(store)?;
     rows.map(|r| r.map_err(store).and_then(decode)).collect()
 }
 
 fn job_by_id(conn: &Connection, id: &str) -> Result<Option<Job>, QueueError> {
-    Ok(query_jobs(conn, &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), params![id])?
-        .into_iter()
-        .next())
+    Ok(query_jobs(
+        conn,
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+        params![id],
+    )?
+    .into_iter()
+    .next())
 }
 
 impl SqliteQueue {
     /// Opens (or creates) the store at `path`, creating its directory.
-    pub fn open(path: &Path, idempotency_ttl: Duration, lease: Duration) -> Result<Self, QueueError> {
+    pub fn open(
+        path: &Path,
+        idempotency_ttl: Duration,
+        lease: Duration,
+    ) -> Result<Self, QueueError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(store)?;
         }
         let conn = Connection::open(path).map_err(store)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(store)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(store)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(store)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(store)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(store)?;
         conn.execute_batch(SCHEMA).map_err(store)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -180,7 +194,11 @@ enum KeyState {
 }
 
 fn key_state(tx: &Connection, key: &IdempotencyKey, now: i64) -> Result<KeyState, QueueError> {
-    tx.execute("DELETE FROM idempotency WHERE expires_at < ?1", params![now]).map_err(store)?;
+    tx.execute(
+        "DELETE FROM idempotency WHERE expires_at < ?1",
+        params![now],
+    )
+    .map_err(store)?;
     let row: Option<(String, Option<String>, Option<String>)> = tx
         .query_row(
             "SELECT body_hash, job_id, response_json FROM idempotency WHERE scope = ?1 AND key = ?2",
@@ -424,14 +442,21 @@ impl JobQueue for SqliteQueue {
 
     async fn recover(&self) -> Result<u64, QueueError> {
         self.with(|conn| {
-            conn.execute("UPDATE jobs SET status = 'queued', next_attempt_at = ?1 WHERE status = 'running'", params![now_ms()])
-                .map(|n| n as u64)
-                .map_err(store)
+            conn.execute(
+                "UPDATE jobs SET status = 'queued', next_attempt_at = ?1 WHERE status = 'running'",
+                params![now_ms()],
+            )
+            .map(|n| n as u64)
+            .map_err(store)
         })
         .await
     }
 
-    async fn dead_letters(&self, after: Option<&str>, limit: usize) -> Result<Vec<Job>, QueueError> {
+    async fn dead_letters(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Job>, QueueError> {
         let after = after.map(str::to_string);
         self.with(move |conn| {
             let after_seq: i64 = match after {
@@ -509,7 +534,11 @@ impl JobQueue for SqliteQueue {
         .await
     }
 
-    async fn idempotency_finish(&self, key: &IdempotencyKey, response: &StoredResponse) -> Result<(), QueueError> {
+    async fn idempotency_finish(
+        &self,
+        key: &IdempotencyKey,
+        response: &StoredResponse,
+    ) -> Result<(), QueueError> {
         let key = key.clone();
         let response = serde_json::to_string(response).map_err(store)?;
         self.with(move |conn| {
@@ -539,12 +568,20 @@ impl JobQueue for SqliteQueue {
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         self.with(|conn| {
             let count = |status: &str| -> Result<u64, QueueError> {
-                conn.query_row("SELECT count(*) FROM jobs WHERE status = ?1", params![status], |r| r.get::<_, i64>(0))
-                    .map(|n| n as u64)
-                    .map_err(store)
+                conn.query_row(
+                    "SELECT count(*) FROM jobs WHERE status = ?1",
+                    params![status],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n as u64)
+                .map_err(store)
             };
             let oldest: Option<i64> = conn
-                .query_row("SELECT min(created_at) FROM jobs WHERE status = 'queued'", [], |r| r.get(0))
+                .query_row(
+                    "SELECT min(created_at) FROM jobs WHERE status = 'queued'",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(store)?;
             Ok(QueueStats {
                 queued: count("queued")?,

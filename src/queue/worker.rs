@@ -77,7 +77,11 @@ pub struct Workers {
 impl Workers {
     /// Starts `queue.workers` workers. `stop` ends claiming; `abandon` makes a worker release the job
     /// it is running (shutdown's deadline).
-    pub fn spawn(&self, stop: CancellationToken, abandon: CancellationToken) -> Vec<JoinHandle<()>> {
+    pub fn spawn(
+        &self,
+        stop: CancellationToken,
+        abandon: CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
         (0..self.settings.workers)
             .map(|n| {
                 let w = self.clone();
@@ -132,7 +136,8 @@ impl Workers {
             Ok(u) => u,
             Err(e) => {
                 tracing::error!(error = %e, "a stored job cannot be run");
-                let problem = stored_problem(ApiError::InvalidRequest("the stored job is invalid".into()));
+                let problem =
+                    stored_problem(ApiError::InvalidRequest("the stored job is invalid".into()));
                 self.record(self.queue.fail(&batch, problem).await);
                 return;
             }
@@ -153,7 +158,9 @@ impl Workers {
             }
             Err(error) if is_transient(&error) => {
                 let retry_after = match &error {
-                    UpdateError::Upstream(GenesysError::RateLimited { retry_after, .. }) => *retry_after,
+                    UpdateError::Upstream(GenesysError::RateLimited { retry_after, .. }) => {
+                        *retry_after
+                    }
                     _ => None,
                 };
                 let backoff = Backoff {
@@ -167,13 +174,23 @@ impl Workers {
                 let horizon_ms = (self.settings.retry_horizon_s * 1000) as i64;
                 self.record(
                     self.queue
-                        .retry(&batch, now_ms() + delay.as_millis() as i64, horizon_ms, &text, problem)
+                        .retry(
+                            &batch,
+                            now_ms() + delay.as_millis() as i64,
+                            horizon_ms,
+                            &text,
+                            problem,
+                        )
                         .await,
                 );
             }
             Err(error) => {
                 tracing::warn!(error = %error, "job failed for good");
-                self.record(self.queue.fail(&batch, stored_problem(ApiError::from(error))).await);
+                self.record(
+                    self.queue
+                        .fail(&batch, stored_problem(ApiError::from(error)))
+                        .await,
+                );
             }
         }
     }

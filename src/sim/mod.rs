@@ -74,6 +74,8 @@ struct State {
     pending: Vec<PendingWrite>,
     calls: Vec<RecordedCall>,
     latency: Duration,
+    /// Every accepted attribute write, in order: (conversation, participant, attributes).
+    writes: Vec<(String, String, Vec<(String, String)>)>,
     visibility_delay: Duration,
     ended_patch_status: u16,
     faults: VecDeque<ScriptedFault>,
@@ -111,6 +113,7 @@ impl Simulator {
                 pending: Vec::new(),
                 calls: Vec::new(),
                 latency: Duration::ZERO,
+                writes: Vec::new(),
                 visibility_delay: Duration::ZERO,
                 ended_patch_status: 400,
                 faults: VecDeque::new(),
@@ -190,6 +193,11 @@ impl Simulator {
         });
     }
 
+    /// Drops every fault not yet used.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     /// Forgets every issued token, as an admin revoking them would: callers then get `bad.credentials`.
     pub fn revoke_tokens(&self) {
         self.lock().tokens.clear();
@@ -211,6 +219,11 @@ impl Simulator {
     }
 
     // ----- observation -----
+
+    /// Every accepted attribute write, in order: (conversation, participant, attributes).
+    pub fn writes(&self) -> Vec<(String, String, Vec<(String, String)>)> {
+        self.lock().writes.clone()
+    }
 
     /// Every access token the simulator has issued.
     pub fn issued_tokens(&self) -> Vec<String> {

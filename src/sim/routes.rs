@@ -294,6 +294,8 @@ fn accept_write(
             "The requested participant was not found.",
         ));
     }
+    s.writes
+        .push((id.to_lowercase(), pid.to_string(), out.clone()));
     s.pending.push(PendingWrite {
         visible_at: Instant::now() + delay.min(Duration::from_secs(365 * 86_400)),
         conversation: id.to_lowercase(),

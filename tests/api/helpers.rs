@@ -2,10 +2,10 @@
 
 use std::sync::Once;
 
+use patchbay::app::run;
 use patchbay::config::Settings;
 use patchbay::demo::settings_for_simulator;
 use patchbay::sim::Simulator;
-use patchbay::app::run;
 use patchbay::AppState;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -16,6 +16,7 @@ pub use patchbay::sim::{
 };
 
 pub const API_KEY: &str = "test-key-3b8f0c1d";
+pub const ADMIN_KEY: &str = "admin-key-9e2a7c44";
 
 static TRACING: Once = Once::new();
 
@@ -33,6 +34,9 @@ pub struct TestApp {
     pub sim: Simulator,
     pub sim_url: String,
     pub http: reqwest::Client,
+    pub queue_path: std::path::PathBuf,
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    server: tokio::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
 }
 
 pub struct Answer {
@@ -48,10 +52,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with the settings adjusted first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(Simulator::new(), adjust).await
+}
+
+/// Like [`spawn_app_with`], in front of a given simulator.
+pub async fn spawn_app_on(sim: Simulator, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     init_tracing();
-    let sim = Simulator::new();
     let sim_url = sim.spawn(TcpListener::bind("127.0.0.1:0").await.unwrap());
     let mut settings = settings_for_simulator(&sim_url, API_KEY);
+    settings.auth.admin_keys = vec![ADMIN_KEY.to_string().into()];
+    settings.queue.backoff_base_ms = 20;
+    settings.queue.backoff_max_ms = 200;
+    settings.queue.poll_interval_ms = 50;
     settings.genesys.retry.base_delay_ms = 10;
     settings.genesys.retry.max_delay_ms = 40;
     settings.verify.timeout_ms = 1500;
@@ -61,13 +73,20 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.validate().expect("test settings are valid");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
+    let queue_path = settings.queue.path.clone();
     let state = AppState::new(settings).unwrap();
-    tokio::spawn(run(state, listener, std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run(state, listener, async {
+        let _ = stopped.await;
+    }));
     TestApp {
         address,
         sim,
         sim_url,
         http: reqwest::Client::new(),
+        queue_path,
+        stop: std::sync::Mutex::new(Some(stop)),
+        server: tokio::sync::Mutex::new(Some(server)),
     }
 }
 
@@ -103,6 +122,59 @@ impl TestApp {
                 .unwrap(),
         )
         .await
+    }
+
+    /// GETs `path` with `key` as `X-API-Key`.
+    pub async fn get_with(&self, path: &str, key: &str) -> Answer {
+        Answer::from(
+            self.http
+                .get(format!("{}{path}", self.address))
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// POSTs `body` to `/v1/attributes` asking for asynchronous handling, with extra headers.
+    pub async fn post_async(&self, body: Value, headers: &[(&str, &str)]) -> Answer {
+        let mut all = vec![("x-api-key", API_KEY), ("prefer", "respond-async")];
+        all.extend_from_slice(headers);
+        self.post_raw("/v1/attributes", body.to_string(), &all)
+            .await
+    }
+
+    /// Polls a job until it reaches `status`, for at most 20 seconds.
+    pub async fn wait_for_job(&self, id: &str, status: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let job = self.get_with(&format!("/v1/jobs/{id}"), API_KEY).await;
+            assert_eq!(job.status, 200, "{}", job.body);
+            if job.body["status"] == status {
+                return job.body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} never became {status}: {}",
+                job.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Starts a graceful shutdown, as SIGTERM does.
+    pub fn begin_shutdown(&self) {
+        if let Some(stop) = self.stop.lock().unwrap().take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the gateway to stop.
+    pub async fn stopped(&self) {
+        if let Some(server) = self.server.lock().await.take() {
+            server.await.unwrap().unwrap();
+        }
     }
 
     /// Upstream calls that are not token grants.

@@ -1,6 +1,7 @@
 //! Integration tests: the real app on port 0, with the built-in simulator as Genesys Cloud.
 
 mod architect;
+mod asynchronous;
 mod attributes;
 mod auth;
 mod helpers;
