@@ -206,7 +206,7 @@ pub struct IdempotencyKey {
 pub enum Begun {
     /// First use: the caller must [`JobQueue::idempotency_finish`] or [`JobQueue::idempotency_abandon`].
     New,
-    Existing(Job),
+    Existing(Box<Job>),
     Answered(StoredResponse),
     InProgress,
     Conflict,

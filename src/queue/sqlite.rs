@@ -524,9 +524,9 @@ impl JobQueue for SqliteQueue {
                 KeyState::Conflict => Begun::Conflict,
                 KeyState::InProgress => Begun::InProgress,
                 KeyState::Answered(r) => Begun::Answered(r),
-                KeyState::Job(id) => Begun::Existing(
+                KeyState::Job(id) => Begun::Existing(Box::new(
                     job_by_id(&tx, &id)?.ok_or_else(|| QueueError::Corrupt(format!("job {id} is gone")))?,
-                ),
+                )),
             };
             tx.commit().map_err(store)?;
             Ok(begun)

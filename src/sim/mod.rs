@@ -43,6 +43,14 @@ pub struct RecordedCall {
     pub status: u16,
 }
 
+/// One accepted attribute write, as the simulator recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub conversation: String,
+    pub participant: String,
+    pub attributes: Vec<(String, String)>,
+}
+
 /// An answer to give instead of the real one, a number of times.
 #[derive(Debug, Clone)]
 struct ScriptedFault {
@@ -75,7 +83,7 @@ struct State {
     calls: Vec<RecordedCall>,
     latency: Duration,
     /// Every accepted attribute write, in order: (conversation, participant, attributes).
-    writes: Vec<(String, String, Vec<(String, String)>)>,
+    writes: Vec<Write>,
     visibility_delay: Duration,
     ended_patch_status: u16,
     faults: VecDeque<ScriptedFault>,
@@ -221,7 +229,7 @@ impl Simulator {
     // ----- observation -----
 
     /// Every accepted attribute write, in order: (conversation, participant, attributes).
-    pub fn writes(&self) -> Vec<(String, String, Vec<(String, String)>)> {
+    pub fn writes(&self) -> Vec<Write> {
         self.lock().writes.clone()
     }
 

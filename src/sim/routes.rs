@@ -294,8 +294,11 @@ fn accept_write(
             "The requested participant was not found.",
         ));
     }
-    s.writes
-        .push((id.to_lowercase(), pid.to_string(), out.clone()));
+    s.writes.push(super::Write {
+        conversation: id.to_lowercase(),
+        participant: pid.to_string(),
+        attributes: out.clone(),
+    });
     s.pending.push(PendingWrite {
         visible_at: Instant::now() + delay.min(Duration::from_secs(365 * 86_400)),
         conversation: id.to_lowercase(),

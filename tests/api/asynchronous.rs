@@ -22,8 +22,13 @@ fn written_values(app: &TestApp, key: &str) -> Vec<String> {
     app.sim
         .writes()
         .into_iter()
-        .filter(|(_, p, _)| p == SEED_ACTIVE_CALL_AGENT)
-        .filter_map(|(_, _, attrs)| attrs.into_iter().find(|(k, _)| k == key).map(|(_, v)| v))
+        .filter(|w| w.participant == SEED_ACTIVE_CALL_AGENT)
+        .filter_map(|w| {
+            w.attributes
+                .into_iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+        })
         .collect()
 }
 
