@@ -60,6 +60,16 @@ struct ScriptedFault {
     remaining: usize,
 }
 
+/// An answer given instead of the real one on every `every`-th matching call.
+#[derive(Debug, Clone)]
+struct PeriodicFault {
+    op: Op,
+    every: usize,
+    status: u16,
+    retry_after: Option<u64>,
+    seen: usize,
+}
+
 #[derive(Debug)]
 struct PendingWrite {
     visible_at: Instant,
@@ -87,6 +97,7 @@ struct State {
     visibility_delay: Duration,
     ended_patch_status: u16,
     faults: VecDeque<ScriptedFault>,
+    periodic: Vec<PeriodicFault>,
 }
 
 /// A handle on a running (or not yet running) simulated org. Clones share the org.
@@ -125,6 +136,7 @@ impl Simulator {
                 visibility_delay: Duration::ZERO,
                 ended_patch_status: 400,
                 faults: VecDeque::new(),
+                periodic: Vec::new(),
             })),
         }
     }
@@ -201,9 +213,22 @@ impl Simulator {
         });
     }
 
-    /// Drops every fault not yet used.
+    /// Every `every`-th call matching `op` answers `status` (429 with `Retry-After: retry_after_s`).
+    pub fn fail_every(&self, op: Op, every: usize, status: u16, retry_after_s: Option<u64>) {
+        self.lock().periodic.push(PeriodicFault {
+            op,
+            every: every.max(1),
+            status,
+            retry_after: retry_after_s,
+            seen: 0,
+        });
+    }
+
+    /// Drops every fault, scripted or periodic.
     pub fn clear_faults(&self) {
-        self.lock().faults.clear();
+        let mut s = self.lock();
+        s.faults.clear();
+        s.periodic.clear();
     }
 
     /// Forgets every issued token, as an admin revoking them would: callers then get `bad.credentials`.

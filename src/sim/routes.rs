@@ -88,6 +88,13 @@ async fn observe(State(sim): State<Simulator>, request: Request, next: Next) -> 
                 (f.status, f.retry_after)
             });
         s.faults.retain(|f| f.remaining > 0);
+        let mut fault = fault;
+        for p in s.periodic.iter_mut().filter(|p| matches(p.op, op)) {
+            p.seen += 1;
+            if fault.is_none() && p.seen % p.every == 0 {
+                fault = Some((p.status, p.retry_after));
+            }
+        }
         (s.latency, fault)
     };
     if !latency.is_zero() {

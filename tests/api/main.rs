@@ -4,6 +4,7 @@ mod architect;
 mod asynchronous;
 mod attributes;
 mod auth;
+mod crash;
 mod helpers;
 mod hooks;
 mod logs;

@@ -1,0 +1,306 @@
+//! The crash test: accepted asynchronous updates survive a SIGKILL of the gateway process.
+//!
+//! A real `patchbay serve` process takes 1,000 updates for 50 participants while the simulator fails
+//! and rate-limits some calls. It is killed with SIGKILL partway through and started again on the same
+//! store. Every accepted update must land, in order, exactly once, and no job may be left behind.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use patchbay::genesys::model::Conversation;
+use patchbay::sim::{Op, Simulator};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::helpers::API_KEY;
+
+const PARTICIPANTS: usize = 50;
+const UPDATES_PER_PARTICIPANT: usize = 20;
+const KILL_AFTER_ACCEPTED: usize = 400;
+
+/// 25 live calls with a customer and an agent each.
+fn seed(sim: &Simulator) -> Vec<(String, String)> {
+    let mut targets = Vec::new();
+    for c in 0..PARTICIPANTS / 2 {
+        let conversation = format!("00000000-0000-4000-8000-{c:012}");
+        let customer = format!("00000000-0000-4000-9000-{:012}", c * 2);
+        let agent = format!("00000000-0000-4000-9000-{:012}", c * 2 + 1);
+        let participant = |id: &str, purpose: &str| {
+            json!({"id": id, "purpose": purpose, "startTime": "2026-11-24T09:00:00.000Z",
+                   "attributes": {}, "calls": [{"id": id, "state": "connected"}]})
+        };
+        let conv: Conversation = serde_json::from_value(json!({
+            "id": conversation, "startTime": "2026-11-24T09:00:00.000Z",
+            "participants": [participant(&customer, "customer"), participant(&agent, "agent")]
+        }))
+        .unwrap();
+        sim.insert_conversation(conv);
+        targets.push((conversation.clone(), customer));
+        targets.push((conversation, agent));
+    }
+    targets
+}
+
+struct Gateway {
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    address: String,
+}
+
+impl Gateway {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::env::temp_dir().join("patchbay-crash-test.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_patchbay"))
+            .arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the patchbay binary starts");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown, no flush, nothing.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_update_lands_in_order_across_a_sigkill() {
+    let sim = Simulator::new();
+    let targets = seed(&sim);
+    // Genesys misbehaves throughout: every 7th PATCH fails, every 13th read is rate limited.
+    sim.fail_every(Op::PatchAttributes, 7, 503, None);
+    sim.fail_every(Op::GetConversation, 13, 429, Some(1));
+    let sim_url = sim.spawn(TcpListener::bind("127.0.0.1:0").await.unwrap());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store =
+        std::env::temp_dir().join(format!("patchbay-crash-{}", uuid::Uuid::new_v4().simple()));
+    let queue_path = store.join("queue.sqlite3");
+    let env: Vec<(String, String)> = [
+        ("PATCHBAY__SERVER__LISTEN", format!("127.0.0.1:{port}")),
+        ("PATCHBAY__GENESYS__LOGIN_URL", sim_url.clone()),
+        ("PATCHBAY__GENESYS__API_URL", sim_url.clone()),
+        (
+            "PATCHBAY__GENESYS__CLIENT_ID",
+            patchbay::sim::DEFAULT_CLIENT_ID.into(),
+        ),
+        (
+            "PATCHBAY__GENESYS__CLIENT_SECRET",
+            patchbay::sim::DEFAULT_CLIENT_SECRET.into(),
+        ),
+        ("PATCHBAY__GENESYS__RETRY__BASE_DELAY_MS", "10".into()),
+        ("PATCHBAY__GENESYS__RETRY__MAX_DELAY_MS", "50".into()),
+        ("PATCHBAY__AUTH__API_KEYS", API_KEY.into()),
+        ("PATCHBAY__QUEUE__PATH", queue_path.display().to_string()),
+        ("PATCHBAY__QUEUE__WORKERS", "8".into()),
+        ("PATCHBAY__QUEUE__BACKOFF_BASE_MS", "50".into()),
+        ("PATCHBAY__QUEUE__BACKOFF_MAX_MS", "500".into()),
+        ("PATCHBAY__QUEUE__POLL_INTERVAL_MS", "50".into()),
+        ("PATCHBAY__VERIFY__TIMEOUT_MS", "1000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut gateway = Gateway {
+        env,
+        child: None,
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    gateway.start();
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let killed = Arc::new(tokio::sync::Notify::new());
+
+    // One sender per participant: each waits for its 202 before sending the next update, so the
+    // acceptance order per participant is the order below. A failed send is retried with the same
+    // Idempotency-Key, so an update committed just before the kill is not accepted twice.
+    let address = gateway.address.clone();
+    let senders = targets
+        .iter()
+        .enumerate()
+        .map(|(p, (conversation, participant))| {
+            let (http, accepted, address) = (http.clone(), accepted.clone(), address.clone());
+            let (conversation, participant) = (conversation.clone(), participant.clone());
+            async move {
+                let mut jobs = Vec::new();
+                for n in 0..UPDATES_PER_PARTICIPANT {
+                    let body = json!({"conversationId": conversation, "participantId": participant,
+                                  "attributes": {"n": n, format!("k{}", n % 3): n}});
+                    let key = format!("crash-{p}-{n}");
+                    loop {
+                        let sent = http
+                            .post(format!("{address}/v1/attributes"))
+                            .header("x-api-key", API_KEY)
+                            .header("prefer", "respond-async")
+                            .header("idempotency-key", &key)
+                            .json(&body)
+                            .send()
+                            .await;
+                        if let Ok(r) = sent {
+                            if r.status() == 202 {
+                                let v: serde_json::Value = r.json().await.unwrap();
+                                jobs.push(v["jobId"].as_str().unwrap().to_string());
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                                break;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                jobs
+            }
+        });
+    let killer = {
+        let accepted = accepted.clone();
+        let killed = killed.clone();
+        async move {
+            while accepted.load(Ordering::SeqCst) < KILL_AFTER_ACCEPTED {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        .then_signal(killed)
+    };
+    let restart = async {
+        killed.notified().await;
+        gateway.kill();
+        let writes_at_kill = sim.count("patch_attributes");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        gateway.start();
+        writes_at_kill
+    };
+    let (jobs, _, writes_at_kill) =
+        tokio::join!(futures::future::join_all(senders), killer, restart);
+    let jobs: Vec<Vec<String>> = jobs;
+    assert!(writes_at_kill > 0, "the kill came before any processing");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        PARTICIPANTS * UPDATES_PER_PARTICIPANT
+    );
+
+    // Wait until every job has landed.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let all: Vec<&String> = jobs.iter().flatten().collect();
+    let mut pending: Vec<&String> = all.clone();
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} jobs never succeeded",
+            pending.len()
+        );
+        let mut still = Vec::new();
+        for id in pending {
+            let job: serde_json::Value = http
+                .get(format!("{address}/v1/jobs/{id}"))
+                .header("x-api-key", API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            match job["status"].as_str().unwrap() {
+                "succeeded" => {}
+                "failed" | "dead" => panic!("job {id} ended {}: {job}", job["status"]),
+                _ => still.push(id),
+            }
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Exactly one job per accepted update, and none left behind.
+    let db = rusqlite::Connection::open(&queue_path).unwrap();
+    let by_status: BTreeMap<String, i64> = db
+        .prepare("SELECT status, count(*) FROM jobs GROUP BY status")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        by_status,
+        BTreeMap::from([(
+            "succeeded".to_string(),
+            (PARTICIPANTS * UPDATES_PER_PARTICIPANT) as i64
+        )])
+    );
+
+    // Each participant ends with the last accepted value of each key, written in acceptance order.
+    let last = UPDATES_PER_PARTICIPANT - 1;
+    let last_of = |r: usize| {
+        (0..UPDATES_PER_PARTICIPANT)
+            .filter(|n| n % 3 == r)
+            .max()
+            .unwrap()
+    };
+    let writes = sim.writes();
+    for (conversation, participant) in &targets {
+        let stored: BTreeMap<String, String> = sim
+            .stored_attributes(conversation, participant)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(stored["n"], last.to_string(), "{participant}: {stored:?}");
+        for r in 0..3 {
+            assert_eq!(
+                stored[&format!("k{r}")],
+                last_of(r).to_string(),
+                "{participant}: {stored:?}"
+            );
+        }
+        let ns: Vec<usize> = writes
+            .iter()
+            .filter(|w| &w.participant == participant)
+            .filter_map(|w| {
+                w.attributes
+                    .iter()
+                    .find(|(k, _)| k == "n")
+                    .map(|(_, v)| v.parse().unwrap())
+            })
+            .collect();
+        // A write may repeat after the kill (its success was never recorded), but never go back.
+        assert!(
+            ns.windows(2).all(|w| w[0] <= w[1]),
+            "{participant} went back: {ns:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(store);
+}
+
+/// Runs a future, then wakes whoever waits on `notify`.
+trait ThenSignal: std::future::Future<Output = ()> + Sized {
+    async fn then_signal(self, notify: Arc<tokio::sync::Notify>) {
+        self.await;
+        notify.notify_one();
+    }
+}
+
+impl<F: std::future::Future<Output = ()>> ThenSignal for F {}
