@@ -62,3 +62,43 @@ async fn the_demo_gets_every_answer_right() {
     assert!(text.contains("\"zendeskTicket\":\"4711\""), "{text}");
     assert!(text.contains("401 unauthorized"), "{text}");
 }
+
+#[tokio::test]
+async fn patchbay_replay_requeues_dead_jobs_in_the_shared_store() {
+    use patchbay::queue::sqlite::SqliteQueue;
+    use patchbay::queue::{Enqueued, JobQueue, JobStatus, StoredProblem, StoredUpdate};
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!("patchbay-replay-{}", uuid::Uuid::new_v4().simple()));
+    let path = dir.join("queue.sqlite3");
+    let queue = SqliteQueue::open(&path, Duration::from_secs(60), Duration::from_secs(60)).unwrap();
+    let update = StoredUpdate {
+        conversation_id: patchbay::sim::SEED_ACTIVE_CALL.into(),
+        participant_id: Some(patchbay::sim::SEED_ACTIVE_CALL_AGENT.into()),
+        purpose: None,
+        attributes: [("k".to_string(), "v".to_string())].into(),
+        verify: None,
+    };
+    let Enqueued::Created(job) = queue.enqueue(update, "req-1", None).await.unwrap() else { panic!("not created") };
+    let batch = queue.claim(10).await.unwrap().unwrap();
+    let problem = StoredProblem { code: "upstream_error".into(), status: 502, title: "t".into(), detail: "d".into() };
+    // A horizon of zero: the first transient failure kills the job.
+    queue.retry(&batch, patchbay::queue::now_ms() + 1000, 0, "503", problem).await.unwrap();
+    assert_eq!(queue.get(&job.id).await.unwrap().unwrap().status, JobStatus::Dead);
+
+    let replay = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
+        cmd.arg("replay").args(args).env("PATCHBAY__QUEUE__PATH", &path);
+        for (k, v) in CREDENTIALS {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let missing = replay(&["--id", "no-such-job"]);
+    assert!(!missing.status.success());
+    let all = replay(&["--all"]);
+    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    assert!(String::from_utf8_lossy(&all.stdout).contains("1 dead job(s) queued again"));
+    assert_eq!(queue.get(&job.id).await.unwrap().unwrap().status, JobStatus::Queued);
+    let _ = std::fs::remove_dir_all(dir);
+}
