@@ -152,6 +152,7 @@ async fn pending_updates_for_one_participant_merge_into_fewer_patches() {
         assert_eq!(job["result"]["verified"], true);
     }
     let patches = app.sim.count("patch_attributes");
+    println!("merging: 30 queued updates for one participant took {patches} PATCHes");
     assert!(
         patches < 30 / 2,
         "merging saved too little: {patches} PATCHes for 30 updates"

@@ -69,7 +69,8 @@ async fn patchbay_replay_requeues_dead_jobs_in_the_shared_store() {
     use patchbay::queue::{Enqueued, JobQueue, JobStatus, StoredProblem, StoredUpdate};
     use std::time::Duration;
 
-    let dir = std::env::temp_dir().join(format!("patchbay-replay-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("patchbay-replay-{}", uuid::Uuid::new_v4().simple()));
     let path = dir.join("queue.sqlite3");
     let queue = SqliteQueue::open(&path, Duration::from_secs(60), Duration::from_secs(60)).unwrap();
     let update = StoredUpdate {
@@ -79,16 +80,31 @@ async fn patchbay_replay_requeues_dead_jobs_in_the_shared_store() {
         attributes: [("k".to_string(), "v".to_string())].into(),
         verify: None,
     };
-    let Enqueued::Created(job) = queue.enqueue(update, "req-1", None).await.unwrap() else { panic!("not created") };
+    let Enqueued::Created(job) = queue.enqueue(update, "req-1", None).await.unwrap() else {
+        panic!("not created")
+    };
     let batch = queue.claim(10).await.unwrap().unwrap();
-    let problem = StoredProblem { code: "upstream_error".into(), status: 502, title: "t".into(), detail: "d".into() };
+    let problem = StoredProblem {
+        code: "upstream_error".into(),
+        status: 502,
+        title: "t".into(),
+        detail: "d".into(),
+    };
     // A horizon of zero: the first transient failure kills the job.
-    queue.retry(&batch, patchbay::queue::now_ms() + 1000, 0, "503", problem).await.unwrap();
-    assert_eq!(queue.get(&job.id).await.unwrap().unwrap().status, JobStatus::Dead);
+    queue
+        .retry(&batch, patchbay::queue::now_ms() + 1000, 0, "503", problem)
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.get(&job.id).await.unwrap().unwrap().status,
+        JobStatus::Dead
+    );
 
     let replay = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
-        cmd.arg("replay").args(args).env("PATCHBAY__QUEUE__PATH", &path);
+        cmd.arg("replay")
+            .args(args)
+            .env("PATCHBAY__QUEUE__PATH", &path);
         for (k, v) in CREDENTIALS {
             cmd.env(k, v);
         }
@@ -97,8 +113,72 @@ async fn patchbay_replay_requeues_dead_jobs_in_the_shared_store() {
     let missing = replay(&["--id", "no-such-job"]);
     assert!(!missing.status.success());
     let all = replay(&["--all"]);
-    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    assert!(
+        all.status.success(),
+        "{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
     assert!(String::from_utf8_lossy(&all.stdout).contains("1 dead job(s) queued again"));
-    assert_eq!(queue.get(&job.id).await.unwrap().unwrap().status, JobStatus::Queued);
+    assert_eq!(
+        queue.get(&job.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_gateway_within_its_shutdown_timeout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("patchbay-term-{}", uuid::Uuid::new_v4().simple()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .arg("serve")
+        .envs(CREDENTIALS)
+        .env("PATCHBAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("PATCHBAY__SERVER__SHUTDOWN_TIMEOUT_MS", "2000")
+        .env("PATCHBAY__QUEUE__PATH", dir.join("q.sqlite3"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let started = std::time::Instant::now();
+    while reqwest::get(&health)
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the gateway never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let asked = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(5),
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_millis(2000),
+        "took {:?}",
+        asked.elapsed()
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
