@@ -23,6 +23,8 @@ use crate::api::auth::{require_api_key, ApiKeys};
 use crate::api::jobs;
 use crate::api::problem::render_problems;
 use crate::api::ApiError;
+use crate::cluster::queue::RedisQueue;
+use crate::cluster::Redis;
 use crate::config::{QueueBackend, Settings};
 use crate::genesys::GenesysClient;
 use crate::hooks::{self, HookRoutes};
@@ -54,10 +56,17 @@ impl AppState {
     /// Builds the state from validated settings and opens the queue store. The first Genesys token
     /// is fetched on demand.
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
-        let genesys = GenesysClient::new(&settings.genesys)?;
+        let redis = match settings.queue.backend {
+            QueueBackend::Redis => Some(Redis::connect(&settings.redis)?),
+            QueueBackend::Sqlite => None,
+        };
+        let genesys = GenesysClient::new(&settings.genesys, redis.clone())?;
         let hooks = HookRoutes::compile(&settings.hooks, &settings.auth.api_keys)?;
-        let queue: Arc<dyn JobQueue> = match settings.queue.backend {
-            QueueBackend::Sqlite => Arc::new(
+        let ttl = Duration::from_secs(settings.idempotency.ttl_s);
+        let lease = Duration::from_secs(settings.queue.lease_s);
+        let queue: Arc<dyn JobQueue> = match (settings.queue.backend, redis) {
+            (QueueBackend::Redis, Some(redis)) => Arc::new(RedisQueue::new(redis, ttl, lease)),
+            _ => Arc::new(
                 SqliteQueue::open(
                     &settings.queue.path,
                     Duration::from_secs(settings.idempotency.ttl_s),

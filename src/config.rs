@@ -81,6 +81,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub queue: QueueSettings,
     pub idempotency: IdempotencySettings,
+    pub redis: RedisSettings,
     /// Webhook routes, `[hooks.<name>]`, served at `POST /v1/hooks/<name>`.
     #[serde(default)]
     pub hooks: std::collections::BTreeMap<String, crate::hooks::settings::HookSettings>,
@@ -108,6 +109,8 @@ pub struct GenesysSettings {
     pub timeout_ms: u64,
     pub token_expiry_margin_s: u64,
     pub auth_failure_cache_ms: u64,
+    pub rate_per_minute: u32,
+    pub rate_burst: u32,
     pub retry: RetrySettings,
 }
 
@@ -154,6 +157,16 @@ impl std::fmt::Debug for AuthSettings {
 pub enum QueueBackend {
     /// The embedded SQLite store: durable on one machine, no server.
     Sqlite,
+    /// Redis: one queue, one token and one rate budget for every replica.
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub key_prefix: String,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -389,6 +402,30 @@ impl Settings {
             return Err(invalid("queue.path", "must name a file"));
         }
         positive("idempotency.ttl_s", self.idempotency.ttl_s)?;
+        if g.rate_per_minute < 2 {
+            return Err(invalid("genesys.rate_per_minute", "must be at least 2"));
+        }
+        if g.rate_burst == 0 || g.rate_burst >= g.rate_per_minute {
+            return Err(invalid(
+                "genesys.rate_burst",
+                "must be at least 1 and below genesys.rate_per_minute",
+            ));
+        }
+        if q.backend == QueueBackend::Redis {
+            let url = self.redis.url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid("redis.url", "must be a redis:// or rediss:// URL"));
+            }
+            if self.redis.key_prefix.is_empty()
+                || self.redis.key_prefix.contains(['{', '}', ' '])
+            {
+                return Err(invalid(
+                    "redis.key_prefix",
+                    "must be non-empty, without braces or spaces",
+                ));
+            }
+            positive("redis.timeout_ms", self.redis.timeout_ms)?;
+        }
         crate::hooks::HookRoutes::compile(&self.hooks, &self.auth.api_keys)?;
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! - [`genesys`]: the Genesys Cloud client (token cache, retry policy, wire models, errors).
 //! - [`service`]: the core operation: resolve, write, verify.
 //! - [`api`]: inbound HTTP handlers, authentication and problem+json.
+//! - [`cluster`]: several replicas on Redis: shared queue, shared token, shared rate budget.
 //! - [`queue`]: the asynchronous mode: durable jobs, workers, idempotency keys, dead letters.
 //! - [`hooks`]: configured webhook routes: JSON Pointer mapping and per-route authentication.
 //! - [`app`]: `router(state)` and `serve(listener, router, shutdown)`.
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod domain;

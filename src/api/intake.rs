@@ -11,6 +11,7 @@ use super::attributes::{check_attribute_bytes, AttributesResponse};
 use super::problem::ApiError;
 use crate::app::AppState;
 use crate::domain::AttributeUpdate;
+use crate::genesys::client::DEADLINE;
 use crate::queue::worker::is_transient;
 use crate::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
 
@@ -196,12 +197,12 @@ async fn apply_now(
     update: &AttributeUpdate,
     request_id: String,
 ) -> Result<Json<AttributesResponse>, ApiError> {
-    let outcome = tokio::time::timeout(
-        state.settings.server.request_timeout(),
-        state.updater.apply(update),
-    )
-    .await
-    .map_err(|_| ApiError::RequestTimeout)??;
+    let timeout = state.settings.server.request_timeout();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let outcome = DEADLINE
+        .scope(deadline, tokio::time::timeout(timeout, state.updater.apply(update)))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)??;
     tracing::info!(
         participant_id = %outcome.participant_id,
         keys = update.attributes.len(),

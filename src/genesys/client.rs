@@ -11,8 +11,20 @@ use super::error::GenesysError;
 use super::model::{Conversation, ErrorBody, ParticipantAttributes, TokenResponse};
 use super::retry::{is_retryable_status, RetryPolicy, RetryReason};
 use super::token::{AccessToken, TokenCache};
+use crate::cluster::limiter::{Budget, RateBudget};
+use crate::cluster::token::{SharedToken, SharedTokenError};
+use crate::cluster::Redis;
 use crate::config::GenesysSettings;
 use crate::domain::{AttributeMap, ConversationId};
+
+tokio::task_local! {
+    /// When the work that makes a Genesys call must be done: a synchronous request's deadline, or a
+    /// job's share of its lease. A call waits for the rate budget only until then.
+    pub static DEADLINE: tokio::time::Instant;
+}
+
+/// How long a call may wait for the rate budget when no deadline is set.
+const DEFAULT_BUDGET_WAIT: Duration = Duration::from_secs(30);
 
 /// Genesys tags every answer with this id; its support asks for it.
 pub const CORRELATION_HEADER: &str = "ININ-Correlation-Id";
@@ -27,6 +39,10 @@ pub struct GenesysClient {
     client_id: String,
     client_secret: SecretString,
     tokens: TokenCache,
+    /// The deployment's token in Redis, when running on Redis.
+    shared_token: Option<SharedToken>,
+    margin: Duration,
+    budget: RateBudget,
     policy: RetryPolicy,
 }
 
@@ -66,7 +82,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl GenesysClient {
-    pub fn new(settings: &GenesysSettings) -> Result<Self, reqwest::Error> {
+    /// A client for the org in `settings`; with `redis`, token and rate budget are the deployment's.
+    pub fn new(settings: &GenesysSettings, redis: Option<Redis>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .user_agent(USER_AGENT)
@@ -83,6 +100,15 @@ impl GenesysClient {
             tokens: TokenCache::new(
                 Duration::from_secs(settings.token_expiry_margin_s),
                 Duration::from_millis(settings.auth_failure_cache_ms),
+            ),
+            shared_token: redis.clone().map(SharedToken::new),
+            margin: Duration::from_secs(settings.token_expiry_margin_s),
+            budget: RateBudget::new(
+                Budget {
+                    per_minute: settings.rate_per_minute,
+                    burst: settings.rate_burst,
+                },
+                redis,
             ),
             policy: RetryPolicy::from(&settings.retry),
         })
@@ -162,8 +188,46 @@ impl GenesysClient {
         ))
     }
 
+    /// The cached token; on a miss, the deployment's (from Redis) or a new grant.
     async fn token(&self) -> Result<std::sync::Arc<AccessToken>, GenesysError> {
-        self.tokens.get(|| self.grant()).await
+        self.tokens
+            .get(|| async {
+                let Some(shared) = &self.shared_token else {
+                    return self.grant().await;
+                };
+                match shared.get(self.margin, || self.grant()).await {
+                    // The local cache takes the margin off again: give back what Redis took off.
+                    Ok((token, usable)) => Ok((token, usable + self.margin)),
+                    Err(SharedTokenError::Grant(e)) => Err(e),
+                    Err(SharedTokenError::Redis(e)) => {
+                        metrics::counter!("patchbay_redis_fallbacks_total", "what" => "token").increment(1);
+                        tracing::warn!(error = %e, "Redis is unreachable: granting a token for this replica alone");
+                        self.grant().await
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Drops a refused token here and, if still current, for the whole deployment.
+    async fn invalidate(&self, stale: &AccessToken) {
+        self.tokens.invalidate(stale).await;
+        if let Some(shared) = &self.shared_token {
+            if let Err(e) = shared.invalidate(stale.expose()).await {
+                tracing::warn!(error = %e, "could not drop the refused token in Redis");
+            }
+        }
+    }
+
+    /// Waits for the rate budget until the task's deadline; past it, the call is `RateLimited`.
+    async fn take_budget(&self) -> Result<(), GenesysError> {
+        let max_wait = DEADLINE
+            .try_with(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+            .unwrap_or(DEFAULT_BUDGET_WAIT);
+        self.budget.acquire(max_wait).await.map_err(|wait| GenesysError::RateLimited {
+            retry_after: Some(wait.0.max(Duration::from_secs(1))),
+            correlation_id: None,
+        })
     }
 
     /// An API call with a bearer token; a 401 drops the token and tries once more with a new one.
@@ -177,7 +241,7 @@ impl GenesysClient {
             match self.send_with_retry(op, Some(&token), &build).await {
                 Err(GenesysError::Auth { status: 401, .. }) if !renewed => {
                     tracing::info!(op, "Genesys refused the cached token; renewing it once");
-                    self.tokens.invalidate(&token).await;
+                    self.invalidate(&token).await;
                     renewed = true;
                 }
                 other => return other,
@@ -201,6 +265,8 @@ impl GenesysClient {
             attempts += 1;
             let mut request = build(&self.http).header(ACCEPT, "application/json");
             if let Some(token) = token {
+                // The budget counts API calls (Genesys limits them per token); grants are not among them.
+                self.take_budget().await?;
                 request = request.bearer_auth(token.expose());
             }
             let attempt = classify(request.send().await, token.is_some()).await;
@@ -208,6 +274,11 @@ impl GenesysClient {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Unauthorized(err) | Attempt::Fail(err) => return Err(err),
                 Attempt::Retry(reason, wait, err) => {
+                    if reason == RetryReason::RateLimited && token.is_some() {
+                        self.budget
+                            .penalize(wait.unwrap_or(super::retry::DEFAULT_RETRY_AFTER))
+                            .await;
+                    }
                     match self
                         .policy
                         .next_delay(reason, attempts, started.elapsed(), wait)

@@ -12,6 +12,7 @@ use super::{now_ms, Batch, JobQueue, StoredProblem};
 use crate::api::attributes::AttributesResponse;
 use crate::api::ApiError;
 use crate::config::QueueSettings;
+use crate::genesys::client::DEADLINE;
 use crate::genesys::GenesysError;
 use crate::service::{UpdateError, Updater};
 
@@ -142,8 +143,12 @@ impl Workers {
                 return;
             }
         };
+        // Bounded to half the lease, so no other replica reclaims a job that is still running here.
+        let budget = Duration::from_secs(self.settings.lease_s) / 2;
+        let deadline = tokio::time::Instant::now() + budget;
+        let bounded = DEADLINE.scope(deadline, tokio::time::timeout(budget, self.updater.apply(&update)));
         let outcome = tokio::select! {
-            outcome = self.updater.apply(&update) => outcome,
+            outcome = bounded => outcome.unwrap_or(Err(UpdateError::Upstream(GenesysError::Timeout))),
             _ = abandon.cancelled() => {
                 tracing::info!("shutting down: releasing the running job");
                 self.record(self.queue.release(&batch).await);

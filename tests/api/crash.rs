@@ -115,6 +115,8 @@ async fn every_accepted_update_lands_in_order_across_a_sigkill() {
         ("PATCHBAY__GENESYS__RETRY__BASE_DELAY_MS", "10".into()),
         ("PATCHBAY__GENESYS__RETRY__MAX_DELAY_MS", "50".into()),
         ("PATCHBAY__AUTH__API_KEYS", API_KEY.into()),
+        ("PATCHBAY__GENESYS__RATE_PER_MINUTE", "600000".into()),
+        ("PATCHBAY__GENESYS__RATE_BURST", "10000".into()),
         ("PATCHBAY__QUEUE__PATH", queue_path.display().to_string()),
         ("PATCHBAY__QUEUE__WORKERS", "8".into()),
         ("PATCHBAY__QUEUE__BACKOFF_BASE_MS", "50".into()),

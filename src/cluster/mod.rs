@@ -1,0 +1,60 @@
+//! Running as several replicas on Redis: the shared queue, the shared OAuth token and the
+//! deployment-wide rate budget.
+//!
+//! Every key lives under `{<redis.key_prefix>}:`. The braces are a Redis Cluster hash tag: all keys
+//! share one slot, so the Lua scripts that keep the queue consistent may touch any of them.
+
+pub mod limiter;
+pub mod queue;
+pub mod token;
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::RedisSettings;
+
+/// A connection to Redis that reconnects by itself, and the key prefix of this deployment.
+#[derive(Clone)]
+pub struct Redis {
+    pub conn: ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Connects lazily: start-up does not wait for Redis, and a Redis that is down is retried on use.
+    pub fn connect(settings: &RedisSettings) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(secrecy::ExposeSecret::expose_secret(&settings.url))?;
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(timeout);
+        Ok(Self {
+            conn: ConnectionManager::new_lazy_with_config(client, config)?,
+            prefix: format!("{{{}}}", settings.key_prefix),
+        })
+    }
+
+    /// `{prefix}:name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether Redis answers now.
+    pub async fn ping(&self) -> bool {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+    }
+}

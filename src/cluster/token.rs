@@ -1,0 +1,114 @@
+//! One OAuth token for the whole deployment, shared through Redis and renewed by one replica at a time.
+//!
+//! The token sits at `{prefix}:token` with a TTL that ends `token_expiry_margin_s` before Genesys's
+//! expiry, so it disappears while still valid. A replica that finds no token takes
+//! `{prefix}:token:lock` (`SET NX PX`), asks for a grant, stores the token and drops the lock; the
+//! others poll for the new token meanwhile. A 401 deletes the token only if it is still the refused
+//! one, so however many replicas see the 401, one grant follows.
+
+use std::time::Duration;
+
+use redis::Script;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::Redis;
+use crate::genesys::GenesysError;
+
+/// Longer than a grant can take (its timeout and retries), so a live holder keeps the lock.
+const LOCK_TTL: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(25);
+
+const DELETE_IF_EQUAL: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// Why the shared token could not be had: Redis, or the grant itself.
+#[derive(Debug)]
+pub enum SharedTokenError {
+    Redis(redis::RedisError),
+    Grant(GenesysError),
+}
+
+#[derive(Clone, Debug)]
+pub struct SharedToken {
+    redis: Redis,
+}
+
+impl SharedToken {
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
+    }
+
+    /// The deployment's token and how long it stays usable, granting it (once for every replica) if needed.
+    pub async fn get<F, Fut>(&self, margin: Duration, grant: F) -> Result<(SecretString, Duration), SharedTokenError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(SecretString, Duration), GenesysError>>,
+    {
+        let (key, lock) = (self.redis.key("token"), self.redis.key("token:lock"));
+        let mut conn = self.redis.conn.clone();
+        let mut grant = Some(grant);
+        let deadline = tokio::time::Instant::now() + LOCK_TTL * 2;
+        loop {
+            let (token, ttl): (Option<String>, i64) = redis::pipe()
+                .get(&key)
+                .pttl(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(SharedTokenError::Redis)?;
+            if let (Some(token), true) = (token, ttl > 0) {
+                return Ok((SecretString::from(token), Duration::from_millis(ttl as u64)));
+            }
+            let me = uuid::Uuid::new_v4().to_string();
+            let locked: Option<String> = redis::cmd("SET")
+                .arg(&lock)
+                .arg(&me)
+                .arg("NX")
+                .arg("PX")
+                .arg(LOCK_TTL.as_millis() as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(SharedTokenError::Redis)?;
+            if locked.is_some() {
+                let grant = grant.take().expect("the lock is taken once");
+                let result = grant().await;
+                if let Ok((token, expires_in)) = &result {
+                    let usable = expires_in.saturating_sub(margin).max(*expires_in / 2);
+                    let _: () = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(token.expose_secret())
+                        .arg("PX")
+                        .arg(usable.as_millis().max(1) as u64)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(SharedTokenError::Redis)?;
+                }
+                let _: i64 = Script::new(DELETE_IF_EQUAL)
+                    .key(&lock)
+                    .arg(&me)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(SharedTokenError::Redis)?;
+                return result
+                    .map(|(token, expires_in)| (token, expires_in.saturating_sub(margin).max(expires_in / 2)))
+                    .map_err(SharedTokenError::Grant);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(SharedTokenError::Grant(GenesysError::Timeout));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Drops the token everywhere if it is still `stale`.
+    pub async fn invalidate(&self, stale: &str) -> Result<(), redis::RedisError> {
+        let mut conn = self.redis.conn.clone();
+        let _: i64 = Script::new(DELETE_IF_EQUAL)
+            .key(self.redis.key("token"))
+            .arg(stale)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
