@@ -416,9 +416,7 @@ impl Settings {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(invalid("redis.url", "must be a redis:// or rediss:// URL"));
             }
-            if self.redis.key_prefix.is_empty()
-                || self.redis.key_prefix.contains(['{', '}', ' '])
-            {
+            if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
                 return Err(invalid(
                     "redis.key_prefix",
                     "must be non-empty, without braces or spaces",

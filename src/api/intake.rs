@@ -200,7 +200,10 @@ async fn apply_now(
     let timeout = state.settings.server.request_timeout();
     let deadline = tokio::time::Instant::now() + timeout;
     let outcome = DEADLINE
-        .scope(deadline, tokio::time::timeout(timeout, state.updater.apply(update)))
+        .scope(
+            deadline,
+            tokio::time::timeout(timeout, state.updater.apply(update)),
+        )
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
     tracing::info!(

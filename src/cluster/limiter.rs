@@ -79,11 +79,14 @@ impl std::fmt::Debug for RateBudget {
 impl RateBudget {
     /// `shared`: the deployment's Redis; without it, or while it is down, the budget is this process's.
     pub fn new(budget: Budget, shared: Option<Redis>) -> Self {
-        let per_minute = NonZeroU32::new(budget.per_minute.saturating_sub(budget.burst).max(1)).expect("non-zero");
+        let per_minute = NonZeroU32::new(budget.per_minute.saturating_sub(budget.burst).max(1))
+            .expect("non-zero");
         let burst = NonZeroU32::new(budget.burst.max(1)).expect("non-zero");
         Self {
             budget,
-            local: Arc::new(DefaultDirectRateLimiter::direct(Quota::per_minute(per_minute).allow_burst(burst))),
+            local: Arc::new(DefaultDirectRateLimiter::direct(
+                Quota::per_minute(per_minute).allow_burst(burst),
+            )),
             shared,
         }
     }
@@ -94,7 +97,8 @@ impl RateBudget {
             match self.acquire_shared(redis, max_wait).await {
                 Ok(result) => return result,
                 Err(e) => {
-                    metrics::counter!("patchbay_redis_fallbacks_total", "what" => "rate_budget").increment(1);
+                    metrics::counter!("patchbay_redis_fallbacks_total", "what" => "rate_budget")
+                        .increment(1);
                     tracing::warn!(error = %e, "Redis is unreachable: using this replica's own rate budget");
                 }
             }
@@ -102,7 +106,11 @@ impl RateBudget {
         self.acquire_local(max_wait).await
     }
 
-    async fn acquire_shared(&self, redis: &Redis, max_wait: Duration) -> Result<Result<(), WaitTooLong>, redis::RedisError> {
+    async fn acquire_shared(
+        &self,
+        redis: &Redis,
+        max_wait: Duration,
+    ) -> Result<Result<(), WaitTooLong>, redis::RedisError> {
         let mut conn = redis.conn.clone();
         let waited: i64 = Script::new(ACQUIRE)
             .key(redis.key("rate"))
@@ -113,7 +121,9 @@ impl RateBudget {
             .invoke_async(&mut conn)
             .await?;
         if waited < 0 {
-            return Ok(Err(WaitTooLong(Duration::from_millis(waited.unsigned_abs()))));
+            return Ok(Err(WaitTooLong(Duration::from_millis(
+                waited.unsigned_abs(),
+            ))));
         }
         if waited > 0 {
             metrics::counter!("patchbay_rate_budget_waits_total").increment(1);
@@ -126,7 +136,9 @@ impl RateBudget {
         match self.local.check() {
             Ok(()) => Ok(()),
             Err(not_until) => {
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
                 if wait > max_wait {
                     return Err(WaitTooLong(wait));
                 }
@@ -142,7 +154,11 @@ impl RateBudget {
         if let Some(redis) = &self.shared {
             let mut conn = redis.conn.clone();
             let until = crate::queue::now_ms() + retry_after.as_millis() as i64;
-            let done: Result<i64, _> = Script::new(PENALIZE).key(redis.key("rate")).arg(until).invoke_async(&mut conn).await;
+            let done: Result<i64, _> = Script::new(PENALIZE)
+                .key(redis.key("rate"))
+                .arg(until)
+                .invoke_async(&mut conn)
+                .await;
             if let Err(e) = done {
                 tracing::warn!(error = %e, "could not share a 429's Retry-After through Redis");
             }
@@ -156,7 +172,10 @@ mod tests {
 
     #[test]
     fn a_minute_never_admits_more_than_the_budget() {
-        let b = Budget { per_minute: 240, burst: 10 };
+        let b = Budget {
+            per_minute: 240,
+            burst: 10,
+        };
         // burst + W / T for W = 60 s.
         let admitted = f64::from(b.burst) + 60_000.0 / b.interval_ms();
         assert!(admitted <= 240.0 + 1e-9, "{admitted}");
@@ -164,11 +183,20 @@ mod tests {
 
     #[tokio::test]
     async fn the_local_budget_refuses_a_wait_past_the_deadline() {
-        let limiter = RateBudget::new(Budget { per_minute: 62, burst: 2 }, None);
+        let limiter = RateBudget::new(
+            Budget {
+                per_minute: 62,
+                burst: 2,
+            },
+            None,
+        );
         assert!(limiter.acquire(Duration::ZERO).await.is_ok());
         assert!(limiter.acquire(Duration::ZERO).await.is_ok());
         // The third call must wait about a second.
-        let refused = limiter.acquire(Duration::from_millis(10)).await.unwrap_err();
+        let refused = limiter
+            .acquire(Duration::from_millis(10))
+            .await
+            .unwrap_err();
         assert!(refused.0 > Duration::from_millis(500), "{refused:?}");
     }
 }

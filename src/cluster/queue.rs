@@ -255,10 +255,16 @@ fn corrupt<E: std::fmt::Display>(e: E) -> QueueError {
 
 /// A job from its hash.
 fn decode(id: &str, h: &HashMap<String, String>) -> Result<Job, QueueError> {
-    let get = |f: &str| h.get(f).ok_or_else(|| QueueError::Corrupt(format!("job {id} lacks `{f}`")));
+    let get = |f: &str| {
+        h.get(f)
+            .ok_or_else(|| QueueError::Corrupt(format!("job {id} lacks `{f}`")))
+    };
     let num = |f: &str| -> Result<i64, QueueError> { get(f)?.parse().map_err(corrupt) };
     let json_opt = |f: &str| -> Result<Option<serde_json::Value>, QueueError> {
-        h.get(f).filter(|v| !v.is_empty()).map(|v| serde_json::from_str(v).map_err(corrupt)).transpose()
+        h.get(f)
+            .filter(|v| !v.is_empty())
+            .map(|v| serde_json::from_str(v).map_err(corrupt))
+            .transpose()
     };
     Ok(Job {
         id: id.to_string(),
@@ -270,7 +276,10 @@ fn decode(id: &str, h: &HashMap<String, String>) -> Result<Job, QueueError> {
         updated_at_ms: num("updated")?,
         next_attempt_at_ms: num("next")?,
         result: json_opt("result")?,
-        problem: json_opt("problem")?.map(serde_json::from_value).transpose().map_err(corrupt)?,
+        problem: json_opt("problem")?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(corrupt)?,
         last_error: h.get("error").cloned(),
         request_id: h.get("reqid").cloned().unwrap_or_default(),
     })
@@ -281,7 +290,9 @@ fn key_answer(reply: &[String]) -> Option<Result<KeyAnswer, QueueError>> {
     match reply.first().map(String::as_str) {
         Some("conflict") => Some(Ok(KeyAnswer::Conflict)),
         Some("inprogress") => Some(Ok(KeyAnswer::InProgress)),
-        Some("existing") => Some(Ok(KeyAnswer::Job(reply.get(1).cloned().unwrap_or_default()))),
+        Some("existing") => Some(Ok(KeyAnswer::Job(
+            reply.get(1).cloned().unwrap_or_default(),
+        ))),
         Some("answered") => Some(
             reply
                 .get(1)
@@ -301,7 +312,11 @@ enum KeyAnswer {
 }
 
 impl RedisQueue {
-    pub fn new(redis: Redis, idempotency_ttl: std::time::Duration, lease: std::time::Duration) -> Self {
+    pub fn new(
+        redis: Redis,
+        idempotency_ttl: std::time::Duration,
+        lease: std::time::Duration,
+    ) -> Self {
         Self {
             redis,
             scripts: std::sync::Arc::new(Scripts {
@@ -321,9 +336,15 @@ impl RedisQueue {
     }
 
     /// Runs a script with the prefix and the retention first, then `args`.
-    async fn run<T: redis::FromRedisValue>(&self, s: &Script, args: &[String]) -> Result<T, QueueError> {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        s: &Script,
+        args: &[String],
+    ) -> Result<T, QueueError> {
         let mut invocation = s.prepare_invoke();
-        invocation.arg(self.redis.prefix()).arg(FINISHED_RETENTION_MS);
+        invocation
+            .arg(self.redis.prefix())
+            .arg(FINISHED_RETENTION_MS);
         for a in args {
             invocation.arg(a);
         }
@@ -345,7 +366,9 @@ impl RedisQueue {
     }
 
     async fn require(&self, id: &str) -> Result<Job, QueueError> {
-        self.load(id).await?.ok_or_else(|| QueueError::Corrupt(format!("job {id} is gone")))
+        self.load(id)
+            .await?
+            .ok_or_else(|| QueueError::Corrupt(format!("job {id} is gone")))
     }
 
     fn batch_args(batch: &Batch) -> Vec<String> {
@@ -436,7 +459,9 @@ impl JobQueue for RedisQueue {
         }
         // Keys a newer job already wrote stay as they are.
         key_seqs.retain(|k, seq| {
-            let newer = applied.get(&format!("{target}\n{k}")).is_some_and(|w| w > seq);
+            let newer = applied
+                .get(&format!("{target}\n{k}"))
+                .is_some_and(|w| w > seq);
             if newer {
                 attributes.remove(k);
             }
@@ -448,9 +473,16 @@ impl JobQueue for RedisQueue {
             participant_id: head.participant_id.clone(),
             purpose: head.purpose.clone(),
             attributes,
-            verify: jobs.iter().filter_map(|j| j.update.verify).reduce(|a, b| a || b),
+            verify: jobs
+                .iter()
+                .filter_map(|j| j.update.verify)
+                .reduce(|a, b| a || b),
         };
-        Ok(Some(Batch { jobs, update, key_seqs }))
+        Ok(Some(Batch {
+            jobs,
+            update,
+            key_seqs,
+        }))
     }
 
     async fn succeed(&self, batch: &Batch, result: serde_json::Value) -> Result<(), QueueError> {
@@ -466,7 +498,9 @@ impl JobQueue for RedisQueue {
             args.push(format!("{target}\n{k}"));
             args.push(seq.to_string());
         }
-        self.run::<i64>(&self.scripts.succeed, &args).await.map(drop)
+        self.run::<i64>(&self.scripts.succeed, &args)
+            .await
+            .map(drop)
     }
 
     async fn fail(&self, batch: &Batch, problem: StoredProblem) -> Result<(), QueueError> {
@@ -502,7 +536,9 @@ impl JobQueue for RedisQueue {
     async fn release(&self, batch: &Batch) -> Result<(), QueueError> {
         let mut args = vec![now_ms().to_string(), batch.update.lane().to_string()];
         args.extend(Self::batch_args(batch));
-        self.run::<i64>(&self.scripts.release, &args).await.map(drop)
+        self.run::<i64>(&self.scripts.release, &args)
+            .await
+            .map(drop)
     }
 
     /// Other replicas may be running jobs: nothing is reset here. Lanes of a replica that died are
@@ -511,7 +547,11 @@ impl JobQueue for RedisQueue {
         Ok(0)
     }
 
-    async fn dead_letters(&self, after: Option<&str>, limit: usize) -> Result<Vec<Job>, QueueError> {
+    async fn dead_letters(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Job>, QueueError> {
         let min = match after {
             Some(id) => match self.load(id).await? {
                 Some(job) => format!("({}", job.seq),
@@ -543,12 +583,19 @@ impl JobQueue for RedisQueue {
         if id.is_empty() {
             return Ok(false);
         }
-        let n: i64 = self.run(&self.scripts.replay, &[now_ms().to_string(), id.to_string()]).await?;
+        let n: i64 = self
+            .run(
+                &self.scripts.replay,
+                &[now_ms().to_string(), id.to_string()],
+            )
+            .await?;
         Ok(n == 1)
     }
 
     async fn replay_all(&self) -> Result<u64, QueueError> {
-        let n: i64 = self.run(&self.scripts.replay, &[now_ms().to_string(), String::new()]).await?;
+        let n: i64 = self
+            .run(&self.scripts.replay, &[now_ms().to_string(), String::new()])
+            .await?;
         Ok(n as u64)
     }
 
@@ -556,7 +603,11 @@ impl JobQueue for RedisQueue {
         let reply: Vec<String> = self
             .run(
                 &self.scripts.idem_begin,
-                &[format!("{}:{}", key.scope, key.key), key.body_hash.clone(), self.idempotency_ttl_ms.to_string()],
+                &[
+                    format!("{}:{}", key.scope, key.key),
+                    key.body_hash.clone(),
+                    self.idempotency_ttl_ms.to_string(),
+                ],
             )
             .await?;
         Ok(match key_answer(&reply) {
@@ -570,15 +621,27 @@ impl JobQueue for RedisQueue {
         })
     }
 
-    async fn idempotency_finish(&self, key: &IdempotencyKey, response: &StoredResponse) -> Result<(), QueueError> {
+    async fn idempotency_finish(
+        &self,
+        key: &IdempotencyKey,
+        response: &StoredResponse,
+    ) -> Result<(), QueueError> {
         let response = serde_json::to_string(response).map_err(corrupt)?;
-        self.run::<i64>(&self.scripts.idem_end, &[format!("{}:{}", key.scope, key.key), response]).await.map(drop)
+        self.run::<i64>(
+            &self.scripts.idem_end,
+            &[format!("{}:{}", key.scope, key.key), response],
+        )
+        .await
+        .map(drop)
     }
 
     async fn idempotency_abandon(&self, key: &IdempotencyKey) -> Result<(), QueueError> {
-        self.run::<i64>(&self.scripts.idem_end, &[format!("{}:{}", key.scope, key.key), String::new()])
-            .await
-            .map(drop)
+        self.run::<i64>(
+            &self.scripts.idem_end,
+            &[format!("{}:{}", key.scope, key.key), String::new()],
+        )
+        .await
+        .map(drop)
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {

@@ -41,7 +41,11 @@ impl SharedToken {
     }
 
     /// The deployment's token and how long it stays usable, granting it (once for every replica) if needed.
-    pub async fn get<F, Fut>(&self, margin: Duration, grant: F) -> Result<(SecretString, Duration), SharedTokenError>
+    pub async fn get<F, Fut>(
+        &self,
+        margin: Duration,
+        grant: F,
+    ) -> Result<(SecretString, Duration), SharedTokenError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(SecretString, Duration), GenesysError>>,
@@ -91,7 +95,9 @@ impl SharedToken {
                     .await
                     .map_err(SharedTokenError::Redis)?;
                 return result
-                    .map(|(token, expires_in)| (token, expires_in.saturating_sub(margin).max(expires_in / 2)))
+                    .map(|(token, expires_in)| {
+                        (token, expires_in.saturating_sub(margin).max(expires_in / 2))
+                    })
                     .map_err(SharedTokenError::Grant);
             }
             if tokio::time::Instant::now() > deadline {

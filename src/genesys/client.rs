@@ -224,10 +224,13 @@ impl GenesysClient {
         let max_wait = DEADLINE
             .try_with(|d| d.saturating_duration_since(tokio::time::Instant::now()))
             .unwrap_or(DEFAULT_BUDGET_WAIT);
-        self.budget.acquire(max_wait).await.map_err(|wait| GenesysError::RateLimited {
-            retry_after: Some(wait.0.max(Duration::from_secs(1))),
-            correlation_id: None,
-        })
+        self.budget
+            .acquire(max_wait)
+            .await
+            .map_err(|wait| GenesysError::RateLimited {
+                retry_after: Some(wait.0.max(Duration::from_secs(1))),
+                correlation_id: None,
+            })
     }
 
     /// An API call with a bearer token; a 401 drops the token and tries once more with a new one.

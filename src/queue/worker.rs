@@ -146,7 +146,10 @@ impl Workers {
         // Bounded to half the lease, so no other replica reclaims a job that is still running here.
         let budget = Duration::from_secs(self.settings.lease_s) / 2;
         let deadline = tokio::time::Instant::now() + budget;
-        let bounded = DEADLINE.scope(deadline, tokio::time::timeout(budget, self.updater.apply(&update)));
+        let bounded = DEADLINE.scope(
+            deadline,
+            tokio::time::timeout(budget, self.updater.apply(&update)),
+        );
         let outcome = tokio::select! {
             outcome = bounded => outcome.unwrap_or(Err(UpdateError::Upstream(GenesysError::Timeout))),
             _ = abandon.cancelled() => {

@@ -255,3 +255,40 @@ pub fn hmac_sha256(secret: &str, message: &[u8]) -> Vec<u8> {
     mac.update(message);
     mac.finalize().into_bytes().to_vec()
 }
+
+/// The Redis the tests share: `PATCHBAY_TEST_REDIS_URL`, or the local default. Fails clearly when
+/// it does not answer (`.ci/run` starts one).
+pub async fn test_redis_url() -> String {
+    let url = std::env::var("PATCHBAY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url.as_str()).expect("a valid Redis URL");
+    let answered = match tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    {
+        Ok(Ok(mut conn)) => redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok(),
+        _ => false,
+    };
+    assert!(
+        answered,
+        "these tests need Redis at {url} (set PATCHBAY_TEST_REDIS_URL, or run `redis-server`; .ci/run starts one)"
+    );
+    url
+}
+
+/// A key prefix no other test run uses.
+pub fn unique_prefix() -> String {
+    format!("patchbay-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Settings adjustments that put a gateway on Redis under `prefix`.
+pub fn on_redis(settings: &mut Settings, url: &str, prefix: &str) {
+    settings.queue.backend = patchbay::config::QueueBackend::Redis;
+    settings.redis.url = url.to_string().into();
+    settings.redis.key_prefix = prefix.to_string();
+}

@@ -8,6 +8,7 @@ mod crash;
 mod helpers;
 mod hooks;
 mod logs;
+mod queue_contract;
 mod sdk_conformance;
 mod simulator;
 mod startup;
