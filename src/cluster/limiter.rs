@@ -31,11 +31,11 @@ redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now + to
 return math.ceil(wait)
 "#;
 
-/// ARGV: until_ms. Nobody gets a slot before `until`.
+/// ARGV: until_ms, tolerance_ms. Nobody gets a slot before `until`: a slot is allowed at TAT − tolerance.
 const PENALIZE: &str = r#"
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local until_ms = tonumber(ARGV[1])
-if until_ms > tat then redis.call('SET', KEYS[1], tostring(until_ms), 'PX', 120000) end
+local new_tat = tonumber(ARGV[1]) + tonumber(ARGV[2])
+if new_tat > tat then redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - tonumber(ARGV[1]) + 120000)) end
 return 1
 "#;
 
@@ -157,6 +157,7 @@ impl RateBudget {
             let done: Result<i64, _> = Script::new(PENALIZE)
                 .key(redis.key("rate"))
                 .arg(until)
+                .arg(self.budget.tolerance_ms())
                 .invoke_async(&mut conn)
                 .await;
             if let Err(e) = done {

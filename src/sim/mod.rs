@@ -41,6 +41,8 @@ pub struct RecordedCall {
     pub method: String,
     pub path: String,
     pub status: u16,
+    /// When the answer went out.
+    pub at: Instant,
 }
 
 /// One accepted attribute write, as the simulator recorded it.
@@ -270,6 +272,16 @@ impl Simulator {
     /// Every call received, in order.
     pub fn calls(&self) -> Vec<RecordedCall> {
         self.lock().calls.clone()
+    }
+
+    /// When each call of an operation was answered, in order.
+    pub fn call_times(&self, op: &str) -> Vec<Instant> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.op == op)
+            .map(|c| c.at)
+            .collect()
     }
 
     /// How many calls of an operation were received (`"token"`, `"get_conversation"`, `"patch_attributes"`, …).

@@ -136,6 +136,7 @@ async fn observe(State(sim): State<Simulator>, request: Request, next: Next) -> 
         method: method.to_string(),
         path,
         status: response.status().as_u16(),
+        at: Instant::now(),
     });
     response
 }

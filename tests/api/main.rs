@@ -9,6 +9,7 @@ mod helpers;
 mod hooks;
 mod logs;
 mod queue_contract;
+mod redis_deployment;
 mod sdk_conformance;
 mod simulator;
 mod startup;
