@@ -5,7 +5,6 @@
 //! store. Every accepted update must land, in order, exactly once, and no job may be left behind.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,14 +14,14 @@ use patchbay::sim::{Op, Simulator};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::helpers::API_KEY;
+use crate::helpers::{Gateway, API_KEY};
 
 const PARTICIPANTS: usize = 50;
 const UPDATES_PER_PARTICIPANT: usize = 20;
 const KILL_AFTER_ACCEPTED: usize = 400;
 
 /// 25 live calls with a customer and an agent each.
-fn seed(sim: &Simulator) -> Vec<(String, String)> {
+pub fn seed(sim: &Simulator) -> Vec<(String, String)> {
     let mut targets = Vec::new();
     for c in 0..PARTICIPANTS / 2 {
         let conversation = format!("00000000-0000-4000-8000-{c:012}");
@@ -42,45 +41,6 @@ fn seed(sim: &Simulator) -> Vec<(String, String)> {
         targets.push((conversation, agent));
     }
     targets
-}
-
-struct Gateway {
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-    address: String,
-}
-
-impl Gateway {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(std::env::temp_dir().join("patchbay-crash-test.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_patchbay"))
-            .arg("serve")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("the patchbay binary starts");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no shutdown, no flush, nothing.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,11 +87,7 @@ async fn every_accepted_update_lands_in_order_across_a_sigkill() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let mut gateway = Gateway {
-        env,
-        child: None,
-        address: format!("http://127.0.0.1:{port}"),
-    };
+    let mut gateway = Gateway::new(env, port);
     gateway.start();
 
     let http = reqwest::Client::builder()

@@ -1,5 +1,6 @@
 //! `spawn_app()`: a gateway and its own simulator, each on port 0, for one test.
 
+use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 
 use patchbay::app::run;
@@ -292,3 +293,48 @@ pub fn on_redis(settings: &mut Settings, url: &str, prefix: &str) {
     settings.redis.url = url.to_string().into();
     settings.redis.key_prefix = prefix.to_string();
 }
+
+/// A `patchbay serve` process, started and killed by a test.
+pub struct Gateway {
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub address: String,
+}
+
+impl Gateway {
+    pub fn new(env: Vec<(String, String)>, port: u16) -> Self {
+        Self { env, child: None, address: format!("http://127.0.0.1:{port}") }
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::env::temp_dir().join("patchbay-crash-test.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_patchbay"))
+            .arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the patchbay binary starts");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown, no flush, nothing.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
