@@ -303,7 +303,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(env: Vec<(String, String)>, port: u16) -> Self {
-        Self { env, child: None, address: format!("http://127.0.0.1:{port}") }
+        Self {
+            env,
+            child: None,
+            address: format!("http://127.0.0.1:{port}"),
+        }
     }
 
     pub fn start(&mut self) {
@@ -337,4 +341,3 @@ impl Drop for Gateway {
         self.kill();
     }
 }
-

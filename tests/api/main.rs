@@ -10,6 +10,7 @@ mod hooks;
 mod logs;
 mod queue_contract;
 mod redis_deployment;
+mod redis_restart;
 mod replicas;
 mod sdk_conformance;
 mod simulator;

@@ -20,7 +20,11 @@ const RATE_PER_MINUTE: usize = 12_000;
 const RATE_BURST: usize = 50;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,10 +43,19 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
                 ("PATCHBAY__SERVER__LISTEN", format!("127.0.0.1:{port}")),
                 ("PATCHBAY__GENESYS__LOGIN_URL", sim_url.clone()),
                 ("PATCHBAY__GENESYS__API_URL", sim_url.clone()),
-                ("PATCHBAY__GENESYS__CLIENT_ID", patchbay::sim::DEFAULT_CLIENT_ID.into()),
-                ("PATCHBAY__GENESYS__CLIENT_SECRET", patchbay::sim::DEFAULT_CLIENT_SECRET.into()),
+                (
+                    "PATCHBAY__GENESYS__CLIENT_ID",
+                    patchbay::sim::DEFAULT_CLIENT_ID.into(),
+                ),
+                (
+                    "PATCHBAY__GENESYS__CLIENT_SECRET",
+                    patchbay::sim::DEFAULT_CLIENT_SECRET.into(),
+                ),
                 ("PATCHBAY__GENESYS__RETRY__BASE_DELAY_MS", "10".into()),
-                ("PATCHBAY__GENESYS__RATE_PER_MINUTE", RATE_PER_MINUTE.to_string()),
+                (
+                    "PATCHBAY__GENESYS__RATE_PER_MINUTE",
+                    RATE_PER_MINUTE.to_string(),
+                ),
                 ("PATCHBAY__GENESYS__RATE_BURST", RATE_BURST.to_string()),
                 ("PATCHBAY__AUTH__API_KEYS", API_KEY.into()),
                 ("PATCHBAY__QUEUE__BACKEND", "redis".into()),
@@ -65,11 +78,23 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
         })
         .collect();
     let addresses: Vec<String> = gateways.iter().map(|g| g.address.clone()).collect();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     for address in &addresses {
         let started = Instant::now();
-        while http.get(format!("{address}/healthz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
-            assert!(started.elapsed() < Duration::from_secs(15), "{address} never came up");
+        while http
+            .get(format!("{address}/healthz"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{address} never came up"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -78,43 +103,51 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
     let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // One sender per participant, each spreading its updates over the replicas; a failed send goes
     // to the next replica with the same Idempotency-Key.
-    let senders = targets.iter().enumerate().map(|(p, (conversation, participant))| {
-        let (http, accepted, addresses, down) = (http.clone(), accepted.clone(), addresses.clone(), down.clone());
-        let (conversation, participant) = (conversation.clone(), participant.clone());
-        async move {
-            let mut jobs = Vec::new();
-            let mut replica = p;
-            for n in 0..UPDATES_PER_PARTICIPANT {
-                let body = json!({"conversationId": conversation, "participantId": participant,
+    let senders = targets
+        .iter()
+        .enumerate()
+        .map(|(p, (conversation, participant))| {
+            let (http, accepted, addresses, down) = (
+                http.clone(),
+                accepted.clone(),
+                addresses.clone(),
+                down.clone(),
+            );
+            let (conversation, participant) = (conversation.clone(), participant.clone());
+            async move {
+                let mut jobs = Vec::new();
+                let mut replica = p;
+                for n in 0..UPDATES_PER_PARTICIPANT {
+                    let body = json!({"conversationId": conversation, "participantId": participant,
                                   "attributes": {"n": n, format!("k{}", n % 3): n}});
-                let key = format!("replicas-{p}-{n}");
-                loop {
-                    replica += 1;
-                    if down.load(Ordering::SeqCst) && replica % 3 == 0 {
-                        continue;
-                    }
-                    let sent = http
-                        .post(format!("{}/v1/attributes", addresses[replica % 3]))
-                        .header("x-api-key", API_KEY)
-                        .header("prefer", "respond-async")
-                        .header("idempotency-key", &key)
-                        .json(&body)
-                        .send()
-                        .await;
-                    if let Ok(r) = sent {
-                        if r.status() == 202 {
-                            let v: serde_json::Value = r.json().await.unwrap();
-                            jobs.push(v["jobId"].as_str().unwrap().to_string());
-                            accepted.fetch_add(1, Ordering::SeqCst);
-                            break;
+                    let key = format!("replicas-{p}-{n}");
+                    loop {
+                        replica += 1;
+                        if down.load(Ordering::SeqCst) && replica % 3 == 0 {
+                            continue;
                         }
+                        let sent = http
+                            .post(format!("{}/v1/attributes", addresses[replica % 3]))
+                            .header("x-api-key", API_KEY)
+                            .header("prefer", "respond-async")
+                            .header("idempotency-key", &key)
+                            .json(&body)
+                            .send()
+                            .await;
+                        if let Ok(r) = sent {
+                            if r.status() == 202 {
+                                let v: serde_json::Value = r.json().await.unwrap();
+                                jobs.push(v["jobId"].as_str().unwrap().to_string());
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                                break;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                jobs
             }
-            jobs
-        }
-    });
+        });
     let killer = async {
         while accepted.load(Ordering::SeqCst) < KILL_AFTER_ACCEPTED {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -131,7 +164,11 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut pending: Vec<&String> = jobs.iter().flatten().collect();
     while !pending.is_empty() {
-        assert!(Instant::now() < deadline, "{} jobs never succeeded", pending.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} jobs never succeeded",
+            pending.len()
+        );
         let mut still = Vec::new();
         for (i, id) in pending.into_iter().enumerate() {
             let job: serde_json::Value = http
@@ -156,25 +193,49 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
     // One job per accepted update: the deployment-wide sequence counted exactly that many.
     let client = redis::Client::open(redis_url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let created: usize = redis::cmd("GET").arg(format!("{{{prefix}}}:seq")).query_async(&mut conn).await.unwrap();
+    let created: usize = redis::cmd("GET")
+        .arg(format!("{{{prefix}}}:seq"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(created, total);
 
     // Every participant ends with the last accepted value of each key, written in order.
     let writes = sim.writes();
-    let last_of = |r: usize| (0..UPDATES_PER_PARTICIPANT).filter(|n| n % 3 == r).max().unwrap();
+    let last_of = |r: usize| {
+        (0..UPDATES_PER_PARTICIPANT)
+            .filter(|n| n % 3 == r)
+            .max()
+            .unwrap()
+    };
     for (conversation, participant) in &targets {
-        let stored: BTreeMap<String, String> =
-            sim.stored_attributes(conversation, participant).unwrap().into_iter().collect();
-        assert_eq!(stored["n"], (UPDATES_PER_PARTICIPANT - 1).to_string(), "{participant}: {stored:?}");
+        let stored: BTreeMap<String, String> = sim
+            .stored_attributes(conversation, participant)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            stored["n"],
+            (UPDATES_PER_PARTICIPANT - 1).to_string(),
+            "{participant}: {stored:?}"
+        );
         for r in 0..3 {
             assert_eq!(stored[&format!("k{r}")], last_of(r).to_string());
         }
         let ns: Vec<usize> = writes
             .iter()
             .filter(|w| &w.participant == participant)
-            .filter_map(|w| w.attributes.iter().find(|(k, _)| k == "n").map(|(_, v)| v.parse().unwrap()))
+            .filter_map(|w| {
+                w.attributes
+                    .iter()
+                    .find(|(k, _)| k == "n")
+                    .map(|(_, v)| v.parse().unwrap())
+            })
             .collect();
-        assert!(ns.windows(2).all(|w| w[0] <= w[1]), "{participant} went back: {ns:?}");
+        assert!(
+            ns.windows(2).all(|w| w[0] <= w[1]),
+            "{participant} went back: {ns:?}"
+        );
     }
 
     // One token for the deployment.
@@ -182,16 +243,31 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
 
     // The budget: no minute over rate_per_minute, and, as GCRA promises for any window, no second
     // over burst + rate_per_minute / 60.
-    let mut times: Vec<Instant> = ["get_conversation", "patch_attributes"].iter().flat_map(|op| sim.call_times(op)).collect();
+    let mut times: Vec<Instant> = ["get_conversation", "patch_attributes"]
+        .iter()
+        .flat_map(|op| sim.call_times(op))
+        .collect();
     times.sort();
-    for (window, limit) in [(Duration::from_secs(60), RATE_PER_MINUTE), (Duration::from_secs(1), RATE_BURST + RATE_PER_MINUTE / 60)] {
+    for (window, limit) in [
+        (Duration::from_secs(60), RATE_PER_MINUTE),
+        (Duration::from_secs(1), RATE_BURST + RATE_PER_MINUTE / 60),
+    ] {
         let mut worst = 0;
         for (i, t) in times.iter().enumerate() {
-            let n = times[i..].iter().take_while(|u| u.duration_since(*t) < window).count();
+            let n = times[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t) < window)
+                .count();
             worst = worst.max(n);
         }
-        println!("replicas: {} Genesys calls; at most {worst} in any {window:?} (budget {limit})", times.len());
-        assert!(worst <= limit, "{worst} calls within {window:?}, over the budget of {limit}");
+        println!(
+            "replicas: {} Genesys calls; at most {worst} in any {window:?} (budget {limit})",
+            times.len()
+        );
+        assert!(
+            worst <= limit,
+            "{worst} calls within {window:?}, over the budget of {limit}"
+        );
     }
     for g in &mut gateways {
         g.kill();
