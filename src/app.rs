@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -56,6 +56,8 @@ impl AppState {
     /// Builds the state from validated settings and opens the queue store. The first Genesys token
     /// is fetched on demand.
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
+        // Installed before any request, so no count is lost.
+        crate::metrics::handle();
         let redis = match settings.queue.backend {
             QueueBackend::Redis => Some(Redis::connect(&settings.redis)?),
             QueueBackend::Sqlite => None,
@@ -184,9 +186,13 @@ pub fn router(state: AppState) -> Router {
             state.admin_keys.clone(),
             require_api_key,
         ));
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .merge(ingest)
+        .route("/readyz", get(readyz));
+    if state.settings.server.admin_listen.is_none() {
+        app = app.merge(metrics_router());
+    }
+    app.merge(ingest)
         .merge(readers)
         .merge(admin)
         // Each webhook route authenticates with its own scheme, inside the handler, over the raw body.
@@ -199,6 +205,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(make_span))
                 .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(middleware::from_fn(crate::metrics::track_http))
                 .layer(middleware::from_fn(render_problems))
                 .layer(middleware::from_fn_with_state(
                     state.drain.clone(),
@@ -206,6 +213,81 @@ pub fn router(state: AppState) -> Router {
                 )),
         )
         .with_state(state)
+}
+
+/// `GET /metrics`, for the main port or `server.admin_listen`.
+pub fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(render_metrics))
+}
+
+/// The Prometheus text, with the queue's gauges read fresh.
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    match state.queue.stats().await {
+        Ok(stats) => {
+            metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(stats.queued as f64);
+            metrics::gauge!(crate::metrics::QUEUE_RUNNING).set(stats.running as f64);
+            metrics::gauge!(crate::metrics::DEAD_LETTERS).set(stats.dead as f64);
+            metrics::gauge!(crate::metrics::QUEUE_OLDEST_AGE)
+                .set(stats.oldest_queued_age_ms.unwrap_or(0) as f64 / 1000.0);
+        }
+        Err(e) => tracing::warn!(error = %e, "queue figures unavailable for /metrics"),
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::handle().render(),
+    )
+        .into_response()
+}
+
+/// The readiness answer.
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// Each check (`config`, `queue`, `genesys`): `ok`, or the problem code of what is wrong.
+    pub checks: std::collections::BTreeMap<String, String>,
+}
+
+/// `GET /readyz`: ready when the configuration is loaded (it is, or the process would not run), the
+/// queue backend answers, and a Genesys token can be had (cached, so probes never hammer login).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut checks = std::collections::BTreeMap::from([("config".to_string(), "ok".to_string())]);
+    let queue = state.queue.stats().await.map(drop);
+    if let Err(e) = &queue {
+        tracing::warn!(error = %e, "not ready: the queue backend does not answer");
+    }
+    let queue_check = if queue.is_ok() {
+        "ok"
+    } else {
+        "queue_unavailable"
+    };
+    checks.insert("queue".into(), queue_check.into());
+    let genesys = state.updater.genesys().ready().await;
+    let genesys_check = match &genesys {
+        Ok(()) => "ok".to_string(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: no Genesys token");
+            ApiError::Update(e.clone().into())
+                .problem()
+                .code
+                .to_string()
+        }
+    };
+    checks.insert("genesys".into(), genesys_check);
+    let ready = queue.is_ok() && genesys.is_ok();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" }.into(),
+        checks,
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 fn make_span(request: &Request) -> tracing::Span {
@@ -226,6 +308,7 @@ fn make_span(request: &Request) -> tracing::Span {
         request_id,
         conversation_id = tracing::field::Empty,
         participant_id = tracing::field::Empty,
+        genesys_correlation_id = tracing::field::Empty,
     )
 }
 
@@ -294,6 +377,19 @@ pub async fn run(
             let _ = tokio::time::timeout(drain_budget, drain.idle()).await;
         }
     };
+    if let Some(admin) = state.settings.server.admin_listen {
+        let metrics = metrics_router().with_state(state.clone());
+        let admin_signal = signal.clone();
+        let admin_listener = TcpListener::bind(admin).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("server.admin_listen {admin}: {e}"))
+        })?;
+        tokio::spawn(async move {
+            let stop = async move { admin_signal.cancelled().await };
+            let _ = axum::serve(admin_listener, metrics)
+                .with_graceful_shutdown(stop)
+                .await;
+        });
+    }
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(graceful);
     let deadline = async {
         signal.cancelled().await;

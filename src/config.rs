@@ -94,6 +94,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
+    /// Serve `/metrics` here instead of on `listen`.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

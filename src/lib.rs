@@ -17,6 +17,7 @@
 //! - [`sim`]: an in-memory Genesys Cloud for `sim`, `demo` and the tests.
 //! - [`demo`]: the self-contained demonstration.
 //! - [`telemetry`]: logging set-up.
+//! - [`metrics`]: Prometheus metrics.
 
 pub mod api;
 pub mod app;
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod domain;
 pub mod genesys;
 pub mod hooks;
+pub mod metrics;
 pub mod queue;
 pub mod service;
 pub mod sim;

@@ -156,6 +156,8 @@ impl Updater {
                         .unwrap_or_default();
                     let mismatches = compare(expected, &seen);
                     if mismatches.is_empty() {
+                        metrics::counter!(crate::metrics::VERIFICATIONS, "outcome" => "verified")
+                            .increment(1);
                         return UpdateOutcome {
                             conversation_id: cid,
                             participant_id: pid,
@@ -179,6 +181,7 @@ impl Updater {
             delay = (delay * 2).min(max_delay);
         }
         let seen = last_seen.unwrap_or_default();
+        metrics::counter!(crate::metrics::VERIFICATIONS, "outcome" => "unverified").increment(1);
         tracing::warn!(
             conversation_id = %cid,
             participant_id = %pid,

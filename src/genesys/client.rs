@@ -160,8 +160,16 @@ impl GenesysClient {
         .map(drop)
     }
 
-    /// The client-credentials grant, exactly as the SDKs send it: Basic auth and a form body.
+    /// The client-credentials grant, counted by outcome.
     async fn grant(&self) -> Result<(SecretString, Duration), GenesysError> {
+        let result = self.request_grant().await;
+        let outcome = if result.is_ok() { "granted" } else { "failed" };
+        metrics::counter!(crate::metrics::TOKEN_GRANTS, "outcome" => outcome).increment(1);
+        result
+    }
+
+    /// The client-credentials grant, exactly as the SDKs send it: Basic auth and a form body.
+    async fn request_grant(&self) -> Result<(SecretString, Duration), GenesysError> {
         let mut url = self.login_base.clone();
         let base = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base}/oauth/token"));
@@ -189,6 +197,12 @@ impl GenesysClient {
     }
 
     /// The cached token; on a miss, the deployment's (from Redis) or a new grant.
+    /// Whether a token can be had: the cached one, or a grant (whose failure is cached briefly, so
+    /// readiness probes never hammer the login service).
+    pub async fn ready(&self) -> Result<(), GenesysError> {
+        self.token().await.map(drop)
+    }
+
     async fn token(&self) -> Result<std::sync::Arc<AccessToken>, GenesysError> {
         self.tokens
             .get(|| async {
@@ -272,7 +286,10 @@ impl GenesysClient {
                 self.take_budget().await?;
                 request = request.bearer_auth(token.expose());
             }
-            let attempt = classify(request.send().await, token.is_some()).await;
+            let sent_at = std::time::Instant::now();
+            let result = request.send().await;
+            observe(op, &result, sent_at.elapsed());
+            let attempt = classify(result, token.is_some()).await;
             match attempt {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Unauthorized(err) | Attempt::Fail(err) => return Err(err),
@@ -287,6 +304,8 @@ impl GenesysClient {
                         .next_delay(reason, attempts, started.elapsed(), wait)
                     {
                         Some(delay) => {
+                            metrics::counter!(crate::metrics::RETRIES, "reason" => reason.as_str())
+                                .increment(1);
                             tracing::warn!(
                                 op,
                                 attempt = attempts,
@@ -303,6 +322,31 @@ impl GenesysClient {
             }
         }
     }
+}
+
+/// Counts and logs one attempt. Its correlation id goes on the request's span, so every log line of
+/// the request names the last Genesys call, and on a debug event of its own.
+fn observe(op: &'static str, result: &Result<Response, reqwest::Error>, elapsed: Duration) {
+    let status = match result {
+        Ok(r) => r.status().as_u16().to_string(),
+        Err(e) if e.is_timeout() => "timeout".into(),
+        Err(_) => "error".into(),
+    };
+    let correlation = result
+        .as_ref()
+        .ok()
+        .and_then(|r| correlation_id(r.headers()));
+    if let Some(id) = &correlation {
+        tracing::Span::current().record("genesys_correlation_id", id.as_str());
+    }
+    tracing::debug!(
+        op,
+        status = %status,
+        correlation_id = correlation.as_deref().unwrap_or_default(),
+        elapsed_ms = elapsed.as_millis() as u64,
+        "Genesys call"
+    );
+    crate::metrics::genesys_call(op, status, elapsed);
 }
 
 /// Sorts an answer (or its absence) into what the retry loop must do.

@@ -18,6 +18,18 @@ pub enum RetryReason {
     Connect,
 }
 
+impl RetryReason {
+    /// The metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RetryReason::RateLimited => "rate_limited",
+            RetryReason::ServerError => "server_error",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Connect => "connect",
+        }
+    }
+}
+
 /// Whether an HTTP status is worth retrying. 401 is handled apart: it renews the token once.
 pub fn is_retryable_status(status: u16) -> Option<RetryReason> {
     match status {

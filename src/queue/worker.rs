@@ -121,7 +121,13 @@ impl Workers {
 
     async fn process(&self, batch: Batch, abandon: &CancellationToken) {
         let ids = batch.ids();
-        let span = tracing::info_span!("job", jobs = ?ids, conversation_id = %batch.update.conversation_id);
+        let span = tracing::info_span!(
+            "job",
+            jobs = ?ids,
+            conversation_id = %batch.update.conversation_id,
+            participant_id = tracing::field::Empty,
+            genesys_correlation_id = tracing::field::Empty,
+        );
         let _enter = span.enter();
         let head = &batch.jobs[0];
         if batch.update.attributes.is_empty() {
@@ -204,6 +210,12 @@ impl Workers {
     }
 
     fn record(&self, result: Result<(), super::QueueError>) {
+        let outcome = if result.is_ok() {
+            "recorded"
+        } else {
+            "unrecorded"
+        };
+        metrics::counter!(crate::metrics::JOBS_FINISHED, "outcome" => outcome).increment(1);
         if let Err(e) = result {
             // The job stays running in the store; its lease, or the next start, makes it runnable again.
             tracing::error!(error = %e, "could not record a job's outcome");

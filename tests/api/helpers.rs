@@ -294,37 +294,123 @@ pub fn on_redis(settings: &mut Settings, url: &str, prefix: &str) {
     settings.redis.key_prefix = prefix.to_string();
 }
 
-/// A `patchbay serve` process, started and killed by a test.
+/// A `patchbay serve` process, started and killed by a test, logging to a file of its own.
 pub struct Gateway {
     env: Vec<(String, String)>,
+    args: Vec<String>,
     child: Option<Child>,
     pub address: String,
+    pub log: std::path::PathBuf,
 }
 
 impl Gateway {
     pub fn new(env: Vec<(String, String)>, port: u16) -> Self {
         Self {
             env,
+            args: Vec::new(),
             child: None,
             address: format!("http://127.0.0.1:{port}"),
+            log: std::env::temp_dir().join(format!(
+                "patchbay-gateway-{}.log",
+                uuid::Uuid::new_v4().simple()
+            )),
         }
+    }
+
+    /// A gateway in front of `sim_url` with test-speed settings; `extra` overrides or adds variables.
+    pub fn in_front_of(sim_url: &str, extra: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store =
+            std::env::temp_dir().join(format!("patchbay-gw-{}", uuid::Uuid::new_v4().simple()));
+        let mut env: std::collections::BTreeMap<String, String> = [
+            ("PATCHBAY__SERVER__LISTEN", format!("127.0.0.1:{port}")),
+            ("PATCHBAY__GENESYS__LOGIN_URL", sim_url.to_string()),
+            ("PATCHBAY__GENESYS__API_URL", sim_url.to_string()),
+            (
+                "PATCHBAY__GENESYS__CLIENT_ID",
+                patchbay::sim::DEFAULT_CLIENT_ID.into(),
+            ),
+            (
+                "PATCHBAY__GENESYS__CLIENT_SECRET",
+                patchbay::sim::DEFAULT_CLIENT_SECRET.into(),
+            ),
+            ("PATCHBAY__GENESYS__RETRY__BASE_DELAY_MS", "10".into()),
+            ("PATCHBAY__GENESYS__RATE_PER_MINUTE", "600000".into()),
+            ("PATCHBAY__GENESYS__RATE_BURST", "10000".into()),
+            ("PATCHBAY__AUTH__API_KEYS", API_KEY.into()),
+            (
+                "PATCHBAY__QUEUE__PATH",
+                store.join("q.sqlite3").display().to_string(),
+            ),
+            ("PATCHBAY__VERIFY__TIMEOUT_MS", "1000".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        Self::new(env.into_iter().collect(), port)
+    }
+
+    /// Extra command-line arguments after `serve`.
+    pub fn with_args(mut self, args: &[&str]) -> Self {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self
     }
 
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(std::env::temp_dir().join("patchbay-crash-test.log"))
+            .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_patchbay"))
-            .arg("serve")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
+        cmd.arg("serve").args(&self.args).env("RUST_LOG", "warn");
+        let child = cmd
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("the patchbay binary starts");
         self.child = Some(child);
+    }
+
+    /// Waits until `/healthz` answers.
+    pub async fn ready(&self) {
+        let started = std::time::Instant::now();
+        while reqwest::get(format!("{}/healthz", self.address))
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(15),
+                "{} never came up",
+                self.address
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// SIGTERM, and wait for the exit, so every log line is written.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILL: no shutdown, no flush, nothing.
@@ -339,5 +425,6 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_file(&self.log);
     }
 }

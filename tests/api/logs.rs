@@ -1,160 +1,220 @@
-//! No secret ever reaches a log: not the client secret, a token, an API key or a Basic credential.
-
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+//! No secret ever reaches a log: not the client secret, a token, an API key, a Basic credential, a
+//! webhook secret or a signature, at any level, in either format. The gateways run as real processes
+//! with `RUST_LOG=trace`, so every library's logging is included.
 
 use base64::Engine;
-use patchbay::sim::Op;
+use patchbay::sim::{Op, Simulator};
 use serde_json::json;
-use tracing_subscriber::fmt::MakeWriter;
 
 use crate::helpers::*;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+const HOOKS: &str = r#"
+[hooks.crm]
+conversation_id = "/c"
+[hooks.crm.attributes]
+a = "/a"
+[hooks.crm.auth]
+scheme = "basic"
+username = "u"
+password = "basic-pass-51ab"
 
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
+[hooks.gh]
+conversation_id = "/c"
+[hooks.gh.attributes]
+a = "/a"
+[hooks.gh.auth]
+scheme = "hmac"
+header = "X-Sig"
+secrets = ["hmac-secret-77fe"]
+"#;
+
+async fn post(http: &reqwest::Client, url: String, body: String, headers: &[(&str, &str)]) -> u16 {
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    request.send().await.unwrap().status().as_u16()
 }
 
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// Runs a good request, a refused token, a wrong inbound key, upstream failures and a rejected
-/// client, all at TRACE level, in both log formats, and searches everything logged for secrets.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_the_logs_at_any_level() {
-    for json_format in [false, true] {
-        let captured = Captured::default();
-        let builder = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(captured.clone());
-        // The test runs on a current-thread runtime, so the thread's default subscriber sees the
-        // server's, the client's and the simulator's events alike.
-        let _guard = if json_format {
-            tracing::subscriber::set_default(
-                builder
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(true)
-                    .finish(),
+    let sim = Simulator::new();
+    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let config = std::env::temp_dir().join(format!(
+        "patchbay-logs-{}.toml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&config, HOOKS).unwrap();
+    let config_arg = config.display().to_string();
+    let http = reqwest::Client::new();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let good_basic = format!("Basic {}", b64.encode("u:basic-pass-51ab"));
+    let bad_basic = format!("Basic {}", b64.encode("u:basic-guess-0c1d"));
+    let wrong_key = "wrong-key-6d1e0a";
+    let event = json!({"c": SEED_ACTIVE_CALL, "a": "x"}).to_string();
+    let signature = hex::encode(hmac_sha256("hmac-secret-77fe", event.as_bytes()));
+    let ok = json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"a": "b"}})
+        .to_string();
+
+    let mut all_logs = String::new();
+    for format in ["json", "pretty"] {
+        let env = [
+            ("PATCHBAY__LOG__FORMAT", format),
+            ("RUST_LOG", "trace"),
+            ("PATCHBAY__GENESYS__RETRY__MAX_ATTEMPTS", "4"),
+        ];
+        let mut gateway =
+            Gateway::in_front_of(&sim_url, &env).with_args(&["--config", &config_arg]);
+        gateway.start();
+        gateway.ready().await;
+        let url = |path: &str| format!("{}{path}", gateway.address);
+        assert_eq!(
+            post(
+                &http,
+                url("/v1/attributes"),
+                ok.clone(),
+                &[("x-api-key", API_KEY)]
             )
-        } else {
-            tracing::subscriber::set_default(builder.finish())
-        };
+            .await,
+            200
+        );
+        sim.revoke_tokens();
+        assert_eq!(
+            post(
+                &http,
+                url("/v1/attributes"),
+                ok.clone(),
+                &[("authorization", &format!("Bearer {API_KEY}"))]
+            )
+            .await,
+            200
+        );
+        sim.fail_next(Op::PatchAttributes, 503, 1);
+        sim.rate_limit_next(Op::GetConversation, 1, 1);
+        assert_eq!(
+            post(
+                &http,
+                url("/v1/attributes"),
+                ok.clone(),
+                &[("x-api-key", API_KEY)]
+            )
+            .await,
+            200
+        );
+        assert_eq!(
+            post(
+                &http,
+                url("/v1/attributes"),
+                ok.clone(),
+                &[("x-api-key", wrong_key)]
+            )
+            .await,
+            401
+        );
+        assert_eq!(
+            post(
+                &http,
+                url("/v1/hooks/crm"),
+                event.clone(),
+                &[("authorization", &good_basic)]
+            )
+            .await,
+            200
+        );
+        assert_eq!(
+            post(
+                &http,
+                url("/v1/hooks/crm"),
+                event.clone(),
+                &[("authorization", &bad_basic)]
+            )
+            .await,
+            401
+        );
+        assert_eq!(
+            post(
+                &http,
+                url("/v1/hooks/gh"),
+                event.clone(),
+                &[("x-sig", &signature)]
+            )
+            .await,
+            200
+        );
+        assert_eq!(
+            post(
+                &http,
+                url("/v1/hooks/gh"),
+                event.clone(),
+                &[("x-sig", &signature)]
+            )
+            .await,
+            401
+        );
+        gateway.terminate();
 
-        let app = spawn_app().await;
-        let ok = json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"a": "b"}});
-        assert_eq!(app.post_attributes(ok.clone()).await.status, 200);
-        app.sim.revoke_tokens();
-        assert_eq!(app.post_attributes(ok.clone()).await.status, 200);
-        app.sim.fail_next(Op::PatchAttributes, 503, 1);
-        app.sim.rate_limit_next(Op::GetConversation, 1, 1);
-        assert_eq!(app.post_attributes(ok.clone()).await.status, 200);
-        let wrong_key = "wrong-key-6d1e0a";
-        app.post_raw(
-            "/v1/attributes",
-            ok.to_string(),
-            &[("x-api-key", wrong_key)],
-        )
-        .await
-        .assert_problem(401, "unauthorized");
-
-        let hooks = spawn_app_with_hooks(
-            "[hooks.crm]\nconversation_id = \"/c\"\n[hooks.crm.attributes]\na = \"/a\"\n[hooks.crm.auth]\nscheme = \"basic\"\nusername = \"u\"\npassword = \"basic-pass-51ab\"\n\
-             [hooks.gh]\nconversation_id = \"/c\"\n[hooks.gh.attributes]\na = \"/a\"\n[hooks.gh.auth]\nscheme = \"hmac\"\nheader = \"X-Sig\"\nsecrets = [\"hmac-secret-77fe\"]\n",
+        let mut denied = Gateway::in_front_of(
+            &sim_url,
+            &[
+                ("PATCHBAY__LOG__FORMAT", format),
+                ("RUST_LOG", "trace"),
+                ("PATCHBAY__GENESYS__CLIENT_SECRET", "not-the-secret-9f2c"),
+            ],
+        );
+        denied.start();
+        denied.ready().await;
+        let refused = post(
+            &http,
+            format!("{}/v1/attributes", denied.address),
+            ok.clone(),
+            &[("x-api-key", API_KEY)],
         )
         .await;
-        let event = json!({"c": SEED_ACTIVE_CALL, "a": "x"}).to_string();
-        let good_basic = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("u:basic-pass-51ab")
-        );
-        let bad_basic = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("u:basic-guess-0c1d")
-        );
-        assert_eq!(
-            hooks
-                .post_raw(
-                    "/v1/hooks/crm",
-                    event.clone(),
-                    &[("authorization", &good_basic)]
-                )
-                .await
-                .status,
-            200
-        );
-        hooks
-            .post_raw(
-                "/v1/hooks/crm",
-                event.clone(),
-                &[("authorization", &bad_basic)],
-            )
-            .await
-            .assert_problem(401, "unauthorized");
-        let signature = hex::encode(hmac_sha256("hmac-secret-77fe", event.as_bytes()));
-        assert_eq!(
-            hooks
-                .post_raw("/v1/hooks/gh", event.clone(), &[("x-sig", &signature)])
-                .await
-                .status,
-            200
-        );
-        hooks
-            .post_raw("/v1/hooks/gh", event.clone(), &[("x-sig", &signature)])
-            .await
-            .assert_problem(401, "unauthorized");
+        assert_eq!(refused, 502);
+        denied.terminate();
 
-        let denied =
-            spawn_app_with(|s| s.genesys.client_secret = "not-the-secret-9f2c".to_string().into())
-                .await;
-        denied
-            .post_attributes(ok.clone())
-            .await
-            .assert_problem(502, "upstream_auth_failed");
-
-        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let logs = gateway.log_text() + &denied.log_text();
         assert!(
             logs.contains("Genesys call failed; retrying"),
-            "the capture saw the server's logs"
+            "the capture saw the retries:\n{logs}"
         );
-        let basic = |secret: &str| {
-            base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{secret}", patchbay::sim::DEFAULT_CLIENT_ID))
-        };
-        let mut secrets = vec![
-            patchbay::sim::DEFAULT_CLIENT_SECRET.to_string(),
-            "not-the-secret-9f2c".to_string(),
-            basic(patchbay::sim::DEFAULT_CLIENT_SECRET),
-            basic("not-the-secret-9f2c"),
-            API_KEY.to_string(),
-            wrong_key.to_string(),
-            "basic-pass-51ab".to_string(),
-            "basic-guess-0c1d".to_string(),
-            good_basic.trim_start_matches("Basic ").to_string(),
-            bad_basic.trim_start_matches("Basic ").to_string(),
-            "hmac-secret-77fe".to_string(),
-            signature.clone(),
-        ];
-        secrets.extend(hooks.sim.issued_tokens());
-        secrets.extend(app.sim.issued_tokens());
-        assert!(app.sim.issued_tokens().len() >= 2);
-        for secret in secrets {
-            assert!(
-                !logs.contains(&secret),
-                "`{secret}` leaked into the logs (json: {json_format})"
-            );
-        }
+        assert!(
+            logs.contains("replayed"),
+            "the capture saw why a webhook was refused"
+        );
+        assert!(
+            logs.contains("TRACE") || logs.contains("\"level\":\"TRACE\""),
+            "trace level was on"
+        );
+        all_logs.push_str(&logs);
     }
+
+    let basic = |secret: &str| b64.encode(format!("{}:{secret}", patchbay::sim::DEFAULT_CLIENT_ID));
+    let mut secrets = vec![
+        patchbay::sim::DEFAULT_CLIENT_SECRET.to_string(),
+        "not-the-secret-9f2c".to_string(),
+        basic(patchbay::sim::DEFAULT_CLIENT_SECRET),
+        basic("not-the-secret-9f2c"),
+        API_KEY.to_string(),
+        wrong_key.to_string(),
+        "basic-pass-51ab".to_string(),
+        "basic-guess-0c1d".to_string(),
+        good_basic.trim_start_matches("Basic ").to_string(),
+        bad_basic.trim_start_matches("Basic ").to_string(),
+        "hmac-secret-77fe".to_string(),
+        signature.clone(),
+    ];
+    let tokens = sim.issued_tokens();
+    assert!(tokens.len() >= 3);
+    secrets.extend(tokens);
+    for secret in secrets {
+        assert!(
+            !all_logs.contains(&secret),
+            "`{secret}` leaked into the logs"
+        );
+    }
+    let _ = std::fs::remove_file(config);
 }

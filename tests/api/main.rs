@@ -8,6 +8,7 @@ mod crash;
 mod helpers;
 mod hooks;
 mod logs;
+mod operations;
 mod queue_contract;
 mod redis_deployment;
 mod redis_restart;

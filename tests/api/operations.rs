@@ -1,0 +1,159 @@
+//! What operators see: Prometheus metrics, readiness, and structured logs that carry the ids.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+fn agent_update() -> serde_json::Value {
+    json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"vip": true}})
+}
+
+#[tokio::test]
+async fn metrics_count_requests_genesys_calls_tokens_verifications_and_the_queue_by_template() {
+    let app = spawn_app().await;
+    assert_eq!(app.post_attributes(agent_update()).await.status, 200);
+    app.get_with("/v1/jobs/00000000-0000-0000-0000-000000000000", API_KEY)
+        .await
+        .assert_problem(404, "job_not_found");
+    let metrics = app.get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.header("content-type").starts_with("text/plain"));
+    let text = metrics.body.as_str().unwrap();
+    for expected in [
+        r#"patchbay_http_requests_total{route="/v1/attributes",method="POST",status="200"}"#,
+        r#"patchbay_http_requests_total{route="/v1/jobs/{id}",method="GET",status="404"}"#,
+        r#"patchbay_http_request_duration_seconds_bucket{route="/v1/attributes",method="POST",le="0.005"}"#,
+        r#"patchbay_genesys_calls_total{operation="patch_participant_attributes",status="202"}"#,
+        r#"patchbay_genesys_call_duration_seconds_bucket{operation="get_conversation""#,
+        r#"patchbay_token_grants_total{outcome="granted"}"#,
+        r#"patchbay_verifications_total{outcome="verified"}"#,
+        "patchbay_queue_depth ",
+        "patchbay_queue_oldest_job_age_seconds ",
+        "patchbay_dead_letters ",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    // Labels are templates: no id of a conversation, participant or job.
+    for id in [
+        SEED_ACTIVE_CALL,
+        SEED_ACTIVE_CALL_AGENT,
+        "00000000-0000-0000-0000-000000000000",
+    ] {
+        assert!(!text.contains(id), "{id} leaked into a label");
+    }
+}
+
+#[tokio::test]
+async fn metrics_move_to_the_admin_address_when_one_is_set() {
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let app = spawn_app_with(move |s| s.server.admin_listen = Some(admin)).await;
+    app.get("/metrics").await.assert_problem(404, "not_found");
+    let mut text = String::new();
+    for _ in 0..50 {
+        if let Ok(r) = reqwest::get(format!("http://{admin}/metrics")).await {
+            text = r.text().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(text.contains("patchbay_"), "{text}");
+}
+
+#[tokio::test]
+async fn readyz_is_ready_with_a_token_and_a_queue_and_healthz_stays_live() {
+    let app = spawn_app().await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(
+        ready.body,
+        json!({"status": "ready", "checks": {"config": "ok", "queue": "ok", "genesys": "ok"}})
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_not_ready_when_genesys_refuses_the_client_and_probes_do_not_hammer_login() {
+    let app = spawn_app_with(|s| s.genesys.client_secret = "wrong".to_string().into()).await;
+    for _ in 0..5 {
+        let answer = app.get("/readyz").await;
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.body["status"], "not_ready");
+        assert_eq!(answer.body["checks"]["genesys"], "upstream_auth_failed");
+        assert_eq!(app.get("/healthz").await.status, 200);
+    }
+    assert_eq!(app.sim.count("token"), 1);
+}
+
+#[tokio::test]
+async fn readyz_is_not_ready_without_its_queue() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = spawn_app_with(|s| {
+        on_redis(s, &format!("redis://127.0.0.1:{port}"), &unique_prefix());
+        s.redis.timeout_ms = 200;
+    })
+    .await;
+    let answer = app.get("/readyz").await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.body["checks"]["queue"], "queue_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_route_conversation_participant_and_correlation_ids() {
+    let sim = patchbay::sim::Simulator::new();
+    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let mut gateway = Gateway::in_front_of(
+        &sim_url,
+        &[
+            ("PATCHBAY__LOG__FORMAT", "json"),
+            ("RUST_LOG", "patchbay=debug"),
+        ],
+    );
+    gateway.start();
+    gateway.ready().await;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/attributes", gateway.address))
+        .header("x-api-key", API_KEY)
+        .header("x-request-id", "req-logs-1")
+        .json(&agent_update())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    gateway.terminate();
+    let logs = gateway.log_text();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let line = lines
+        .iter()
+        .find(|l| l["message"] == "attributes updated")
+        .unwrap_or_else(|| panic!("the update is logged:\n{logs}"));
+    let span = &line["span"];
+    assert_eq!(span["request_id"], "req-logs-1");
+    assert_eq!(span["route"], "/v1/attributes");
+    assert_eq!(span["conversation_id"], SEED_ACTIVE_CALL);
+    assert_eq!(span["participant_id"], SEED_ACTIVE_CALL_AGENT);
+    let correlation = span["genesys_correlation_id"]
+        .as_str()
+        .expect("a correlation id");
+    assert_eq!(correlation.len(), 36);
+    // Every upstream call is logged at debug with its own correlation id.
+    let calls: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "Genesys call")
+        .collect();
+    assert!(calls.len() >= 2, "{logs}");
+    assert!(
+        calls.iter().all(|c| c["correlation_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 36)),
+        "{logs}"
+    );
+}
