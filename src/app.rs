@@ -187,7 +187,8 @@ pub fn router(state: AppState) -> Router {
             require_api_key,
         ));
     let mut app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(crate::api::openapi::openapi_json))
         .route("/readyz", get(readyz));
     if state.settings.server.admin_listen.is_none() {
         app = app.merge(metrics_router());
@@ -215,13 +216,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `GET /healthz`: liveness only; it answers while the process serves.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
 /// `GET /metrics`, for the main port or `server.admin_listen`.
 pub fn metrics_router() -> Router<AppState> {
     Router::new().route("/metrics", get(render_metrics))
 }
 
 /// The Prometheus text, with the queue's gauges read fresh.
-async fn render_metrics(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+pub async fn render_metrics(State(state): State<AppState>) -> Response {
     match state.queue.stats().await {
         Ok(stats) => {
             metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(stats.queued as f64);
@@ -253,7 +263,9 @@ pub struct Readiness {
 
 /// `GET /readyz`: ready when the configuration is loaded (it is, or the process would not run), the
 /// queue backend answers, and a Genesys token can be had (cached, so probes never hammer login).
-async fn readyz(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Readiness), (status = 503, description = "Not ready", body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut checks = std::collections::BTreeMap::from([("config".to_string(), "ok".to_string())]);
     let queue = state.queue.stats().await.map(drop);
     if let Err(e) = &queue {

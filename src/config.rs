@@ -261,6 +261,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("auth.api_keys")
+                    .with_list_parse_key("auth.admin_keys")
                     .try_parsing(true)
                     .source(Some(env)),
             )
@@ -500,6 +501,9 @@ mod tests {
         assert_eq!(s.server.max_body_bytes, 65536);
         assert_eq!(s.limits.max_attributes_bytes, 2048);
         assert_eq!(s.auth.api_keys.len(), 2);
+        let with_admin =
+            Settings::load_with_env(None, env(&[("PATCHBAY__AUTH__ADMIN_KEYS", "a1,a2")])).unwrap();
+        assert_eq!(with_admin.auth.admin_keys.len(), 2);
         assert!(s.verify.enabled);
         assert_eq!(s.verify.timeout_ms, 3000);
         assert_eq!(

@@ -34,7 +34,7 @@ pub struct AttributesRequest {
 }
 
 /// The 200 answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttributesResponse {
     pub conversation_id: String,
@@ -48,7 +48,7 @@ pub struct AttributesResponse {
     pub request_id: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MismatchBody {
     pub key: String,
     pub expected: String,
@@ -149,6 +149,29 @@ pub fn check_attribute_bytes(attributes: &AttributeMap, limit: usize) -> Result<
 }
 
 /// The handler: parse, then hand over to [`intake::accept`].
+#[utoipa::path(post, path = "/v1/attributes", tag = "attributes",
+    request_body(content = crate::api::openapi::AttributesRequestDoc, content_type = "application/json"),
+    params(
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the job is committed"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within idempotency.ttl_s answers with the original job or answer"),
+    ),
+    responses(
+        (status = 200, description = "Written, and read back from Genesys", body = AttributesResponse),
+        (status = 202, description = "Accepted for asynchronous delivery: committed durably", body = crate::api::openapi::AcceptedDoc,
+            headers(("Location" = String, description = "/v1/jobs/<jobId>"))),
+        (status = 400, description = "invalid_request", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "conversation_not_found, participant_not_found, or (hooks) not_found", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "conversation_ended, idempotency_in_progress", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "attributes_too_large, idempotency_key_reused", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited (with Retry-After)", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 502, description = "upstream_auth_failed, upstream_error", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "queue_unavailable, shutting_down (with Retry-After)", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 504, description = "upstream_timeout", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
 pub async fn set_attributes(
     State(state): State<AppState>,
     headers: HeaderMap,

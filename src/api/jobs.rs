@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::queue::{Job, JobStatus, StoredProblem};
 
 /// A job as callers see it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub job_id: String,
@@ -62,6 +62,17 @@ impl From<Job> for JobView {
     }
 }
 
+/// One job's status, with its result or problem.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The jobId of a 202 answer")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "job_not_found", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
 pub async fn get_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -77,7 +88,7 @@ pub struct Page {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetters {
     pub items: Vec<JobView>,
     /// Pass as `after` for the next page; absent on the last one.
@@ -88,6 +99,20 @@ pub struct DeadLetters {
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
+/// Dead jobs, in acceptance order, paged (admin keys only).
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "jobs",
+    params(
+        ("after" = Option<String>, Query, description = "The last jobId of the previous page"),
+        ("limit" = Option<usize>, Query, description = "Page size, 1 to 500 (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "A page of dead jobs", body = DeadLetters),
+        (status = 400, description = "invalid_request", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
 pub async fn dead_letters(
     State(state): State<AppState>,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
@@ -107,6 +132,19 @@ pub async fn dead_letters(
     }))
 }
 
+/// Queues a dead job again (admin keys only).
+#[utoipa::path(post, path = "/v1/dead-letters/{id}/replay", tag = "jobs",
+    params(("id" = String, Path, description = "A dead job's jobId")),
+    responses(
+        (status = 202, description = "Queued again", body = crate::api::openapi::AcceptedDoc,
+            headers(("Location" = String, description = "/v1/jobs/<jobId>"))),
+        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "job_not_found", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "not_dead", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,

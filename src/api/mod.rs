@@ -4,6 +4,7 @@ pub mod attributes;
 pub mod auth;
 pub mod intake;
 pub mod jobs;
+pub mod openapi;
 pub mod problem;
 
 pub use problem::ApiError;

@@ -428,3 +428,49 @@ impl Drop for Gateway {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// Runs a command, failing the test with its output when it fails.
+pub fn run_command(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e}. These tests need python3 with venv and pip.")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The `bin` directory of the virtualenv with the pinned Python tools (`tests/sdk/requirements.txt`),
+/// made under `target/sdk-venv` on first use (or at `PATCHBAY_SDK_VENV`).
+pub fn python_tools() -> std::path::PathBuf {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = std::env::var_os("PATCHBAY_SDK_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target/sdk-venv"));
+    let bin = venv.join("bin");
+    let marker = venv.join(".installed");
+    let requirements = root.join("tests/sdk/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).expect("tests/sdk/requirements.txt");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+        run_command(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        run_command(
+            Command::new(bin.join("python"))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(&requirements),
+        );
+        std::fs::write(&marker, &wanted).unwrap();
+    }
+    bin
+}

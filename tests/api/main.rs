@@ -13,6 +13,7 @@ mod queue_contract;
 mod redis_deployment;
 mod redis_restart;
 mod replicas;
+mod schemathesis;
 mod sdk_conformance;
 mod simulator;
 mod startup;

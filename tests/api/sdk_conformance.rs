@@ -3,53 +3,12 @@
 //! The test makes its own virtualenv under `target/sdk-venv` on first use (PyPI only), so `cargo test`
 //! needs nothing installed by hand beyond Python 3. Without Python it fails and says why.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
 
 use crate::helpers::*;
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {cmd:?}: {e}. The SDK conformance test needs python3 with venv and pip.")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// The venv's python, creating the venv and installing the pinned SDK when needed.
-fn sdk_python() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = std::env::var_os("PATCHBAY_SDK_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/sdk-venv"));
-    let python = venv.join("bin/python");
-    let marker = venv.join(".installed");
-    // The pin lives in one file, which `.ci/run` installs from too; the marker remembers what was installed.
-    let requirements = root.join("tests/sdk/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).expect("tests/sdk/requirements.txt");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-        run(Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements));
-        std::fs::write(&marker, &wanted).unwrap();
-    }
-    python
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_sdk_reads_and_writes_attributes_on_the_simulator() {
@@ -59,19 +18,24 @@ async fn the_official_python_sdk_reads_and_writes_attributes_on_the_simulator() 
         .await;
     assert_eq!(written.body["verified"], true, "{}", written.body);
 
-    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let python = tokio::task::spawn_blocking(python_tools)
+        .await
+        .unwrap()
+        .join("python");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
     let sim_url = app.sim_url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        run(Command::new(python)
-            .arg(script)
-            .env("SIM_URL", sim_url)
-            .env("CLIENT_ID", patchbay::sim::DEFAULT_CLIENT_ID)
-            .env("CLIENT_SECRET", patchbay::sim::DEFAULT_CLIENT_SECRET)
-            .env("CONVERSATION_ID", SEED_ACTIVE_CALL)
-            .env("PARTICIPANT_ID", SEED_ACTIVE_CALL_CUSTOMER)
-            .env("EXPECT_KEY", "vip")
-            .env("EXPECT_VALUE", "true"))
+        run_command(
+            Command::new(python)
+                .arg(script)
+                .env("SIM_URL", sim_url)
+                .env("CLIENT_ID", patchbay::sim::DEFAULT_CLIENT_ID)
+                .env("CLIENT_SECRET", patchbay::sim::DEFAULT_CLIENT_SECRET)
+                .env("CONVERSATION_ID", SEED_ACTIVE_CALL)
+                .env("PARTICIPANT_ID", SEED_ACTIVE_CALL_CUSTOMER)
+                .env("EXPECT_KEY", "vip")
+                .env("EXPECT_VALUE", "true"),
+        )
     })
     .await
     .unwrap();
