@@ -236,6 +236,7 @@ pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::ApiError;
 
     #[test]
     fn the_document_names_every_purpose_and_problem_code() {
