@@ -7,7 +7,6 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::attributes::{AttributesResponse, MismatchBody};
 use super::jobs::{DeadLetters, JobView};
-use super::ApiError;
 use crate::app::Readiness;
 use crate::queue::{JobStatus, StoredProblem};
 
