@@ -10,7 +10,7 @@ RUN mkdir -p src tests/api && echo 'fn main() {}' > src/main.rs && echo '' > src
 COPY . .
 RUN cargo build --release --locked
 
-# distroless/cc: glibc and libgcc only, no shell, runs as the `nonroot` user (uid 65532).
+# distroless/cc: glibc and libgcc only, no shell, ships a `nonroot` user (uid 65532), used below by number.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/patchbay /usr/local/bin/patchbay
 # The defaults are compiled into the binary; this copy documents them and can be layered with --config.
@@ -21,6 +21,6 @@ ENV PATCHBAY__LOG__FORMAT=json \
     PATCHBAY__QUEUE__PATH=/var/lib/patchbay/queue.sqlite3
 VOLUME ["/var/lib/patchbay"]
 EXPOSE 8080
-USER nonroot:nonroot
+USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/patchbay"]
 CMD ["serve"]

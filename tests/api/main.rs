@@ -5,6 +5,7 @@ mod asynchronous;
 mod attributes;
 mod auth;
 mod crash;
+mod deploy;
 mod helpers;
 mod hooks;
 mod logs;
