@@ -31,6 +31,12 @@ enum Command {
     Sim {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: SocketAddr,
+        /// Also seed this many live calls with numbered ids (see `Simulator::add_live_calls`).
+        #[arg(long, default_value_t = 0)]
+        calls: usize,
+        /// Latency added before every answer, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
     },
     /// Run the simulator and the gateway in one process and send a few sample events.
     Demo,
@@ -81,12 +87,14 @@ async fn main() -> anyhow::Result<()> {
             app::run(state, listener, app::shutdown_signal()).await?;
             tracing::info!("stopped");
         }
-        Command::Sim { listen } => {
+        Command::Sim { listen, calls, latency_ms } => {
             telemetry::init(LogFormat::Pretty, "info");
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let simulator = sim::Simulator::new();
+            simulator.add_live_calls(calls);
+            simulator.set_latency(std::time::Duration::from_millis(latency_ms));
             println!(
                 "Genesys Cloud simulator on http://{}",
                 listener.local_addr()?

@@ -53,6 +53,25 @@ pub struct Write {
     pub attributes: Vec<(String, String)>,
 }
 
+/// The ids of a call made by [`Simulator::add_live_calls`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCall {
+    pub conversation: String,
+    pub customer: String,
+    pub agent: String,
+}
+
+impl LiveCall {
+    /// The ids of the `i`-th added call.
+    pub fn numbered(i: usize) -> Self {
+        Self {
+            conversation: format!("00000000-0000-4000-8000-{i:012}"),
+            customer: format!("00000000-0000-4000-9000-{:012}", i * 2),
+            agent: format!("00000000-0000-4000-9000-{:012}", i * 2 + 1),
+        }
+    }
+}
+
 /// An answer to give instead of the real one, a number of times.
 #[derive(Debug, Clone)]
 struct ScriptedFault {
@@ -244,6 +263,19 @@ impl Simulator {
         if let Some(c) = s.conversations.get_mut(&id.to_lowercase()) {
             seed::end(c);
         }
+    }
+
+    /// Adds `n` live calls, each with a connected customer and agent, with ids derived from `n`'s
+    /// index (`…-4000-8000-<index>` for the call, `…-4000-9000-<2·index>` and `<2·index+1>` for the
+    /// customer and the agent), so a load generator in another process can name them.
+    pub fn add_live_calls(&self, n: usize) -> Vec<LiveCall> {
+        (0..n)
+            .map(|i| {
+                let call = LiveCall::numbered(i);
+                self.insert_conversation(seed::live_call(&call));
+                call
+            })
+            .collect()
     }
 
     /// Adds (or replaces) a conversation.

@@ -37,6 +37,9 @@ pub fn router(sim: Simulator) -> Router {
         .route_layer(middleware::from_fn_with_state(sim.clone(), require_bearer));
     Router::new()
         .route("/oauth/token", post(grant))
+        // Control endpoints for a load generator in another process; not part of Genesys's API.
+        .route("/__sim/stats", get(stats))
+        .route("/__sim/latency/{ms}", post(set_latency))
         .merge(api)
         .fallback(|| async {
             error(
@@ -184,6 +187,23 @@ async fn require_bearer(State(sim): State<Simulator>, request: Request, next: Ne
         Some(t) if sim.lock().tokens.contains(&t) => next.run(request).await,
         _ => bad_credentials(),
     }
+}
+
+/// `GET /__sim/stats`: grants and calls by operation, for a load generator in another process.
+async fn stats(State(sim): State<Simulator>) -> Response {
+    let mut by_op = std::collections::BTreeMap::<&str, usize>::new();
+    for call in sim.calls() {
+        if !call.path.starts_with("/__sim") {
+            *by_op.entry(call.op).or_default() += 1;
+        }
+    }
+    Json(json!({"grants": sim.grants(), "calls": by_op})).into_response()
+}
+
+/// `POST /__sim/latency/{ms}`: the latency added before every answer.
+async fn set_latency(State(sim): State<Simulator>, Path(ms): Path<u64>) -> StatusCode {
+    sim.set_latency(Duration::from_millis(ms));
+    StatusCode::NO_CONTENT
 }
 
 /// `POST /oauth/token`: the client-credentials grant with Basic auth and a form body.

@@ -89,6 +89,20 @@ pub fn conversations() -> Vec<Conversation> {
         .collect()
 }
 
+/// A live call with a connected customer and agent.
+pub fn live_call(call: &super::LiveCall) -> Conversation {
+    let start = "2026-11-24T09:00:00.000Z";
+    serde_json::from_value(json!({
+        "id": call.conversation,
+        "startTime": start,
+        "participants": [
+            participant(&call.customer, "customer", start, "calls", "connected", json!({})),
+            participant(&call.agent, "agent", start, "calls", "connected", json!({})),
+        ]
+    }))
+    .expect("a valid conversation")
+}
+
 /// Ends `c`: an end time, and every communication disconnected.
 pub fn end(c: &mut Conversation) {
     c.end_time = Some("2026-11-24T12:00:00.000Z".into());
