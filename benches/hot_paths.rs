@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the hot pure code: request parsing and validation, route mapping, signature
 //! verification and attribute coercion. `cargo bench --bench hot_paths`.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
 use patchbay::api::attributes::{parse_json, AttributesRequest};
 use patchbay::domain::AttributeMap;
 use patchbay::hooks::auth::{HookAuth, Inbound};
@@ -38,9 +40,12 @@ fn parsing(c: &mut Criterion) {
 }
 
 fn coercion(c: &mut Criterion) {
-    let object = json!({"vip": true, "openCases": 3, "score": 4.5, "tier": "gold", "note": "called twice"});
+    let object =
+        json!({"vip": true, "openCases": 3, "score": 4.5, "tier": "gold", "note": "called twice"});
     let object = object.as_object().unwrap();
-    c.bench_function("coerce five attribute values", |b| b.iter(|| AttributeMap::from_json(black_box(object)).unwrap()));
+    c.bench_function("coerce five attribute values", |b| {
+        b.iter(|| AttributeMap::from_json(black_box(object)).unwrap())
+    });
 }
 
 fn mapping(c: &mut Criterion) {
@@ -48,7 +53,9 @@ fn mapping(c: &mut Criterion) {
     let mapping = Mapping::compile(&hooks["zendesk"]).unwrap();
     let event = json!({"ticket": {"genesys_conversation_id": "6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a01",
         "id": 4711, "priority": "urgent", "requester": {"name": "Ada"}, "description": "x".repeat(2000)}});
-    c.bench_function("map a webhook event with JSON Pointers", |b| b.iter(|| mapping.apply(black_box(&event)).unwrap()));
+    c.bench_function("map a webhook event with JSON Pointers", |b| {
+        b.iter(|| mapping.apply(black_box(&event)).unwrap())
+    });
 }
 
 fn signature(c: &mut Criterion) {
@@ -59,17 +66,28 @@ fn signature(c: &mut Criterion) {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"new-secret").unwrap();
     mac.update(body.as_bytes());
     let mut headers = axum::http::HeaderMap::new();
-    headers.insert("x-sig", hex::encode(mac.finalize().into_bytes()).parse().unwrap());
+    headers.insert(
+        "x-sig",
+        hex::encode(mac.finalize().into_bytes()).parse().unwrap(),
+    );
     let method = axum::http::Method::POST;
-    c.bench_function("verify an HMAC-SHA256 signature (two live secrets, 1.5 KiB)", |b| {
-        b.iter(|| {
-            let inbound = Inbound { method: &method, path_and_query: "/v1/hooks/zendesk", headers: &headers, body: body.as_bytes() };
-            // Released at once, as after a failed delivery, so the replay guard lets the next one in.
-            if let Some(ticket) = auth.verify(black_box(&inbound)).unwrap() {
-                ticket.release();
-            }
-        })
-    });
+    c.bench_function(
+        "verify an HMAC-SHA256 signature (two live secrets, 1.5 KiB)",
+        |b| {
+            b.iter(|| {
+                let inbound = Inbound {
+                    method: &method,
+                    path_and_query: "/v1/hooks/zendesk",
+                    headers: &headers,
+                    body: body.as_bytes(),
+                };
+                // Released at once, as after a failed delivery, so the replay guard lets the next one in.
+                if let Some(ticket) = auth.verify(black_box(&inbound)).unwrap() {
+                    ticket.release();
+                }
+            })
+        },
+    );
 }
 
 criterion_group!(benches, parsing, coercion, mapping, signature);

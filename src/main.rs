@@ -87,7 +87,11 @@ async fn main() -> anyhow::Result<()> {
             app::run(state, listener, app::shutdown_signal()).await?;
             tracing::info!("stopped");
         }
-        Command::Sim { listen, calls, latency_ms } => {
+        Command::Sim {
+            listen,
+            calls,
+            latency_ms,
+        } => {
             telemetry::init(LogFormat::Pretty, "info");
             let listener = tokio::net::TcpListener::bind(listen)
                 .await

@@ -128,12 +128,16 @@ struct CpuMark {
 
 impl CpuMark {
     fn now(sim: &Process) -> Self {
-        Self { sim: cpu_seconds(&sim.0.id().to_string()), me: cpu_seconds("self") }
+        Self {
+            sim: cpu_seconds(&sim.0.id().to_string()),
+            me: cpu_seconds("self"),
+        }
     }
 
     fn record(&self, sim: &Process, r: &mut ScenarioResult) {
         let later = Self::now(sim);
-        let per_1000 = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1000.0 / r.events.max(1) as f64);
+        let per_1000 =
+            |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1000.0 / r.events.max(1) as f64);
         r.simulator_cpu_seconds_per_1000 = per_1000(self.sim, later.sim);
         r.load_generator_cpu_seconds_per_1000 = per_1000(self.me, later.me);
     }
@@ -143,24 +147,37 @@ impl Process {
     /// (peak RSS in MiB, CPU seconds) from /proc, where there is one.
     fn usage(&self) -> (Option<f64>, Option<f64>) {
         let pid = self.0.id();
-        let rss = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-                .map(|kb| kb / 1024.0)
-        });
+        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                    .map(|kb| kb / 1024.0)
+            });
         (rss, cpu_seconds(&pid.to_string()))
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("an address")
+        .port()
 }
 
 async fn wait_up(url: &str) -> anyhow::Result<()> {
     let started = Instant::now();
-    while reqwest::get(url).await.map(|r| !r.status().is_success()).unwrap_or(true) {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "{url} never came up");
+    while reqwest::get(url)
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "{url} never came up"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
@@ -170,7 +187,13 @@ async fn wait_up(url: &str) -> anyhow::Result<()> {
 async fn start_sim(o: &BenchOptions, calls: usize) -> anyhow::Result<(Process, String)> {
     let port = free_port();
     let child = Command::new(&o.binary)
-        .args(["sim", "--listen", &format!("127.0.0.1:{port}"), "--calls", &calls.to_string()])
+        .args([
+            "sim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--calls",
+            &calls.to_string(),
+        ])
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -184,15 +207,22 @@ async fn start_sim(o: &BenchOptions, calls: usize) -> anyhow::Result<(Process, S
 /// A gateway process in front of `sim`.
 async fn start_gateway(o: &BenchOptions, sim: &str) -> anyhow::Result<(Process, String)> {
     let port = free_port();
-    let store = std::env::temp_dir().join(format!("patchbay-bench-{}", uuid::Uuid::new_v4().simple()));
+    let store =
+        std::env::temp_dir().join(format!("patchbay-bench-{}", uuid::Uuid::new_v4().simple()));
     let child = Command::new(&o.binary)
         .arg("serve")
         .env("RUST_LOG", "error")
         .env("PATCHBAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("PATCHBAY__GENESYS__LOGIN_URL", sim)
         .env("PATCHBAY__GENESYS__API_URL", sim)
-        .env("PATCHBAY__GENESYS__CLIENT_ID", crate::sim::DEFAULT_CLIENT_ID)
-        .env("PATCHBAY__GENESYS__CLIENT_SECRET", crate::sim::DEFAULT_CLIENT_SECRET)
+        .env(
+            "PATCHBAY__GENESYS__CLIENT_ID",
+            crate::sim::DEFAULT_CLIENT_ID,
+        )
+        .env(
+            "PATCHBAY__GENESYS__CLIENT_SECRET",
+            crate::sim::DEFAULT_CLIENT_SECRET,
+        )
         // The bench measures Patchbay's own cost, so Genesys's call budget is lifted.
         .env("PATCHBAY__GENESYS__RATE_PER_MINUTE", "100000000")
         .env("PATCHBAY__GENESYS__RATE_BURST", "1000000")
@@ -209,19 +239,40 @@ async fn start_gateway(o: &BenchOptions, sim: &str) -> anyhow::Result<(Process, 
     Ok((p, url))
 }
 
-async fn sim_stats(http: &reqwest::Client, sim: &str) -> anyhow::Result<(u64, BTreeMap<String, u64>)> {
-    let v: Value = http.get(format!("{sim}/__sim/stats")).send().await?.json().await?;
+async fn sim_stats(
+    http: &reqwest::Client,
+    sim: &str,
+) -> anyhow::Result<(u64, BTreeMap<String, u64>)> {
+    let v: Value = http
+        .get(format!("{sim}/__sim/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let calls = v["calls"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
         .unwrap_or_default();
     Ok((v["grants"].as_u64().unwrap_or(0), calls))
 }
 
-fn per_event(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, events: u64) -> BTreeMap<String, f64> {
+fn per_event(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    events: u64,
+) -> BTreeMap<String, f64> {
     after
         .iter()
-        .map(|(k, v)| (k.clone(), (v - before.get(k).copied().unwrap_or(0)) as f64 / events.max(1) as f64))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v - before.get(k).copied().unwrap_or(0)) as f64 / events.max(1) as f64,
+            )
+        })
         .collect()
 }
 
@@ -230,10 +281,12 @@ fn histogram() -> Histogram<u64> {
 }
 
 fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
-    [0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999]
-        .iter()
-        .map(|q| (*q, h.value_at_quantile(*q) as f64 / 1000.0))
-        .collect()
+    [
+        0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999,
+    ]
+    .iter()
+    .map(|q| (*q, h.value_at_quantile(*q) as f64 / 1000.0))
+    .collect()
 }
 
 /// One event's work: through the gateway, or the same upstream calls made directly (the baseline).
@@ -249,7 +302,13 @@ impl Driver {
         match self {
             Driver::Gateway { url } => {
                 let body = json!({"conversationId": call.conversation, "participantId": call.customer, "attributes": attributes});
-                match http.post(format!("{url}/v1/attributes")).header("x-api-key", API_KEY).json(&body).send().await {
+                match http
+                    .post(format!("{url}/v1/attributes"))
+                    .header("x-api-key", API_KEY)
+                    .json(&body)
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status().is_success() => {
                         let v: Value = r.json().await.unwrap_or(Value::Null);
                         v["verified"] == true
@@ -288,7 +347,10 @@ impl Driver {
 async fn grant(http: &reqwest::Client, sim: &str) -> anyhow::Result<String> {
     let v: Value = http
         .post(format!("{sim}/oauth/token"))
-        .basic_auth(crate::sim::DEFAULT_CLIENT_ID, Some(crate::sim::DEFAULT_CLIENT_SECRET))
+        .basic_auth(
+            crate::sim::DEFAULT_CLIENT_ID,
+            Some(crate::sim::DEFAULT_CLIENT_SECRET),
+        )
         .form(&[("grant_type", "client_credentials")])
         .send()
         .await?
@@ -298,13 +360,24 @@ async fn grant(http: &reqwest::Client, sim: &str) -> anyhow::Result<String> {
 }
 
 /// Closed loop: `concurrency` clients, each sending its next event when the last one answers.
-async fn closed_loop(o: &BenchOptions, http: &reqwest::Client, driver: Driver, calls: &[LiveCall]) -> (Histogram<u64>, u64, u64, f64) {
+async fn closed_loop(
+    o: &BenchOptions,
+    http: &reqwest::Client,
+    driver: Driver,
+    calls: &[LiveCall],
+) -> (Histogram<u64>, u64, u64, f64) {
     let hist = Arc::new(Mutex::new(histogram()));
     let (events, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let started = Instant::now();
     let deadline = started + o.duration;
     let clients = (0..o.concurrency).map(|c| {
-        let (http, driver, hist, events, errors) = (http.clone(), driver.clone(), hist.clone(), events.clone(), errors.clone());
+        let (http, driver, hist, events, errors) = (
+            http.clone(),
+            driver.clone(),
+            hist.clone(),
+            events.clone(),
+            errors.clone(),
+        );
         let calls = calls.to_vec();
         async move {
             let mut local = histogram();
@@ -316,24 +389,39 @@ async fn closed_loop(o: &BenchOptions, http: &reqwest::Client, driver: Driver, c
                 let call = &calls[(c + (n as usize % own) * o.concurrency) % calls.len()];
                 let sent = Instant::now();
                 let ok = driver.event(&http, call, n).await;
-                local.record(sent.elapsed().as_micros().max(1) as u64).expect("in bounds");
+                local
+                    .record(sent.elapsed().as_micros().max(1) as u64)
+                    .expect("in bounds");
                 events.fetch_add(1, Ordering::Relaxed);
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
                 n += 1;
             }
-            hist.lock().expect("not poisoned").add(&local).expect("same bounds");
+            hist.lock()
+                .expect("not poisoned")
+                .add(&local)
+                .expect("same bounds");
         }
     });
     futures::future::join_all(clients).await;
     let seconds = started.elapsed().as_secs_f64();
     let h = hist.lock().expect("not poisoned").clone();
-    (h, events.load(Ordering::Relaxed), errors.load(Ordering::Relaxed), seconds)
+    (
+        h,
+        events.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        seconds,
+    )
 }
 
 /// Open loop: one event every 1/rate s, each timed from when it was due, whatever came before.
-async fn open_loop(o: &BenchOptions, http: &reqwest::Client, driver: Driver, calls: &[LiveCall]) -> (Histogram<u64>, u64, u64, f64) {
+async fn open_loop(
+    o: &BenchOptions,
+    http: &reqwest::Client,
+    driver: Driver,
+    calls: &[LiveCall],
+) -> (Histogram<u64>, u64, u64, f64) {
     let hist = Arc::new(Mutex::new(histogram()));
     let errors = Arc::new(AtomicU64::new(0));
     let total = o.rate * o.duration.as_secs();
@@ -342,12 +430,16 @@ async fn open_loop(o: &BenchOptions, http: &reqwest::Client, driver: Driver, cal
     for n in 0..total {
         let due = started + Duration::from_nanos(n * 1_000_000_000 / o.rate);
         tokio::time::sleep_until(due).await;
-        let (http, driver, hist, errors) = (http.clone(), driver.clone(), hist.clone(), errors.clone());
+        let (http, driver, hist, errors) =
+            (http.clone(), driver.clone(), hist.clone(), errors.clone());
         let call = calls[n as usize % calls.len()].clone();
         tasks.push(tokio::spawn(async move {
             let ok = driver.event(&http, &call, n).await;
             let waited = due.elapsed().as_micros().max(1) as u64;
-            hist.lock().expect("not poisoned").record(waited).expect("in bounds");
+            hist.lock()
+                .expect("not poisoned")
+                .record(waited)
+                .expect("in bounds");
             if !ok {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -393,7 +485,10 @@ fn result(
 pub async fn run(o: &BenchOptions, out: &mut impl std::io::Write) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&o.out_dir)?;
     let calls: Vec<LiveCall> = (0..512).map(LiveCall::numbered).collect();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(30)).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let mut results = Vec::new();
 
     // (a) closed loop through the gateway, and (d) the same calls made directly.
@@ -402,9 +497,20 @@ pub async fn run(o: &BenchOptions, out: &mut impl std::io::Write) -> anyhow::Res
         let (gateway, url) = start_gateway(o, &sim).await?;
         let (_, before) = sim_stats(&http, &sim).await?;
         let mark = CpuMark::now(&sim_process);
-        let (h, events, errors, secs) = closed_loop(o, &http, Driver::Gateway { url }, &calls).await;
+        let (h, events, errors, secs) =
+            closed_loop(o, &http, Driver::Gateway { url }, &calls).await;
         let (grants, after) = sim_stats(&http, &sim).await?;
-        let mut r = result("a) gateway, closed loop", Some(&h), events, errors, secs, &before, &after, grants, gateway.usage());
+        let mut r = result(
+            "a) gateway, closed loop",
+            Some(&h),
+            events,
+            errors,
+            secs,
+            &before,
+            &after,
+            grants,
+            gateway.usage(),
+        );
         mark.record(&sim_process, &mut r);
         results.push(r);
         drop(gateway);
@@ -412,9 +518,28 @@ pub async fn run(o: &BenchOptions, out: &mut impl std::io::Write) -> anyhow::Res
         let token = grant(&http, &sim).await?;
         let (_, before) = sim_stats(&http, &sim).await?;
         let mark = CpuMark::now(&sim_process);
-        let (h, events, errors, secs) = closed_loop(o, &http, Driver::Baseline { sim: sim.clone(), token }, &calls).await;
+        let (h, events, errors, secs) = closed_loop(
+            o,
+            &http,
+            Driver::Baseline {
+                sim: sim.clone(),
+                token,
+            },
+            &calls,
+        )
+        .await;
         let (_, after) = sim_stats(&http, &sim).await?;
-        let mut r = result("d) baseline, closed loop", Some(&h), events, errors, secs, &before, &after, 1, (None, None));
+        let mut r = result(
+            "d) baseline, closed loop",
+            Some(&h),
+            events,
+            errors,
+            secs,
+            &before,
+            &after,
+            1,
+            (None, None),
+        );
         mark.record(&sim_process, &mut r);
         results.push(r);
     }
@@ -422,19 +547,50 @@ pub async fn run(o: &BenchOptions, out: &mut impl std::io::Write) -> anyhow::Res
     // (b) open loop with upstream latency, gateway and baseline.
     {
         let (_sim, sim) = start_sim(o, calls.len()).await?;
-        http.post(format!("{sim}/__sim/latency/{}", o.upstream_latency_ms)).send().await?;
+        http.post(format!("{sim}/__sim/latency/{}", o.upstream_latency_ms))
+            .send()
+            .await?;
         let (gateway, url) = start_gateway(o, &sim).await?;
         let (_, before) = sim_stats(&http, &sim).await?;
         let (h, events, errors, secs) = open_loop(o, &http, Driver::Gateway { url }, &calls).await;
         let (grants, after) = sim_stats(&http, &sim).await?;
-        results.push(result("b) gateway, open loop", Some(&h), events, errors, secs, &before, &after, grants, gateway.usage()));
+        results.push(result(
+            "b) gateway, open loop",
+            Some(&h),
+            events,
+            errors,
+            secs,
+            &before,
+            &after,
+            grants,
+            gateway.usage(),
+        ));
         drop(gateway);
 
         let token = grant(&http, &sim).await?;
         let (_, before) = sim_stats(&http, &sim).await?;
-        let (h, events, errors, secs) = open_loop(o, &http, Driver::Baseline { sim: sim.clone(), token }, &calls).await;
+        let (h, events, errors, secs) = open_loop(
+            o,
+            &http,
+            Driver::Baseline {
+                sim: sim.clone(),
+                token,
+            },
+            &calls,
+        )
+        .await;
         let (_, after) = sim_stats(&http, &sim).await?;
-        results.push(result("d) baseline, open loop", Some(&h), events, errors, secs, &before, &after, 1, (None, None)));
+        results.push(result(
+            "d) baseline, open loop",
+            Some(&h),
+            events,
+            errors,
+            secs,
+            &before,
+            &after,
+            1,
+            (None, None),
+        ));
     }
 
     // (c) a burst of asynchronous updates.
@@ -442,10 +598,21 @@ pub async fn run(o: &BenchOptions, out: &mut impl std::io::Write) -> anyhow::Res
 
     let report = Report::new(o, results);
     report.print(out)?;
-    std::fs::write(o.out_dir.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        o.out_dir.join("bench.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     plot::latency_curves(&report.scenarios, &o.out_dir.join("latency.png"))?;
-    writeln!(out, "\nwrote {} and {}", o.out_dir.join("bench.json").display(), o.out_dir.join("latency.png").display())?;
-    Ok(report.scenarios.iter().all(|s| s.errors == 0 && s.lost.unwrap_or(0) == 0))
+    writeln!(
+        out,
+        "\nwrote {} and {}",
+        o.out_dir.join("bench.json").display(),
+        o.out_dir.join("latency.png").display()
+    )?;
+    Ok(report
+        .scenarios
+        .iter()
+        .all(|s| s.errors == 0 && s.lost.unwrap_or(0) == 0))
 }
 
 /// (c): `burst_events` asynchronous updates over `burst_participants`, then wait for the queue to drain.
@@ -529,7 +696,10 @@ async fn burst(o: &BenchOptions, http: &reqwest::Client) -> anyhow::Result<Scena
     r.calls_per_event.remove("token");
     r.calls_per_event.remove("get_conversation");
     r.lost = Some((pending.len() * per_participant) as u64);
-    r.name = format!("c) gateway, async burst (accepted in {:.2} s)", accepted_in.as_secs_f64());
+    r.name = format!(
+        "c) gateway, async burst (accepted in {:.2} s)",
+        accepted_in.as_secs_f64()
+    );
     Ok(r)
 }
 
@@ -548,9 +718,16 @@ pub struct Report {
 impl Report {
     fn new(o: &BenchOptions, scenarios: Vec<ScenarioResult>) -> Self {
         let find = |prefix: &str| scenarios.iter().find(|s| s.name.starts_with(prefix));
-        let (a, d, b, bb, c) =
-            (find("a)"), find("d) baseline, closed"), find("b)"), find("d) baseline, open"), find("c)"));
-        let throughput_ratio = a.zip(d).map(|(a, d)| a.events_per_second / d.events_per_second);
+        let (a, d, b, bb, c) = (
+            find("a)"),
+            find("d) baseline, closed"),
+            find("b)"),
+            find("d) baseline, open"),
+            find("c)"),
+        );
+        let throughput_ratio = a
+            .zip(d)
+            .map(|(a, d)| a.events_per_second / d.events_per_second);
         let p99 = |s: &ScenarioResult| s.latency_ms.as_ref().map(|l| l.p99);
         let p99_ratio = a.zip(d).and_then(|(a, d)| Some(p99(a)? / p99(d)?));
         let added_latency_ms = b.zip(bb).and_then(|(b, bb)| {
@@ -563,18 +740,50 @@ impl Report {
                 max: g.max - base.max,
             })
         });
-        let calls = |s: &ScenarioResult| s.calls_per_event.iter().filter(|(k, _)| *k != "token").map(|(_, v)| v).sum::<f64>();
+        let calls = |s: &ScenarioResult| {
+            s.calls_per_event
+                .iter()
+                .filter(|(k, _)| *k != "token")
+                .map(|(_, v)| v)
+                .sum::<f64>()
+        };
         let mut targets = vec![
-            ("a) throughput >= 50% of the baseline".to_string(), throughput_ratio.is_some_and(|r| r >= 0.5)),
-            ("b) added p99 <= 2 ms at the open-loop rate".to_string(), added_latency_ms.as_ref().is_some_and(|l| l.p99 <= 2.0)),
-            ("exactly 1 token grant per run".to_string(), [a, b].iter().flatten().all(|s| s.token_grants == 1)),
+            (
+                "a) throughput >= 50% of the baseline".to_string(),
+                throughput_ratio.is_some_and(|r| r >= 0.5),
+            ),
+            (
+                "b) added p99 <= 2 ms at the open-loop rate".to_string(),
+                added_latency_ms.as_ref().is_some_and(|l| l.p99 <= 2.0),
+            ),
+            (
+                "exactly 1 token grant per run".to_string(),
+                [a, b].iter().flatten().all(|s| s.token_grants == 1),
+            ),
             (
                 "2.0 Genesys calls per synchronous verified event".to_string(),
-                [a, b].iter().flatten().all(|s| (calls(s) - 2.0).abs() < 0.01),
+                [a, b]
+                    .iter()
+                    .flatten()
+                    .all(|s| (calls(s) - 2.0).abs() < 0.01),
             ),
-            ("c) fewer than 1 PATCH per event with merging".to_string(), c.is_some_and(|c| c.calls_per_event.get("patch_attributes").is_some_and(|p| *p < 1.0))),
-            ("a) peak RSS <= 64 MiB".to_string(), a.and_then(|a| a.gateway_peak_rss_mib).is_some_and(|m| m <= 64.0)),
-            ("c) drained with none lost".to_string(), c.is_some_and(|c| c.lost == Some(0) && c.errors == 0)),
+            (
+                "c) fewer than 1 PATCH per event with merging".to_string(),
+                c.is_some_and(|c| {
+                    c.calls_per_event
+                        .get("patch_attributes")
+                        .is_some_and(|p| *p < 1.0)
+                }),
+            ),
+            (
+                "a) peak RSS <= 64 MiB".to_string(),
+                a.and_then(|a| a.gateway_peak_rss_mib)
+                    .is_some_and(|m| m <= 64.0),
+            ),
+            (
+                "c) drained with none lost".to_string(),
+                c.is_some_and(|c| c.lost == Some(0) && c.errors == 0),
+            ),
         ];
         if o.quick {
             targets.push(("(quick run: figures are indicative only)".into(), true));
@@ -600,7 +809,11 @@ impl Report {
         for s in &self.scenarios {
             let l = s.latency_ms.as_ref();
             let f = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-            let calls: Vec<String> = s.calls_per_event.iter().map(|(k, v)| format!("{k}={v:.3}")).collect();
+            let calls: Vec<String> = s
+                .calls_per_event
+                .iter()
+                .map(|(k, v)| format!("{k}={v:.3}"))
+                .collect();
             writeln!(
                 out,
                 "{:<46} {:>8} {:>6} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>8}  {:<40} {:>6} {:>8} {:>9} {:>9} {:>9}",
@@ -626,7 +839,10 @@ impl Report {
         }
         writeln!(out)?;
         if let (Some(t), Some(p)) = (self.throughput_ratio, self.p99_ratio) {
-            writeln!(out, "gateway / baseline (closed loop): throughput {t:.2}, p99 {p:.2}")?;
+            writeln!(
+                out,
+                "gateway / baseline (closed loop): throughput {t:.2}, p99 {p:.2}"
+            )?;
         }
         if let Some(a) = &self.added_latency_ms {
             writeln!(
@@ -646,13 +862,23 @@ impl Report {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     format!("{cores} cores, {cpu}")
 }
 
 /// The default output directory: `target/bench` beside the binary's target directory.
 pub fn default_out_dir(binary: &Path) -> PathBuf {
-    binary.parent().and_then(Path::parent).map(|t| t.join("bench")).unwrap_or_else(|| PathBuf::from("bench-out"))
+    binary
+        .parent()
+        .and_then(Path::parent)
+        .map(|t| t.join("bench"))
+        .unwrap_or_else(|| PathBuf::from("bench-out"))
 }

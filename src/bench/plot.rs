@@ -45,7 +45,10 @@ pub fn latency_curves(scenarios: &[ScenarioResult], path: &Path) -> anyhow::Resu
     chart.margin(20);
     if with_text {
         chart
-            .caption("Latency by percentile: gateway against baseline", ("sans-serif", 22))
+            .caption(
+                "Latency by percentile: gateway against baseline",
+                ("sans-serif", 22),
+            )
             .x_label_area_size(45)
             .y_label_area_size(60);
     }
@@ -54,6 +57,7 @@ pub fn latency_curves(scenarios: &[ScenarioResult], path: &Path) -> anyhow::Resu
         chart
             .configure_mesh()
             .x_desc("percentile")
+            .x_labels(5)
             .y_desc("latency (ms)")
             .x_label_formatter(&|x: &f64| match x.round() as i32 {
                 0 => "0".into(),
@@ -68,13 +72,22 @@ pub fn latency_curves(scenarios: &[ScenarioResult], path: &Path) -> anyhow::Resu
     let palette = [BLUE, RED, GREEN, MAGENTA, CYAN];
     for (i, s) in curves.iter().enumerate() {
         let color = palette[i % palette.len()];
-        let series = chart.draw_series(LineSeries::new(s.curve.iter().map(|(q, y)| (nines(*q), *y)), color.stroke_width(2)))?;
+        let series = chart.draw_series(LineSeries::new(
+            s.curve.iter().map(|(q, y)| (nines(*q), *y)),
+            color.stroke_width(2),
+        ))?;
         if with_text {
-            series.label(s.name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            series
+                .label(s.name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         }
     }
     if with_text {
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
     }
     root.present()?;
     Ok(())

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "patchbay-bench", about = "Measure Patchbay against the floor set by its own upstream calls")]
+#[command(
+    name = "patchbay-bench",
+    about = "Measure Patchbay against the floor set by its own upstream calls"
+)]
 struct Cli {
     /// Every scenario in under a minute (CI smoke); the full run takes a few minutes.
     #[arg(long)]
@@ -32,8 +35,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let me = std::env::current_exe()?;
     let binary = me.with_file_name("patchbay");
-    anyhow::ensure!(binary.exists(), "{} is missing: build it with `cargo build --release`", binary.display());
-    let out_dir = cli.out.unwrap_or_else(|| patchbay::bench::default_out_dir(&binary));
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build --release`",
+        binary.display()
+    );
+    let out_dir = cli
+        .out
+        .unwrap_or_else(|| patchbay::bench::default_out_dir(&binary));
     let mut options = patchbay::bench::BenchOptions::new(cli.quick, binary, out_dir);
     if let Some(d) = cli.duration {
         options.duration = std::time::Duration::from_secs(d);
