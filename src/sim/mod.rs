@@ -21,6 +21,10 @@ pub use seed::{
     SEED_TRANSFER_AGENT_OLD,
 };
 
+/// How many calls and writes the simulator remembers: enough for any test, bounded for a long
+/// `patchbay sim` or a benchmark (totals stay exact).
+pub const LOG_LIMIT: usize = 200_000;
+
 /// The OAuth client the simulator accepts unless told otherwise.
 pub const DEFAULT_CLIENT_ID: &str = "patchbay-sim";
 pub const DEFAULT_CLIENT_SECRET: &str = "patchbay-sim-secret";
@@ -111,10 +115,12 @@ struct State {
     grants: usize,
     conversations: HashMap<String, Conversation>,
     pending: Vec<PendingWrite>,
-    calls: Vec<RecordedCall>,
+    /// The most recent calls, at most [`LOG_LIMIT`]; `counts` keeps exact totals.
+    calls: VecDeque<RecordedCall>,
+    counts: HashMap<&'static str, usize>,
     latency: Duration,
-    /// Every accepted attribute write, in order: (conversation, participant, attributes).
-    writes: Vec<Write>,
+    /// Every accepted attribute write (the last [`LOG_LIMIT`]), in order.
+    writes: VecDeque<Write>,
     visibility_delay: Duration,
     ended_patch_status: u16,
     faults: VecDeque<ScriptedFault>,
@@ -151,9 +157,10 @@ impl Simulator {
                 grants: 0,
                 conversations,
                 pending: Vec::new(),
-                calls: Vec::new(),
+                calls: VecDeque::new(),
+                counts: HashMap::new(),
                 latency: Duration::ZERO,
-                writes: Vec::new(),
+                writes: VecDeque::new(),
                 visibility_delay: Duration::ZERO,
                 ended_patch_status: 400,
                 faults: VecDeque::new(),
@@ -287,9 +294,14 @@ impl Simulator {
 
     // ----- observation -----
 
-    /// Every accepted attribute write, in order: (conversation, participant, attributes).
+    /// Counts of calls by operation, over the simulator's whole life.
+    pub fn counts(&self) -> HashMap<&'static str, usize> {
+        self.lock().counts.clone()
+    }
+
+    /// Every accepted attribute write (the last [`LOG_LIMIT`]), in order.
     pub fn writes(&self) -> Vec<Write> {
-        self.lock().writes.clone()
+        self.lock().writes.iter().cloned().collect()
     }
 
     /// Every access token the simulator has issued.
@@ -301,9 +313,9 @@ impl Simulator {
         self.lock().grants
     }
 
-    /// Every call received, in order.
+    /// Every call received (the last [`LOG_LIMIT`]), in order.
     pub fn calls(&self) -> Vec<RecordedCall> {
-        self.lock().calls.clone()
+        self.lock().calls.iter().cloned().collect()
     }
 
     /// When each call of an operation was answered, in order.
@@ -318,7 +330,7 @@ impl Simulator {
 
     /// How many calls of an operation were received (`"token"`, `"get_conversation"`, `"patch_attributes"`, …).
     pub fn count(&self, op: &str) -> usize {
-        self.lock().calls.iter().filter(|c| c.op == op).count()
+        self.lock().counts.get(op).copied().unwrap_or(0)
     }
 
     /// A participant's attributes as they are stored now, visible or not yet.

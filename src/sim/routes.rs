@@ -134,7 +134,12 @@ async fn observe(State(sim): State<Simulator>, request: Request, next: Next) -> 
     if let Ok(v) = HeaderValue::from_str(&correlation) {
         response.headers_mut().insert(CORRELATION_HEADER, v);
     }
-    sim.lock().calls.push(RecordedCall {
+    let mut s = sim.lock();
+    *s.counts.entry(op).or_default() += 1;
+    if s.calls.len() >= super::LOG_LIMIT {
+        s.calls.pop_front();
+    }
+    s.calls.push_back(RecordedCall {
         op,
         method: method.to_string(),
         path,
@@ -191,12 +196,11 @@ async fn require_bearer(State(sim): State<Simulator>, request: Request, next: Ne
 
 /// `GET /__sim/stats`: grants and calls by operation, for a load generator in another process.
 async fn stats(State(sim): State<Simulator>) -> Response {
-    let mut by_op = std::collections::BTreeMap::<&str, usize>::new();
-    for call in sim.calls() {
-        if !call.path.starts_with("/__sim") {
-            *by_op.entry(call.op).or_default() += 1;
-        }
-    }
+    let by_op: std::collections::BTreeMap<&str, usize> = sim
+        .counts()
+        .into_iter()
+        .filter(|(op, _)| *op != "other")
+        .collect();
     Json(json!({"grants": sim.grants(), "calls": by_op})).into_response()
 }
 
@@ -322,7 +326,10 @@ fn accept_write(
             "The requested participant was not found.",
         ));
     }
-    s.writes.push(super::Write {
+    if s.writes.len() >= super::LOG_LIMIT {
+        s.writes.pop_front();
+    }
+    s.writes.push_back(super::Write {
         conversation: id.to_lowercase(),
         participant: pid.to_string(),
         attributes: out.clone(),

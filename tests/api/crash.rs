@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use patchbay::genesys::model::Conversation;
 use patchbay::sim::{Op, Simulator};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -20,27 +19,17 @@ const PARTICIPANTS: usize = 50;
 const UPDATES_PER_PARTICIPANT: usize = 20;
 const KILL_AFTER_ACCEPTED: usize = 400;
 
-/// 25 live calls with a customer and an agent each.
+/// 25 live calls with a customer and an agent each: 50 participants.
 pub fn seed(sim: &Simulator) -> Vec<(String, String)> {
-    let mut targets = Vec::new();
-    for c in 0..PARTICIPANTS / 2 {
-        let conversation = format!("00000000-0000-4000-8000-{c:012}");
-        let customer = format!("00000000-0000-4000-9000-{:012}", c * 2);
-        let agent = format!("00000000-0000-4000-9000-{:012}", c * 2 + 1);
-        let participant = |id: &str, purpose: &str| {
-            json!({"id": id, "purpose": purpose, "startTime": "2026-11-24T09:00:00.000Z",
-                   "attributes": {}, "calls": [{"id": id, "state": "connected"}]})
-        };
-        let conv: Conversation = serde_json::from_value(json!({
-            "id": conversation, "startTime": "2026-11-24T09:00:00.000Z",
-            "participants": [participant(&customer, "customer"), participant(&agent, "agent")]
-        }))
-        .unwrap();
-        sim.insert_conversation(conv);
-        targets.push((conversation.clone(), customer));
-        targets.push((conversation, agent));
-    }
-    targets
+    sim.add_live_calls(PARTICIPANTS / 2)
+        .into_iter()
+        .flat_map(|c| {
+            [
+                (c.conversation.clone(), c.customer),
+                (c.conversation, c.agent),
+            ]
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
