@@ -13,7 +13,7 @@
 //! as far as Redis persistence allows: run Redis with `appendonly yes` (and `appendfsync always` for
 //! the same guarantee as the embedded store).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use redis::Script;
 
@@ -448,41 +448,13 @@ impl JobQueue for RedisQueue {
             .query_async(&mut conn)
             .await
             .map_err(store)?;
-        let target = jobs[0].update.target();
-        let mut attributes = BTreeMap::new();
-        let mut key_seqs = BTreeMap::new();
-        for job in &jobs {
-            for (k, v) in &job.update.attributes {
-                attributes.insert(k.clone(), v.clone());
-                key_seqs.insert(k.clone(), job.seq);
-            }
-        }
-        // Keys a newer job already wrote stay as they are.
-        key_seqs.retain(|k, seq| {
-            let newer = applied
-                .get(&format!("{target}\n{k}"))
-                .is_some_and(|w| w > seq);
-            if newer {
-                attributes.remove(k);
-            }
-            !newer
-        });
-        let head = &jobs[0].update;
-        let update = StoredUpdate {
-            conversation_id: head.conversation_id.clone(),
-            participant_id: head.participant_id.clone(),
-            purpose: head.purpose.clone(),
-            attributes,
-            verify: jobs
-                .iter()
-                .filter_map(|j| j.update.verify)
-                .reduce(|a, b| a || b),
-        };
-        Ok(Some(Batch {
-            jobs,
-            update,
-            key_seqs,
-        }))
+        // `applied` holds "target\nkey" → sequence for the whole lane: keep this target's.
+        let prefix = format!("{}\n", jobs[0].update.target());
+        let written = applied
+            .into_iter()
+            .filter_map(|(field, seq)| field.strip_prefix(&prefix).map(|k| (k.to_string(), seq)))
+            .collect();
+        Ok(Some(Batch::merge(jobs, &written)))
     }
 
     async fn succeed(&self, batch: &Batch, result: serde_json::Value) -> Result<(), QueueError> {

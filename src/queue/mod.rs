@@ -165,6 +165,45 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Merges claimed jobs (the head of a lane and the jobs behind it for the same target) into one
+    /// write: later keys win, and a key whose last write came from a newer job than the one carrying
+    /// it here (`written`: key → acceptance sequence, for this target) is left out, so an older value
+    /// never overwrites a newer one. Both backends claim with this.
+    pub fn merge(jobs: Vec<Job>, written: &std::collections::HashMap<String, i64>) -> Self {
+        let mut attributes = BTreeMap::new();
+        let mut key_seqs = BTreeMap::new();
+        for job in &jobs {
+            for (k, v) in &job.update.attributes {
+                attributes.insert(k.clone(), v.clone());
+                key_seqs.insert(k.clone(), job.seq);
+            }
+        }
+        key_seqs.retain(|k, seq| {
+            let newer = written.get(k).is_some_and(|w| w > seq);
+            if newer {
+                attributes.remove(k);
+            }
+            !newer
+        });
+        let head = &jobs[0].update;
+        let update = StoredUpdate {
+            conversation_id: head.conversation_id.clone(),
+            participant_id: head.participant_id.clone(),
+            purpose: head.purpose.clone(),
+            attributes,
+            // Verify when any merged job asked to; a job that asked not to is not harmed by it.
+            verify: jobs
+                .iter()
+                .filter_map(|j| j.update.verify)
+                .reduce(|a, b| a || b),
+        };
+        Self {
+            jobs,
+            update,
+            key_seqs,
+        }
+    }
+
     pub fn ids(&self) -> Vec<String> {
         self.jobs.iter().map(|j| j.id.clone()).collect()
     }

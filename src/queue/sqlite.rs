@@ -6,7 +6,6 @@
 //! every commit, so an accepted job survives power loss too, not only a crash. One connection behind a
 //! mutex is enough: SQLite serialises writers anyway, and every call runs on the blocking pool.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -304,27 +303,16 @@ impl JobQueue for SqliteQueue {
                 }
                 jobs.push(job);
             }
-            let mut merged = BTreeMap::new();
-            let mut key_seqs = BTreeMap::new();
-            for job in &jobs {
-                for (k, v) in &job.update.attributes {
-                    merged.insert(k.clone(), v.clone());
-                    key_seqs.insert(k.clone(), job.seq);
-                }
-            }
-            // Keys a newer job already wrote stay as they are: an older value never overwrites a newer one.
-            {
+            // What each key's last write carried, for this target.
+            let written: std::collections::HashMap<String, i64> = {
                 let mut stmt = tx
-                    .prepare_cached("SELECT seq FROM applied WHERE lane = ?1 AND target = ?2 AND key = ?3")
+                    .prepare_cached("SELECT key, seq FROM applied WHERE lane = ?1 AND target = ?2")
                     .map_err(store)?;
-                for (k, seq) in key_seqs.clone() {
-                    let written: Option<i64> = stmt.query_row(params![lane, target, k], |r| r.get(0)).optional().map_err(store)?;
-                    if written.is_some_and(|w| w > seq) {
-                        merged.remove(&k);
-                        key_seqs.remove(&k);
-                    }
-                }
-            }
+                let rows = stmt
+                    .query_map(params![lane, target], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(store)?;
+                rows.collect::<Result<_, _>>().map_err(store)?
+            };
             {
                 let mut stmt = tx
                     .prepare_cached("UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ?2, next_attempt_at = ?3 WHERE seq = ?1")
@@ -336,16 +324,7 @@ impl JobQueue for SqliteQueue {
                 }
             }
             tx.commit().map_err(store)?;
-            let head = &jobs[0].update;
-            let update = StoredUpdate {
-                conversation_id: head.conversation_id.clone(),
-                participant_id: head.participant_id.clone(),
-                purpose: head.purpose.clone(),
-                attributes: merged,
-                // Verify when any merged job asked to; a job that asked not to is not harmed by it.
-                verify: jobs.iter().filter_map(|j| j.update.verify).reduce(|a, b| a || b),
-            };
-            Ok(Some(Batch { jobs, update, key_seqs }))
+            Ok(Some(Batch::merge(jobs, &written)))
         })
         .await
     }
