@@ -481,6 +481,38 @@ fn result(
     }
 }
 
+/// One closed- or open-loop measurement against a running simulator.
+struct Measure<'a> {
+    o: &'a BenchOptions,
+    http: &'a reqwest::Client,
+    sim: &'a str,
+    sim_process: &'a Process,
+    calls: &'a [LiveCall],
+    open: bool,
+}
+
+impl Measure<'_> {
+    /// Drives `driver` and gathers the figures; `gateway` is the process whose usage is reported.
+    async fn scenario(&self, name: &str, driver: Driver, gateway: Option<&Process>) -> anyhow::Result<ScenarioResult> {
+        let (grants_before, before) = sim_stats(self.http, self.sim).await?;
+        let mark = CpuMark::now(self.sim_process);
+        let (h, events, errors, secs) = if self.open {
+            open_loop(self.o, self.http, driver, self.calls).await
+        } else {
+            closed_loop(self.o, self.http, driver, self.calls).await
+        };
+        let (grants_after, after) = sim_stats(self.http, self.sim).await?;
+        // The baseline's grant happens before `before`: count it as the one it makes.
+        let grants = if gateway.is_some() { grants_after - grants_before } else { 1 };
+        let usage = gateway.map(Process::usage).unwrap_or((None, None));
+        let mut r = result(name, Some(&h), events, errors, secs, &before, &after, grants, usage);
+        if !self.open {
+            mark.record(self.sim_process, &mut r);
+        }
+        Ok(r)
+    }
+}
+
 /// Runs every scenario and writes the report. `Ok(false)` when an event failed or an update was lost.
 pub async fn run(o: &BenchOptions, out: &mut impl std::io::Write) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&o.out_dir)?;
@@ -491,106 +523,19 @@ pub async fn run(o: &BenchOptions, out: &mut impl std::io::Write) -> anyhow::Res
         .build()?;
     let mut results = Vec::new();
 
-    // (a) closed loop through the gateway, and (d) the same calls made directly.
-    {
+    // (a) closed loop and (b) open loop with upstream latency, each through the gateway and then as
+    // (d) the baseline, on a simulator of their own.
+    for (open, latency_ms) in [(false, 0), (true, o.upstream_latency_ms)] {
         let (sim_process, sim) = start_sim(o, calls.len()).await?;
+        http.post(format!("{sim}/__sim/latency/{latency_ms}")).send().await?;
         let (gateway, url) = start_gateway(o, &sim).await?;
-        let (_, before) = sim_stats(&http, &sim).await?;
-        let mark = CpuMark::now(&sim_process);
-        let (h, events, errors, secs) =
-            closed_loop(o, &http, Driver::Gateway { url }, &calls).await;
-        let (grants, after) = sim_stats(&http, &sim).await?;
-        let mut r = result(
-            "a) gateway, closed loop",
-            Some(&h),
-            events,
-            errors,
-            secs,
-            &before,
-            &after,
-            grants,
-            gateway.usage(),
-        );
-        mark.record(&sim_process, &mut r);
-        results.push(r);
+        let run = Measure { o, http: &http, sim: &sim, sim_process: &sim_process, calls: &calls, open };
+        let name = if open { "b) gateway, open loop" } else { "a) gateway, closed loop" };
+        results.push(run.scenario(name, Driver::Gateway { url }, Some(&gateway)).await?);
         drop(gateway);
-
         let token = grant(&http, &sim).await?;
-        let (_, before) = sim_stats(&http, &sim).await?;
-        let mark = CpuMark::now(&sim_process);
-        let (h, events, errors, secs) = closed_loop(
-            o,
-            &http,
-            Driver::Baseline {
-                sim: sim.clone(),
-                token,
-            },
-            &calls,
-        )
-        .await;
-        let (_, after) = sim_stats(&http, &sim).await?;
-        let mut r = result(
-            "d) baseline, closed loop",
-            Some(&h),
-            events,
-            errors,
-            secs,
-            &before,
-            &after,
-            1,
-            (None, None),
-        );
-        mark.record(&sim_process, &mut r);
-        results.push(r);
-    }
-
-    // (b) open loop with upstream latency, gateway and baseline.
-    {
-        let (_sim, sim) = start_sim(o, calls.len()).await?;
-        http.post(format!("{sim}/__sim/latency/{}", o.upstream_latency_ms))
-            .send()
-            .await?;
-        let (gateway, url) = start_gateway(o, &sim).await?;
-        let (_, before) = sim_stats(&http, &sim).await?;
-        let (h, events, errors, secs) = open_loop(o, &http, Driver::Gateway { url }, &calls).await;
-        let (grants, after) = sim_stats(&http, &sim).await?;
-        results.push(result(
-            "b) gateway, open loop",
-            Some(&h),
-            events,
-            errors,
-            secs,
-            &before,
-            &after,
-            grants,
-            gateway.usage(),
-        ));
-        drop(gateway);
-
-        let token = grant(&http, &sim).await?;
-        let (_, before) = sim_stats(&http, &sim).await?;
-        let (h, events, errors, secs) = open_loop(
-            o,
-            &http,
-            Driver::Baseline {
-                sim: sim.clone(),
-                token,
-            },
-            &calls,
-        )
-        .await;
-        let (_, after) = sim_stats(&http, &sim).await?;
-        results.push(result(
-            "d) baseline, open loop",
-            Some(&h),
-            events,
-            errors,
-            secs,
-            &before,
-            &after,
-            1,
-            (None, None),
-        ));
+        let name = if open { "d) baseline, open loop" } else { "d) baseline, closed loop" };
+        results.push(run.scenario(name, Driver::Baseline { sim: sim.clone(), token }, None).await?);
     }
 
     // (c) a burst of asynchronous updates.
