@@ -493,7 +493,12 @@ struct Measure<'a> {
 
 impl Measure<'_> {
     /// Drives `driver` and gathers the figures; `gateway` is the process whose usage is reported.
-    async fn scenario(&self, name: &str, driver: Driver, gateway: Option<&Process>) -> anyhow::Result<ScenarioResult> {
+    async fn scenario(
+        &self,
+        name: &str,
+        driver: Driver,
+        gateway: Option<&Process>,
+    ) -> anyhow::Result<ScenarioResult> {
         let (grants_before, before) = sim_stats(self.http, self.sim).await?;
         let mark = CpuMark::now(self.sim_process);
         let (h, events, errors, secs) = if self.open {
@@ -503,9 +508,23 @@ impl Measure<'_> {
         };
         let (grants_after, after) = sim_stats(self.http, self.sim).await?;
         // The baseline's grant happens before `before`: count it as the one it makes.
-        let grants = if gateway.is_some() { grants_after - grants_before } else { 1 };
+        let grants = if gateway.is_some() {
+            grants_after - grants_before
+        } else {
+            1
+        };
         let usage = gateway.map(Process::usage).unwrap_or((None, None));
-        let mut r = result(name, Some(&h), events, errors, secs, &before, &after, grants, usage);
+        let mut r = result(
+            name,
+            Some(&h),
+            events,
+            errors,
+            secs,
+            &before,
+            &after,
+            grants,
+            usage,
+        );
         if !self.open {
             mark.record(self.sim_process, &mut r);
         }
@@ -527,15 +546,45 @@ pub async fn run(o: &BenchOptions, out: &mut impl std::io::Write) -> anyhow::Res
     // (d) the baseline, on a simulator of their own.
     for (open, latency_ms) in [(false, 0), (true, o.upstream_latency_ms)] {
         let (sim_process, sim) = start_sim(o, calls.len()).await?;
-        http.post(format!("{sim}/__sim/latency/{latency_ms}")).send().await?;
+        http.post(format!("{sim}/__sim/latency/{latency_ms}"))
+            .send()
+            .await?;
         let (gateway, url) = start_gateway(o, &sim).await?;
-        let run = Measure { o, http: &http, sim: &sim, sim_process: &sim_process, calls: &calls, open };
-        let name = if open { "b) gateway, open loop" } else { "a) gateway, closed loop" };
-        results.push(run.scenario(name, Driver::Gateway { url }, Some(&gateway)).await?);
+        let run = Measure {
+            o,
+            http: &http,
+            sim: &sim,
+            sim_process: &sim_process,
+            calls: &calls,
+            open,
+        };
+        let name = if open {
+            "b) gateway, open loop"
+        } else {
+            "a) gateway, closed loop"
+        };
+        results.push(
+            run.scenario(name, Driver::Gateway { url }, Some(&gateway))
+                .await?,
+        );
         drop(gateway);
         let token = grant(&http, &sim).await?;
-        let name = if open { "d) baseline, open loop" } else { "d) baseline, closed loop" };
-        results.push(run.scenario(name, Driver::Baseline { sim: sim.clone(), token }, None).await?);
+        let name = if open {
+            "d) baseline, open loop"
+        } else {
+            "d) baseline, closed loop"
+        };
+        results.push(
+            run.scenario(
+                name,
+                Driver::Baseline {
+                    sim: sim.clone(),
+                    token,
+                },
+                None,
+            )
+            .await?,
+        );
     }
 
     // (c) a burst of asynchronous updates.

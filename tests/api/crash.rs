@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use patchbay::sim::{Op, Simulator};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::helpers::{Gateway, API_KEY};
+use crate::helpers::{wait_all_succeeded, Gateway, API_KEY};
 
 const PARTICIPANTS: usize = 50;
 const UPDATES_PER_PARTICIPANT: usize = 20;
@@ -41,42 +41,21 @@ async fn every_accepted_update_lands_in_order_across_a_sigkill() {
     sim.fail_every(Op::GetConversation, 13, 429, Some(1));
     let sim_url = sim.spawn(TcpListener::bind("127.0.0.1:0").await.unwrap());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let store =
         std::env::temp_dir().join(format!("patchbay-crash-{}", uuid::Uuid::new_v4().simple()));
     let queue_path = store.join("queue.sqlite3");
-    let env: Vec<(String, String)> = [
-        ("PATCHBAY__SERVER__LISTEN", format!("127.0.0.1:{port}")),
-        ("PATCHBAY__GENESYS__LOGIN_URL", sim_url.clone()),
-        ("PATCHBAY__GENESYS__API_URL", sim_url.clone()),
-        (
-            "PATCHBAY__GENESYS__CLIENT_ID",
-            patchbay::sim::DEFAULT_CLIENT_ID.into(),
-        ),
-        (
-            "PATCHBAY__GENESYS__CLIENT_SECRET",
-            patchbay::sim::DEFAULT_CLIENT_SECRET.into(),
-        ),
-        ("PATCHBAY__GENESYS__RETRY__BASE_DELAY_MS", "10".into()),
-        ("PATCHBAY__GENESYS__RETRY__MAX_DELAY_MS", "50".into()),
-        ("PATCHBAY__AUTH__API_KEYS", API_KEY.into()),
-        ("PATCHBAY__GENESYS__RATE_PER_MINUTE", "600000".into()),
-        ("PATCHBAY__GENESYS__RATE_BURST", "10000".into()),
-        ("PATCHBAY__QUEUE__PATH", queue_path.display().to_string()),
-        ("PATCHBAY__QUEUE__WORKERS", "8".into()),
-        ("PATCHBAY__QUEUE__BACKOFF_BASE_MS", "50".into()),
-        ("PATCHBAY__QUEUE__BACKOFF_MAX_MS", "500".into()),
-        ("PATCHBAY__QUEUE__POLL_INTERVAL_MS", "50".into()),
-        ("PATCHBAY__VERIFY__TIMEOUT_MS", "1000".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let mut gateway = Gateway::new(env, port);
+    let queue = queue_path.display().to_string();
+    let mut gateway = Gateway::in_front_of(
+        &sim_url,
+        &[
+            ("PATCHBAY__GENESYS__RETRY__MAX_DELAY_MS", "50"),
+            ("PATCHBAY__QUEUE__PATH", &queue),
+            ("PATCHBAY__QUEUE__WORKERS", "8"),
+            ("PATCHBAY__QUEUE__BACKOFF_BASE_MS", "50"),
+            ("PATCHBAY__QUEUE__BACKOFF_MAX_MS", "500"),
+            ("PATCHBAY__QUEUE__POLL_INTERVAL_MS", "50"),
+        ],
+    );
     gateway.start();
 
     let http = reqwest::Client::builder()
@@ -153,35 +132,14 @@ async fn every_accepted_update_lands_in_order_across_a_sigkill() {
     );
 
     // Wait until every job has landed.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let all: Vec<&String> = jobs.iter().flatten().collect();
-    let mut pending: Vec<&String> = all.clone();
-    while !pending.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "{} jobs never succeeded",
-            pending.len()
-        );
-        let mut still = Vec::new();
-        for id in pending {
-            let job: serde_json::Value = http
-                .get(format!("{address}/v1/jobs/{id}"))
-                .header("x-api-key", API_KEY)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            match job["status"].as_str().unwrap() {
-                "succeeded" => {}
-                "failed" | "dead" => panic!("job {id} ended {}: {job}", job["status"]),
-                _ => still.push(id),
-            }
-        }
-        pending = still;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let all: Vec<String> = jobs.iter().flatten().cloned().collect();
+    wait_all_succeeded(
+        &http,
+        std::slice::from_ref(&address),
+        &all,
+        Duration::from_secs(90),
+    )
+    .await;
 
     // Exactly one job per accepted update, and none left behind.
     let db = rusqlite::Connection::open(&queue_path).unwrap();

@@ -474,3 +474,41 @@ pub fn python_tools() -> std::path::PathBuf {
     }
     bin
 }
+
+/// Polls every job, spreading the reads over `addresses`, until all have succeeded; fails on a job
+/// that failed or died, or after `within`.
+pub async fn wait_all_succeeded(
+    http: &reqwest::Client,
+    addresses: &[String],
+    jobs: &[String],
+    within: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
+    let mut pending: Vec<&String> = jobs.iter().collect();
+    while !pending.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} jobs never succeeded",
+            pending.len()
+        );
+        let mut still = Vec::new();
+        for (i, id) in pending.into_iter().enumerate() {
+            let job: serde_json::Value = http
+                .get(format!("{}/v1/jobs/{id}", addresses[i % addresses.len()]))
+                .header("x-api-key", API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            match job["status"].as_str().unwrap() {
+                "succeeded" => {}
+                "failed" | "dead" => panic!("job {id} ended {}: {job}", job["status"]),
+                _ => still.push(id),
+            }
+        }
+        pending = still;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

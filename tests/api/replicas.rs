@@ -161,34 +161,8 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
     let total = targets.len() * UPDATES_PER_PARTICIPANT;
     assert_eq!(accepted.load(Ordering::SeqCst), total);
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut pending: Vec<&String> = jobs.iter().flatten().collect();
-    while !pending.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "{} jobs never succeeded",
-            pending.len()
-        );
-        let mut still = Vec::new();
-        for (i, id) in pending.into_iter().enumerate() {
-            let job: serde_json::Value = http
-                .get(format!("{}/v1/jobs/{id}", addresses[1 + i % 2]))
-                .header("x-api-key", API_KEY)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            match job["status"].as_str().unwrap() {
-                "succeeded" => {}
-                "failed" | "dead" => panic!("job {id} ended {}: {job}", job["status"]),
-                _ => still.push(id),
-            }
-        }
-        pending = still;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let all: Vec<String> = jobs.iter().flatten().cloned().collect();
+    wait_all_succeeded(&http, &addresses[1..], &all, Duration::from_secs(120)).await;
 
     // One job per accepted update: the deployment-wide sequence counted exactly that many.
     let client = redis::Client::open(redis_url.as_str()).unwrap();
