@@ -127,6 +127,48 @@ pub struct AcceptedDoc {
     status: JobStatus,
 }
 
+/// The answers of the two write endpoints, `POST /v1/attributes` and `POST /v1/hooks/{name}`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum WriteResponses {
+    /// Written, and read back from Genesys
+    #[response(status = 200)]
+    Written(AttributesResponse),
+    /// Accepted for asynchronous delivery: committed durably
+    #[response(status = 202, headers(("Location" = String, description = "/v1/jobs/<jobId>")))]
+    Accepted(AcceptedDoc),
+    /// invalid_request
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(ProblemDoc),
+    /// unauthorized
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(ProblemDoc),
+    /// conversation_not_found, participant_not_found, or (hooks) not_found
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(ProblemDoc),
+    /// conversation_ended, idempotency_in_progress
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(ProblemDoc),
+    /// payload_too_large
+    #[response(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(ProblemDoc),
+    /// attributes_too_large, idempotency_key_reused
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(ProblemDoc),
+    /// rate_limited (with Retry-After)
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(ProblemDoc),
+    /// upstream_auth_failed, upstream_error
+    #[response(status = 502, content_type = "application/problem+json")]
+    BadGateway(ProblemDoc),
+    /// queue_unavailable, shutting_down (with Retry-After)
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(ProblemDoc),
+    /// upstream_timeout
+    #[response(status = 504, content_type = "application/problem+json")]
+    Timeout(ProblemDoc),
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -183,25 +183,38 @@ async fn wait_up(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The simulator process with `calls` numbered live calls.
-async fn start_sim(o: &BenchOptions, calls: usize) -> anyhow::Result<(Process, String)> {
-    let port = free_port();
+/// Starts `patchbay <args>` listening on `port` with `env`, and waits for `health` to answer.
+async fn start(
+    o: &BenchOptions,
+    args: &[String],
+    env: &[(&str, String)],
+    port: u16,
+    health: &str,
+) -> anyhow::Result<(Process, String)> {
     let child = Command::new(&o.binary)
-        .args([
-            "sim",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--calls",
-            &calls.to_string(),
-        ])
+        .args(args)
         .env("RUST_LOG", "error")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
     let url = format!("http://127.0.0.1:{port}");
     let p = Process(child);
-    wait_up(&format!("{url}/__sim/stats")).await?;
+    wait_up(&format!("{url}{health}")).await?;
     Ok((p, url))
+}
+
+/// The simulator process with `calls` numbered live calls.
+async fn start_sim(o: &BenchOptions, calls: usize) -> anyhow::Result<(Process, String)> {
+    let port = free_port();
+    let args = [
+        "sim".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--calls".into(),
+        calls.to_string(),
+    ];
+    start(o, &args, &[], port, "/__sim/stats").await
 }
 
 /// A gateway process in front of `sim`.
@@ -209,34 +222,33 @@ async fn start_gateway(o: &BenchOptions, sim: &str) -> anyhow::Result<(Process, 
     let port = free_port();
     let store =
         std::env::temp_dir().join(format!("patchbay-bench-{}", uuid::Uuid::new_v4().simple()));
-    let child = Command::new(&o.binary)
-        .arg("serve")
-        .env("RUST_LOG", "error")
-        .env("PATCHBAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("PATCHBAY__GENESYS__LOGIN_URL", sim)
-        .env("PATCHBAY__GENESYS__API_URL", sim)
-        .env(
+    let env = [
+        ("PATCHBAY__SERVER__LISTEN", format!("127.0.0.1:{port}")),
+        ("PATCHBAY__GENESYS__LOGIN_URL", sim.to_string()),
+        ("PATCHBAY__GENESYS__API_URL", sim.to_string()),
+        (
             "PATCHBAY__GENESYS__CLIENT_ID",
-            crate::sim::DEFAULT_CLIENT_ID,
-        )
-        .env(
+            crate::sim::DEFAULT_CLIENT_ID.to_string(),
+        ),
+        (
             "PATCHBAY__GENESYS__CLIENT_SECRET",
-            crate::sim::DEFAULT_CLIENT_SECRET,
-        )
+            crate::sim::DEFAULT_CLIENT_SECRET.to_string(),
+        ),
         // The bench measures Patchbay's own cost, so Genesys's call budget is lifted.
-        .env("PATCHBAY__GENESYS__RATE_PER_MINUTE", "100000000")
-        .env("PATCHBAY__GENESYS__RATE_BURST", "1000000")
-        .env("PATCHBAY__AUTH__API_KEYS", API_KEY)
-        .env("PATCHBAY__QUEUE__PATH", store.join("queue.sqlite3"))
-        .env("PATCHBAY__QUEUE__WORKERS", "8")
-        .env("PATCHBAY__QUEUE__POLL_INTERVAL_MS", "20")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let url = format!("http://127.0.0.1:{port}");
-    let p = Process(child);
-    wait_up(&format!("{url}/healthz")).await?;
-    Ok((p, url))
+        (
+            "PATCHBAY__GENESYS__RATE_PER_MINUTE",
+            "100000000".to_string(),
+        ),
+        ("PATCHBAY__GENESYS__RATE_BURST", "1000000".to_string()),
+        ("PATCHBAY__AUTH__API_KEYS", API_KEY.to_string()),
+        (
+            "PATCHBAY__QUEUE__PATH",
+            store.join("queue.sqlite3").display().to_string(),
+        ),
+        ("PATCHBAY__QUEUE__WORKERS", "8".to_string()),
+        ("PATCHBAY__QUEUE__POLL_INTERVAL_MS", "20".to_string()),
+    ];
+    start(o, &["serve".to_string()], &env, port, "/healthz").await
 }
 
 async fn sim_stats(

@@ -101,21 +101,7 @@ impl HookRoutes {
         ("Idempotency-Key" = Option<String>, Header, description = "A repeat within idempotency.ttl_s answers with the original job or answer"),
         ("name" = String, Path, description = "The route's name, as configured in [hooks.<name>]", example = "crm"),
     ),
-    responses(
-        (status = 200, description = "Written, and read back from Genesys", body = crate::api::attributes::AttributesResponse),
-        (status = 202, description = "Accepted for asynchronous delivery: committed durably", body = crate::api::openapi::AcceptedDoc,
-            headers(("Location" = String, description = "/v1/jobs/<jobId>"))),
-        (status = 400, description = "invalid_request", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "conversation_not_found, participant_not_found, or (hooks) not_found", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "conversation_ended, idempotency_in_progress", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "attributes_too_large, idempotency_key_reused", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited (with Retry-After)", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 502, description = "upstream_auth_failed, upstream_error", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "queue_unavailable, shutting_down (with Retry-After)", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 504, description = "upstream_timeout", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-    ),
+    responses(crate::api::openapi::WriteResponses),
     security(("bearer" = []), ("apiKey" = []), ("basic" = []), ("signature" = []))
 )]
 pub async fn receive(
