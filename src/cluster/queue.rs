@@ -353,16 +353,25 @@ impl RedisQueue {
     }
 
     async fn load(&self, id: &str) -> Result<Option<Job>, QueueError> {
-        let mut conn = self.redis.conn.clone();
-        let h: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.redis.key(&format!("job:{id}")))
-            .query_async(&mut conn)
-            .await
-            .map_err(store)?;
+        let key = self.redis.key(&format!("job:{id}"));
+        let h: HashMap<String, String> = self.read(redis::cmd("HGETALL").arg(&key)).await?;
         if h.is_empty() {
             return Ok(None);
         }
         decode(id, &h).map(Some)
+    }
+
+    /// Runs a read, once more if the connection broke: the first command after Redis comes back
+    /// fails while the connection manager reconnects, and a read is safe to repeat (a script is not).
+    async fn read<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, QueueError> {
+        let mut conn = self.redis.conn.clone();
+        match cmd.query_async(&mut conn).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() || e.is_timeout() => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                cmd.query_async(&mut conn).await.map_err(store)
+            }
+            other => other.map_err(store),
+        }
     }
 
     async fn require(&self, id: &str) -> Result<Job, QueueError> {
@@ -442,12 +451,9 @@ impl JobQueue for RedisQueue {
         for id in ids {
             jobs.push(self.require(id).await?);
         }
-        let mut conn = self.redis.conn.clone();
-        let applied: HashMap<String, i64> = redis::cmd("HGETALL")
-            .arg(self.redis.key(&format!("applied:{lane}")))
-            .query_async(&mut conn)
-            .await
-            .map_err(store)?;
+        let applied: HashMap<String, i64> = self
+            .read(redis::cmd("HGETALL").arg(self.redis.key(&format!("applied:{lane}"))))
+            .await?;
         // `applied` holds "target\nkey" → sequence for the whole lane: keep this target's.
         let prefix = format!("{}\n", jobs[0].update.target());
         let written = applied
@@ -531,17 +537,17 @@ impl JobQueue for RedisQueue {
             },
             None => "-inf".to_string(),
         };
-        let mut conn = self.redis.conn.clone();
-        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.redis.key("dead"))
-            .arg(min)
-            .arg("+inf")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut conn)
-            .await
-            .map_err(store)?;
+        let ids: Vec<String> = self
+            .read(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.redis.key("dead"))
+                    .arg(min)
+                    .arg("+inf")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(job) = self.load(&id).await? {
