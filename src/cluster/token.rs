@@ -77,23 +77,27 @@ impl SharedToken {
             if locked.is_some() {
                 let grant = grant.take().expect("the lock is taken once");
                 let result = grant().await;
+                // The grant is done: whatever Redis does now, the token is used rather than lost
+                // (a second grant for it would be the thing this module exists to prevent).
                 if let Ok((token, expires_in)) = &result {
                     let usable = expires_in.saturating_sub(margin).max(*expires_in / 2);
-                    let _: () = redis::cmd("SET")
+                    let stored: Result<(), _> = redis::cmd("SET")
                         .arg(&key)
                         .arg(token.expose_secret())
                         .arg("PX")
                         .arg(usable.as_millis().max(1) as u64)
                         .query_async(&mut conn)
-                        .await
-                        .map_err(SharedTokenError::Redis)?;
+                        .await;
+                    if let Err(e) = stored {
+                        tracing::warn!(error = %e, "could not share the new token through Redis");
+                    }
                 }
-                let _: i64 = Script::new(DELETE_IF_EQUAL)
+                // A lock that cannot be dropped expires by itself.
+                let _: Result<i64, _> = Script::new(DELETE_IF_EQUAL)
                     .key(&lock)
                     .arg(&me)
                     .invoke_async(&mut conn)
-                    .await
-                    .map_err(SharedTokenError::Redis)?;
+                    .await;
                 return result
                     .map(|(token, expires_in)| {
                         (token, expires_in.saturating_sub(margin).max(expires_in / 2))

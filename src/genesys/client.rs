@@ -209,7 +209,15 @@ impl GenesysClient {
                 let Some(shared) = &self.shared_token else {
                     return self.grant().await;
                 };
-                match shared.get(self.margin, || self.grant()).await {
+                // A Redis error here came before any grant: a slow answer is worth one more try
+                // before this replica grants a token of its own.
+                let mut shared_result = shared.get(self.margin, || self.grant()).await;
+                if let Err(SharedTokenError::Redis(e)) = &shared_result {
+                    if e.is_timeout() || e.is_connection_dropped() || e.is_io_error() {
+                        shared_result = shared.get(self.margin, || self.grant()).await;
+                    }
+                }
+                match shared_result {
                     // The local cache takes the margin off again: give back what Redis took off.
                     Ok((token, usable)) => Ok((token, usable + self.margin)),
                     Err(SharedTokenError::Grant(e)) => Err(e),

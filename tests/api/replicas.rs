@@ -61,6 +61,9 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
                 ("PATCHBAY__QUEUE__BACKEND", "redis".into()),
                 ("PATCHBAY__REDIS__URL", redis_url.clone()),
                 ("PATCHBAY__REDIS__KEY_PREFIX", prefix.clone()),
+                // Three gateways, the test and the simulator share two cores: give Redis answers
+                // time, so no replica takes a slow answer for an outage and falls back.
+                ("PATCHBAY__REDIS__TIMEOUT_MS", "3000".into()),
                 ("PATCHBAY__QUEUE__WORKERS", "8".into()),
                 ("PATCHBAY__QUEUE__LEASE_S", "4".into()),
                 ("PATCHBAY__QUEUE__BACKOFF_BASE_MS", "50".into()),
