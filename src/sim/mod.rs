@@ -45,7 +45,7 @@ pub struct RecordedCall {
     pub method: String,
     pub path: String,
     pub status: u16,
-    /// When the answer went out.
+    /// When the call arrived.
     pub at: Instant,
 }
 
@@ -318,7 +318,7 @@ impl Simulator {
         self.lock().calls.iter().cloned().collect()
     }
 
-    /// When each call of an operation was answered, in order.
+    /// When each call of an operation arrived, in order.
     pub fn call_times(&self, op: &str) -> Vec<Instant> {
         self.lock()
             .calls

@@ -80,6 +80,7 @@ async fn observe(State(sim): State<Simulator>, request: Request, next: Next) -> 
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let op = op_name(&method, &path);
+    let arrived = Instant::now();
     let (latency, fault) = {
         let mut s = sim.lock();
         let fault = s
@@ -144,7 +145,7 @@ async fn observe(State(sim): State<Simulator>, request: Request, next: Next) -> 
         method: method.to_string(),
         path,
         status: response.status().as_u16(),
-        at: Instant::now(),
+        at: arrived,
     });
     response
 }

@@ -227,7 +227,12 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
     times.sort();
     for (window, limit) in [
         (Duration::from_secs(60), RATE_PER_MINUTE),
-        (Duration::from_secs(1), RATE_BURST + RATE_PER_MINUTE / 60),
+        // Calls are timed where they arrive, a few ms after their slot and not evenly so: allow
+        // 50 ms of that jitter, i.e. the calls of 1.05 s at the steady rate.
+        (
+            Duration::from_secs(1),
+            RATE_BURST + (RATE_PER_MINUTE - RATE_BURST) * 1050 / 60_000 + 1,
+        ),
     ] {
         let mut worst = 0;
         for (i, t) in times.iter().enumerate() {
