@@ -204,7 +204,13 @@ pub fn router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(make_span))
+                // A failure is logged once, by `render_problems`, with its code and cause; the trace
+                // layer's own ERROR for every 5xx would say it a second time with less.
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(make_span)
+                        .on_failure(()),
+                )
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(middleware::from_fn(crate::metrics::track_http))
                 .layer(middleware::from_fn(render_problems))

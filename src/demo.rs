@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::app::{run as run_gateway, AppState};
 use crate::config::Settings;
 use crate::hooks::settings::hooks_from_toml;
+use crate::queue::sqlite::IN_MEMORY_STORE;
 use crate::sim::{self, Simulator};
 
 /// One sample event and what a correct gateway answers.
@@ -91,12 +92,13 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let api_key = format!("demo-{}", uuid::Uuid::new_v4().simple());
     let mut settings = settings_for_simulator(&sim_url, &api_key);
     settings.hooks = hooks_from_toml(ZENDESK_ROUTE)?;
+    // The demo keeps its store in memory: it leaves nothing behind and runs in a read-only container.
+    settings.queue.path = IN_MEMORY_STORE.into();
     settings.validate()?;
     let listener = TcpListener::bind(settings.server.listen).await?;
     let gateway = format!("http://{}", listener.local_addr()?);
     let state = AppState::new(settings)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let store_dir = state.settings.queue.path.parent().map(|p| p.to_path_buf());
     let server = tokio::spawn(run_gateway(state, listener, async {
         let _ = stopped.await;
     }));
@@ -236,9 +238,6 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     )?;
     let _ = stop.send(());
     server.await??;
-    if let Some(dir) = store_dir {
-        let _ = std::fs::remove_dir_all(dir);
-    }
     writeln!(
         out,
         "{}",

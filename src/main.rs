@@ -70,20 +70,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { config } => {
             let settings = load_or_exit(config.as_deref());
             telemetry::init(settings.log.format, "info");
-            let listener = tokio::net::TcpListener::bind(settings.server.listen)
+            // Stores open first: a process that cannot open them must not bind, or say it serves.
+            let state = app::AppState::new(settings)?;
+            let listen = state.settings.server.listen;
+            let listener = tokio::net::TcpListener::bind(listen)
                 .await
-                .with_context(|| {
-                    format!(
-                        "cannot listen on {} (server.listen)",
-                        settings.server.listen
-                    )
-                })?;
+                .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
             tracing::info!(
                 listen = %listener.local_addr()?,
-                api = %settings.genesys.api_base(),
+                api = %state.settings.genesys.api_base(),
                 "patchbay is serving"
             );
-            let state = app::AppState::new(settings)?;
             app::run(state, listener, app::shutdown_signal()).await?;
             tracing::info!("stopped");
         }

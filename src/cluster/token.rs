@@ -2,9 +2,11 @@
 //!
 //! The token sits at `{prefix}:token` with a TTL that ends `token_expiry_margin_s` before Genesys's
 //! expiry, so it disappears while still valid. A replica that finds no token takes
-//! `{prefix}:token:lock` (`SET NX PX`), asks for a grant, stores the token and drops the lock; the
-//! others poll for the new token meanwhile. A 401 deletes the token only if it is still the refused
-//! one, so however many replicas see the 401, one grant follows.
+//! `{prefix}:token:lock`, asks for a grant, stores the token and drops the lock; the others poll for
+//! the new token meanwhile. Looking for the token and taking the lock is one script: were they two
+//! commands, a replica could see no token, then take the lock just after another replica stored a
+//! new token and dropped the lock, and grant a second time. A 401 deletes the token only if it is
+//! still the refused one, so however many replicas see the 401, one grant follows.
 
 use std::time::Duration;
 
@@ -17,6 +19,16 @@ use crate::genesys::GenesysError;
 /// Longer than a grant can take (its timeout and retries), so a live holder keeps the lock.
 const LOCK_TTL: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(25);
+
+/// The token and its remaining life, or, when there is none, the lock taken for the caller (`1`) or
+/// held by another replica (`0`). KEYS: token, lock. ARGV: the caller's lock id, the lock's TTL in ms.
+const TOKEN_OR_LOCK: &str = r#"
+local token = redis.call('GET', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if token and ttl > 0 then return {token, ttl} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"#;
 
 const DELETE_IF_EQUAL: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -55,26 +67,25 @@ impl SharedToken {
         let mut grant = Some(grant);
         let deadline = tokio::time::Instant::now() + LOCK_TTL * 2;
         loop {
-            let (token, ttl): (Option<String>, i64) = redis::pipe()
-                .get(&key)
-                .pttl(&key)
-                .query_async(&mut conn)
-                .await
-                .map_err(SharedTokenError::Redis)?;
-            if let (Some(token), true) = (token, ttl > 0) {
-                return Ok((SecretString::from(token), Duration::from_millis(ttl as u64)));
-            }
             let me = uuid::Uuid::new_v4().to_string();
-            let locked: Option<String> = redis::cmd("SET")
-                .arg(&lock)
+            let found: redis::Value = Script::new(TOKEN_OR_LOCK)
+                .key(&key)
+                .key(&lock)
                 .arg(&me)
-                .arg("NX")
-                .arg("PX")
                 .arg(LOCK_TTL.as_millis() as u64)
-                .query_async(&mut conn)
+                .invoke_async(&mut conn)
                 .await
                 .map_err(SharedTokenError::Redis)?;
-            if locked.is_some() {
+            let locked = match found {
+                found @ redis::Value::Array(_) => {
+                    let (token, ttl): (String, u64) = redis::from_redis_value(found)
+                        .map_err(|e| SharedTokenError::Redis(e.into()))?;
+                    return Ok((SecretString::from(token), Duration::from_millis(ttl)));
+                }
+                redis::Value::Int(1) => true,
+                _ => false,
+            };
+            if locked {
                 let grant = grant.take().expect("the lock is taken once");
                 let result = grant().await;
                 // The grant is done: whatever Redis does now, the token is used rather than lost

@@ -17,6 +17,10 @@ use super::{
     QueueStats, StoredProblem, StoredResponse, StoredUpdate,
 };
 
+/// `queue.path` for a store that lives in memory and dies with the process (SQLite's own name for it):
+/// for the demo, which must run in a read-only container. Nothing in it survives a restart.
+pub const IN_MEMORY_STORE: &str = ":memory:";
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -218,3 +218,39 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
     }
     let _ = std::fs::remove_file(config);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_request_is_logged_once() {
+    let sim = Simulator::new();
+    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let mut gateway = Gateway::in_front_of(
+        &sim_url,
+        &[
+            ("PATCHBAY__LOG__FORMAT", "json"),
+            ("PATCHBAY__GENESYS__CLIENT_SECRET", "not-the-secret-3c7d"),
+        ],
+    );
+    gateway.start();
+    gateway.ready().await;
+    let body = json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"a": "b"}});
+    let status = post(
+        &reqwest::Client::new(),
+        format!("{}/v1/attributes", gateway.address),
+        body.to_string(),
+        &[("x-api-key", API_KEY)],
+    )
+    .await;
+    assert_eq!(status, 502);
+    gateway.terminate();
+    let logs = gateway.log_text();
+    let errors: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "one ERROR line per failed request:\n{logs}"
+    );
+    assert!(errors[0].contains("upstream_auth_failed"), "{}", errors[0]);
+}

@@ -9,9 +9,14 @@ fn serve_with(env: &[(&str, &str)]) -> (bool, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
+    // Both streams: the logs go to one, the start-up error to the other.
     (
         out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -48,6 +53,29 @@ fn serve_refuses_an_unknown_key() {
     let (ok, stderr) = serve_with(&env);
     assert!(!ok);
     assert!(stderr.contains("timeout"), "{stderr}");
+}
+
+#[test]
+fn serve_that_cannot_open_its_store_exits_before_it_binds_or_says_it_serves() {
+    // The store's directory would have to be created inside a regular file: it cannot open.
+    let blocker = std::env::temp_dir().join(format!("patchbay-file-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let path = blocker.join("queue.sqlite3");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut env = CREDENTIALS.to_vec();
+    let listen = format!("127.0.0.1:{port}");
+    let path = path.display().to_string();
+    env.push(("PATCHBAY__SERVER__LISTEN", &listen));
+    env.push(("PATCHBAY__QUEUE__PATH", &path));
+    let (ok, all) = serve_with(&env);
+    let _ = std::fs::remove_file(&blocker);
+    assert!(!ok, "{all}");
+    assert!(all.contains("queue.path"), "{all}");
+    assert!(!all.contains("serving"), "it announced itself first: {all}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
