@@ -113,7 +113,6 @@ pub struct GenesysSettings {
     pub token_expiry_margin_s: u64,
     pub auth_failure_cache_ms: u64,
     pub rate_per_minute: u32,
-    pub rate_burst: u32,
     pub retry: RetrySettings,
 }
 
@@ -406,14 +405,9 @@ impl Settings {
             return Err(invalid("queue.path", "must name a file"));
         }
         positive("idempotency.ttl_s", self.idempotency.ttl_s)?;
-        if g.rate_per_minute < 2 {
-            return Err(invalid("genesys.rate_per_minute", "must be at least 2"));
-        }
-        if g.rate_burst == 0 || g.rate_burst >= g.rate_per_minute {
-            return Err(invalid(
-                "genesys.rate_burst",
-                "must be at least 1 and below genesys.rate_per_minute",
-            ));
+        if g.rate_per_minute < 3 {
+            // A synchronous update may need three calls (resolve, write, read back) at once.
+            return Err(invalid("genesys.rate_per_minute", "must be at least 3"));
         }
         if q.backend == QueueBackend::Redis {
             let url = self.redis.url.expose_secret();

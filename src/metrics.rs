@@ -23,6 +23,14 @@ pub const QUEUE_RUNNING: &str = "patchbay_queue_running";
 pub const QUEUE_OLDEST_AGE: &str = "patchbay_queue_oldest_job_age_seconds";
 pub const DEAD_LETTERS: &str = "patchbay_dead_letters";
 pub const JOBS_FINISHED: &str = "patchbay_jobs_finished_total";
+pub const RATE_BUDGET_WAITS: &str = "patchbay_rate_budget_waits_total";
+pub const REDIS_FALLBACKS: &str = "patchbay_redis_fallbacks_total";
+/// Where the token stands as Genesys last reported it (`inin-ratelimit-*`).
+pub const GENESYS_BUDGET_COUNT: &str = "patchbay_genesys_ratelimit_count";
+pub const GENESYS_BUDGET_ALLOWED: &str = "patchbay_genesys_ratelimit_allowed";
+pub const GENESYS_BUDGET_RESET: &str = "patchbay_genesys_ratelimit_reset_seconds";
+/// Synchronous updates refused at once because the budget could not serve them before their deadline.
+pub const ADMISSION_REFUSALS: &str = "patchbay_admission_refusals_total";
 
 /// Latency buckets from 1 ms to 30 s: Genesys calls take tens of milliseconds, verifications seconds.
 const BUCKETS: &[f64] = &[
@@ -68,4 +76,11 @@ pub async fn track_http(request: Request, next: Next) -> Response {
 pub fn genesys_call(operation: &'static str, status: String, elapsed: Duration) {
     metrics::counter!(GENESYS_CALLS, "operation" => operation, "status" => status).increment(1);
     metrics::histogram!(GENESYS_DURATION, "operation" => operation).record(elapsed.as_secs_f64());
+}
+
+/// Where the token stands, as Genesys reported it on its latest answer.
+pub fn genesys_budget(count: u32, allowed: u32, reset: Duration) {
+    metrics::gauge!(GENESYS_BUDGET_COUNT).set(f64::from(count));
+    metrics::gauge!(GENESYS_BUDGET_ALLOWED).set(f64::from(allowed));
+    metrics::gauge!(GENESYS_BUDGET_RESET).set(reset.as_secs_f64());
 }

@@ -11,6 +11,10 @@ use crate::domain::{AttributeMap, AttributeUpdate, ConversationId, Purpose, Targ
 use crate::genesys::model::{Conversation, Participant};
 use crate::genesys::{GenesysClient, GenesysError};
 
+/// What a request's calls need after the last of them may start: the call itself, and a read-back
+/// that may have to be repeated while the write becomes visible.
+pub const CALL_ALLOWANCE: Duration = Duration::from_secs(1);
+
 /// Why an update could not be applied, in the caller's terms.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpdateError {
@@ -63,6 +67,31 @@ impl Updater {
 
     pub fn genesys(&self) -> &GenesysClient {
         &self.genesys
+    }
+
+    /// The Genesys calls `update` makes when all goes well: a read to find the participant (by
+    /// purpose), the write, and one read back (when verifying).
+    pub fn calls_needed(&self, update: &AttributeUpdate) -> u32 {
+        let resolve = u32::from(matches!(update.target, Target::Purpose(_)));
+        let verify = u32::from(update.verify.unwrap_or(self.verify.enabled));
+        resolve + 1 + verify
+    }
+
+    /// Admission: reserves the calls of `update` so that the last can start by `deadline` less
+    /// [`CALL_ALLOWANCE`]. Refused, nothing is reserved and the error says when to retry: a caller
+    /// is told at once, instead of waiting for a slot it would get too late.
+    pub async fn admit(
+        &self,
+        update: &AttributeUpdate,
+        deadline: Instant,
+    ) -> Result<Vec<Instant>, UpdateError> {
+        let max_wait = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(CALL_ALLOWANCE);
+        self.genesys
+            .reserve_calls(self.calls_needed(update), max_wait)
+            .await
+            .map_err(UpdateError::Upstream)
     }
 
     pub async fn apply(&self, update: &AttributeUpdate) -> Result<UpdateOutcome, UpdateError> {

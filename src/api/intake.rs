@@ -11,7 +11,7 @@ use super::attributes::{check_attribute_bytes, AttributesResponse};
 use super::problem::ApiError;
 use crate::app::AppState;
 use crate::domain::AttributeUpdate;
-use crate::genesys::client::DEADLINE;
+use crate::genesys::client::{DEADLINE, PREPAID};
 use crate::queue::worker::is_transient;
 use crate::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
 
@@ -191,6 +191,18 @@ pub async fn accept(
     result.map(IntoResponse::into_response)
 }
 
+/// Reserves the update's Genesys calls, or refuses it at once with 429 and Retry-After.
+async fn admit(
+    state: &AppState,
+    update: &AttributeUpdate,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<tokio::time::Instant>, ApiError> {
+    state.updater.admit(update, deadline).await.map_err(|e| {
+        metrics::counter!(crate::metrics::ADMISSION_REFUSALS).increment(1);
+        ApiError::from(e)
+    })
+}
+
 /// The synchronous path: apply within `server.request_timeout_ms` and answer with the verification.
 async fn apply_now(
     state: &AppState,
@@ -199,10 +211,14 @@ async fn apply_now(
 ) -> Result<Json<AttributesResponse>, ApiError> {
     let timeout = state.settings.server.request_timeout();
     let deadline = tokio::time::Instant::now() + timeout;
+    let slots = admit(state, update, deadline).await?;
     let outcome = DEADLINE
         .scope(
             deadline,
-            tokio::time::timeout(timeout, state.updater.apply(update)),
+            PREPAID.scope(
+                std::cell::RefCell::new(slots.into()),
+                tokio::time::timeout(timeout, state.updater.apply(update)),
+            ),
         )
         .await
         .map_err(|_| ApiError::RequestTimeout)??;

@@ -239,7 +239,6 @@ async fn start_gateway(o: &BenchOptions, sim: &str) -> anyhow::Result<(Process, 
             "PATCHBAY__GENESYS__RATE_PER_MINUTE",
             "100000000".to_string(),
         ),
-        ("PATCHBAY__GENESYS__RATE_BURST", "1000000".to_string()),
         ("PATCHBAY__AUTH__API_KEYS", API_KEY.to_string()),
         (
             "PATCHBAY__QUEUE__PATH",

@@ -1,69 +1,200 @@
-//! The rate budget for Genesys calls: GCRA, deployment-wide in Redis (a Lua script), or in-process.
+//! The Genesys call budget: at most N calls in any 60 s per token, counted the way Genesys counts,
+//! deployment-wide in Redis (a Lua script) or in this process.
 //!
-//! GCRA keeps one number, the theoretical arrival time (TAT). With an emission interval
-//! `T = 60 s / (rate − burst)` and a tolerance of `burst − 1` intervals, any window of length `W`
-//! admits at most `burst + W / T` calls, so any minute admits at most `rate_per_minute`. A call that
-//! must wait gets its slot reserved and sleeps until it; a synchronous caller whose deadline comes
-//! first gets `rate_limited` with the wait as Retry-After instead. A 429 from Genesys pushes the TAT
-//! out by its Retry-After, which slows every replica, not just the one that got it.
+//! The budget keeps the time of every call of the last minute, and of every slot reserved ahead
+//! (a sliding-window log). A new call gets the earliest time at which the minute before it holds
+//! fewer than N calls: now, or a minute after the N-th most recent call. So a burst of N calls goes at
+//! once, as Genesys would accept it, and no 60 s ever sees more than N. A caller that would have to
+//! wait longer than it may is refused at once, with the wait as its Retry-After.
+//!
+//! Genesys is the authority. Every answer's `inin-ratelimit-*` headers correct the log: calls it
+//! counted that the log lacks (another process on the same token, say) are added so that they leave
+//! the log when Genesys's window resets, a lower `allowed` lowers N until then, and a spent window, or
+//! a 429's `Retry-After`, pauses every call of the deployment until it is over.
 
-use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota};
 use redis::Script;
 
 use super::Redis;
 
-/// ARGV: now_ms, interval_ms (float), tolerance_ms, max_wait_ms. Returns the wait in ms, or -wait
-/// when it exceeds max_wait (nothing reserved then).
-const ACQUIRE: &str = r#"
-local now, t, tol, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local allow_at = tat - tol
-local wait = allow_at - now
-if wait < 0 then wait = 0 end
-if wait > max_wait then return -math.ceil(wait) end
-local new_tat = tat + t
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now + tol + 60000))
-return math.ceil(wait)
+/// The window Genesys counts calls in.
+pub const WINDOW: Duration = Duration::from_secs(60);
+const WINDOW_MS: i64 = 60_000;
+
+/// KEYS: log (sorted set of call times), pause (ms), ceiling (a lower N). ARGV: now_ms, limit,
+/// max_wait_ms, member, count. Reserves `count` slots: `{1, wait_1, …, wait_count}` in ms, or
+/// `{0, wait}` when the last would come later than max_wait (nothing is reserved then).
+/// Each slot is the latest in the log, so "a minute after the N-th most recent" is exact.
+const RESERVE: &str = r#"
+local now, limit, max_wait, count = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+local window = 60000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local ceiling = tonumber(redis.call('GET', KEYS[3]) or limit)
+if ceiling < limit then limit = ceiling end
+if limit < 1 then limit = 1 end
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+local size = redis.call('ZCARD', KEYS[1])
+-- The i-th call time (0-based) of the log followed by the slots reserved so far.
+local slots = {}
+local function nth(i)
+  if i >= size then return slots[i - size + 1] end
+  return tonumber(redis.call('ZRANGE', KEYS[1], i, i, 'WITHSCORES')[2])
+end
+for n = 1, count do
+  local total = size + n - 1
+  local at = now
+  if paused > at then at = paused end
+  if total > 0 and nth(total - 1) > at then at = nth(total - 1) end
+  if total >= limit and nth(total - limit) + window > at then at = nth(total - limit) + window end
+  slots[n] = at
+end
+local last = slots[count] - now
+if last > max_wait then return {0, last} end
+local answer = {1}
+for n = 1, count do
+  redis.call('ZADD', KEYS[1], slots[n], ARGV[4] .. ':' .. n)
+  answer[n + 1] = slots[n] - now
+end
+redis.call('PEXPIRE', KEYS[1], last + window)
+return answer
 "#;
 
-/// ARGV: until_ms, tolerance_ms. Nobody gets a slot before `until`: a slot is allowed at TAT − tolerance.
-const PENALIZE: &str = r#"
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local new_tat = tonumber(ARGV[1]) + tonumber(ARGV[2])
-if new_tat > tat then redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - tonumber(ARGV[1]) + 120000)) end
+/// KEYS: log, pause, ceiling. ARGV: now_ms, limit, count, allowed, reset_ms, member. Applies what
+/// Genesys reported: its count, its limit, and when its window resets.
+const OBSERVE: &str = r#"
+local now, limit, count, allowed, reset = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local window = 60000
+if allowed < limit then redis.call('SET', KEYS[3], allowed, 'PX', math.max(reset, 1)) end
+if count >= allowed then
+  local until_ms = now + reset
+  local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if until_ms > paused then redis.call('SET', KEYS[2], until_ms, 'PX', math.max(reset, 1)) end
+end
+local seen = redis.call('ZCOUNT', KEYS[1], now - window, now)
+local missing = math.min(count, allowed, limit) - seen
+for n = 1, missing do
+  redis.call('ZADD', KEYS[1], now + reset - window, ARGV[6] .. ':' .. n)
+end
+return missing
+"#;
+
+/// KEYS: pause. ARGV: until_ms, ttl_ms. Nobody calls before `until`.
+const PAUSE: &str = r#"
+local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > paused then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 return 1
 "#;
 
-/// The budget's shape.
+/// The budget's shape: calls allowed in any [`WINDOW`].
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     pub per_minute: u32,
-    pub burst: u32,
 }
 
-impl Budget {
-    fn interval_ms(&self) -> f64 {
-        60_000.0 / f64::from(self.per_minute.saturating_sub(self.burst).max(1))
-    }
-    fn tolerance_ms(&self) -> f64 {
-        self.interval_ms() * f64::from(self.burst.max(1) - 1)
-    }
+/// Where a token stands, as Genesys reported it on an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported {
+    pub count: u32,
+    pub allowed: u32,
+    pub reset: Duration,
 }
 
 /// Refused: wait this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitTooLong(pub Duration);
 
-/// Where the budget is kept.
+/// The in-process log: the same algorithm as [`RESERVE`] and [`OBSERVE`], for one process.
+#[derive(Debug, Default)]
+struct LocalLog {
+    /// Call and slot times in ms, sorted.
+    log: VecDeque<i64>,
+    paused_until: i64,
+    /// A lower limit Genesys reported, and until when it holds.
+    ceiling: Option<(u32, i64)>,
+}
+
+impl LocalLog {
+    fn limit(&self, configured: u32, now: i64) -> usize {
+        let limit = match self.ceiling {
+            Some((allowed, until)) if until > now => configured.min(allowed),
+            _ => configured,
+        };
+        limit.max(1) as usize
+    }
+
+    fn insert(&mut self, at: i64) {
+        let i = self.log.partition_point(|t| *t <= at);
+        self.log.insert(i, at);
+    }
+
+    /// The waits in ms of `count` new calls, each the latest in the log; or the wait of the last when
+    /// it exceeds `max_wait` (nothing is reserved then).
+    fn reserve(
+        &mut self,
+        now: i64,
+        configured: u32,
+        count: u32,
+        max_wait: i64,
+    ) -> Result<Vec<i64>, i64> {
+        while self.log.front().is_some_and(|t| *t <= now - WINDOW_MS) {
+            self.log.pop_front();
+        }
+        let limit = self.limit(configured, now);
+        let mut slots = Vec::with_capacity(count as usize);
+        for n in 0..count.max(1) as usize {
+            let size = self.log.len() + n;
+            let nth = |i: usize| {
+                if i < self.log.len() {
+                    self.log[i]
+                } else {
+                    slots[i - self.log.len()]
+                }
+            };
+            let mut at = now.max(self.paused_until);
+            if size > 0 {
+                at = at.max(nth(size - 1));
+            }
+            if size >= limit {
+                at = at.max(nth(size - limit) + WINDOW_MS);
+            }
+            slots.push(at);
+        }
+        let last = slots.last().copied().unwrap_or(now) - now;
+        if last > max_wait {
+            return Err(last.max(1));
+        }
+        self.log.extend(slots.iter().copied());
+        Ok(slots.into_iter().map(|at| at - now).collect())
+    }
+
+    fn observe(&mut self, now: i64, configured: u32, reported: Reported) {
+        let reset = reported.reset.as_millis() as i64;
+        if reported.allowed < configured {
+            self.ceiling = Some((reported.allowed, now + reset));
+        }
+        if reported.count >= reported.allowed {
+            self.paused_until = self.paused_until.max(now + reset);
+        }
+        let seen = self
+            .log
+            .iter()
+            .filter(|t| **t > now - WINDOW_MS && **t <= now)
+            .count() as i64;
+        let missing = i64::from(reported.count.min(reported.allowed).min(configured)) - seen;
+        for _ in 0..missing.max(0) {
+            self.insert(now + reset - WINDOW_MS);
+        }
+    }
+}
+
+/// Where the budget is kept: Redis for the deployment, or this process while Redis is away.
 #[derive(Clone)]
 pub struct RateBudget {
     budget: Budget,
-    local: Arc<DefaultDirectRateLimiter>,
+    local: Arc<Mutex<LocalLog>>,
     shared: Option<Redis>,
 }
 
@@ -76,88 +207,145 @@ impl std::fmt::Debug for RateBudget {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 impl RateBudget {
     /// `shared`: the deployment's Redis; without it, or while it is down, the budget is this process's.
     pub fn new(budget: Budget, shared: Option<Redis>) -> Self {
-        let per_minute = NonZeroU32::new(budget.per_minute.saturating_sub(budget.burst).max(1))
-            .expect("non-zero");
-        let burst = NonZeroU32::new(budget.burst.max(1)).expect("non-zero");
         Self {
             budget,
-            local: Arc::new(DefaultDirectRateLimiter::direct(
-                Quota::per_minute(per_minute).allow_burst(burst),
-            )),
+            local: Arc::new(Mutex::new(LocalLog::default())),
             shared,
         }
     }
 
-    /// Waits for a slot, at most `max_wait`.
-    pub async fn acquire(&self, max_wait: Duration) -> Result<(), WaitTooLong> {
-        if let Some(redis) = &self.shared {
-            match self.acquire_shared(redis, max_wait).await {
-                Ok(result) => return result,
+    pub fn per_minute(&self) -> u32 {
+        self.budget.per_minute
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, LocalLog> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves `count` calls, the last of them at most `max_wait` from now, and returns when each
+    /// may go (earliest first). Refused, nothing is reserved, and the answer says how long to wait.
+    pub async fn reserve(
+        &self,
+        count: u32,
+        max_wait: Duration,
+    ) -> Result<Vec<tokio::time::Instant>, WaitTooLong> {
+        let count = count.max(1);
+        let started = tokio::time::Instant::now();
+        let now = now_ms();
+        let max_wait_ms = max_wait.as_millis().min(i64::MAX as u128) as i64;
+        let waits = match &self.shared {
+            Some(redis) => match self.reserve_shared(redis, now, count, max_wait_ms).await {
+                Ok(w) => w,
                 Err(e) => {
-                    metrics::counter!("patchbay_redis_fallbacks_total", "what" => "rate_budget")
+                    metrics::counter!(crate::metrics::REDIS_FALLBACKS, "what" => "rate_budget")
                         .increment(1);
                     tracing::warn!(error = %e, "Redis is unreachable: using this replica's own rate budget");
+                    self.local()
+                        .reserve(now, self.budget.per_minute, count, max_wait_ms)
                 }
+            },
+            None => self
+                .local()
+                .reserve(now, self.budget.per_minute, count, max_wait_ms),
+        };
+        match waits {
+            Ok(waits) => {
+                if waits.iter().any(|w| *w > 0) {
+                    metrics::counter!(crate::metrics::RATE_BUDGET_WAITS).increment(1);
+                }
+                Ok(waits
+                    .into_iter()
+                    .map(|w| started + Duration::from_millis(w.max(0) as u64))
+                    .collect())
             }
+            Err(wait) => Err(WaitTooLong(Duration::from_millis(wait as u64))),
         }
-        self.acquire_local(max_wait).await
     }
 
-    async fn acquire_shared(
+    /// Waits for one slot, at most `max_wait`.
+    pub async fn acquire(&self, max_wait: Duration) -> Result<(), WaitTooLong> {
+        let slots = self.reserve(1, max_wait).await?;
+        tokio::time::sleep_until(slots[0]).await;
+        Ok(())
+    }
+
+    async fn reserve_shared(
         &self,
         redis: &Redis,
-        max_wait: Duration,
-    ) -> Result<Result<(), WaitTooLong>, redis::RedisError> {
+        now: i64,
+        count: u32,
+        max_wait_ms: i64,
+    ) -> Result<Result<Vec<i64>, i64>, redis::RedisError> {
         let mut conn = redis.conn.clone();
-        let waited: i64 = Script::new(ACQUIRE)
-            .key(redis.key("rate"))
-            .arg(crate::queue::now_ms())
-            .arg(self.budget.interval_ms())
-            .arg(self.budget.tolerance_ms())
-            .arg(max_wait.as_millis() as u64)
+        let answer: Vec<i64> = Script::new(RESERVE)
+            .key(redis.key("rate:log"))
+            .key(redis.key("rate:pause"))
+            .key(redis.key("rate:ceiling"))
+            .arg(now)
+            .arg(self.budget.per_minute)
+            .arg(max_wait_ms)
+            .arg(uuid::Uuid::new_v4().simple().to_string())
+            .arg(count)
             .invoke_async(&mut conn)
             .await?;
-        if waited < 0 {
-            return Ok(Err(WaitTooLong(Duration::from_millis(
-                waited.unsigned_abs(),
-            ))));
-        }
-        if waited > 0 {
-            metrics::counter!("patchbay_rate_budget_waits_total").increment(1);
-            tokio::time::sleep(Duration::from_millis(waited as u64)).await;
-        }
-        Ok(Ok(()))
+        Ok(match answer.split_first() {
+            Some((1, waits)) => Ok(waits.to_vec()),
+            Some((_, [wait, ..])) => Err((*wait).max(1)),
+            _ => Err(1),
+        })
     }
 
-    async fn acquire_local(&self, max_wait: Duration) -> Result<(), WaitTooLong> {
-        match self.local.check() {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                ));
-                if wait > max_wait {
-                    return Err(WaitTooLong(wait));
-                }
-                metrics::counter!("patchbay_rate_budget_waits_total").increment(1);
-                self.local.until_ready().await;
-                Ok(())
-            }
-        }
-    }
-
-    /// Genesys answered 429 anyway: nobody in the deployment calls before `retry_after` has passed.
-    pub async fn penalize(&self, retry_after: Duration) {
+    /// What Genesys reported on an answer: it corrects the count, the limit and the pause.
+    pub async fn observe(&self, reported: Reported) {
+        crate::metrics::genesys_budget(reported.count, reported.allowed, reported.reset);
+        let now = now_ms();
         if let Some(redis) = &self.shared {
             let mut conn = redis.conn.clone();
-            let until = crate::queue::now_ms() + retry_after.as_millis() as i64;
-            let done: Result<i64, _> = Script::new(PENALIZE)
-                .key(redis.key("rate"))
+            let done: Result<i64, _> = Script::new(OBSERVE)
+                .key(redis.key("rate:log"))
+                .key(redis.key("rate:pause"))
+                .key(redis.key("rate:ceiling"))
+                .arg(now)
+                .arg(self.budget.per_minute)
+                .arg(reported.count)
+                .arg(reported.allowed)
+                .arg(reported.reset.as_millis() as u64)
+                .arg(uuid::Uuid::new_v4().simple().to_string())
+                .invoke_async(&mut conn)
+                .await;
+            match done {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not share Genesys's rate figures through Redis")
+                }
+            }
+        }
+        self.local().observe(now, self.budget.per_minute, reported);
+    }
+
+    /// Genesys answered 429: nobody in the deployment calls before `retry_after` has passed.
+    pub async fn pause(&self, retry_after: Duration) {
+        let until = now_ms() + retry_after.as_millis() as i64;
+        {
+            let mut local = self.local();
+            local.paused_until = local.paused_until.max(until);
+        }
+        if let Some(redis) = &self.shared {
+            let mut conn = redis.conn.clone();
+            let done: Result<i64, _> = Script::new(PAUSE)
+                .key(redis.key("rate:pause"))
                 .arg(until)
-                .arg(self.budget.tolerance_ms())
+                .arg(retry_after.as_millis().max(1) as u64)
                 .invoke_async(&mut conn)
                 .await;
             if let Err(e) = done {
@@ -170,34 +358,83 @@ impl RateBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
-    fn a_minute_never_admits_more_than_the_budget() {
-        let b = Budget {
-            per_minute: 240,
-            burst: 10,
-        };
-        // burst + W / T for W = 60 s.
-        let admitted = f64::from(b.burst) + 60_000.0 / b.interval_ms();
-        assert!(admitted <= 240.0 + 1e-9, "{admitted}");
+    fn a_full_minute_goes_at_once_and_the_next_call_waits_for_the_oldest_to_leave() {
+        let mut log = LocalLog::default();
+        for n in 0..5 {
+            assert_eq!(log.reserve(1_000 + n, 5, 1, 0), Ok(vec![0]));
+        }
+        // The 6th call may go a minute after the 1st.
+        assert_eq!(log.reserve(2_000, 5, 1, 0), Err(59_000));
+        assert_eq!(log.reserve(2_000, 5, 1, 60_000), Ok(vec![59_000]));
     }
 
-    #[tokio::test]
-    async fn the_local_budget_refuses_a_wait_past_the_deadline() {
-        let limiter = RateBudget::new(
-            Budget {
-                per_minute: 62,
-                burst: 2,
+    #[test]
+    fn reserving_several_calls_is_refused_whole_when_the_last_is_too_late() {
+        let mut log = LocalLog::default();
+        assert_eq!(log.reserve(0, 3, 2, 0), Ok(vec![0, 0]));
+        assert_eq!(log.reserve(10, 3, 2, 1_000), Err(59_990));
+        // Nothing was reserved by the refusal: one call still fits.
+        assert_eq!(log.reserve(20, 3, 1, 0), Ok(vec![0]));
+    }
+
+    #[test]
+    fn genesys_counting_more_calls_than_the_log_holds_fills_the_log_until_its_reset() {
+        let mut log = LocalLog::default();
+        log.reserve(0, 10, 1, 0).unwrap();
+        // Genesys saw 8 calls on this token, and its window resets in 20 s.
+        log.observe(
+            1_000,
+            10,
+            Reported {
+                count: 8,
+                allowed: 300,
+                reset: Duration::from_secs(20),
             },
-            None,
         );
-        assert!(limiter.acquire(Duration::ZERO).await.is_ok());
-        assert!(limiter.acquire(Duration::ZERO).await.is_ok());
-        // The third call must wait about a second.
-        let refused = limiter
-            .acquire(Duration::from_millis(10))
-            .await
-            .unwrap_err();
-        assert!(refused.0 > Duration::from_millis(500), "{refused:?}");
+        assert_eq!(log.reserve(1_000, 10, 2, 0), Ok(vec![0, 0]));
+        // Full: the next slot comes when Genesys's window resets (21 s), not a minute from now.
+        assert_eq!(log.reserve(1_000, 10, 1, 60_000), Ok(vec![20_000]));
+    }
+
+    #[test]
+    fn a_lower_allowed_lowers_the_limit_and_a_spent_window_pauses() {
+        let mut log = LocalLog::default();
+        log.observe(
+            0,
+            300,
+            Reported {
+                count: 180,
+                allowed: 180,
+                reset: Duration::from_secs(30),
+            },
+        );
+        assert_eq!(log.reserve(0, 300, 1, 0), Err(30_000));
+    }
+
+    proptest! {
+        #[test]
+        fn no_minute_ever_holds_more_than_the_limit(
+            limit in 1u32..20,
+            arrivals in proptest::collection::vec((0i64..500, 1u32..4), 1..80),
+        ) {
+            let mut log = LocalLog::default();
+            let mut now = 0;
+            let mut granted = Vec::new();
+            for (gap, count) in arrivals {
+                now += gap;
+                if let Ok(waits) = log.reserve(now, limit, count, 120_000) {
+                    granted.extend(waits.iter().map(|w| now + w));
+                }
+            }
+            let all: Vec<i64> = log.log.iter().copied().collect();
+            for (i, t) in all.iter().enumerate() {
+                let in_window = all[i..].iter().take_while(|u| **u < t + WINDOW_MS).count();
+                prop_assert!(in_window <= limit as usize, "{} calls in a minute from {}", in_window, t);
+            }
+            prop_assert!(!granted.is_empty());
+        }
     }
 }

@@ -11,7 +11,7 @@ use super::error::GenesysError;
 use super::model::{Conversation, ErrorBody, ParticipantAttributes, TokenResponse};
 use super::retry::{is_retryable_status, RetryPolicy, RetryReason};
 use super::token::{AccessToken, TokenCache};
-use crate::cluster::limiter::{Budget, RateBudget};
+use crate::cluster::limiter::{Budget, RateBudget, Reported, WaitTooLong};
 use crate::cluster::token::{SharedToken, SharedTokenError};
 use crate::cluster::Redis;
 use crate::config::GenesysSettings;
@@ -21,7 +21,16 @@ tokio::task_local! {
     /// When the work that makes a Genesys call must be done: a synchronous request's deadline, or a
     /// job's share of its lease. A call waits for the rate budget only until then.
     pub static DEADLINE: tokio::time::Instant;
+    /// Slots of the rate budget a request reserved when it was admitted, earliest first: its calls
+    /// take these before asking the budget again.
+    pub static PREPAID: std::cell::RefCell<std::collections::VecDeque<tokio::time::Instant>>;
 }
+
+/// Where the token stands: calls Genesys counted in its window, the limit that applies to this call,
+/// and the seconds until the window resets. Sent on every API answer.
+pub const RATELIMIT_COUNT: &str = "inin-ratelimit-count";
+pub const RATELIMIT_ALLOWED: &str = "inin-ratelimit-allowed";
+pub const RATELIMIT_RESET: &str = "inin-ratelimit-reset";
 
 /// How long a call may wait for the rate budget when no deadline is set.
 const DEFAULT_BUDGET_WAIT: Duration = Duration::from_secs(30);
@@ -72,6 +81,21 @@ fn correlation_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The token's standing from an answer's `inin-ratelimit-*` headers, when all three are there.
+pub fn reported_standing(headers: &HeaderMap) -> Option<Reported> {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(Reported {
+        count: u32::try_from(number(RATELIMIT_COUNT)?).unwrap_or(u32::MAX),
+        allowed: u32::try_from(number(RATELIMIT_ALLOWED)?).unwrap_or(u32::MAX),
+        reset: Duration::from_secs(number(RATELIMIT_RESET)?),
+    })
+}
+
 /// Retry-After in whole seconds, as Genesys sends it.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
@@ -106,7 +130,6 @@ impl GenesysClient {
             budget: RateBudget::new(
                 Budget {
                     per_minute: settings.rate_per_minute,
-                    burst: settings.rate_burst,
                 },
                 redis,
             ),
@@ -222,7 +245,7 @@ impl GenesysClient {
                     Ok((token, usable)) => Ok((token, usable + self.margin)),
                     Err(SharedTokenError::Grant(e)) => Err(e),
                     Err(SharedTokenError::Redis(e)) => {
-                        metrics::counter!("patchbay_redis_fallbacks_total", "what" => "token").increment(1);
+                        metrics::counter!(crate::metrics::REDIS_FALLBACKS, "what" => "token").increment(1);
                         tracing::warn!(error = %e, "Redis is unreachable: granting a token for this replica alone");
                         self.grant().await
                     }
@@ -241,18 +264,47 @@ impl GenesysClient {
         }
     }
 
-    /// Waits for the rate budget until the task's deadline; past it, the call is `RateLimited`.
+    /// Reserves `calls` slots of the rate budget, the last within `max_wait`, for a request to
+    /// spend through [`PREPAID`]. Refused, nothing is reserved: the caller can be answered at once.
+    pub async fn reserve_calls(
+        &self,
+        calls: u32,
+        max_wait: Duration,
+    ) -> Result<Vec<tokio::time::Instant>, GenesysError> {
+        self.budget
+            .reserve(calls, max_wait)
+            .await
+            .map_err(rate_limited)
+    }
+
+    /// The slot this call may use: a prepaid one, or one from the budget within the task's deadline
+    /// (past it, the call is `RateLimited`).
     async fn take_budget(&self) -> Result<(), GenesysError> {
+        let prepaid = PREPAID
+            .try_with(|slots| slots.borrow_mut().pop_front())
+            .ok()
+            .flatten();
+        if let Some(slot) = prepaid {
+            tokio::time::sleep_until(slot).await;
+            return Ok(());
+        }
         let max_wait = DEADLINE
             .try_with(|d| d.saturating_duration_since(tokio::time::Instant::now()))
             .unwrap_or(DEFAULT_BUDGET_WAIT);
-        self.budget
-            .acquire(max_wait)
-            .await
-            .map_err(|wait| GenesysError::RateLimited {
-                retry_after: Some(wait.0.max(Duration::from_secs(1))),
-                correlation_id: None,
-            })
+        self.budget.acquire(max_wait).await.map_err(rate_limited)
+    }
+
+    /// Corrects the budget from Genesys's own figures. Far from the limit a correction changes no
+    /// decision, so on Redis it is sent only near it (or when Genesys reports a lower limit).
+    async fn observe_standing(&self, reported: Reported) {
+        let per_minute = self.budget.per_minute();
+        if reported.count.saturating_mul(2) >= reported.allowed.min(per_minute)
+            || reported.allowed < per_minute
+        {
+            self.budget.observe(reported).await;
+        } else {
+            crate::metrics::genesys_budget(reported.count, reported.allowed, reported.reset);
+        }
     }
 
     /// An API call with a bearer token; a 401 drops the token and tries once more with a new one.
@@ -297,14 +349,23 @@ impl GenesysClient {
             let sent_at = std::time::Instant::now();
             let result = request.send().await;
             observe(op, &result, sent_at.elapsed());
+            if let Some(reported) = result
+                .as_ref()
+                .ok()
+                .filter(|_| token.is_some())
+                .and_then(|r| reported_standing(r.headers()))
+            {
+                self.observe_standing(reported).await;
+            }
             let attempt = classify(result, token.is_some()).await;
             match attempt {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Unauthorized(err) | Attempt::Fail(err) => return Err(err),
                 Attempt::Retry(reason, wait, err) => {
                     if reason == RetryReason::RateLimited && token.is_some() {
+                        // Every replica pauses, not only this call.
                         self.budget
-                            .penalize(wait.unwrap_or(super::retry::DEFAULT_RETRY_AFTER))
+                            .pause(wait.unwrap_or(super::retry::DEFAULT_RETRY_AFTER))
                             .await;
                     }
                     match self
@@ -329,6 +390,14 @@ impl GenesysClient {
                 }
             }
         }
+    }
+}
+
+/// A budget refusal as the caller sees it: rate limited, with the wait (at least a second) to retry.
+fn rate_limited(wait: WaitTooLong) -> GenesysError {
+    GenesysError::RateLimited {
+        retry_after: Some(wait.0.max(Duration::from_secs(1))),
+        correlation_id: None,
     }
 }
 

@@ -6,5 +6,7 @@ pub mod model;
 pub mod retry;
 pub mod token;
 
-pub use client::{GenesysClient, CORRELATION_HEADER};
+pub use client::{
+    GenesysClient, CORRELATION_HEADER, RATELIMIT_ALLOWED, RATELIMIT_COUNT, RATELIMIT_RESET,
+};
 pub use error::GenesysError;

@@ -125,6 +125,43 @@ struct State {
     ended_patch_status: u16,
     faults: VecDeque<ScriptedFault>,
     periodic: Vec<PeriodicFault>,
+    /// API calls a token may make in one window; `None` counts without refusing.
+    rate_limit: Option<u32>,
+    /// Each token's current window: when it started and how many calls it has counted.
+    windows: HashMap<String, (Instant, u32)>,
+}
+
+/// Genesys's rate window: calls are counted per token over a minute.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// What `inin-ratelimit-allowed` says while the simulator enforces no limit.
+pub const UNLIMITED_ALLOWED: u32 = 1_000_000;
+
+/// A token's standing after a call, as the `inin-ratelimit-*` headers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub count: u32,
+    pub allowed: u32,
+    /// Whole seconds until the window resets (rounded up).
+    pub reset_s: u64,
+}
+
+impl State {
+    /// Counts one API call of `token` at `now` in its window, which starts with the first call and
+    /// resets a minute later.
+    fn count_call(&mut self, token: &str, now: Instant) -> Standing {
+        let window = self.windows.entry(token.to_string()).or_insert((now, 0));
+        if now.duration_since(window.0) >= RATE_WINDOW {
+            *window = (now, 0);
+        }
+        window.1 += 1;
+        let left = RATE_WINDOW.saturating_sub(now.duration_since(window.0));
+        Standing {
+            count: window.1,
+            allowed: self.rate_limit.unwrap_or(UNLIMITED_ALLOWED),
+            reset_s: left.as_millis().div_ceil(1000).max(1) as u64,
+        }
+    }
 }
 
 /// A handle on a running (or not yet running) simulated org. Clones share the org.
@@ -165,6 +202,8 @@ impl Simulator {
                 ended_patch_status: 400,
                 faults: VecDeque::new(),
                 periodic: Vec::new(),
+                rate_limit: None,
+                windows: HashMap::new(),
             })),
         }
     }
@@ -210,6 +249,13 @@ impl Simulator {
     /// Added before every answer.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
+    }
+
+    /// Enforces Genesys's per-token limit: `per_minute` API calls in a token's window, then 429 with
+    /// `Retry-After` (the seconds left in the window) and the code `too.many.requests`. `None` (the
+    /// default) counts calls and reports them without refusing any.
+    pub fn set_rate_limit(&self, per_minute: Option<u32>) {
+        self.lock().rate_limit = per_minute;
     }
 
     /// How long an accepted write stays invisible to reads (eventual consistency).

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::{Op, PendingWrite, RecordedCall, Simulator};
 use crate::genesys::model::ErrorBody;
-use crate::genesys::CORRELATION_HEADER;
+use crate::genesys::{CORRELATION_HEADER, RATELIMIT_ALLOWED, RATELIMIT_COUNT, RATELIMIT_RESET};
 
 /// The media types with their own attributes endpoint.
 const MEDIA_TYPES: &[&str] = &["calls", "callbacks", "chats", "emails", "messages"];
@@ -189,10 +189,28 @@ async fn require_bearer(State(sim): State<Simulator>, request: Request, next: Ne
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::to_owned);
-    match token {
-        Some(t) if sim.lock().tokens.contains(&t) => next.run(request).await,
-        _ => bad_credentials(),
-    }
+    let Some(token) = token.filter(|t| sim.lock().tokens.contains(t)) else {
+        return bad_credentials();
+    };
+    // Genesys counts calls per token, and tells where the token stands on every answer.
+    let standing = sim.lock().count_call(&token, Instant::now());
+    let mut response = if standing.count > standing.allowed {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too.many.requests",
+            "Rate limit exceeded the maximum. Retry the request in [%s] seconds",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(standing.reset_s));
+        r
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(RATELIMIT_COUNT, HeaderValue::from(standing.count));
+    headers.insert(RATELIMIT_ALLOWED, HeaderValue::from(standing.allowed));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(standing.reset_s));
+    response
 }
 
 /// `GET /__sim/stats`: grants and calls by operation, for a load generator in another process.

@@ -79,11 +79,39 @@ async fn the_probes_and_the_scrape_point_at_real_endpoints() {
 }
 
 #[test]
-fn the_image_builds_with_the_command_ci_builds_with() {
-    let dockerfile = read("Dockerfile");
-    assert!(
-        dockerfile.contains("RUN cargo build --release --locked\n"),
-        "{dockerfile}"
+fn ci_runs_the_readmes_two_commands_exactly_as_written() {
+    let readme = read("README.md");
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the README opens with a shell block");
+    let commands: Vec<&str> = block
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        commands,
+        ["cargo run --release -- demo", "cargo test --locked"]
     );
-    assert!(read(".ci/run").contains("cargo build --release --locked\n"));
+    let ci: Vec<String> = read(".ci/run")
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    for command in commands {
+        assert!(
+            ci.iter().any(|l| l == command),
+            "{command} is not in .ci/run"
+        );
+    }
+    assert!(ci.iter().any(|l| l == "bash .ci/container"));
+}
+
+#[test]
+fn the_image_gives_its_store_directory_to_the_user_it_runs_as() {
+    let dockerfile = read("Dockerfile");
+    assert!(dockerfile.contains("USER 65532:65532"));
+    assert!(dockerfile.contains("--chown=65532:65532 /out/var/lib/patchbay /var/lib/patchbay"));
+    assert!(dockerfile.contains("PATCHBAY__QUEUE__PATH=/var/lib/patchbay/"));
 }

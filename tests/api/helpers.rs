@@ -64,7 +64,6 @@ pub async fn spawn_app_on(sim: Simulator, adjust: impl FnOnce(&mut Settings)) ->
     settings.auth.admin_keys = vec![ADMIN_KEY.to_string().into()];
     // Tests of the rate budget set their own; the rest must not wait for it.
     settings.genesys.rate_per_minute = 600_000;
-    settings.genesys.rate_burst = 10_000;
     settings.queue.backoff_base_ms = 20;
     settings.queue.backoff_max_ms = 200;
     settings.queue.poll_interval_ms = 50;
@@ -340,7 +339,6 @@ impl Gateway {
             ),
             ("PATCHBAY__GENESYS__RETRY__BASE_DELAY_MS", "10".into()),
             ("PATCHBAY__GENESYS__RATE_PER_MINUTE", "600000".into()),
-            ("PATCHBAY__GENESYS__RATE_BURST", "10000".into()),
             ("PATCHBAY__AUTH__API_KEYS", API_KEY.into()),
             (
                 "PATCHBAY__QUEUE__PATH",
