@@ -174,6 +174,7 @@ pub async fn set_attributes(
         &body,
         None,
         false,
+        false,
     )?;
     intake::accept(&state, update, intake).await
 }

@@ -24,11 +24,22 @@ const MAX_KEY_LEN: usize = 255;
 pub struct Intake {
     pub request_id: String,
     pub asynchronous: bool,
+    /// When the budget cannot serve a synchronous update in time: queue it (202) instead of 429.
+    pub async_fallback: bool,
     pub idempotency: Option<IdempotencyKey>,
 }
 
 /// `Prefer: respond-async` (RFC 7240), among other preferences.
 pub fn prefers_async(headers: &HeaderMap) -> bool {
+    prefers(headers, "respond-async")
+}
+
+/// `Prefer: async-fallback`: answer synchronously, or queue the update (202) when the Genesys budget
+/// cannot serve it before its deadline.
+pub const ASYNC_FALLBACK: &str = "async-fallback";
+
+/// Whether the `Prefer` headers hold `token` (RFC 7240), among other preferences.
+fn prefers(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all("prefer")
         .iter()
@@ -37,7 +48,7 @@ pub fn prefers_async(headers: &HeaderMap) -> bool {
         .any(|p| {
             p.split(';')
                 .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("respond-async"))
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case(token))
         })
 }
 
@@ -51,6 +62,7 @@ impl Intake {
         body: &[u8],
         fallback_key: Option<&str>,
         always_async: bool,
+        async_fallback: bool,
     ) -> Result<Self, ApiError> {
         let key = match headers.get(IDEMPOTENCY_HEADER) {
             Some(v) => Some(
@@ -70,6 +82,7 @@ impl Intake {
         Ok(Self {
             request_id,
             asynchronous: always_async || prefers_async(headers),
+            async_fallback: async_fallback || prefers(headers, ASYNC_FALLBACK),
             idempotency: key.map(|key| IdempotencyKey {
                 scope: scope.to_string(),
                 key,
@@ -130,25 +143,18 @@ pub async fn accept(
         tracing::field::display(update.conversation_id),
     );
     if intake.asynchronous {
-        let stored = StoredUpdate::from(&update);
-        return match state
-            .queue
-            .enqueue(stored, &intake.request_id, intake.idempotency)
-            .await?
-        {
-            Enqueued::Created(job) => {
-                state.wake.notify_one();
-                tracing::info!(job_id = %job.id, "update accepted for asynchronous delivery");
-                Ok(accepted(&job))
-            }
-            Enqueued::Existing(job) => Ok(accepted(&job)),
-            Enqueued::Answered(stored) => Ok(replayed(stored)),
-            Enqueued::InProgress => Err(ApiError::IdempotencyInProgress),
-            Enqueued::Conflict => Err(ApiError::IdempotencyConflict),
-        };
+        return enqueue(state, &update, &intake.request_id, intake.idempotency).await;
     }
+    let deadline = tokio::time::Instant::now() + state.settings.server.request_timeout();
     let Some(key) = intake.idempotency else {
-        return apply_now(state, &update, intake.request_id)
+        let slots = match admit(state, &update, deadline).await {
+            Ok(slots) => slots,
+            Err(_) if intake.async_fallback => {
+                return enqueue(state, &update, &intake.request_id, None).await
+            }
+            Err(refused) => return Err(refused),
+        };
+        return apply_now(state, &update, intake.request_id, deadline, slots)
             .await
             .map(IntoResponse::into_response);
     };
@@ -159,7 +165,20 @@ pub async fn accept(
         Begun::InProgress => return Err(ApiError::IdempotencyInProgress),
         Begun::Conflict => return Err(ApiError::IdempotencyConflict),
     }
-    let result = apply_now(state, &update, intake.request_id).await;
+    let slots = match admit(state, &update, deadline).await {
+        Ok(slots) => slots,
+        Err(refused) => {
+            // Nothing was sent: the key is free again, for the job or for the caller's retry.
+            if let Err(e) = state.queue.idempotency_abandon(&key).await {
+                tracing::error!(error = %e, "could not release the idempotency key");
+            }
+            if intake.async_fallback {
+                return enqueue(state, &update, &intake.request_id, Some(key)).await;
+            }
+            return Err(refused);
+        }
+    };
+    let result = apply_now(state, &update, intake.request_id, deadline, slots).await;
     // Keep answers that a repeat must get again; forget transient failures, so a retry runs again.
     let keep = match &result {
         Ok(json) => Some(StoredResponse {
@@ -191,6 +210,27 @@ pub async fn accept(
     result.map(IntoResponse::into_response)
 }
 
+/// Commits the update as a job and answers 202 (or what the idempotency key already stands for).
+async fn enqueue(
+    state: &AppState,
+    update: &AttributeUpdate,
+    request_id: &str,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<Response, ApiError> {
+    let stored = StoredUpdate::from(update);
+    match state.queue.enqueue(stored, request_id, idempotency).await? {
+        Enqueued::Created(job) => {
+            state.wake.notify_one();
+            tracing::info!(job_id = %job.id, "update accepted for asynchronous delivery");
+            Ok(accepted(&job))
+        }
+        Enqueued::Existing(job) => Ok(accepted(&job)),
+        Enqueued::Answered(stored) => Ok(replayed(stored)),
+        Enqueued::InProgress => Err(ApiError::IdempotencyInProgress),
+        Enqueued::Conflict => Err(ApiError::IdempotencyConflict),
+    }
+}
+
 /// Reserves the update's Genesys calls, or refuses it at once with 429 and Retry-After.
 async fn admit(
     state: &AppState,
@@ -208,10 +248,10 @@ async fn apply_now(
     state: &AppState,
     update: &AttributeUpdate,
     request_id: String,
+    deadline: tokio::time::Instant,
+    slots: Vec<tokio::time::Instant>,
 ) -> Result<Json<AttributesResponse>, ApiError> {
-    let timeout = state.settings.server.request_timeout();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let slots = admit(state, update, deadline).await?;
+    let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
     let outcome = DEADLINE
         .scope(
             deadline,

@@ -149,6 +149,7 @@ pub async fn receive(
             &body,
             delivery_id,
             route.mode == settings::HookMode::Async,
+            route.mode == settings::HookMode::SyncOrAsync,
         )?;
         intake::accept(&state, update, intake).await
     }

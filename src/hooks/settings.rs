@@ -26,7 +26,8 @@ pub struct HookSettings {
     /// Override `verify.enabled` for this route.
     #[serde(default)]
     pub verify: Option<bool>,
-    /// `async` answers 202 and applies through the queue; `sync` (default) answers after the write.
+    /// `async` answers 202 and applies through the queue; `sync` (default) answers after the write;
+    /// `sync_or_async` answers after the write, or 202 when the Genesys budget cannot serve it in time.
     #[serde(default)]
     pub mode: HookMode,
     /// How callers of this route prove who they are. Default: `api_key` with `auth.api_keys`.
@@ -40,6 +41,8 @@ pub enum HookMode {
     #[default]
     Sync,
     Async,
+    #[serde(rename = "sync_or_async")]
+    SyncOrAsync,
 }
 
 /// Where one attribute's value comes from.

@@ -4,6 +4,7 @@ mod architect;
 mod asynchronous;
 mod attributes;
 mod auth;
+mod budget;
 mod crash;
 mod deploy;
 mod helpers;

@@ -1,0 +1,172 @@
+//! The Genesys budget as a caller meets it: the simulator limits each token as Genesys does, the
+//! gateway follows what Genesys reports, and an update the budget cannot serve in time is refused at
+//! once, or queued when the caller opted into that.
+
+use std::time::{Duration, Instant};
+
+use patchbay::sim::Simulator;
+use serde_json::json;
+
+use crate::helpers::*;
+
+fn agent_update(n: usize) -> serde_json::Value {
+    json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"n": n}})
+}
+
+/// A token from the simulator at `url`, as any OAuth client would get one.
+async fn token(url: &str) -> String {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/oauth/token"))
+        .basic_auth(
+            patchbay::sim::DEFAULT_CLIENT_ID,
+            Some(patchbay::sim::DEFAULT_CLIENT_SECRET),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().unwrap().to_string()
+}
+
+/// GETs the seeded live call with `token`.
+async fn get_call(url: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{url}/api/v2/conversations/{SEED_ACTIVE_CALL}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_simulator_limits_each_token_and_reports_where_it_stands_on_every_answer() {
+    let sim = Simulator::new();
+    sim.set_rate_limit(Some(3));
+    let url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let token = token(&url).await;
+    for n in 1..=3 {
+        let r = get_call(&url, &token).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "inin-ratelimit-count"), n.to_string());
+        assert_eq!(header(&r, "inin-ratelimit-allowed"), "3");
+        let reset: u64 = header(&r, "inin-ratelimit-reset").parse().unwrap();
+        assert!((1..=60).contains(&reset), "reset {reset}");
+    }
+    let refused = get_call(&url, &token).await;
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = header(&refused, "retry-after").parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(header(&refused, "inin-ratelimit-count"), "4");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "too.many.requests");
+    assert_eq!(body["status"], 429);
+    // Another token has a window of its own.
+    let other = self::token(&url).await;
+    assert_eq!(get_call(&url, &other).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_follows_what_genesys_reports_and_genesys_never_has_to_refuse() {
+    // Genesys allows 10 calls a minute; the gateway believes its default of 280.
+    let sim = Simulator::new();
+    sim.set_rate_limit(Some(10));
+    let app = spawn_app_on(sim.clone(), |s| {
+        s.genesys.rate_per_minute = 280;
+        s.verify.enabled = false;
+    })
+    .await;
+    assert_eq!(app.post_attributes(agent_update(0)).await.status, 200);
+    // Someone else spends 6 calls of the same token.
+    let token = sim.issued_tokens().pop().unwrap();
+    for _ in 0..6 {
+        assert_eq!(get_call(&app.sim_url, &token).await.status(), 200);
+    }
+    // The gateway learns of them from the next answer's headers and stops at Genesys's limit itself.
+    let answers: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for n in 1..=5 {
+            statuses.push(app.post_attributes(agent_update(n)).await.status);
+        }
+        statuses
+    };
+    assert_eq!(
+        answers,
+        [200, 200, 200, 429, 429],
+        "10 calls in all: 1 + 6 + 3"
+    );
+    assert!(
+        sim.calls().iter().all(|c| c.status != 429),
+        "Genesys never had to answer 429"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_the_budget_cannot_serve_in_time_is_refused_at_once_or_queued_when_asked() {
+    let app = spawn_app_with(|s| s.genesys.rate_per_minute = 3).await;
+    // Write and read back: 2 of the 3 calls.
+    assert_eq!(app.post_attributes(agent_update(1)).await.status, 200);
+
+    let started = Instant::now();
+    let refused = app.post_attributes(agent_update(2)).await;
+    refused.assert_problem(429, "rate_limited");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(refused.header("retry-after").parse::<u64>().unwrap() >= 50);
+    // The refused update spent nothing of the one call left.
+    assert_eq!(app.sim.count("patch_attributes"), 1);
+
+    let queued = app
+        .post_raw(
+            "/v1/attributes",
+            agent_update(3).to_string(),
+            &[("x-api-key", API_KEY), ("prefer", "async-fallback")],
+        )
+        .await;
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    let job = queued.body["jobId"].as_str().unwrap();
+    let status = app.get_with(&format!("/v1/jobs/{job}"), API_KEY).await;
+    assert_eq!(status.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_may_fall_back_to_asynchronous_delivery_when_the_budget_is_short() {
+    let app = spawn_app_with(|s| {
+        s.genesys.rate_per_minute = 3;
+        s.hooks = hooks_from_toml(
+            r#"
+[hooks.crm]
+conversation_id = "/c"
+participant_id = "/p"
+mode = "sync_or_async"
+[hooks.crm.attributes]
+n = "/n"
+"#,
+        );
+    })
+    .await;
+    let event =
+        |n: u32| json!({"c": SEED_ACTIVE_CALL, "p": SEED_ACTIVE_CALL_AGENT, "n": n}).to_string();
+    let first = app
+        .post_raw("/v1/hooks/crm", event(1), &[("x-api-key", API_KEY)])
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["verified"], true);
+    let second = app
+        .post_raw("/v1/hooks/crm", event(2), &[("x-api-key", API_KEY)])
+        .await;
+    assert_eq!(second.status, 202, "{}", second.body);
+}
