@@ -26,6 +26,7 @@ use crate::api::ApiError;
 use crate::cluster::queue::RedisQueue;
 use crate::cluster::Redis;
 use crate::config::{QueueBackend, Settings};
+use crate::engine::Engine;
 use crate::genesys::GenesysClient;
 use crate::hooks::{self, HookRoutes};
 use crate::queue::sqlite::SqliteQueue;
@@ -39,7 +40,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
-    pub updater: Updater,
+    /// Applies every update, synchronous or queued.
+    pub engine: Engine,
     pub api_keys: ApiKeys,
     /// Admin endpoints: `auth.admin_keys` only.
     pub admin_keys: ApiKeys,
@@ -88,7 +90,11 @@ impl AppState {
             .collect();
         Ok(Self {
             hooks,
-            updater: Updater::new(genesys, settings.verify.clone()),
+            engine: Engine::new(
+                Updater::new(genesys, settings.verify.clone()),
+                settings.delivery.clone(),
+                settings.limits.max_attributes_bytes,
+            ),
             api_keys: ApiKeys::new(&auth.api_keys, auth.allow_anonymous),
             admin_keys: ApiKeys::new(&auth.admin_keys, false),
             reader_keys: ApiKeys::new(&readers, auth.allow_anonymous),
@@ -102,7 +108,7 @@ impl AppState {
     pub fn workers(&self) -> Workers {
         Workers {
             queue: self.queue.clone(),
-            updater: self.updater.clone(),
+            engine: self.engine.clone(),
             settings: self.settings.queue.clone(),
             wake: self.wake.clone(),
         }
@@ -283,7 +289,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "queue_unavailable"
     };
     checks.insert("queue".into(), queue_check.into());
-    let genesys = state.updater.genesys().ready().await;
+    let genesys = state.engine.updater().genesys().ready().await;
     let genesys_check = match &genesys {
         Ok(()) => "ok".to_string(),
         Err(e) => {

@@ -78,6 +78,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub verify: VerifySettings,
+    pub delivery: DeliverySettings,
     pub log: LogSettings,
     pub queue: QueueSettings,
     pub idempotency: IdempotencySettings,
@@ -204,6 +205,23 @@ pub struct VerifySettings {
     pub timeout_ms: u64,
     pub poll_initial_ms: u64,
     pub poll_max_ms: u64,
+}
+
+/// How the delivery engine spends Genesys calls: coalescing and read reuse.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    pub linger_ms: u64,
+    pub read_reuse_ms: u64,
+}
+
+impl DeliverySettings {
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
+    }
+    pub fn read_reuse(&self) -> Duration {
+        Duration::from_millis(self.read_reuse_ms)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

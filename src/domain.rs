@@ -156,6 +156,28 @@ impl AttributeMap {
     pub fn as_map(&self) -> &BTreeMap<String, String> {
         &self.0
     }
+
+    /// This map with `later`'s entries over it: later keys win, as when two writes are merged.
+    pub fn merged(&self, later: &AttributeMap) -> AttributeMap {
+        let mut map = self.0.clone();
+        map.extend(later.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Self(map)
+    }
+
+    /// The entries `keep` accepts, and the rest.
+    pub fn partition(
+        &self,
+        mut keep: impl FnMut(&str, &str) -> bool,
+    ) -> (AttributeMap, AttributeMap) {
+        let (kept, rest) = self
+            .0
+            .iter()
+            .partition::<BTreeMap<_, _>, _>(|(k, v)| keep(k, v));
+        let owned = |m: BTreeMap<&String, &String>| {
+            Self(m.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        };
+        (owned(kept), owned(rest))
+    }
 }
 
 /// Coerces one attribute value to the string Genesys stores.

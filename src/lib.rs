@@ -8,7 +8,8 @@
 //! - [`config`]: layered, validated settings.
 //! - [`domain`]: ids, purposes and attribute maps, valid by construction.
 //! - [`genesys`]: the Genesys Cloud client (token cache, retry policy, wire models, errors).
-//! - [`service`]: the core operation: resolve, write, verify.
+//! - [`service`]: the Genesys operations an update is made of: resolve, write, explain, compare.
+//! - [`engine`]: the delivery engine: one lane per conversation, coalescing, shared reads, admission.
 //! - [`api`]: inbound HTTP handlers, authentication and problem+json.
 //! - [`cluster`]: several replicas on Redis: shared queue, shared token, shared rate budget.
 //! - [`queue`]: the asynchronous mode: durable jobs, workers, idempotency keys, dead letters.
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod engine;
 pub mod genesys;
 pub mod hooks;
 pub mod metrics;

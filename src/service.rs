@@ -45,6 +45,19 @@ pub struct UpdateOutcome {
     /// The participant's attributes as last read back; what was written when verification is off.
     pub attributes: BTreeMap<String, String>,
     pub mismatches: Vec<Mismatch>,
+    /// The Genesys calls this update took part in, and how many updates shared them.
+    #[serde(skip)]
+    pub shared: CallShare,
+    /// The `ININ-Correlation-Id` of the latest Genesys answer behind this outcome.
+    #[serde(skip)]
+    pub correlation_id: Option<String>,
+}
+
+/// Genesys calls shared by the updates of one lane's round: its PATCHes and reads, and its updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallShare {
+    pub calls: u32,
+    pub updates: u32,
 }
 
 /// Applies updates through one [`GenesysClient`].
@@ -77,65 +90,31 @@ impl Updater {
         resolve + 1 + verify
     }
 
-    /// Admission: reserves the calls of `update` so that the last can start by `deadline` less
-    /// [`CALL_ALLOWANCE`]. Refused, nothing is reserved and the error says when to retry: a caller
-    /// is told at once, instead of waiting for a slot it would get too late.
+    /// Admission: whether the budget could give the calls of `update` so that the last starts by
+    /// `deadline` less [`CALL_ALLOWANCE`]. Nothing is reserved: the lane that applies it takes its
+    /// slots, and an update that shares another's calls takes none. Refused, the error says when to
+    /// retry, so a caller is told at once instead of waiting for a slot it would get too late.
     pub async fn admit(
         &self,
         update: &AttributeUpdate,
         deadline: Instant,
-    ) -> Result<Vec<Instant>, UpdateError> {
+    ) -> Result<(), UpdateError> {
         let max_wait = deadline
             .saturating_duration_since(Instant::now())
             .saturating_sub(CALL_ALLOWANCE);
         self.genesys
-            .reserve_calls(self.calls_needed(update), max_wait)
+            .check_calls(self.calls_needed(update), max_wait)
             .await
             .map_err(UpdateError::Upstream)
     }
 
-    pub async fn apply(&self, update: &AttributeUpdate) -> Result<UpdateOutcome, UpdateError> {
-        let cid = update.conversation_id;
-        let participant_id = match &update.target {
-            Target::Participant(pid) => pid.to_string(),
-            Target::Purpose(purpose) => {
-                let conversation = self.read(&cid).await?;
-                // A write to an ended conversation is lost to analytics: say so rather than write it.
-                if conversation.is_ended() {
-                    return Err(UpdateError::ConversationEnded(cid));
-                }
-                select_participant(&conversation, purpose)
-                    .map(|p| p.id.clone())
-                    .ok_or_else(|| UpdateError::ParticipantNotFound(cid, purpose.to_string()))?
-            }
-        };
-        tracing::Span::current().record("participant_id", participant_id.as_str());
-
-        if let Err(err) = self
-            .genesys
-            .patch_participant_attributes(&cid, &participant_id, &update.attributes)
-            .await
-        {
-            return Err(match err.status() {
-                // Genesys's answer for a gone conversation or participant is not settled: read and tell the truth.
-                Some(400 | 404 | 409) => self.explain(&cid, &participant_id, err).await,
-                _ => err.into(),
-            });
-        }
-
-        if !update.verify.unwrap_or(self.verify.enabled) {
-            return Ok(UpdateOutcome {
-                conversation_id: cid,
-                participant_id,
-                verified: false,
-                attributes: update.attributes.as_map().clone(),
-                mismatches: Vec::new(),
-            });
-        }
-        Ok(self.verify(cid, participant_id, &update.attributes).await)
+    /// The verification settings every update is read back under.
+    pub fn verify_settings(&self) -> &VerifySettings {
+        &self.verify
     }
 
-    async fn read(&self, cid: &ConversationId) -> Result<Conversation, UpdateError> {
+    /// `GET` the conversation; a 404 is the caller's `ConversationNotFound`.
+    pub async fn read(&self, cid: &ConversationId) -> Result<Conversation, UpdateError> {
         self.genesys
             .get_conversation(cid)
             .await
@@ -143,6 +122,43 @@ impl Updater {
                 Some(404) => UpdateError::ConversationNotFound(*cid),
                 _ => e.into(),
             })
+    }
+
+    /// The participant `purpose` names on a live `conversation`.
+    pub fn resolve(
+        conversation: &Conversation,
+        cid: ConversationId,
+        purpose: &Purpose,
+    ) -> Result<String, UpdateError> {
+        // A write to an ended conversation is lost to analytics: say so rather than write it.
+        if conversation.is_ended() {
+            return Err(UpdateError::ConversationEnded(cid));
+        }
+        select_participant(conversation, purpose)
+            .map(|p| p.id.clone())
+            .ok_or_else(|| UpdateError::ParticipantNotFound(cid, purpose.to_string()))
+    }
+
+    /// `PATCH` the participant's attributes. A refusal that may mean the conversation or the
+    /// participant is gone is explained from a fresh read.
+    pub async fn write(
+        &self,
+        cid: &ConversationId,
+        participant_id: &str,
+        attributes: &AttributeMap,
+    ) -> Result<(), UpdateError> {
+        match self
+            .genesys
+            .patch_participant_attributes(cid, participant_id, attributes)
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Genesys's answer for a gone conversation or participant is not settled: read and tell the truth.
+            Err(err) => Err(match err.status() {
+                Some(400 | 404 | 409) => self.explain(cid, participant_id, err).await,
+                _ => err.into(),
+            }),
+        }
     }
 
     /// Turns a refused PATCH into what is really the matter, from a fresh read of the conversation.
@@ -163,71 +179,6 @@ impl Updater {
                 _ => original.into(),
             },
             Err(_) => original.into(),
-        }
-    }
-
-    /// Polls the conversation until every written key reads back, or the verify timeout passes.
-    async fn verify(
-        &self,
-        cid: ConversationId,
-        pid: String,
-        expected: &AttributeMap,
-    ) -> UpdateOutcome {
-        let deadline = Instant::now() + self.verify.timeout();
-        let mut delay = Duration::from_millis(self.verify.poll_initial_ms);
-        let max_delay =
-            Duration::from_millis(self.verify.poll_max_ms.max(self.verify.poll_initial_ms));
-        let mut last_seen: Option<BTreeMap<String, String>> = None;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                break;
-            }
-            match tokio::time::timeout(remaining, self.genesys.get_conversation(&cid)).await {
-                Ok(Ok(conversation)) => {
-                    let seen = conversation
-                        .participant(&pid)
-                        .map(|p| p.attributes.clone())
-                        .unwrap_or_default();
-                    let mismatches = compare(expected, &seen);
-                    if mismatches.is_empty() {
-                        metrics::counter!(crate::metrics::VERIFICATIONS, "outcome" => "verified")
-                            .increment(1);
-                        return UpdateOutcome {
-                            conversation_id: cid,
-                            participant_id: pid,
-                            verified: true,
-                            attributes: seen,
-                            mismatches,
-                        };
-                    }
-                    last_seen = Some(seen);
-                }
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "read-back failed; the write is unverified so far");
-                }
-                Err(_) => break,
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                break;
-            }
-            tokio::time::sleep(delay.min(remaining)).await;
-            delay = (delay * 2).min(max_delay);
-        }
-        let seen = last_seen.unwrap_or_default();
-        metrics::counter!(crate::metrics::VERIFICATIONS, "outcome" => "unverified").increment(1);
-        tracing::warn!(
-            conversation_id = %cid,
-            participant_id = %pid,
-            "the write did not read back within verify.timeout_ms"
-        );
-        UpdateOutcome {
-            conversation_id: cid,
-            participant_id: pid,
-            verified: false,
-            mismatches: compare(expected, &seen),
-            attributes: seen,
         }
     }
 }

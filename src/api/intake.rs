@@ -11,7 +11,6 @@ use super::attributes::{check_attribute_bytes, AttributesResponse};
 use super::problem::ApiError;
 use crate::app::AppState;
 use crate::domain::AttributeUpdate;
-use crate::genesys::client::{DEADLINE, PREPAID};
 use crate::queue::worker::is_transient;
 use crate::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
 
@@ -147,14 +146,14 @@ pub async fn accept(
     }
     let deadline = tokio::time::Instant::now() + state.settings.server.request_timeout();
     let Some(key) = intake.idempotency else {
-        let slots = match admit(state, &update, deadline).await {
-            Ok(slots) => slots,
+        match admit(state, &update, deadline).await {
+            Ok(()) => {}
             Err(_) if intake.async_fallback => {
                 return enqueue(state, &update, &intake.request_id, None).await
             }
             Err(refused) => return Err(refused),
         };
-        return apply_now(state, &update, intake.request_id, deadline, slots)
+        return apply_now(state, &update, intake.request_id, deadline)
             .await
             .map(IntoResponse::into_response);
     };
@@ -165,9 +164,8 @@ pub async fn accept(
         Begun::InProgress => return Err(ApiError::IdempotencyInProgress),
         Begun::Conflict => return Err(ApiError::IdempotencyConflict),
     }
-    let slots = match admit(state, &update, deadline).await {
-        Ok(slots) => slots,
-        Err(refused) => {
+    if let Err(refused) = admit(state, &update, deadline).await {
+        {
             // Nothing was sent: the key is free again, for the job or for the caller's retry.
             if let Err(e) = state.queue.idempotency_abandon(&key).await {
                 tracing::error!(error = %e, "could not release the idempotency key");
@@ -177,8 +175,8 @@ pub async fn accept(
             }
             return Err(refused);
         }
-    };
-    let result = apply_now(state, &update, intake.request_id, deadline, slots).await;
+    }
+    let result = apply_now(state, &update, intake.request_id, deadline).await;
     // Keep answers that a repeat must get again; forget transient failures, so a retry runs again.
     let keep = match &result {
         Ok(json) => Some(StoredResponse {
@@ -236,11 +234,16 @@ async fn admit(
     state: &AppState,
     update: &AttributeUpdate,
     deadline: tokio::time::Instant,
-) -> Result<Vec<tokio::time::Instant>, ApiError> {
-    state.updater.admit(update, deadline).await.map_err(|e| {
-        metrics::counter!(crate::metrics::ADMISSION_REFUSALS).increment(1);
-        ApiError::from(e)
-    })
+) -> Result<(), ApiError> {
+    state
+        .engine
+        .updater()
+        .admit(update, deadline)
+        .await
+        .map_err(|e| {
+            metrics::counter!(crate::metrics::ADMISSION_REFUSALS).increment(1);
+            ApiError::from(e)
+        })
 }
 
 /// The synchronous path: apply within `server.request_timeout_ms` and answer with the verification.
@@ -249,23 +252,22 @@ async fn apply_now(
     update: &AttributeUpdate,
     request_id: String,
     deadline: tokio::time::Instant,
-    slots: Vec<tokio::time::Instant>,
 ) -> Result<Json<AttributesResponse>, ApiError> {
     let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let outcome = DEADLINE
-        .scope(
-            deadline,
-            PREPAID.scope(
-                std::cell::RefCell::new(slots.into()),
-                tokio::time::timeout(timeout, state.updater.apply(update)),
-            ),
-        )
+    let outcome = tokio::time::timeout(timeout, state.engine.submit(update, deadline))
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
+    let span = tracing::Span::current();
+    span.record("participant_id", outcome.participant_id.as_str());
+    if let Some(id) = &outcome.correlation_id {
+        span.record("genesys_correlation_id", id.as_str());
+    }
     tracing::info!(
         participant_id = %outcome.participant_id,
         keys = update.attributes.len(),
         verified = outcome.verified,
+        genesys_calls = outcome.shared.calls,
+        shared_with = outcome.shared.updates,
         "attributes updated"
     );
     Ok(Json(AttributesResponse::from_outcome(outcome, request_id)))

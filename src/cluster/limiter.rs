@@ -25,7 +25,7 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 const WINDOW_MS: i64 = 60_000;
 
 /// KEYS: log (sorted set of call times), pause (ms), ceiling (a lower N). ARGV: now_ms, limit,
-/// max_wait_ms, member, count. Reserves `count` slots: `{1, wait_1, …, wait_count}` in ms, or
+/// max_wait_ms, member, count, commit (1 reserves, 0 only looks). Reserves `count` slots: `{1, wait_1, …, wait_count}` in ms, or
 /// `{0, wait}` when the last would come later than max_wait (nothing is reserved then).
 /// Each slot is the latest in the log, so "a minute after the N-th most recent" is exact.
 const RESERVE: &str = r#"
@@ -54,6 +54,10 @@ end
 local last = slots[count] - now
 if last > max_wait then return {0, last} end
 local answer = {1}
+if ARGV[6] ~= '1' then
+  for n = 1, count do answer[n + 1] = slots[n] - now end
+  return answer
+end
 for n = 1, count do
   redis.call('ZADD', KEYS[1], slots[n], ARGV[4] .. ':' .. n)
   answer[n + 1] = slots[n] - now
@@ -138,6 +142,7 @@ impl LocalLog {
         configured: u32,
         count: u32,
         max_wait: i64,
+        commit: bool,
     ) -> Result<Vec<i64>, i64> {
         while self.log.front().is_some_and(|t| *t <= now - WINDOW_MS) {
             self.log.pop_front();
@@ -166,7 +171,9 @@ impl LocalLog {
         if last > max_wait {
             return Err(last.max(1));
         }
-        self.log.extend(slots.iter().copied());
+        if commit {
+            self.log.extend(slots.iter().copied());
+        }
         Ok(slots.into_iter().map(|at| at - now).collect())
     }
 
@@ -239,28 +246,45 @@ impl RateBudget {
         count: u32,
         max_wait: Duration,
     ) -> Result<Vec<tokio::time::Instant>, WaitTooLong> {
+        self.slots(count, max_wait, true).await
+    }
+
+    /// Whether `count` calls could be had, the last within `max_wait`; nothing is reserved.
+    pub async fn check(&self, count: u32, max_wait: Duration) -> Result<(), WaitTooLong> {
+        self.slots(count, max_wait, false).await.map(drop)
+    }
+
+    async fn slots(
+        &self,
+        count: u32,
+        max_wait: Duration,
+        commit: bool,
+    ) -> Result<Vec<tokio::time::Instant>, WaitTooLong> {
         let count = count.max(1);
         let started = tokio::time::Instant::now();
         let now = now_ms();
         let max_wait_ms = max_wait.as_millis().min(i64::MAX as u128) as i64;
         let waits = match &self.shared {
-            Some(redis) => match self.reserve_shared(redis, now, count, max_wait_ms).await {
+            Some(redis) => match self
+                .reserve_shared(redis, now, count, max_wait_ms, commit)
+                .await
+            {
                 Ok(w) => w,
                 Err(e) => {
                     metrics::counter!(crate::metrics::REDIS_FALLBACKS, "what" => "rate_budget")
                         .increment(1);
                     tracing::warn!(error = %e, "Redis is unreachable: using this replica's own rate budget");
                     self.local()
-                        .reserve(now, self.budget.per_minute, count, max_wait_ms)
+                        .reserve(now, self.budget.per_minute, count, max_wait_ms, commit)
                 }
             },
             None => self
                 .local()
-                .reserve(now, self.budget.per_minute, count, max_wait_ms),
+                .reserve(now, self.budget.per_minute, count, max_wait_ms, commit),
         };
         match waits {
             Ok(waits) => {
-                if waits.iter().any(|w| *w > 0) {
+                if commit && waits.iter().any(|w| *w > 0) {
                     metrics::counter!(crate::metrics::RATE_BUDGET_WAITS).increment(1);
                 }
                 Ok(waits
@@ -285,6 +309,7 @@ impl RateBudget {
         now: i64,
         count: u32,
         max_wait_ms: i64,
+        commit: bool,
     ) -> Result<Result<Vec<i64>, i64>, redis::RedisError> {
         let mut conn = redis.conn.clone();
         let answer: Vec<i64> = Script::new(RESERVE)
@@ -296,6 +321,7 @@ impl RateBudget {
             .arg(max_wait_ms)
             .arg(uuid::Uuid::new_v4().simple().to_string())
             .arg(count)
+            .arg(if commit { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         Ok(match answer.split_first() {
@@ -364,26 +390,26 @@ mod tests {
     fn a_full_minute_goes_at_once_and_the_next_call_waits_for_the_oldest_to_leave() {
         let mut log = LocalLog::default();
         for n in 0..5 {
-            assert_eq!(log.reserve(1_000 + n, 5, 1, 0), Ok(vec![0]));
+            assert_eq!(log.reserve(1_000 + n, 5, 1, 0, true), Ok(vec![0]));
         }
         // The 6th call may go a minute after the 1st.
-        assert_eq!(log.reserve(2_000, 5, 1, 0), Err(59_000));
-        assert_eq!(log.reserve(2_000, 5, 1, 60_000), Ok(vec![59_000]));
+        assert_eq!(log.reserve(2_000, 5, 1, 0, true), Err(59_000));
+        assert_eq!(log.reserve(2_000, 5, 1, 60_000, true), Ok(vec![59_000]));
     }
 
     #[test]
     fn reserving_several_calls_is_refused_whole_when_the_last_is_too_late() {
         let mut log = LocalLog::default();
-        assert_eq!(log.reserve(0, 3, 2, 0), Ok(vec![0, 0]));
-        assert_eq!(log.reserve(10, 3, 2, 1_000), Err(59_990));
+        assert_eq!(log.reserve(0, 3, 2, 0, true), Ok(vec![0, 0]));
+        assert_eq!(log.reserve(10, 3, 2, 1_000, true), Err(59_990));
         // Nothing was reserved by the refusal: one call still fits.
-        assert_eq!(log.reserve(20, 3, 1, 0), Ok(vec![0]));
+        assert_eq!(log.reserve(20, 3, 1, 0, true), Ok(vec![0]));
     }
 
     #[test]
     fn genesys_counting_more_calls_than_the_log_holds_fills_the_log_until_its_reset() {
         let mut log = LocalLog::default();
-        log.reserve(0, 10, 1, 0).unwrap();
+        log.reserve(0, 10, 1, 0, true).unwrap();
         // Genesys saw 8 calls on this token, and its window resets in 20 s.
         log.observe(
             1_000,
@@ -394,9 +420,9 @@ mod tests {
                 reset: Duration::from_secs(20),
             },
         );
-        assert_eq!(log.reserve(1_000, 10, 2, 0), Ok(vec![0, 0]));
+        assert_eq!(log.reserve(1_000, 10, 2, 0, true), Ok(vec![0, 0]));
         // Full: the next slot comes when Genesys's window resets (21 s), not a minute from now.
-        assert_eq!(log.reserve(1_000, 10, 1, 60_000), Ok(vec![20_000]));
+        assert_eq!(log.reserve(1_000, 10, 1, 60_000, true), Ok(vec![20_000]));
     }
 
     #[test]
@@ -411,7 +437,7 @@ mod tests {
                 reset: Duration::from_secs(30),
             },
         );
-        assert_eq!(log.reserve(0, 300, 1, 0), Err(30_000));
+        assert_eq!(log.reserve(0, 300, 1, 0, true), Err(30_000));
     }
 
     proptest! {
@@ -425,7 +451,7 @@ mod tests {
             let mut granted = Vec::new();
             for (gap, count) in arrivals {
                 now += gap;
-                if let Ok(waits) = log.reserve(now, limit, count, 120_000) {
+                if let Ok(waits) = log.reserve(now, limit, count, 120_000, true) {
                     granted.extend(waits.iter().map(|w| now + w));
                 }
             }

@@ -24,6 +24,9 @@ tokio::task_local! {
     /// Slots of the rate budget a request reserved when it was admitted, earliest first: its calls
     /// take these before asking the budget again.
     pub static PREPAID: std::cell::RefCell<std::collections::VecDeque<tokio::time::Instant>>;
+    /// The correlation id of the latest Genesys answer in this task, for work done on behalf of a
+    /// request in another task (a lane), whose span cannot be reached from there.
+    pub static LAST_CORRELATION: std::cell::RefCell<Option<String>>;
 }
 
 /// Where the token stands: calls Genesys counted in its window, the limit that applies to this call,
@@ -264,8 +267,8 @@ impl GenesysClient {
         }
     }
 
-    /// Reserves `calls` slots of the rate budget, the last within `max_wait`, for a request to
-    /// spend through [`PREPAID`]. Refused, nothing is reserved: the caller can be answered at once.
+    /// Reserves `calls` slots of the rate budget, the last within `max_wait`, to spend through
+    /// [`PREPAID`]. Refused, nothing is reserved: the caller can be answered at once.
     pub async fn reserve_calls(
         &self,
         calls: u32,
@@ -273,6 +276,14 @@ impl GenesysClient {
     ) -> Result<Vec<tokio::time::Instant>, GenesysError> {
         self.budget
             .reserve(calls, max_wait)
+            .await
+            .map_err(rate_limited)
+    }
+
+    /// Whether `calls` slots could be had, the last within `max_wait`, without reserving them.
+    pub async fn check_calls(&self, calls: u32, max_wait: Duration) -> Result<(), GenesysError> {
+        self.budget
+            .check(calls, max_wait)
             .await
             .map_err(rate_limited)
     }
@@ -415,6 +426,7 @@ fn observe(op: &'static str, result: &Result<Response, reqwest::Error>, elapsed:
         .and_then(|r| correlation_id(r.headers()));
     if let Some(id) = &correlation {
         tracing::Span::current().record("genesys_correlation_id", id.as_str());
+        let _ = LAST_CORRELATION.try_with(|last| *last.borrow_mut() = Some(id.clone()));
     }
     tracing::debug!(
         op,

@@ -12,9 +12,9 @@ use super::{now_ms, Batch, JobQueue, StoredProblem};
 use crate::api::attributes::AttributesResponse;
 use crate::api::ApiError;
 use crate::config::QueueSettings;
-use crate::genesys::client::DEADLINE;
+use crate::engine::Engine;
 use crate::genesys::GenesysError;
-use crate::service::{UpdateError, Updater};
+use crate::service::UpdateError;
 
 /// Whether a failure may go away by itself: 429, 5xx, timeouts, and Genesys refusing Patchbay's own
 /// credentials (an operator can fix those while the job waits).
@@ -69,7 +69,7 @@ impl Backoff {
 #[derive(Clone)]
 pub struct Workers {
     pub queue: Arc<dyn JobQueue>,
-    pub updater: Updater,
+    pub engine: Engine,
     pub settings: QueueSettings,
     /// Rung on every enqueue, so an idle worker starts at once.
     pub wake: Arc<Notify>,
@@ -152,10 +152,7 @@ impl Workers {
         // Bounded to half the lease, so no other replica reclaims a job that is still running here.
         let budget = Duration::from_secs(self.settings.lease_s) / 2;
         let deadline = tokio::time::Instant::now() + budget;
-        let bounded = DEADLINE.scope(
-            deadline,
-            tokio::time::timeout(budget, self.updater.apply(&update)),
-        );
+        let bounded = tokio::time::timeout(budget, self.engine.submit(&update, deadline));
         let outcome = tokio::select! {
             outcome = bounded => outcome.unwrap_or(Err(UpdateError::Upstream(GenesysError::Timeout))),
             _ = abandon.cancelled() => {
@@ -166,6 +163,10 @@ impl Workers {
         };
         match outcome {
             Ok(outcome) => {
+                span.record("participant_id", outcome.participant_id.as_str());
+                if let Some(id) = &outcome.correlation_id {
+                    span.record("genesys_correlation_id", id.as_str());
+                }
                 let result = AttributesResponse::from_outcome(outcome, head.request_id.clone());
                 let result = serde_json::to_value(result).expect("answers serialize");
                 self.record(self.queue.succeed(&batch, result).await);

@@ -68,11 +68,15 @@ async fn the_rate_budget_holds_across_replicas_and_refuses_the_rest_at_once() {
         s.verify.enabled = false;
     })
     .await;
-    let answers = futures::future::join_all((0..18).map(|n| {
+    // 18 different calls, so that no two updates share a PATCH.
+    let calls = sim.add_live_calls(18);
+    let answers = futures::future::join_all(calls.iter().enumerate().map(|(n, call)| {
         let app = &apps[n % 3];
         async move {
             let started = Instant::now();
-            let answer = app.post_attributes(agent_update(n)).await;
+            let update = json!({"conversationId": call.conversation, "participantId": call.agent,
+                                "attributes": {"n": n}});
+            let answer = app.post_attributes(update).await;
             (answer, started.elapsed())
         }
     }))

@@ -1,0 +1,512 @@
+//! The delivery engine: the one code path that applies updates, synchronous requests and queued jobs
+//! alike, spending as few Genesys calls as it can.
+//!
+//! Every update joins its conversation's lane. A lane is run by one task at a time, in rounds:
+//! - it lingers briefly (`delivery.linger_ms`), so a CRM's burst for one call arrives in one round;
+//! - it waits for a budget slot before taking what is pending, so updates that arrive meanwhile join;
+//! - it merges the pending updates of each participant into one PATCH, in acceptance order (later keys
+//!   win), never over `limits.max_attributes_bytes`;
+//! - it reads the conversation back once for every update of the round, only after their PATCHes were
+//!   answered and when no PATCH is pending, and repeats the read until each update's own keys show or
+//!   its verification time is up.
+//!
+//! Each caller is answered about its own keys. A key a later update overwrote is a mismatch whose
+//! `actual` is the newer value, answered without waiting for a value that will never show.
+//! A read younger than `delivery.read_reuse_ms` finds a participant by purpose without another GET.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::config::DeliverySettings;
+use crate::domain::{AttributeMap, AttributeUpdate, ConversationId, Target};
+use crate::genesys::client::{DEADLINE, LAST_CORRELATION, PREPAID};
+use crate::genesys::model::Conversation;
+use crate::genesys::GenesysError;
+use crate::service::{
+    compare, CallShare, Mismatch, UpdateError, UpdateOutcome, Updater, CALL_ALLOWANCE,
+};
+
+/// Updates coalesced into another's PATCH, reads reused, and verification reads shared.
+pub const COALESCED: &str = "patchbay_updates_coalesced_total";
+pub const READS_REUSED: &str = "patchbay_reads_reused_total";
+pub const UPDATES: &str = "patchbay_updates_total";
+
+type Reply = oneshot::Sender<Result<UpdateOutcome, UpdateError>>;
+
+/// One update waiting in its lane.
+struct Entry {
+    participant: String,
+    attributes: AttributeMap,
+    verify: bool,
+    deadline: Instant,
+    reply: Reply,
+}
+
+/// A written update waiting for its keys to read back.
+struct Waiter {
+    entry: Entry,
+    /// When its verification gives up: `verify.timeout_ms` after its write, within its deadline.
+    give_up: Instant,
+}
+
+#[derive(Default)]
+struct Lane {
+    pending: Vec<Entry>,
+}
+
+struct Inner {
+    updater: Updater,
+    settings: DeliverySettings,
+    max_bytes: usize,
+    /// Recent conversation reads, for finding participants by purpose; one GET for concurrent misses.
+    reads: moka::future::Cache<ConversationId, Arc<Conversation>>,
+    /// Lanes that have a task running them. An entry exists exactly while its task runs.
+    lanes: Mutex<HashMap<ConversationId, Lane>>,
+}
+
+/// Cheap to clone: clones share the lanes.
+#[derive(Clone)]
+pub struct Engine(Arc<Inner>);
+
+impl Engine {
+    pub fn new(updater: Updater, settings: DeliverySettings, max_attributes_bytes: usize) -> Self {
+        let reads = moka::future::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(settings.read_reuse().max(Duration::from_millis(1)))
+            .build();
+        Self(Arc::new(Inner {
+            updater,
+            settings,
+            max_bytes: max_attributes_bytes,
+            reads,
+            lanes: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn updater(&self) -> &Updater {
+        &self.0.updater
+    }
+
+    /// Applies `update` and answers with what Genesys shows, by `deadline` (the lane works for it
+    /// until then; the caller bounds its own wait).
+    pub async fn submit(
+        &self,
+        update: &AttributeUpdate,
+        deadline: Instant,
+    ) -> Result<UpdateOutcome, UpdateError> {
+        metrics::counter!(UPDATES).increment(1);
+        let cid = update.conversation_id;
+        let participant = match &update.target {
+            Target::Participant(pid) => pid.to_string(),
+            Target::Purpose(purpose) => {
+                let conversation = DEADLINE
+                    .scope(deadline, self.0.read_for_resolve(cid))
+                    .await?;
+                Updater::resolve(&conversation, cid, purpose)?
+            }
+        };
+        tracing::Span::current().record("participant_id", participant.as_str());
+        let verify = update
+            .verify
+            .unwrap_or(self.0.updater.verify_settings().enabled);
+        let (reply, answer) = oneshot::channel();
+        let entry = Entry {
+            participant,
+            attributes: update.attributes.clone(),
+            verify,
+            deadline,
+            reply,
+        };
+        let start = {
+            let mut lanes = self.0.lanes.lock().unwrap_or_else(|p| p.into_inner());
+            match lanes.get_mut(&cid) {
+                Some(lane) => {
+                    lane.pending.push(entry);
+                    false
+                }
+                None => {
+                    lanes.insert(
+                        cid,
+                        Lane {
+                            pending: vec![entry],
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        if start {
+            tokio::spawn(self.0.clone().run_lane(cid));
+        }
+        answer
+            .await
+            .unwrap_or(Err(UpdateError::Upstream(GenesysError::Timeout)))
+    }
+}
+
+impl Inner {
+    /// A read of the conversation no older than `delivery.read_reuse_ms`.
+    async fn read_for_resolve(
+        &self,
+        cid: ConversationId,
+    ) -> Result<Arc<Conversation>, UpdateError> {
+        if self.settings.read_reuse_ms == 0 {
+            return self.updater.read(&cid).await.map(Arc::new);
+        }
+        if let Some(conversation) = self.reads.get(&cid).await {
+            metrics::counter!(READS_REUSED).increment(1);
+            return Ok(conversation);
+        }
+        self.reads
+            .try_get_with(cid, async { self.updater.read(&cid).await.map(Arc::new) })
+            .await
+            .map_err(|e: Arc<UpdateError>| (*e).clone())
+    }
+
+    /// Ends `cid`'s lane when nothing is pending, under the same lock as `submit` adds to it, so no
+    /// entry is ever left without a task to run it.
+    fn end_if_idle(&self, cid: &ConversationId) -> bool {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = lanes.get(cid).is_none_or(|lane| lane.pending.is_empty());
+        if idle {
+            lanes.remove(cid);
+        }
+        idle
+    }
+
+    fn earliest_pending_deadline(&self, cid: &ConversationId) -> Option<Instant> {
+        let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes
+            .get(cid)
+            .and_then(|lane| lane.pending.iter().map(|e| e.deadline).min())
+    }
+
+    /// Runs `cid`'s lane in rounds until nothing is pending.
+    async fn run_lane(self: Arc<Self>, cid: ConversationId) {
+        loop {
+            if !self.settings.linger().is_zero() {
+                tokio::time::sleep(self.settings.linger()).await;
+            }
+            let round = LAST_CORRELATION.scope(RefCell::new(None), self.round(cid));
+            if !round.await {
+                return;
+            }
+        }
+    }
+
+    /// One round: PATCH what is pending, read back until every waiter is answered. `false` when the
+    /// lane ended (nothing was pending).
+    async fn round(&self, cid: ConversationId) -> bool {
+        let mut share = CallShare::default();
+        let mut written = Written::new();
+        let mut waiters: Vec<Waiter> = Vec::new();
+        let verify = self.updater.verify_settings().clone();
+        let poll_initial = Duration::from_millis(verify.poll_initial_ms);
+        let poll_max = Duration::from_millis(verify.poll_max_ms.max(verify.poll_initial_ms));
+        let mut delay = poll_initial;
+        let mut last_read: Option<Arc<Conversation>> = None;
+        if self.end_if_idle(&cid) {
+            return false;
+        }
+        loop {
+            // Every pending PATCH goes before the shared read.
+            let added = self
+                .patch_pending(cid, &mut share, &mut written, &mut waiters)
+                .await;
+            if added > 0 {
+                delay = poll_initial;
+            }
+            let now = Instant::now();
+            let (expired, live): (Vec<_>, Vec<_>) =
+                waiters.drain(..).partition(|w| w.give_up <= now);
+            waiters = live;
+            for w in expired {
+                self.answer_unverified(cid, w, last_read.as_deref(), share);
+            }
+            if waiters.is_empty() {
+                // Updates that came during the reads start the next round, after the linger.
+                return true;
+            }
+            let until = waiters.iter().map(|w| w.give_up).min().unwrap_or(now);
+            let read = DEADLINE
+                .scope(
+                    until,
+                    tokio::time::timeout(
+                        until.saturating_duration_since(now),
+                        self.updater.read(&cid),
+                    ),
+                )
+                .await;
+            share.calls += 1;
+            match read {
+                Ok(Ok(conversation)) => {
+                    let conversation = Arc::new(conversation);
+                    if self.settings.read_reuse_ms > 0 {
+                        self.reads.insert(cid, conversation.clone()).await;
+                    }
+                    waiters = self.answer_verified(cid, waiters, &conversation, &written, share);
+                    last_read = Some(conversation);
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "read-back failed; the writes are unverified so far")
+                }
+                Err(_) => {}
+            }
+            if waiters.is_empty() {
+                return true;
+            }
+            let remaining = waiters
+                .iter()
+                .map(|w| w.give_up)
+                .min()
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(Instant::now());
+            tokio::time::sleep(delay.min(remaining)).await;
+            delay = (delay * 2).min(poll_max);
+        }
+    }
+
+    /// PATCHes every pending entry, merged per participant; returns how many entries now wait for
+    /// a read.
+    async fn patch_pending(
+        &self,
+        cid: ConversationId,
+        share: &mut CallShare,
+        written: &mut Written,
+        waiters: &mut Vec<Waiter>,
+    ) -> usize {
+        let Some(earliest) = self.earliest_pending_deadline(&cid) else {
+            return 0;
+        };
+        // The slot is taken before the batch, so whatever comes while it is awaited joins the batch.
+        let max_wait = earliest
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(CALL_ALLOWANCE);
+        let slot = self.updater.genesys().reserve_calls(1, max_wait).await;
+        if let Ok(slots) = &slot {
+            tokio::time::sleep_until(slots[0]).await;
+        }
+        let pending = {
+            let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+            lanes
+                .get_mut(&cid)
+                .map(|lane| std::mem::take(&mut lane.pending))
+                .unwrap_or_default()
+        };
+        match slot {
+            Ok(slots) => {
+                self.write_batch(cid, pending, Some(slots[0]), share, written, waiters)
+                    .await
+            }
+            Err(refused) => {
+                for entry in pending {
+                    let _ = entry
+                        .reply
+                        .send(Err(UpdateError::Upstream(refused.clone())));
+                }
+                0
+            }
+        }
+    }
+
+    /// Merges `batch` per participant and PATCHes each group; returns how many entries now wait for
+    /// a read. The first PATCH spends `slot` when there is one.
+    async fn write_batch(
+        &self,
+        cid: ConversationId,
+        batch: Vec<Entry>,
+        mut slot: Option<Instant>,
+        share: &mut CallShare,
+        written: &mut Written,
+        waiters: &mut Vec<Waiter>,
+    ) -> usize {
+        share.updates += batch.len() as u32;
+        let groups = merge(batch, self.max_bytes);
+        let mut added = 0;
+        for group in groups {
+            let deadline = group
+                .entries
+                .iter()
+                .map(|e| e.deadline)
+                .min()
+                .unwrap_or_else(Instant::now);
+            let prepaid: std::collections::VecDeque<Instant> = slot.take().into_iter().collect();
+            let result = DEADLINE
+                .scope(
+                    deadline,
+                    PREPAID.scope(
+                        RefCell::new(prepaid),
+                        self.updater
+                            .write(&cid, &group.participant, &group.attributes),
+                    ),
+                )
+                .await;
+            share.calls += 1;
+            if group.entries.len() > 1 {
+                metrics::counter!(COALESCED).increment(group.entries.len() as u64 - 1);
+            }
+            match result {
+                Ok(()) => {
+                    for (k, v) in group.attributes.iter() {
+                        written.insert((group.participant.clone(), k.clone()), v.clone());
+                    }
+                    let give_up_after = self.updater.verify_settings().timeout();
+                    for entry in group.entries {
+                        if entry.verify {
+                            let give_up = (Instant::now() + give_up_after).min(entry.deadline);
+                            waiters.push(Waiter { entry, give_up });
+                            added += 1;
+                        } else {
+                            let outcome = UpdateOutcome {
+                                conversation_id: cid,
+                                participant_id: entry.participant.clone(),
+                                verified: false,
+                                attributes: entry.attributes.as_map().clone(),
+                                mismatches: Vec::new(),
+                                shared: *share,
+                                correlation_id: last_correlation(),
+                            };
+                            let _ = entry.reply.send(Ok(outcome));
+                        }
+                    }
+                }
+                Err(err) => {
+                    if matches!(
+                        err,
+                        UpdateError::ConversationEnded(_) | UpdateError::ConversationNotFound(_)
+                    ) {
+                        // What was read of it is stale now.
+                        self.reads.invalidate(&cid).await;
+                    }
+                    for entry in group.entries {
+                        let _ = entry.reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+        added
+    }
+
+    /// Answers every waiter whose own keys read back; returns the others.
+    fn answer_verified(
+        &self,
+        cid: ConversationId,
+        waiters: Vec<Waiter>,
+        conversation: &Conversation,
+        written: &Written,
+        share: CallShare,
+    ) -> Vec<Waiter> {
+        let mut left = Vec::new();
+        for w in waiters {
+            let seen = conversation
+                .participant(&w.entry.participant)
+                .map(|p| p.attributes.clone())
+                .unwrap_or_default();
+            let (own, overwritten) = split_own(&w.entry, written);
+            if !compare(&own, &seen).is_empty() {
+                left.push(w);
+                continue;
+            }
+            let mismatches = compare(&overwritten, &seen);
+            let verified = mismatches.is_empty();
+            metrics::counter!(crate::metrics::VERIFICATIONS, "outcome" => "verified").increment(1);
+            let _ = w.entry.reply.send(Ok(UpdateOutcome {
+                conversation_id: cid,
+                participant_id: w.entry.participant.clone(),
+                verified,
+                attributes: seen,
+                mismatches,
+                shared: share,
+                correlation_id: last_correlation(),
+            }));
+        }
+        left
+    }
+
+    /// Answers a waiter whose keys did not all show in time, with the latest it saw.
+    fn answer_unverified(
+        &self,
+        cid: ConversationId,
+        w: Waiter,
+        last_read: Option<&Conversation>,
+        share: CallShare,
+    ) {
+        metrics::counter!(crate::metrics::VERIFICATIONS, "outcome" => "unverified").increment(1);
+        tracing::warn!(
+            conversation_id = %cid,
+            participant_id = %w.entry.participant,
+            "the write did not read back within verify.timeout_ms"
+        );
+        let seen: BTreeMap<String, String> = last_read
+            .and_then(|c| c.participant(&w.entry.participant))
+            .map(|p| p.attributes.clone())
+            .unwrap_or_default();
+        let mismatches: Vec<Mismatch> = compare(&w.entry.attributes, &seen);
+        let _ = w.entry.reply.send(Ok(UpdateOutcome {
+            conversation_id: cid,
+            participant_id: w.entry.participant.clone(),
+            verified: false,
+            attributes: seen,
+            mismatches,
+            shared: share,
+            correlation_id: last_correlation(),
+        }));
+    }
+}
+
+/// The correlation id of the round's latest Genesys answer.
+fn last_correlation() -> Option<String> {
+    LAST_CORRELATION
+        .try_with(|last| last.borrow().clone())
+        .ok()
+        .flatten()
+}
+
+/// The keys of `entry` that its write still stands for, and those a later update overwrote.
+fn split_own(entry: &Entry, written: &Written) -> (AttributeMap, AttributeMap) {
+    entry.attributes.partition(|k, v| {
+        written
+            .get(&(entry.participant.clone(), k.to_string()))
+            .is_none_or(|latest| latest == v)
+    })
+}
+
+/// The value each (participant, key) was last written with in this round.
+type Written = HashMap<(String, String), String>;
+
+/// One PATCH: a participant's merged attributes and the entries they answer.
+struct Group {
+    participant: String,
+    attributes: AttributeMap,
+    entries: Vec<Entry>,
+}
+
+/// Groups `batch` by participant in acceptance order, later keys winning; a group that would grow
+/// past `max_bytes` is closed and a new one started for the same participant.
+fn merge(batch: Vec<Entry>, max_bytes: usize) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for entry in batch {
+        let merged = open
+            .get(&entry.participant)
+            .map(|&i| (i, groups[i].attributes.merged(&entry.attributes)))
+            .filter(|(_, merged)| merged.byte_len() <= max_bytes);
+        if let Some((i, merged)) = merged {
+            groups[i].attributes = merged;
+            groups[i].entries.push(entry);
+        } else {
+            open.insert(entry.participant.clone(), groups.len());
+            groups.push(Group {
+                participant: entry.participant.clone(),
+                attributes: entry.attributes.clone(),
+                entries: vec![entry],
+            });
+        }
+    }
+    groups
+}
