@@ -216,8 +216,12 @@ pub struct DeliverySettings {
 }
 
 impl DeliverySettings {
-    pub fn linger(&self) -> Duration {
-        Duration::from_millis(self.linger_ms)
+    /// The linger at a budget `pressure` (the share of the token's window spent, 0 to 1): the
+    /// configured one while half the window is free, growing to four times it as the window fills,
+    /// so more updates share each call when calls are scarce.
+    pub fn linger(&self, pressure: f64) -> Duration {
+        let tight = ((pressure - 0.5) / 0.5).clamp(0.0, 1.0);
+        Duration::from_millis(self.linger_ms).mul_f64(1.0 + 3.0 * tight)
     }
     pub fn read_reuse(&self) -> Duration {
         Duration::from_millis(self.read_reuse_ms)
@@ -486,6 +490,19 @@ impl VerifySettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_linger_grows_as_the_budget_window_fills() {
+        let d = DeliverySettings {
+            linger_ms: 100,
+            read_reuse_ms: 0,
+        };
+        assert_eq!(d.linger(0.0), Duration::from_millis(100));
+        assert_eq!(d.linger(0.5), Duration::from_millis(100));
+        assert_eq!(d.linger(0.75), Duration::from_millis(250));
+        assert_eq!(d.linger(1.0), Duration::from_millis(400));
+        assert_eq!(d.linger(7.0), Duration::from_millis(400));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut all = vec![

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::DeliverySettings;
-use crate::domain::{AttributeMap, AttributeUpdate, ConversationId, Target};
+use crate::domain::{AttributeMap, AttributeUpdate, ConversationId, Purpose, Target};
 use crate::genesys::client::{DEADLINE, LAST_CORRELATION, PREPAID};
 use crate::genesys::model::Conversation;
 use crate::genesys::GenesysError;
@@ -41,6 +41,9 @@ type Reply = oneshot::Sender<Result<UpdateOutcome, UpdateError>>;
 /// One update waiting in its lane.
 struct Entry {
     participant: String,
+    /// The purpose it was addressed by, when it was found from a reused read: a refused PATCH then
+    /// finds it again from a fresh one.
+    found_in_reused: Option<Purpose>,
     attributes: AttributeMap,
     verify: bool,
     deadline: Instant,
@@ -101,13 +104,14 @@ impl Engine {
     ) -> Result<UpdateOutcome, UpdateError> {
         metrics::counter!(UPDATES).increment(1);
         let cid = update.conversation_id;
-        let participant = match &update.target {
-            Target::Participant(pid) => pid.to_string(),
+        let (participant, found_in_reused) = match &update.target {
+            Target::Participant(pid) => (pid.to_string(), None),
             Target::Purpose(purpose) => {
-                let conversation = DEADLINE
+                let (conversation, reused) = DEADLINE
                     .scope(deadline, self.0.read_for_resolve(cid))
                     .await?;
-                Updater::resolve(&conversation, cid, purpose)?
+                let participant = Updater::resolve(&conversation, cid, purpose)?;
+                (participant, reused.then(|| purpose.clone()))
             }
         };
         tracing::Span::current().record("participant_id", participant.as_str());
@@ -117,6 +121,7 @@ impl Engine {
         let (reply, answer) = oneshot::channel();
         let entry = Entry {
             participant,
+            found_in_reused,
             attributes: update.attributes.clone(),
             verify,
             deadline,
@@ -150,22 +155,61 @@ impl Engine {
 }
 
 impl Inner {
-    /// A read of the conversation no older than `delivery.read_reuse_ms`.
+    /// A read of the conversation no older than `delivery.read_reuse_ms`, and whether it was
+    /// reused (made before this update came).
     async fn read_for_resolve(
         &self,
         cid: ConversationId,
-    ) -> Result<Arc<Conversation>, UpdateError> {
+    ) -> Result<(Arc<Conversation>, bool), UpdateError> {
         if self.settings.read_reuse_ms == 0 {
-            return self.updater.read(&cid).await.map(Arc::new);
+            return self.updater.read(&cid).await.map(|c| (Arc::new(c), false));
         }
         if let Some(conversation) = self.reads.get(&cid).await {
             metrics::counter!(READS_REUSED).increment(1);
-            return Ok(conversation);
+            return Ok((conversation, true));
         }
         self.reads
             .try_get_with(cid, async { self.updater.read(&cid).await.map(Arc::new) })
             .await
+            .map(|c| (c, false))
             .map_err(|e: Arc<UpdateError>| (*e).clone())
+    }
+
+    /// After a refused PATCH, finds again from a fresh read the participants of entries that were
+    /// found in a reused read. Those now found elsewhere go back to the lane; the rest are answered
+    /// with `err`.
+    async fn refind(&self, cid: ConversationId, entries: Vec<Entry>, err: UpdateError) {
+        self.reads.invalidate(&cid).await;
+        for mut entry in entries {
+            let Some(purpose) = entry.found_in_reused.take() else {
+                let _ = entry.reply.send(Err(err.clone()));
+                continue;
+            };
+            let found = DEADLINE
+                .scope(entry.deadline, self.read_for_resolve(cid))
+                .await
+                .and_then(|(conversation, _)| Updater::resolve(&conversation, cid, &purpose));
+            match found {
+                Ok(participant) if participant != entry.participant => {
+                    tracing::info!(
+                        conversation_id = %cid,
+                        was = %entry.participant,
+                        now = %participant,
+                        "a reused read named a participant Genesys refused; writing to the one a fresh read names"
+                    );
+                    entry.participant = participant;
+                    let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+                    // The lane is running (this is its task), so its entry exists.
+                    lanes.entry(cid).or_default().pending.push(entry);
+                }
+                Ok(_) => {
+                    let _ = entry.reply.send(Err(err.clone()));
+                }
+                Err(fresh) => {
+                    let _ = entry.reply.send(Err(fresh));
+                }
+            }
+        }
     }
 
     /// Ends `cid`'s lane when nothing is pending, under the same lock as `submit` adds to it, so no
@@ -189,8 +233,11 @@ impl Inner {
     /// Runs `cid`'s lane in rounds until nothing is pending.
     async fn run_lane(self: Arc<Self>, cid: ConversationId) {
         loop {
-            if !self.settings.linger().is_zero() {
-                tokio::time::sleep(self.settings.linger()).await;
+            let linger = self
+                .settings
+                .linger(self.updater.genesys().budget_pressure());
+            if !linger.is_zero() {
+                tokio::time::sleep(linger).await;
             }
             let round = LAST_CORRELATION.scope(RefCell::new(None), self.round(cid));
             if !round.await {
@@ -375,14 +422,11 @@ impl Inner {
                         }
                     }
                 }
+                Err(err) if err.refused_target() => {
+                    // What was read of the conversation may be stale now: read afresh.
+                    self.refind(cid, group.entries, err).await;
+                }
                 Err(err) => {
-                    if matches!(
-                        err,
-                        UpdateError::ConversationEnded(_) | UpdateError::ConversationNotFound(_)
-                    ) {
-                        // What was read of it is stale now.
-                        self.reads.invalidate(&cid).await;
-                    }
                     for entry in group.entries {
                         let _ = entry.reply.send(Err(err.clone()));
                     }

@@ -28,6 +28,19 @@ pub enum UpdateError {
     Upstream(#[from] GenesysError),
 }
 
+impl UpdateError {
+    /// Whether Genesys refused the target itself (400, 404 or 409 on the PATCH, or what a fresh
+    /// read made of them): what was read of the conversation before is not to be trusted.
+    pub fn refused_target(&self) -> bool {
+        match self {
+            UpdateError::ConversationNotFound(_)
+            | UpdateError::ParticipantNotFound(..)
+            | UpdateError::ConversationEnded(_) => true,
+            UpdateError::Upstream(e) => matches!(e.status(), Some(400 | 404 | 409)),
+        }
+    }
+}
+
 /// A key whose read-back value differs from what was written. `actual` is `None` when the key is absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mismatch {

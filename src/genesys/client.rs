@@ -55,6 +55,9 @@ pub struct GenesysClient {
     shared_token: Option<SharedToken>,
     margin: Duration,
     budget: RateBudget,
+    /// The latest standing Genesys reported, `count << 32 | allowed` (0 before any answer), read by
+    /// lanes to linger longer as the window fills.
+    standing: std::sync::Arc<std::sync::atomic::AtomicU64>,
     policy: RetryPolicy,
 }
 
@@ -136,6 +139,7 @@ impl GenesysClient {
                 },
                 redis,
             ),
+            standing: Default::default(),
             policy: RetryPolicy::from(&settings.retry),
         })
     }
@@ -307,7 +311,23 @@ impl GenesysClient {
 
     /// Corrects the budget from Genesys's own figures. Far from the limit a correction changes no
     /// decision, so on Redis it is sent only near it (or when Genesys reports a lower limit).
+    /// How full the token's window was at Genesys's latest answer, from 0 (empty, or not yet
+    /// known) to 1 (the configured budget or Genesys's own allowance spent).
+    pub fn budget_pressure(&self) -> f64 {
+        let packed = self.standing.load(std::sync::atomic::Ordering::Relaxed);
+        let (count, allowed) = ((packed >> 32) as u32, packed as u32);
+        let limit = allowed.min(self.budget.per_minute());
+        if limit == 0 {
+            return 0.0;
+        }
+        (f64::from(count) / f64::from(limit)).min(1.0)
+    }
+
     async fn observe_standing(&self, reported: Reported) {
+        self.standing.store(
+            (u64::from(reported.count) << 32) | u64::from(reported.allowed),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let per_minute = self.budget.per_minute();
         if reported.count.saturating_mul(2) >= reported.allowed.min(per_minute)
             || reported.allowed < per_minute

@@ -318,6 +318,14 @@ impl Simulator {
         }
     }
 
+    /// Transfers a live call to a new agent participant `to`: the old agent is disconnected.
+    pub fn transfer(&self, id: &str, to: &str) {
+        let mut s = self.lock();
+        if let Some(c) = s.conversations.get_mut(&id.to_lowercase()) {
+            seed::transfer(c, to);
+        }
+    }
+
     /// Adds `n` live calls, each with a connected customer and agent, with ids derived from `n`'s
     /// index (`…-4000-8000-<index>` for the call, `…-4000-9000-<2·index>` and `<2·index+1>` for the
     /// customer and the agent), so a load generator in another process can name them.

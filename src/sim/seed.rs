@@ -103,6 +103,35 @@ pub fn live_call(call: &super::LiveCall) -> Conversation {
     .expect("a valid conversation")
 }
 
+/// Transfers `c` from its connected agent to a new agent `to`, as a blind transfer does: the old
+/// agent's call is disconnected and a newer agent participant joins, connected.
+pub fn transfer(c: &mut Conversation, to: &str) {
+    let at = "2026-11-24T09:30:00.000Z";
+    for p in c
+        .participants
+        .iter_mut()
+        .filter(|p| p.purpose.as_deref() == Some("agent") && p.is_connected())
+    {
+        p.end_time = Some(at.into());
+        if let Some(serde_json::Value::Array(items)) = p.media.get_mut("calls") {
+            for item in items {
+                item["state"] = json!("disconnected");
+            }
+        }
+    }
+    c.participants.push(
+        serde_json::from_value(participant(
+            to,
+            "agent",
+            at,
+            "calls",
+            "connected",
+            json!({}),
+        ))
+        .expect("a valid participant"),
+    );
+}
+
 /// Ends `c`: an end time, and every communication disconnected.
 pub fn end(c: &mut Conversation) {
     c.end_time = Some("2026-11-24T12:00:00.000Z".into());

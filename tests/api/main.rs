@@ -5,6 +5,7 @@ mod asynchronous;
 mod attributes;
 mod auth;
 mod budget;
+mod coalescing;
 mod crash;
 mod deploy;
 mod helpers;
