@@ -2,7 +2,8 @@
 //! alike, spending as few Genesys calls as it can.
 //!
 //! Every update joins its conversation's lane. A lane is run by one task at a time, in rounds:
-//! - it lingers briefly (`delivery.linger_ms`), so a CRM's burst for one call arrives in one round;
+//! - it lingers briefly (`delivery.linger_ms`, longer as the budget fills), so a CRM's burst for one
+//!   call arrives in one round;
 //! - it waits for a budget slot before taking what is pending, so updates that arrive meanwhile join;
 //! - it merges the pending updates of each participant into one PATCH, in acceptance order (later keys
 //!   win), never over `limits.max_attributes_bytes`;
@@ -15,7 +16,7 @@
 //! A read younger than `delivery.read_reuse_ms` finds a participant by purpose without another GET.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -223,32 +224,67 @@ impl Inner {
         idle
     }
 
-    fn earliest_pending_deadline(&self, cid: &ConversationId) -> Option<Instant> {
-        let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        lanes
-            .get(cid)
-            .and_then(|lane| lane.pending.iter().map(|e| e.deadline).min())
-    }
-
     /// Runs `cid`'s lane in rounds until nothing is pending.
+    ///
+    /// Each round's first PATCH, and its first read when an update verifies, are reserved before the
+    /// linger: updates that come meanwhile see the budget as it is, and a lane the budget cannot
+    /// serve is refused at once rather than after lingering. The budget so logs such a call up to one
+    /// linger before it goes (at most 4 × `delivery.linger_ms`, against a 60 s window); the margin
+    /// between `genesys.rate_per_minute` and Genesys's own limit absorbs that.
     async fn run_lane(self: Arc<Self>, cid: ConversationId) {
         loop {
+            let Some((earliest, verifies)) = self.pending_needs(&cid) else {
+                if self.end_if_idle(&cid) {
+                    return;
+                }
+                continue;
+            };
             let linger = self
                 .settings
                 .linger(self.updater.genesys().budget_pressure());
-            if !linger.is_zero() {
-                tokio::time::sleep(linger).await;
-            }
-            let round = LAST_CORRELATION.scope(RefCell::new(None), self.round(cid));
-            if !round.await {
-                return;
+            let max_wait = earliest
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(CALL_ALLOWANCE);
+            let calls = 1 + u32::from(verifies);
+            match self.updater.genesys().reserve_calls(calls, max_wait).await {
+                Ok(slots) => {
+                    tokio::time::sleep_until(slots[0].max(Instant::now() + linger)).await;
+                    let round =
+                        LAST_CORRELATION.scope(RefCell::new(None), self.round(cid, slots.into()));
+                    if !round.await {
+                        return;
+                    }
+                }
+                Err(refused) => {
+                    for entry in self.take_pending(&cid) {
+                        let _ = entry
+                            .reply
+                            .send(Err(UpdateError::Upstream(refused.clone())));
+                    }
+                }
             }
         }
     }
 
+    /// The earliest deadline among `cid`'s pending updates, and whether any of them verifies.
+    fn pending_needs(&self, cid: &ConversationId) -> Option<(Instant, bool)> {
+        let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = &lanes.get(cid)?.pending;
+        let earliest = pending.iter().map(|e| e.deadline).min()?;
+        Some((earliest, pending.iter().any(|e| e.verify)))
+    }
+
+    fn take_pending(&self, cid: &ConversationId) -> Vec<Entry> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes
+            .get_mut(cid)
+            .map(|lane| std::mem::take(&mut lane.pending))
+            .unwrap_or_default()
+    }
+
     /// One round: PATCH what is pending, read back until every waiter is answered. `false` when the
     /// lane ended (nothing was pending).
-    async fn round(&self, cid: ConversationId) -> bool {
+    async fn round(&self, cid: ConversationId, mut prepaid: VecDeque<Instant>) -> bool {
         let mut share = CallShare::default();
         let mut written = Written::new();
         let mut waiters: Vec<Waiter> = Vec::new();
@@ -263,7 +299,7 @@ impl Inner {
         loop {
             // Every pending PATCH goes before the shared read.
             let added = self
-                .patch_pending(cid, &mut share, &mut written, &mut waiters)
+                .patch_pending(cid, &mut share, &mut written, &mut waiters, &mut prepaid)
                 .await;
             if added > 0 {
                 delay = poll_initial;
@@ -283,9 +319,12 @@ impl Inner {
             let read = DEADLINE
                 .scope(
                     until,
-                    tokio::time::timeout(
-                        until.saturating_duration_since(now),
-                        self.updater.read(&cid),
+                    PREPAID.scope(
+                        RefCell::new(std::mem::take(&mut prepaid)),
+                        tokio::time::timeout(
+                            until.saturating_duration_since(now),
+                            self.updater.read(&cid),
+                        ),
                     ),
                 )
                 .await;
@@ -326,25 +365,25 @@ impl Inner {
         share: &mut CallShare,
         written: &mut Written,
         waiters: &mut Vec<Waiter>,
+        prepaid: &mut VecDeque<Instant>,
     ) -> usize {
-        let Some(earliest) = self.earliest_pending_deadline(&cid) else {
+        let Some((earliest, _)) = self.pending_needs(&cid) else {
             return 0;
         };
         // The slot is taken before the batch, so whatever comes while it is awaited joins the batch.
-        let max_wait = earliest
-            .saturating_duration_since(Instant::now())
-            .saturating_sub(CALL_ALLOWANCE);
-        let slot = self.updater.genesys().reserve_calls(1, max_wait).await;
+        let slot = match prepaid.pop_front() {
+            Some(slot) => Ok(vec![slot]),
+            None => {
+                let max_wait = earliest
+                    .saturating_duration_since(Instant::now())
+                    .saturating_sub(CALL_ALLOWANCE);
+                self.updater.genesys().reserve_calls(1, max_wait).await
+            }
+        };
         if let Ok(slots) = &slot {
             tokio::time::sleep_until(slots[0]).await;
         }
-        let pending = {
-            let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-            lanes
-                .get_mut(&cid)
-                .map(|lane| std::mem::take(&mut lane.pending))
-                .unwrap_or_default()
-        };
+        let pending = self.take_pending(&cid);
         match slot {
             Ok(slots) => {
                 self.write_batch(cid, pending, Some(slots[0]), share, written, waiters)
@@ -382,7 +421,7 @@ impl Inner {
                 .map(|e| e.deadline)
                 .min()
                 .unwrap_or_else(Instant::now);
-            let prepaid: std::collections::VecDeque<Instant> = slot.take().into_iter().collect();
+            let prepaid: VecDeque<Instant> = slot.take().into_iter().collect();
             let result = DEADLINE
                 .scope(
                     deadline,

@@ -37,6 +37,9 @@ enum Command {
         /// Latency added before every answer, in milliseconds.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// API calls each token may make in a minute, as Genesys enforces it (429 beyond); 0 for none.
+        #[arg(long, default_value_t = 0)]
+        rate_limit: u32,
     },
     /// Run the simulator and the gateway in one process and send a few sample events.
     Demo,
@@ -88,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             calls,
             latency_ms,
+            rate_limit,
         } => {
             telemetry::init(LogFormat::Pretty, "info");
             let listener = tokio::net::TcpListener::bind(listen)
@@ -96,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             let simulator = sim::Simulator::new();
             simulator.add_live_calls(calls);
             simulator.set_latency(std::time::Duration::from_millis(latency_ms));
+            simulator.set_rate_limit((rate_limit > 0).then_some(rate_limit));
             println!(
                 "Genesys Cloud simulator on http://{}",
                 listener.local_addr()?

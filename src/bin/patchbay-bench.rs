@@ -25,6 +25,12 @@ struct Cli {
     /// Latency the simulator adds in the open loop, in ms.
     #[arg(long, default_value_t = 20)]
     upstream_latency_ms: u64,
+    /// `delivery.linger_ms` of the gateway in the contact-center scenarios (default: its default).
+    #[arg(long)]
+    linger_ms: Option<u64>,
+    /// Only the contact-center scenarios (e) and (f).
+    #[arg(long)]
+    contact_center: bool,
     /// Where bench.json and latency.png go (default: target/bench).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -50,6 +56,8 @@ async fn main() -> anyhow::Result<()> {
     options.concurrency = cli.concurrency;
     options.rate = cli.rate;
     options.upstream_latency_ms = cli.upstream_latency_ms;
+    options.linger_ms = cli.linger_ms;
+    options.contact_center_only = cli.contact_center;
     let clean = patchbay::bench::run(&options, &mut std::io::stdout()).await?;
     if !clean {
         eprintln!("patchbay-bench: some events failed or updates were lost");

@@ -129,6 +129,8 @@ struct State {
     rate_limit: Option<u32>,
     /// Each token's current window: when it started and how many calls it has counted.
     windows: HashMap<String, (Instant, u32)>,
+    /// API calls answered 429, by the limit or by a scripted fault.
+    rate_limited: usize,
 }
 
 /// Genesys's rate window: calls are counted per token over a minute.
@@ -203,6 +205,7 @@ impl Simulator {
                 faults: VecDeque::new(),
                 periodic: Vec::new(),
                 rate_limit: None,
+                rate_limited: 0,
                 windows: HashMap::new(),
             })),
         }
@@ -361,6 +364,11 @@ impl Simulator {
     /// Every access token the simulator has issued.
     pub fn issued_tokens(&self) -> Vec<String> {
         self.lock().issued.clone()
+    }
+
+    /// How many API calls were answered 429.
+    pub fn rate_limited(&self) -> usize {
+        self.lock().rate_limited
     }
 
     pub fn grants(&self) -> usize {

@@ -40,6 +40,7 @@ pub fn router(sim: Simulator) -> Router {
         // Control endpoints for a load generator in another process; not part of Genesys's API.
         .route("/__sim/stats", get(stats))
         .route("/__sim/latency/{ms}", post(set_latency))
+        .route("/__sim/rate-limit/{per_minute}", post(set_rate_limit))
         .merge(api)
         .fallback(|| async {
             error(
@@ -137,6 +138,9 @@ async fn observe(State(sim): State<Simulator>, request: Request, next: Next) -> 
     }
     let mut s = sim.lock();
     *s.counts.entry(op).or_default() += 1;
+    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        s.rate_limited += 1;
+    }
     if s.calls.len() >= super::LOG_LIMIT {
         s.calls.pop_front();
     }
@@ -220,7 +224,14 @@ async fn stats(State(sim): State<Simulator>) -> Response {
         .into_iter()
         .filter(|(op, _)| *op != "other")
         .collect();
-    Json(json!({"grants": sim.grants(), "calls": by_op})).into_response()
+    Json(json!({"grants": sim.grants(), "calls": by_op, "rateLimited": sim.rate_limited()}))
+        .into_response()
+}
+
+/// `POST /__sim/rate-limit/{per_minute}`: the per-token limit to enforce; 0 lifts it.
+async fn set_rate_limit(State(sim): State<Simulator>, Path(per_minute): Path<u32>) -> StatusCode {
+    sim.set_rate_limit((per_minute > 0).then_some(per_minute));
+    StatusCode::NO_CONTENT
 }
 
 /// `POST /__sim/latency/{ms}`: the latency added before every answer.
