@@ -95,7 +95,7 @@ async fn send(http: &reqwest::Client, url: &str, body: Value) -> Answer {
 /// The body of update `k` of `call`: even ones by purpose, odd ones by participant id.
 fn update(call: &LiveCall, k: usize) -> Value {
     let attributes = json!({format!("crm{k}"): format!("value-{k}")});
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         json!({"conversationId": call.conversation, "purpose": "customer", "attributes": attributes})
     } else {
         json!({"conversationId": call.conversation, "participantId": call.customer, "attributes": attributes})
