@@ -23,10 +23,13 @@ use crate::api::auth::{require_api_key, ApiKeys};
 use crate::api::jobs;
 use crate::api::problem::render_problems;
 use crate::api::ApiError;
+use crate::cluster::limiter::{Budget, RateBudget};
 use crate::cluster::queue::RedisQueue;
+use crate::cluster::token::SharedToken;
 use crate::cluster::Redis;
 use crate::config::{QueueBackend, Settings};
 use crate::engine::Engine;
+use crate::genesys::shared::TokenStore;
 use crate::genesys::GenesysClient;
 use crate::hooks::{self, HookRoutes};
 use crate::queue::sqlite::SqliteQueue;
@@ -64,7 +67,17 @@ impl AppState {
             QueueBackend::Redis => Some(Redis::connect(&settings.redis)?),
             QueueBackend::Sqlite => None,
         };
-        let genesys = GenesysClient::new(&settings.genesys, redis.clone())?;
+        // The budget and the token are the deployment's on Redis, this process's otherwise.
+        let budget = RateBudget::new(
+            Budget {
+                per_minute: settings.genesys.rate_per_minute,
+            },
+            redis.clone(),
+        );
+        let shared_token = redis
+            .clone()
+            .map(|r| Arc::new(SharedToken::new(r)) as Arc<dyn TokenStore>);
+        let genesys = GenesysClient::new(&settings.genesys, Arc::new(budget), shared_token)?;
         let hooks = HookRoutes::compile(&settings.hooks, &settings.auth.api_keys)?;
         let ttl = Duration::from_secs(settings.idempotency.ttl_s);
         let lease = Duration::from_secs(settings.queue.lease_s);
@@ -111,6 +124,7 @@ impl AppState {
             engine: self.engine.clone(),
             settings: self.settings.queue.clone(),
             wake: self.wake.clone(),
+            presenter: Arc::new(jobs::JobAnswers),
         }
     }
 }

@@ -160,3 +160,36 @@ pub async fn replay(
     let job = state.queue.get(&id).await?.ok_or(ApiError::JobNotFound)?;
     Ok(super::intake::accepted(&job))
 }
+
+/// Jobs keep what a synchronous caller would have been answered: the same body, the same problem.
+pub struct JobAnswers;
+
+impl crate::queue::worker::Presenter for JobAnswers {
+    fn result(
+        &self,
+        outcome: crate::service::UpdateOutcome,
+        request_id: String,
+    ) -> serde_json::Value {
+        let answer = crate::api::attributes::AttributesResponse::from_outcome(outcome, request_id);
+        serde_json::to_value(answer).expect("answers serialize")
+    }
+
+    fn problem(&self, error: crate::service::UpdateError) -> crate::queue::StoredProblem {
+        stored_problem(ApiError::from(error))
+    }
+
+    fn invalid_job(&self) -> crate::queue::StoredProblem {
+        stored_problem(ApiError::InvalidRequest("the stored job is invalid".into()))
+    }
+}
+
+/// The caller-visible problem of an error, as a failed or dead job keeps it.
+fn stored_problem(error: ApiError) -> crate::queue::StoredProblem {
+    let p = error.problem();
+    crate::queue::StoredProblem {
+        code: p.code.to_string(),
+        status: p.status.as_u16(),
+        title: p.title.to_string(),
+        detail: p.detail,
+    }
+}

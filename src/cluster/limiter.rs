@@ -19,6 +19,8 @@ use std::time::Duration;
 use redis::Script;
 
 use super::Redis;
+use crate::genesys::shared::CallBudget;
+pub use crate::genesys::shared::{Reported, WaitTooLong};
 
 /// The window Genesys counts calls in.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -98,18 +100,6 @@ pub struct Budget {
     pub per_minute: u32,
 }
 
-/// Where a token stands, as Genesys reported it on an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reported {
-    pub count: u32,
-    pub allowed: u32,
-    pub reset: Duration,
-}
-
-/// Refused: wait this long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WaitTooLong(pub Duration);
-
 /// The in-process log: the same algorithm as [`RESERVE`] and [`OBSERVE`], for one process.
 #[derive(Debug, Default)]
 struct LocalLog {
@@ -185,11 +175,9 @@ impl LocalLog {
         if reported.count >= reported.allowed {
             self.paused_until = self.paused_until.max(now + reset);
         }
-        let seen = self
-            .log
-            .iter()
-            .filter(|t| **t > now - WINDOW_MS && **t <= now)
-            .count() as i64;
+        // The log is sorted: count the last minute by bisection, since a large budget logs many calls.
+        let seen = (self.log.partition_point(|t| *t <= now)
+            - self.log.partition_point(|t| *t <= now - WINDOW_MS)) as i64;
         let missing = i64::from(reported.count.min(reported.allowed).min(configured)) - seen;
         for _ in 0..missing.max(0) {
             self.insert(now + reset - WINDOW_MS);
@@ -231,27 +219,8 @@ impl RateBudget {
         }
     }
 
-    pub fn per_minute(&self) -> u32 {
-        self.budget.per_minute
-    }
-
     fn local(&self) -> std::sync::MutexGuard<'_, LocalLog> {
         self.local.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reserves `count` calls, the last of them at most `max_wait` from now, and returns when each
-    /// may go (earliest first). Refused, nothing is reserved, and the answer says how long to wait.
-    pub async fn reserve(
-        &self,
-        count: u32,
-        max_wait: Duration,
-    ) -> Result<Vec<tokio::time::Instant>, WaitTooLong> {
-        self.slots(count, max_wait, true).await
-    }
-
-    /// Whether `count` calls could be had, the last within `max_wait`; nothing is reserved.
-    pub async fn check(&self, count: u32, max_wait: Duration) -> Result<(), WaitTooLong> {
-        self.slots(count, max_wait, false).await.map(drop)
     }
 
     async fn slots(
@@ -296,13 +265,6 @@ impl RateBudget {
         }
     }
 
-    /// Waits for one slot, at most `max_wait`.
-    pub async fn acquire(&self, max_wait: Duration) -> Result<(), WaitTooLong> {
-        let slots = self.reserve(1, max_wait).await?;
-        tokio::time::sleep_until(slots[0]).await;
-        Ok(())
-    }
-
     async fn reserve_shared(
         &self,
         redis: &Redis,
@@ -330,9 +292,31 @@ impl RateBudget {
             _ => Err(1),
         })
     }
+}
+
+#[async_trait::async_trait]
+impl CallBudget for RateBudget {
+    fn per_minute(&self) -> u32 {
+        self.budget.per_minute
+    }
+
+    /// Reserves `count` calls, the last of them at most `max_wait` from now, and returns when each
+    /// may go (earliest first). Refused, nothing is reserved, and the answer says how long to wait.
+    async fn reserve(
+        &self,
+        count: u32,
+        max_wait: Duration,
+    ) -> Result<Vec<tokio::time::Instant>, WaitTooLong> {
+        self.slots(count, max_wait, true).await
+    }
+
+    /// Whether `count` calls could be had, the last within `max_wait`; nothing is reserved.
+    async fn check(&self, count: u32, max_wait: Duration) -> Result<(), WaitTooLong> {
+        self.slots(count, max_wait, false).await.map(drop)
+    }
 
     /// What Genesys reported on an answer: it corrects the count, the limit and the pause.
-    pub async fn observe(&self, reported: Reported) {
+    async fn observe(&self, reported: Reported) {
         crate::metrics::genesys_budget(reported.count, reported.allowed, reported.reset);
         let now = now_ms();
         if let Some(redis) = &self.shared {
@@ -360,7 +344,7 @@ impl RateBudget {
     }
 
     /// Genesys answered 429: nobody in the deployment calls before `retry_after` has passed.
-    pub async fn pause(&self, retry_after: Duration) {
+    async fn pause(&self, retry_after: Duration) {
         let until = now_ms() + retry_after.as_millis() as i64;
         {
             let mut local = self.local();

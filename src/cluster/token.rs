@@ -14,6 +14,7 @@ use redis::Script;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::Redis;
+use crate::genesys::shared::{Grant, SharedTokenError, StoreError, TokenStore};
 use crate::genesys::GenesysError;
 
 /// Longer than a grant can take (its timeout and retries), so a live holder keeps the lock.
@@ -35,11 +36,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
-/// Why the shared token could not be had: Redis, or the grant itself.
-#[derive(Debug)]
-pub enum SharedTokenError {
-    Redis(redis::RedisError),
-    Grant(GenesysError),
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError {
+            transient: e.is_timeout() || e.is_connection_dropped() || e.is_io_error(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn store_error(e: redis::RedisError) -> SharedTokenError {
+    SharedTokenError::Store(e.into())
 }
 
 #[derive(Clone, Debug)]
@@ -51,17 +58,15 @@ impl SharedToken {
     pub fn new(redis: Redis) -> Self {
         Self { redis }
     }
+}
 
-    /// The deployment's token and how long it stays usable, granting it (once for every replica) if needed.
-    pub async fn get<F, Fut>(
+#[async_trait::async_trait]
+impl TokenStore for SharedToken {
+    async fn get<'a>(
         &self,
         margin: Duration,
-        grant: F,
-    ) -> Result<(SecretString, Duration), SharedTokenError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<(SecretString, Duration), GenesysError>>,
-    {
+        grant: Grant<'a>,
+    ) -> Result<(SecretString, Duration), SharedTokenError> {
         let (key, lock) = (self.redis.key("token"), self.redis.key("token:lock"));
         let mut conn = self.redis.conn.clone();
         let mut grant = Some(grant);
@@ -75,11 +80,11 @@ impl SharedToken {
                 .arg(LOCK_TTL.as_millis() as u64)
                 .invoke_async(&mut conn)
                 .await
-                .map_err(SharedTokenError::Redis)?;
+                .map_err(store_error)?;
             let locked = match found {
                 found @ redis::Value::Array(_) => {
-                    let (token, ttl): (String, u64) = redis::from_redis_value(found)
-                        .map_err(|e| SharedTokenError::Redis(e.into()))?;
+                    let (token, ttl): (String, u64) =
+                        redis::from_redis_value(found).map_err(|e| store_error(e.into()))?;
                     return Ok((SecretString::from(token), Duration::from_millis(ttl)));
                 }
                 redis::Value::Int(1) => true,
@@ -87,7 +92,7 @@ impl SharedToken {
             };
             if locked {
                 let grant = grant.take().expect("the lock is taken once");
-                let result = grant().await;
+                let result = grant.await;
                 // The grant is done: whatever Redis does now, the token is used rather than lost
                 // (a second grant for it would be the thing this module exists to prevent).
                 if let Ok((token, expires_in)) = &result {
@@ -122,8 +127,7 @@ impl SharedToken {
         }
     }
 
-    /// Drops the token everywhere if it is still `stale`.
-    pub async fn invalidate(&self, stale: &str) -> Result<(), redis::RedisError> {
+    async fn invalidate(&self, stale: &str) -> Result<(), StoreError> {
         let mut conn = self.redis.conn.clone();
         let _: i64 = Script::new(DELETE_IF_EQUAL)
             .key(self.redis.key("token"))

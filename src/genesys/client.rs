@@ -10,10 +10,8 @@ use url::Url;
 use super::error::GenesysError;
 use super::model::{Conversation, ErrorBody, ParticipantAttributes, TokenResponse};
 use super::retry::{is_retryable_status, RetryPolicy, RetryReason};
+use super::shared::{CallBudget, Reported, SharedTokenError, TokenStore, WaitTooLong};
 use super::token::{AccessToken, TokenCache};
-use crate::cluster::limiter::{Budget, RateBudget, Reported, WaitTooLong};
-use crate::cluster::token::{SharedToken, SharedTokenError};
-use crate::cluster::Redis;
 use crate::config::GenesysSettings;
 use crate::domain::{AttributeMap, ConversationId};
 
@@ -51,10 +49,10 @@ pub struct GenesysClient {
     client_id: String,
     client_secret: SecretString,
     tokens: TokenCache,
-    /// The deployment's token in Redis, when running on Redis.
-    shared_token: Option<SharedToken>,
+    /// The deployment's token, when replicas share one.
+    shared_token: Option<std::sync::Arc<dyn TokenStore>>,
     margin: Duration,
-    budget: RateBudget,
+    budget: std::sync::Arc<dyn CallBudget>,
     /// The latest standing Genesys reported, `count << 32 | allowed` (0 before any answer), read by
     /// lanes to linger longer as the window fills.
     standing: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -113,7 +111,13 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 impl GenesysClient {
     /// A client for the org in `settings`; with `redis`, token and rate budget are the deployment's.
-    pub fn new(settings: &GenesysSettings, redis: Option<Redis>) -> Result<Self, reqwest::Error> {
+    /// A client for the org in `settings`, spending `budget`; with `shared_token`, the token is the
+    /// deployment's.
+    pub fn new(
+        settings: &GenesysSettings,
+        budget: std::sync::Arc<dyn CallBudget>,
+        shared_token: Option<std::sync::Arc<dyn TokenStore>>,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .user_agent(USER_AGENT)
@@ -131,14 +135,9 @@ impl GenesysClient {
                 Duration::from_secs(settings.token_expiry_margin_s),
                 Duration::from_millis(settings.auth_failure_cache_ms),
             ),
-            shared_token: redis.clone().map(SharedToken::new),
+            shared_token,
             margin: Duration::from_secs(settings.token_expiry_margin_s),
-            budget: RateBudget::new(
-                Budget {
-                    per_minute: settings.rate_per_minute,
-                },
-                redis,
-            ),
+            budget,
             standing: Default::default(),
             policy: RetryPolicy::from(&settings.retry),
         })
@@ -241,17 +240,17 @@ impl GenesysClient {
                 };
                 // A Redis error here came before any grant: a slow answer is worth one more try
                 // before this replica grants a token of its own.
-                let mut shared_result = shared.get(self.margin, || self.grant()).await;
-                if let Err(SharedTokenError::Redis(e)) = &shared_result {
-                    if e.is_timeout() || e.is_connection_dropped() || e.is_io_error() {
-                        shared_result = shared.get(self.margin, || self.grant()).await;
+                let mut shared_result = shared.get(self.margin, Box::pin(self.grant())).await;
+                if let Err(SharedTokenError::Store(e)) = &shared_result {
+                    if e.transient {
+                        shared_result = shared.get(self.margin, Box::pin(self.grant())).await;
                     }
                 }
                 match shared_result {
                     // The local cache takes the margin off again: give back what Redis took off.
                     Ok((token, usable)) => Ok((token, usable + self.margin)),
                     Err(SharedTokenError::Grant(e)) => Err(e),
-                    Err(SharedTokenError::Redis(e)) => {
+                    Err(SharedTokenError::Store(e)) => {
                         metrics::counter!(crate::metrics::REDIS_FALLBACKS, "what" => "token").increment(1);
                         tracing::warn!(error = %e, "Redis is unreachable: granting a token for this replica alone");
                         self.grant().await
@@ -309,8 +308,6 @@ impl GenesysClient {
         self.budget.acquire(max_wait).await.map_err(rate_limited)
     }
 
-    /// Corrects the budget from Genesys's own figures. Far from the limit a correction changes no
-    /// decision, so on Redis it is sent only near it (or when Genesys reports a lower limit).
     /// How full the token's window was at Genesys's latest answer, from 0 (empty, or not yet
     /// known) to 1 (the configured budget or Genesys's own allowance spent).
     pub fn budget_pressure(&self) -> f64 {
@@ -323,6 +320,8 @@ impl GenesysClient {
         (f64::from(count) / f64::from(limit)).min(1.0)
     }
 
+    /// Corrects the budget from Genesys's own figures. Far from the limit a correction changes no
+    /// decision, so on Redis it is sent only near it (or when Genesys reports a lower limit).
     async fn observe_standing(&self, reported: Reported) {
         self.standing.store(
             (u64::from(reported.count) << 32) | u64::from(reported.allowed),

@@ -4,6 +4,7 @@ pub mod client;
 pub mod error;
 pub mod model;
 pub mod retry;
+pub mod shared;
 pub mod token;
 
 pub use client::{

@@ -9,12 +9,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, Batch, JobQueue, StoredProblem};
-use crate::api::attributes::AttributesResponse;
-use crate::api::ApiError;
 use crate::config::QueueSettings;
 use crate::engine::Engine;
 use crate::genesys::GenesysError;
-use crate::service::UpdateError;
+use crate::service::{UpdateError, UpdateOutcome};
 
 /// Whether a failure may go away by itself: 429, 5xx, timeouts, and Genesys refusing Patchbay's own
 /// credentials (an operator can fix those while the job waits).
@@ -35,15 +33,15 @@ pub fn is_transient(error: &UpdateError) -> bool {
     }
 }
 
-/// The caller-visible problem of an error, as a failed or dead job keeps it.
-pub fn stored_problem(error: ApiError) -> StoredProblem {
-    let p = error.problem();
-    StoredProblem {
-        code: p.code.to_string(),
-        status: p.status.as_u16(),
-        title: p.title.to_string(),
-        detail: p.detail,
-    }
+/// How a finished job is kept for whoever asks about it: in the shapes of the layer that answers
+/// callers. Passed in, so the delivery engine never depends on the HTTP layer.
+pub trait Presenter: Send + Sync {
+    /// The answer a job that landed keeps.
+    fn result(&self, outcome: UpdateOutcome, request_id: String) -> serde_json::Value;
+    /// The problem a failed job keeps.
+    fn problem(&self, error: UpdateError) -> StoredProblem;
+    /// The problem of a stored job that no longer parses.
+    fn invalid_job(&self) -> StoredProblem;
 }
 
 /// The schedule between attempts of one job: doubling, capped, with equal jitter.
@@ -73,6 +71,7 @@ pub struct Workers {
     pub settings: QueueSettings,
     /// Rung on every enqueue, so an idle worker starts at once.
     pub wake: Arc<Notify>,
+    pub presenter: Arc<dyn Presenter>,
 }
 
 impl Workers {
@@ -143,8 +142,7 @@ impl Workers {
             Ok(u) => u,
             Err(e) => {
                 tracing::error!(error = %e, "a stored job cannot be run");
-                let problem =
-                    stored_problem(ApiError::InvalidRequest("the stored job is invalid".into()));
+                let problem = self.presenter.invalid_job();
                 self.record(self.queue.fail(&batch, problem).await);
                 return;
             }
@@ -167,8 +165,7 @@ impl Workers {
                 if let Some(id) = &outcome.correlation_id {
                     span.record("genesys_correlation_id", id.as_str());
                 }
-                let result = AttributesResponse::from_outcome(outcome, head.request_id.clone());
-                let result = serde_json::to_value(result).expect("answers serialize");
+                let result = self.presenter.result(outcome, head.request_id.clone());
                 self.record(self.queue.succeed(&batch, result).await);
             }
             Err(error) if is_transient(&error) => {
@@ -185,7 +182,7 @@ impl Workers {
                 let delay = backoff.delay(head.attempts, retry_after);
                 tracing::warn!(error = %error, attempts = head.attempts, delay_ms = delay.as_millis() as u64, "job failed; will retry");
                 let text = error.to_string();
-                let problem = stored_problem(ApiError::from(error));
+                let problem = self.presenter.problem(error);
                 let horizon_ms = (self.settings.retry_horizon_s * 1000) as i64;
                 self.record(
                     self.queue
@@ -201,11 +198,7 @@ impl Workers {
             }
             Err(error) => {
                 tracing::warn!(error = %error, "job failed for good");
-                self.record(
-                    self.queue
-                        .fail(&batch, stored_problem(ApiError::from(error)))
-                        .await,
-                );
+                self.record(self.queue.fail(&batch, self.presenter.problem(error)).await);
             }
         }
     }
