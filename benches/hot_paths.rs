@@ -5,10 +5,10 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use patchbay::api::attributes::{parse_json, AttributesRequest};
+use patchbay::api::hooks::auth::{HookAuth, Inbound};
+use patchbay::api::hooks::mapping::Mapping;
+use patchbay::config::hooks::hooks_from_toml;
 use patchbay::domain::AttributeMap;
-use patchbay::hooks::auth::{HookAuth, Inbound};
-use patchbay::hooks::mapping::Mapping;
-use patchbay::hooks::settings::hooks_from_toml;
 use serde_json::json;
 
 const BODY: &str = r#"{"conversationId":"6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a01","purpose":"customer",

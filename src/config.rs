@@ -1,5 +1,7 @@
 //! Typed settings: `config/default.toml`, then an optional file, then `PATCHBAY__SECTION__KEY`, validated once.
 
+pub mod hooks;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -43,8 +45,6 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("invalid configuration `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
-    #[error(transparent)]
-    Hook(#[from] crate::hooks::HookConfigError),
     #[error("{path}{table}: {reason}")]
     File {
         path: String,
@@ -85,7 +85,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// Webhook routes, `[hooks.<name>]`, served at `POST /v1/hooks/<name>`.
     #[serde(default)]
-    pub hooks: std::collections::BTreeMap<String, crate::hooks::settings::HookSettings>,
+    pub hooks: std::collections::BTreeMap<String, hooks::HookSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -444,7 +444,8 @@ impl Settings {
             }
             positive("redis.timeout_ms", self.redis.timeout_ms)?;
         }
-        crate::hooks::HookRoutes::compile(&self.hooks, &self.auth.api_keys)?;
+        // Webhook routes are checked where they are compiled, when the application state is built
+        // at start (before the listener binds), so configuration does not depend on the HTTP layer.
         Ok(())
     }
 }

@@ -7,9 +7,9 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::api::hooks::settings::hooks_from_toml;
 use crate::app::{run as run_gateway, AppState};
 use crate::config::Settings;
-use crate::hooks::settings::hooks_from_toml;
 use crate::queue::sqlite::IN_MEMORY_STORE;
 use crate::sim::{self, Simulator};
 

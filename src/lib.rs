@@ -10,10 +10,10 @@
 //! - [`genesys`]: the Genesys Cloud client (token cache, retry policy, wire models, errors).
 //! - [`service`]: the Genesys operations an update is made of: resolve, write, explain, compare.
 //! - [`engine`]: the delivery engine: one lane per conversation, coalescing, shared reads, admission.
-//! - [`api`]: inbound HTTP handlers, authentication and problem+json.
+//! - [`api`]: inbound HTTP: the state handlers share, handlers, authentication, problem+json, and
+//!   configured webhook routes (`api::hooks`: JSON Pointer mapping and per-route authentication).
 //! - [`cluster`]: several replicas on Redis: shared queue, shared token, shared rate budget.
 //! - [`queue`]: the asynchronous mode: durable jobs, workers, idempotency keys, dead letters.
-//! - [`hooks`]: configured webhook routes: JSON Pointer mapping and per-route authentication.
 //! - [`app`]: `router(state)` and `serve(listener, router, shutdown)`.
 //! - [`sim`]: an in-memory Genesys Cloud for `sim`, `demo` and the tests.
 //! - [`bench`]: the benchmark behind `patchbay-bench`.
@@ -30,7 +30,6 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod genesys;
-pub mod hooks;
 pub mod metrics;
 pub mod queue;
 pub mod service;

@@ -13,7 +13,7 @@ use tower_http::request_id::RequestId;
 
 use super::intake::{self, Intake};
 use super::problem::ApiError;
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::domain::{
     AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, Target,
 };
@@ -132,7 +132,7 @@ pub fn request_id(headers: &HeaderMap, id: Option<&RequestId>) -> String {
     id.and_then(|id| id.header_value().to_str().ok())
         .or_else(|| {
             headers
-                .get(crate::app::REQUEST_ID_HEADER)
+                .get(crate::api::state::REQUEST_ID_HEADER)
                 .and_then(|v| v.to_str().ok())
         })
         .unwrap_or_default()

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::attributes::{check_attribute_bytes, AttributesResponse};
 use super::problem::ApiError;
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::domain::AttributeUpdate;
 use crate::queue::worker::is_transient;
 use crate::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};

@@ -8,7 +8,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::problem::ApiError;
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::queue::{Job, JobStatus, StoredProblem};
 
 /// A job as callers see it.

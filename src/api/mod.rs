@@ -2,9 +2,12 @@
 
 pub mod attributes;
 pub mod auth;
+pub mod health;
+pub mod hooks;
 pub mod intake;
 pub mod jobs;
 pub mod openapi;
 pub mod problem;
+pub mod state;
 
 pub use problem::ApiError;

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::attributes::{AttributesResponse, MismatchBody};
 use super::jobs::{DeadLetters, JobView};
-use crate::app::Readiness;
+use crate::api::health::Readiness;
 use crate::queue::{JobStatus, StoredProblem};
 
 /// Every problem `code` Patchbay answers with.
@@ -178,13 +178,13 @@ pub enum WriteResponses {
     ),
     paths(
         super::attributes::set_attributes,
-        crate::hooks::receive,
+        crate::api::hooks::receive,
         super::jobs::get_job,
         super::jobs::dead_letters,
         super::jobs::replay,
-        crate::app::healthz,
-        crate::app::readyz,
-        crate::app::render_metrics,
+        crate::api::health::healthz,
+        crate::api::health::readyz,
+        crate::api::health::render_metrics,
         openapi_json,
     ),
     components(schemas(

@@ -230,8 +230,8 @@ impl Answer {
 /// `[hooks.*]` tables from TOML, as an operator would write them.
 pub fn hooks_from_toml(
     toml: &str,
-) -> std::collections::BTreeMap<String, patchbay::hooks::settings::HookSettings> {
-    patchbay::hooks::settings::hooks_from_toml(toml).expect("valid hooks TOML")
+) -> std::collections::BTreeMap<String, patchbay::config::hooks::HookSettings> {
+    patchbay::config::hooks::hooks_from_toml(toml).expect("valid hooks TOML")
 }
 
 /// A gateway serving the routes in `toml`.

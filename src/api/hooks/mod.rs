@@ -3,7 +3,8 @@
 
 pub mod auth;
 pub mod mapping;
-pub mod settings;
+/// The routes' configuration lives with the rest of the configuration.
+pub use crate::config::hooks as settings;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use tower_http::request_id::RequestId;
 
 use crate::api::attributes::{parse_json, read_body, request_id};
 use crate::api::intake::{self, Intake};
+use crate::api::state::AppState;
 use crate::api::ApiError;
-use crate::app::AppState;
 use auth::{HookAuth, Inbound};
 use mapping::Mapping;
 use settings::HookSettings;

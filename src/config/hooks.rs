@@ -193,7 +193,9 @@ fn one_or_many_opt<'de, D: serde::Deserializer<'de>>(
 }
 
 /// The `[hooks.*]` tables of a TOML text, as `config/default.toml` or `--config FILE` would hold them.
-pub fn hooks_from_toml(toml: &str) -> Result<BTreeMap<String, HookSettings>, config::ConfigError> {
+pub fn hooks_from_toml(
+    toml: &str,
+) -> Result<BTreeMap<String, HookSettings>, ::config::ConfigError> {
     #[derive(Deserialize)]
     struct Doc {
         hooks: BTreeMap<String, HookSettings>,
