@@ -79,6 +79,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub verify: VerifySettings,
     pub delivery: DeliverySettings,
+    pub lookup: LookupSettings,
     pub log: LogSettings,
     pub queue: QueueSettings,
     pub idempotency: IdempotencySettings,
@@ -213,6 +214,26 @@ pub struct VerifySettings {
 pub struct DeliverySettings {
     pub linger_ms: u64,
     pub read_reuse_ms: u64,
+}
+
+/// `[lookup]`: finding a conversation by user id, number or external contact.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupSettings {
+    pub lookback_days: u32,
+    pub cache_ms: u64,
+    pub analytics_retry_ms: u64,
+    pub analytics_wait_ms: u64,
+    pub max_candidates: u32,
+}
+
+impl LookupSettings {
+    pub fn analytics_retry(&self) -> Duration {
+        Duration::from_millis(self.analytics_retry_ms)
+    }
+    pub fn analytics_wait(&self) -> Duration {
+        Duration::from_millis(self.analytics_wait_ms)
+    }
 }
 
 impl DeliverySettings {
@@ -444,6 +465,13 @@ impl Settings {
             }
             positive("redis.timeout_ms", self.redis.timeout_ms)?;
         }
+        if !(1..=7).contains(&self.lookup.lookback_days) {
+            return Err(invalid("lookup.lookback_days", "must be 1 to 7"));
+        }
+        if !(1..=100).contains(&self.lookup.max_candidates) {
+            return Err(invalid("lookup.max_candidates", "must be 1 to 100"));
+        }
+        positive("lookup.analytics_retry_ms", self.lookup.analytics_retry_ms)?;
         // Webhook routes are checked where they are compiled, when the application state is built
         // at start (before the listener binds), so configuration does not depend on the HTTP layer.
         Ok(())

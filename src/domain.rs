@@ -1,5 +1,7 @@
 //! Domain types parsed at the edge: ids, purposes and attribute maps that are valid by construction.
 
+pub mod lookup;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -216,6 +218,39 @@ pub struct AttributeUpdate {
     pub attributes: AttributeMap,
     /// `None` means "as configured".
     pub verify: Option<bool>,
+}
+
+/// Where an update goes: a conversation the caller named, or one to find first.
+#[derive(Debug, Clone)]
+pub enum Address {
+    Conversation(ConversationId),
+    Lookup(lookup::Lookup),
+}
+
+/// A validated request whose conversation may still have to be found.
+#[derive(Debug, Clone)]
+pub struct UpdateRequest {
+    pub address: Address,
+    /// `None`: the address's default participant (the customer, or the agent for a user id).
+    pub target: Option<Target>,
+    pub attributes: AttributeMap,
+    pub verify: Option<bool>,
+}
+
+impl UpdateRequest {
+    /// The update for `conversation_id`, the conversation the address names or was found to mean.
+    pub fn into_update(self, conversation_id: ConversationId) -> AttributeUpdate {
+        let target = self.target.unwrap_or_else(|| match &self.address {
+            Address::Lookup(lookup) => Target::Purpose(lookup.key.default_purpose()),
+            Address::Conversation(_) => Target::Purpose(Purpose::customer()),
+        });
+        AttributeUpdate {
+            conversation_id,
+            target,
+            attributes: self.attributes,
+            verify: self.verify,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -96,6 +96,37 @@ impl Engine {
         &self.0.updater
     }
 
+    /// Admission: whether the budget could give the calls `update` makes, the last by `deadline`
+    /// less [`CALL_ALLOWANCE`]. A participant found from a young read needs no read of its own.
+    pub async fn admit(
+        &self,
+        update: &AttributeUpdate,
+        deadline: Instant,
+    ) -> Result<(), UpdateError> {
+        let mut calls = self.0.updater.calls_needed(update);
+        if matches!(update.target, Target::Purpose(_))
+            && self.0.settings.read_reuse_ms > 0
+            && self.0.reads.contains_key(&update.conversation_id)
+        {
+            calls -= 1;
+        }
+        self.0.updater.admit_calls(calls, deadline).await
+    }
+
+    /// The conversation read now, by `deadline`; kept for reuse, so the update that follows finds
+    /// its participant without another GET.
+    pub async fn read_fresh(
+        &self,
+        cid: ConversationId,
+        deadline: Instant,
+    ) -> Result<Arc<Conversation>, UpdateError> {
+        let conversation = Arc::new(DEADLINE.scope(deadline, self.0.updater.read(&cid)).await?);
+        if self.0.settings.read_reuse_ms > 0 {
+            self.0.reads.insert(cid, conversation.clone()).await;
+        }
+        Ok(conversation)
+    }
+
     /// Applies `update` and answers with what Genesys shows, by `deadline` (the lane works for it
     /// until then; the caller bounds its own wait).
     pub async fn submit(

@@ -10,6 +10,7 @@
 //! - [`genesys`]: the Genesys Cloud client (token cache, retry policy, wire models, errors).
 //! - [`service`]: the Genesys operations an update is made of: resolve, write, explain, compare.
 //! - [`engine`]: the delivery engine: one lane per conversation, coalescing, shared reads, admission.
+//! - [`lookup`]: finding the live conversation from a user id, a caller's number or an external contact.
 //! - [`api`]: inbound HTTP: the state handlers share, handlers, authentication, problem+json, and
 //!   configured webhook routes (`api::hooks`: JSON Pointer mapping and per-route authentication).
 //! - [`cluster`]: several replicas on Redis: shared queue, shared token, shared rate budget.
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod genesys;
+pub mod lookup;
 pub mod metrics;
 pub mod queue;
 pub mod service;

@@ -103,20 +103,16 @@ impl Updater {
         resolve + 1 + verify
     }
 
-    /// Admission: whether the budget could give the calls of `update` so that the last starts by
+    /// Admission: whether the budget could give `calls` calls so that the last starts by
     /// `deadline` less [`CALL_ALLOWANCE`]. Nothing is reserved: the lane that applies it takes its
     /// slots, and an update that shares another's calls takes none. Refused, the error says when to
     /// retry, so a caller is told at once instead of waiting for a slot it would get too late.
-    pub async fn admit(
-        &self,
-        update: &AttributeUpdate,
-        deadline: Instant,
-    ) -> Result<(), UpdateError> {
+    pub async fn admit_calls(&self, calls: u32, deadline: Instant) -> Result<(), UpdateError> {
         let max_wait = deadline
             .saturating_duration_since(Instant::now())
             .saturating_sub(CALL_ALLOWANCE);
         self.genesys
-            .check_calls(self.calls_needed(update), max_wait)
+            .check_calls(calls, max_wait)
             .await
             .map_err(UpdateError::Upstream)
     }

@@ -14,8 +14,10 @@ use tower_http::request_id::RequestId;
 use super::intake::{self, Intake};
 use super::problem::ApiError;
 use crate::api::state::AppState;
+use crate::domain::lookup::{Lookup, LookupKey, MediaType, PhoneNumber, Pick};
 use crate::domain::{
-    AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, Target,
+    Address, AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, Target,
+    UpdateRequest,
 };
 use crate::service::{Mismatch, UpdateOutcome};
 
@@ -23,7 +25,11 @@ use crate::service::{Mismatch, UpdateOutcome};
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttributesRequest {
-    pub conversation_id: String,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// Instead of `conversationId`: what to find the live conversation by.
+    #[serde(default)]
+    pub lookup: Option<LookupRequest>,
     #[serde(default)]
     pub participant_id: Option<String>,
     #[serde(default)]
@@ -31,6 +37,69 @@ pub struct AttributesRequest {
     pub attributes: serde_json::Value,
     #[serde(default)]
     pub verify: Option<bool>,
+}
+
+/// `lookup`: exactly one of `userId`, `ani` and `externalContactId`, with an optional `mediaType`
+/// (default `voice`) and `pick` (`"latest"` takes the newest of several matches).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LookupRequest {
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub ani: Option<String>,
+    #[serde(default)]
+    pub external_contact_id: Option<String>,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub pick: Option<String>,
+}
+
+impl LookupRequest {
+    pub fn parse(&self) -> Result<Lookup, ApiError> {
+        let uuid = |what: &str, s: &str| {
+            uuid::Uuid::try_parse(s.trim())
+                .map_err(|_| ApiError::InvalidRequest(format!("`lookup.{what}` must be a UUID")))
+        };
+        let keys = [
+            present(self.user_id.as_deref()).map(|v| uuid("userId", v).map(LookupKey::UserId)),
+            present(self.ani.as_deref()).map(|v| {
+                PhoneNumber::from_str(v)
+                    .map(LookupKey::Ani)
+                    .map_err(ApiError::from)
+            }),
+            present(self.external_contact_id.as_deref())
+                .map(|v| uuid("externalContactId", v).map(LookupKey::ExternalContactId)),
+        ];
+        let mut given = keys.into_iter().flatten();
+        let key = match (given.next(), given.next()) {
+            (Some(key), None) => key?,
+            _ => {
+                return Err(ApiError::InvalidRequest(
+                    "`lookup` takes exactly one of `userId`, `ani` and `externalContactId`".into(),
+                ))
+            }
+        };
+        let media_type = present(self.media_type.as_deref())
+            .map(MediaType::from_str)
+            .transpose()?
+            .unwrap_or_else(MediaType::voice);
+        let pick = match present(self.pick.as_deref()) {
+            None => Pick::Only,
+            Some(p) if p.eq_ignore_ascii_case("latest") => Pick::Latest,
+            Some(_) => {
+                return Err(ApiError::InvalidRequest(
+                    "`lookup.pick` may only be \"latest\"".into(),
+                ))
+            }
+        };
+        Ok(Lookup {
+            key,
+            media_type,
+            pick,
+        })
+    }
 }
 
 /// The 200 answer.
@@ -86,28 +155,55 @@ fn present(s: Option<&str>) -> Option<&str> {
 }
 
 impl AttributesRequest {
-    /// Parses into a valid update.
-    pub fn parse(self) -> Result<AttributeUpdate, ApiError> {
-        let conversation_id = ConversationId::from_str(&self.conversation_id)?;
+    /// Parses into a valid request, whose conversation may still have to be found.
+    pub fn parse_request(self) -> Result<UpdateRequest, ApiError> {
+        let address = match (present(self.conversation_id.as_deref()), &self.lookup) {
+            (Some(cid), None) => Address::Conversation(ConversationId::from_str(cid)?),
+            (None, Some(lookup)) => Address::Lookup(lookup.parse()?),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidRequest(
+                    "send either `conversationId` or `lookup`, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(ApiError::InvalidRequest(
+                    "`conversationId` (or a `lookup`) is required".into(),
+                ))
+            }
+        };
         // A purpose is checked even when a participant id makes it unnecessary: a typo must not pass.
         let purpose = present(self.purpose.as_deref())
             .map(Purpose::from_str)
             .transpose()?;
         let target = match present(self.participant_id.as_deref()) {
-            Some(pid) => Target::Participant(ParticipantId::from_str(pid)?),
-            None => Target::Purpose(purpose.unwrap_or_else(Purpose::customer)),
+            Some(pid) => Some(Target::Participant(ParticipantId::from_str(pid)?)),
+            None => purpose.map(Target::Purpose),
         };
         let object = self
             .attributes
             .as_object()
             .ok_or_else(|| ApiError::InvalidRequest("`attributes` must be a JSON object".into()))?;
         let attributes = AttributeMap::from_json(object)?;
-        Ok(AttributeUpdate {
-            conversation_id,
+        Ok(UpdateRequest {
+            address,
             target,
             attributes,
             verify: self.verify,
         })
+    }
+
+    /// Parses into a valid update for a named conversation.
+    pub fn parse(self) -> Result<AttributeUpdate, ApiError> {
+        let request = self.parse_request()?;
+        match &request.address {
+            Address::Conversation(cid) => {
+                let cid = *cid;
+                Ok(request.into_update(cid))
+            }
+            Address::Lookup(_) => Err(ApiError::InvalidRequest(
+                "this route needs a `conversationId`".into(),
+            )),
+        }
     }
 }
 
@@ -165,8 +261,10 @@ pub async fn set_attributes(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = read_body(body, state.settings.server.max_body_bytes)?;
+    let started = tokio::time::Instant::now();
     let request: AttributesRequest = parse_json(&body)?;
-    let update = request.parse()?;
+    let request = request.parse_request()?;
+    let update = intake::address(&state, request, started).await?;
     let intake = Intake::from_request(
         &headers,
         request_id(&headers, id.as_ref().map(|e| &e.0)),
@@ -176,7 +274,7 @@ pub async fn set_attributes(
         false,
         false,
     )?;
-    intake::accept(&state, update, intake).await
+    intake::accept(&state, update, intake, started).await
 }
 
 #[cfg(test)]

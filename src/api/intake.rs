@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::attributes::{check_attribute_bytes, AttributesResponse};
 use super::problem::ApiError;
 use crate::api::state::AppState;
-use crate::domain::AttributeUpdate;
+use crate::domain::{Address, AttributeUpdate, UpdateRequest};
 use crate::queue::worker::is_transient;
 use crate::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
 
@@ -127,11 +127,33 @@ fn replayed(stored: StoredResponse) -> Response {
     response
 }
 
-/// Applies or queues a valid update, as the caller asked.
+/// The update for `request`: its conversation as named, or as a lookup finds it by the request's
+/// deadline (`started` plus `server.request_timeout_ms`).
+pub async fn address(
+    state: &AppState,
+    request: UpdateRequest,
+    started: tokio::time::Instant,
+) -> Result<AttributeUpdate, ApiError> {
+    let lookup = match &request.address {
+        Address::Conversation(cid) => {
+            let cid = *cid;
+            return Ok(request.into_update(cid));
+        }
+        Address::Lookup(lookup) => lookup.clone(),
+    };
+    let deadline = started + state.settings.server.request_timeout();
+    let cid = state.finder.find(&lookup, deadline).await?;
+    tracing::info!(conversation_id = %cid, lookup = %lookup.key, "the lookup found the conversation");
+    Ok(request.into_update(cid))
+}
+
+/// Applies or queues a valid update, as the caller asked, answering by `started` plus
+/// `server.request_timeout_ms`.
 pub async fn accept(
     state: &AppState,
     update: AttributeUpdate,
     intake: Intake,
+    started: tokio::time::Instant,
 ) -> Result<Response, ApiError> {
     check_attribute_bytes(
         &update.attributes,
@@ -144,7 +166,7 @@ pub async fn accept(
     if intake.asynchronous {
         return enqueue(state, &update, &intake.request_id, intake.idempotency).await;
     }
-    let deadline = tokio::time::Instant::now() + state.settings.server.request_timeout();
+    let deadline = started + state.settings.server.request_timeout();
     let Some(key) = intake.idempotency else {
         match admit(state, &update, deadline).await {
             Ok(()) => {}
@@ -235,15 +257,10 @@ async fn admit(
     update: &AttributeUpdate,
     deadline: tokio::time::Instant,
 ) -> Result<(), ApiError> {
-    state
-        .engine
-        .updater()
-        .admit(update, deadline)
-        .await
-        .map_err(|e| {
-            metrics::counter!(crate::metrics::ADMISSION_REFUSALS).increment(1);
-            ApiError::from(e)
-        })
+    state.engine.admit(update, deadline).await.map_err(|e| {
+        metrics::counter!(crate::metrics::ADMISSION_REFUSALS).increment(1);
+        ApiError::from(e)
+    })
 }
 
 /// The synchronous path: apply within `server.request_timeout_ms` and answer with the verification.

@@ -20,6 +20,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "participant_not_found",
     "job_not_found",
     "conversation_ended",
+    "ambiguous_lookup",
     "idempotency_in_progress",
     "not_dead",
     "payload_too_large",
@@ -94,12 +95,17 @@ pub enum AttributeValueDoc {
 #[allow(dead_code)]
 #[schema(as = AttributesRequest)]
 pub struct AttributesRequestDoc {
+    /// The live conversation. Required unless `lookup` is sent instead.
     #[schema(
         rename = "conversationId",
+        nullable = false,
         example = "6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a01",
         pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
     )]
-    conversation_id: String,
+    conversation_id: Option<String>,
+    /// Instead of `conversationId`: find the live conversation.
+    #[schema(nullable = false)]
+    lookup: Option<LookupDoc>,
     /// The participant to write to. Absent (or empty): the purpose selects one.
     #[schema(
         rename = "participantId",
@@ -115,6 +121,29 @@ pub struct AttributesRequestDoc {
     /// Override `verify.enabled`.
     #[schema(nullable = false)]
     verify: Option<bool>,
+}
+
+/// Exactly one of `userId`, `ani` and `externalContactId`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(as = Lookup)]
+pub struct LookupDoc {
+    /// The agent's Genesys user id: their live conversation (the agent by default).
+    #[schema(rename = "userId", nullable = false)]
+    user_id: Option<String>,
+    /// The number the customer called from, with its country code: `+13175550123`, `13175550123`,
+    /// `tel:+13175550123`; spaces, dashes, dots and parentheses are ignored.
+    #[schema(nullable = false, example = "+13175550123")]
+    ani: Option<String>,
+    /// The Genesys external contact on the conversation.
+    #[schema(rename = "externalContactId", nullable = false)]
+    external_contact_id: Option<String>,
+    /// `voice` by default.
+    #[schema(rename = "mediaType", nullable = false)]
+    media_type: Option<String>,
+    /// `latest`: the newest of several matches, instead of 409 `ambiguous_lookup`.
+    #[schema(nullable = false)]
+    pick: Option<String>,
 }
 
 /// The 202 answer of an asynchronous request.
@@ -188,7 +217,7 @@ pub enum WriteResponses {
         openapi_json,
     ),
     components(schemas(
-        AttributesRequestDoc, AttributeValueDoc, PurposeDoc, AttributesResponse, MismatchBody, ProblemDoc, AcceptedDoc,
+        AttributesRequestDoc, LookupDoc, AttributeValueDoc, PurposeDoc, AttributesResponse, MismatchBody, ProblemDoc, AcceptedDoc,
         JobView, JobStatus, StoredProblem, DeadLetters, Readiness
     )),
     modifiers(&Security, &ProblemCodes),

@@ -35,6 +35,8 @@ pub enum ApiError {
     RequestTimeout,
     #[error(transparent)]
     Update(#[from] UpdateError),
+    #[error(transparent)]
+    Lookup(crate::lookup::LookupError),
     #[error("the idempotency key was used before with a different body")]
     IdempotencyConflict,
     #[error("a request with this idempotency key is still being answered")]
@@ -52,6 +54,15 @@ pub enum ApiError {
 impl From<crate::queue::QueueError> for ApiError {
     fn from(e: crate::queue::QueueError) -> Self {
         ApiError::QueueUnavailable(e.to_string())
+    }
+}
+
+impl From<crate::lookup::LookupError> for ApiError {
+    fn from(e: crate::lookup::LookupError) -> Self {
+        match e {
+            crate::lookup::LookupError::Update(u) => ApiError::Update(u),
+            other => ApiError::Lookup(other),
+        }
     }
 }
 
@@ -99,6 +110,27 @@ impl ApiError {
                 None,
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found", "No such route.".into(), None),
+            ApiError::Lookup(crate::lookup::LookupError::Ambiguous { candidates, .. }) => (
+                StatusCode::CONFLICT,
+                "ambiguous_lookup",
+                "Ambiguous lookup",
+                format!(
+                    "{self}: {}. Send the conversationId, or \"pick\": \"latest\" in the lookup.",
+                    candidates
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None,
+            ),
+            ApiError::Lookup(_) => (
+                StatusCode::NOT_FOUND,
+                "conversation_not_found",
+                "Conversation not found",
+                format!("{self}."),
+                None,
+            ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

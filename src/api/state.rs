@@ -22,6 +22,7 @@ use crate::config::{QueueBackend, Settings};
 use crate::engine::Engine;
 use crate::genesys::shared::TokenStore;
 use crate::genesys::GenesysClient;
+use crate::lookup::Finder;
 use crate::queue::sqlite::SqliteQueue;
 use crate::queue::worker::Workers;
 use crate::queue::JobQueue;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Applies every update, synchronous or queued.
     pub engine: Engine,
+    /// Finds the conversation of an update addressed by a lookup.
+    pub finder: Finder,
     pub api_keys: ApiKeys,
     /// Admin endpoints: `auth.admin_keys` only.
     pub admin_keys: ApiKeys,
@@ -91,13 +94,15 @@ impl AppState {
             .chain(&auth.admin_keys)
             .cloned()
             .collect();
+        let engine = Engine::new(
+            Updater::new(genesys, settings.verify.clone()),
+            settings.delivery.clone(),
+            settings.limits.max_attributes_bytes,
+        );
         Ok(Self {
             hooks,
-            engine: Engine::new(
-                Updater::new(genesys, settings.verify.clone()),
-                settings.delivery.clone(),
-                settings.limits.max_attributes_bytes,
-            ),
+            finder: Finder::new(engine.clone(), settings.lookup.clone()),
+            engine,
             api_keys: ApiKeys::new(&auth.api_keys, auth.allow_anonymous),
             admin_keys: ApiKeys::new(&auth.admin_keys, false),
             reader_keys: ApiKeys::new(&readers, auth.allow_anonymous),

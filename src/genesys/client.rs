@@ -8,7 +8,10 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use super::error::GenesysError;
-use super::model::{Conversation, ErrorBody, ParticipantAttributes, TokenResponse};
+use super::model::{
+    AnalyticsConversationQueryResponse, Conversation, ErrorBody, ParticipantAttributes,
+    TokenResponse,
+};
 use super::retry::{is_retryable_status, RetryPolicy, RetryReason};
 use super::shared::{CallBudget, Reported, SharedTokenError, TokenStore, WaitTooLong};
 use super::token::{AccessToken, TokenCache};
@@ -165,6 +168,28 @@ impl GenesysClient {
                 "conversation body did not decode ({e}; correlation id {correlation:?})"
             ))
         })
+    }
+
+    /// `POST /api/v2/analytics/conversations/details/query` with `query` (a `ConversationQuery`).
+    pub async fn query_conversation_details(
+        &self,
+        query: &serde_json::Value,
+    ) -> Result<AnalyticsConversationQueryResponse, GenesysError> {
+        let url = self.api_url("/api/v2/analytics/conversations/details/query");
+        let response = self
+            .send_api("query_conversation_details", |http| {
+                http.post(url.clone()).json(query)
+            })
+            .await?;
+        let correlation = correlation_id(response.headers());
+        response
+            .json::<AnalyticsConversationQueryResponse>()
+            .await
+            .map_err(|e| {
+                GenesysError::InvalidResponse(format!(
+                    "analytics answer did not decode ({e}; correlation id {correlation:?})"
+                ))
+            })
     }
 
     /// `PATCH /api/v2/conversations/{conversationId}/participants/{participantId}/attributes`.

@@ -71,6 +71,11 @@ fn is_finished_state(state: &str) -> bool {
 }
 
 impl Participant {
+    /// A top-level text field of the participant (`ani`, `userId`, `externalContactId`, …).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.media.get(name).and_then(|v| v.as_str())
+    }
+
     /// The `state` of every communication in every media list.
     pub fn communication_states(&self) -> impl Iterator<Item = &str> {
         MEDIA_LISTS
@@ -128,6 +133,58 @@ pub struct ErrorBody {
     pub details: Vec<serde_json::Value>,
     #[serde(default)]
     pub errors: Vec<serde_json::Value>,
+}
+
+/// `AnalyticsConversationQueryResponse`: the answer of the conversation details query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsConversationQueryResponse {
+    #[serde(default)]
+    pub conversations: Vec<AnalyticsConversation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_hits: Option<u64>,
+}
+
+/// `AnalyticsConversationWithoutAttributes`, the fields a lookup uses.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsConversation {
+    pub conversation_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_end: Option<String>,
+    #[serde(default)]
+    pub participants: Vec<AnalyticsParticipant>,
+}
+
+/// `AnalyticsParticipantWithoutAttributes`, the fields a lookup uses.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsParticipant {
+    pub participant_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_contact_id: Option<String>,
+    #[serde(default)]
+    pub sessions: Vec<AnalyticsSession>,
+}
+
+/// `AnalyticsSession`, the fields a lookup uses.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsSession {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ani: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnis: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! It serves the login host (`POST /oauth/token`) and the API host (`/api/v2/...`) on one port, which
 //! is also how Genesys's SDKs derive the login URL from a base path that has no `api.` in it.
 
+mod analytics;
 mod routes;
 mod seed;
 
@@ -131,6 +132,10 @@ struct State {
     windows: HashMap<String, (Instant, u32)>,
     /// API calls answered 429, by the limit or by a scripted fault.
     rate_limited: usize,
+    /// How long a new conversation takes to show in analytics.
+    analytics_lag: Duration,
+    /// When each conversation was added (seeds: at start), for the analytics lag.
+    added_at: HashMap<String, Instant>,
 }
 
 /// Genesys's rate window: calls are counted per token over a minute.
@@ -207,6 +212,8 @@ impl Simulator {
                 rate_limit: None,
                 rate_limited: 0,
                 windows: HashMap::new(),
+                analytics_lag: Duration::ZERO,
+                added_at: HashMap::new(),
             })),
         }
     }
@@ -342,11 +349,33 @@ impl Simulator {
             .collect()
     }
 
-    /// Adds (or replaces) a conversation.
+    /// Adds (or replaces) a conversation. Analytics shows it once `analytics_lag` has passed.
     pub fn insert_conversation(&self, conversation: Conversation) {
-        self.lock()
-            .conversations
-            .insert(conversation.id.to_lowercase(), conversation);
+        let mut s = self.lock();
+        let id = conversation.id.to_lowercase();
+        s.added_at.entry(id.clone()).or_insert_with(Instant::now);
+        s.conversations.insert(id, conversation);
+    }
+
+    /// How long a new conversation takes to show in the analytics details query (Genesys's lags
+    /// by seconds).
+    pub fn set_analytics_lag(&self, lag: Duration) {
+        self.lock().analytics_lag = lag;
+    }
+
+    /// Answers a `ConversationQuery` over the conversations analytics has caught up with.
+    pub fn analytics_query(
+        &self,
+        query: &serde_json::Value,
+    ) -> Result<crate::genesys::model::AnalyticsConversationQueryResponse, String> {
+        let s = self.lock();
+        let now = Instant::now();
+        let caught_up = s.conversations.iter().filter(|(id, _)| {
+            s.added_at
+                .get(*id)
+                .is_none_or(|at| now.duration_since(*at) >= s.analytics_lag)
+        });
+        analytics::answer(caught_up.map(|(_, c)| c), query)
     }
 
     // ----- observation -----

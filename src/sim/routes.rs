@@ -34,6 +34,10 @@ pub fn router(sim: Simulator) -> Router {
             "/api/v2/conversations/{id}/participants/{pid}",
             patch(patch_participant),
         )
+        .route(
+            "/api/v2/analytics/conversations/details/query",
+            post(analytics_query),
+        )
         .route_layer(middleware::from_fn_with_state(sim.clone(), require_bearer));
     Router::new()
         .route("/oauth/token", post(grant))
@@ -63,6 +67,7 @@ fn op_name(method: &Method, path: &str) -> &'static str {
         ("PATCH", p) if p.ends_with("/attributes") && segments == 7 => "patch_attributes",
         ("PATCH", p) if p.ends_with("/attributes") => "patch_media_attributes",
         ("PATCH", p) if p.contains("/participants/") => "patch_participant",
+        ("POST", "/api/v2/analytics/conversations/details/query") => "analytics_query",
         _ => "other",
     }
 }
@@ -215,6 +220,24 @@ async fn require_bearer(State(sim): State<Simulator>, request: Request, next: Ne
     headers.insert(RATELIMIT_ALLOWED, HeaderValue::from(standing.allowed));
     headers.insert(RATELIMIT_RESET, HeaderValue::from(standing.reset_s));
     response
+}
+
+/// `POST /api/v2/analytics/conversations/details/query`: answers `AnalyticsConversationQueryResponse`.
+async fn analytics_query(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let query: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(q) => q,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad.request",
+                "The request could not be understood by the server due to malformed syntax.",
+            )
+        }
+    };
+    match sim.analytics_query(&query) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(why) => error(StatusCode::BAD_REQUEST, "bad.request", &why),
+    }
 }
 
 /// `GET /__sim/stats`: grants and calls by operation, for a load generator in another process.

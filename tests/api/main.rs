@@ -11,6 +11,7 @@ mod deploy;
 mod helpers;
 mod hooks;
 mod logs;
+mod lookup;
 mod operations;
 mod queue_contract;
 mod redis_deployment;

@@ -152,7 +152,7 @@ pub async fn receive(
             route.mode == settings::HookMode::Async,
             route.mode == settings::HookMode::SyncOrAsync,
         )?;
-        intake::accept(&state, update, intake).await
+        intake::accept(&state, update, intake, tokio::time::Instant::now()).await
     }
     .await;
     if result.is_err() {

@@ -1,0 +1,289 @@
+//! Lookups: the one live conversation a sender means when it knows the agent's user id, the caller's
+//! number or the external contact instead of the conversation id.
+//!
+//! Analytics finds candidates (conversations without an end that started in a bounded, day-aligned
+//! interval, with the segment filter), and a `GET /api/v2/conversations/{id}` confirms each, because
+//! analytics lags behind: a hit must still be live and still match. When analytics finds nothing yet,
+//! the query is repeated briefly within the request's deadline. A found conversation is cached for a
+//! short while per lookup, so a CRM's burst for one record costs one query; a cached conversation is
+//! confirmed again by a read (which the update then reuses), and one that ended is dropped.
+
+use std::time::Duration;
+
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+use crate::config::LookupSettings;
+use crate::domain::lookup::{Lookup, LookupKey, Pick};
+use crate::domain::ConversationId;
+use crate::engine::Engine;
+use crate::genesys::client::DEADLINE;
+use crate::genesys::model::Conversation;
+use crate::service::{UpdateError, CALL_ALLOWANCE};
+
+/// Why no conversation could be named.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LookupError {
+    /// No live conversation matches. `searched` says what was searched for, the number masked.
+    #[error("no live {media} conversation found for {searched}")]
+    NotFound {
+        searched: String,
+        media: &'static str,
+    },
+    /// Several live conversations match.
+    #[error("{} live {media} conversations match {searched}", candidates.len())]
+    Ambiguous {
+        searched: String,
+        media: &'static str,
+        candidates: Vec<ConversationId>,
+    },
+    #[error(transparent)]
+    Update(#[from] UpdateError),
+}
+
+/// Finds conversations through analytics, confirmed by a read.
+#[derive(Clone)]
+pub struct Finder {
+    engine: Engine,
+    settings: LookupSettings,
+    found: moka::future::Cache<Lookup, ConversationId>,
+}
+
+/// The media list of a conversation participant that carries `media_type`.
+fn media_list(media_type: &str) -> &'static str {
+    match media_type {
+        "chat" => "chats",
+        "email" => "emails",
+        "message" => "messages",
+        "callback" => "callbacks",
+        "video" => "videos",
+        "cobrowse" => "cobrowsesessions",
+        "screenshare" => "screenshares",
+        _ => "calls",
+    }
+}
+
+/// Whether `conversation` is live and still holds a connected participant matching `lookup`.
+fn still_matches(conversation: &Conversation, lookup: &Lookup) -> bool {
+    if conversation.is_ended() {
+        return false;
+    }
+    let list = media_list(lookup.media_type.as_str());
+    conversation.participants.iter().any(|p| {
+        // A number or an external contact names the caller's side, never the agent's.
+        let callers_side = matches!(p.purpose.as_deref(), Some("customer" | "external"));
+        let key_holds = match &lookup.key {
+            LookupKey::UserId(id) => p
+                .field("userId")
+                .is_some_and(|u| u.eq_ignore_ascii_case(&id.to_string())),
+            LookupKey::ExternalContactId(id) => {
+                callers_side
+                    && p.field("externalContactId")
+                        .is_some_and(|u| u.eq_ignore_ascii_case(&id.to_string()))
+            }
+            LookupKey::Ani(number) => {
+                callers_side
+                    && p.field("ani")
+                        .and_then(|a| a.parse::<crate::domain::lookup::PhoneNumber>().ok())
+                        .is_some_and(|a| &a == number)
+            }
+        };
+        key_holds && p.is_connected() && p.media.get(list).is_some_and(|v| v.is_array())
+    })
+}
+
+/// Midnight UTC `days` days before `now`, and the midnight after `now`: the day-aligned interval a
+/// lookup searches.
+pub fn interval(now: OffsetDateTime, days: u32) -> String {
+    let today = now.to_offset(time::UtcOffset::UTC).date();
+    let day = |d: time::Date| {
+        format!(
+            "{:04}-{:02}-{:02}T00:00:00Z",
+            d.year(),
+            u8::from(d.month()),
+            d.day()
+        )
+    };
+    let from = today - time::Duration::days(i64::from(days));
+    let to = today + time::Duration::days(1);
+    format!("{}/{}", day(from), day(to))
+}
+
+/// The `ConversationQuery` for `lookup`.
+pub fn query(lookup: &Lookup, interval: &str, page_size: u32) -> serde_json::Value {
+    let values: Vec<String> = match &lookup.key {
+        LookupKey::Ani(n) => n.forms().to_vec(),
+        LookupKey::UserId(id) | LookupKey::ExternalContactId(id) => vec![id.to_string()],
+    };
+    let predicates: Vec<serde_json::Value> = values
+        .into_iter()
+        .map(|v| json!({"type": "dimension", "dimension": lookup.key.dimension(), "operator": "matches", "value": v}))
+        .collect();
+    json!({
+        "interval": interval,
+        "order": "desc",
+        "orderBy": "conversationStart",
+        "paging": {"pageSize": page_size, "pageNumber": 1},
+        "conversationFilters": [{"type": "and", "predicates": [
+            {"type": "dimension", "dimension": "conversationEnd", "operator": "notExists"}
+        ]}],
+        "segmentFilters": [
+            {"type": "or", "predicates": predicates},
+            {"type": "and", "predicates": [
+                {"type": "dimension", "dimension": "mediaType", "operator": "matches", "value": lookup.media_type.as_str()}
+            ]}
+        ]
+    })
+}
+
+impl Finder {
+    pub fn new(engine: Engine, settings: LookupSettings) -> Self {
+        let found = moka::future::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_millis(settings.cache_ms.max(1)))
+            .build();
+        Self {
+            engine,
+            settings,
+            found,
+        }
+    }
+
+    /// The one live conversation `lookup` means, found by `deadline`.
+    pub async fn find(
+        &self,
+        lookup: &Lookup,
+        deadline: Instant,
+    ) -> Result<ConversationId, LookupError> {
+        if self.settings.cache_ms > 0 {
+            if let Some(cid) = self.found.get(lookup).await {
+                // Confirmed again by a read, which the update then uses to find its participant:
+                // a call that ended, or that the caller left, drops out.
+                match self.engine.read_fresh(cid, deadline).await {
+                    Ok(c) if still_matches(&c, lookup) => return Ok(cid),
+                    Ok(_) | Err(UpdateError::ConversationNotFound(_)) => {
+                        self.found.invalidate(lookup).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let cid = self.search(lookup, deadline).await?;
+        if self.settings.cache_ms > 0 {
+            self.found.insert(lookup.clone(), cid).await;
+        }
+        Ok(cid)
+    }
+
+    /// Queries analytics until it names a live match or the wait for its lag is over.
+    async fn search(
+        &self,
+        lookup: &Lookup,
+        deadline: Instant,
+    ) -> Result<ConversationId, LookupError> {
+        let genesys = self.engine.updater().genesys();
+        let started = Instant::now();
+        let give_up = (started + self.settings.analytics_wait()).min(deadline - CALL_ALLOWANCE);
+        // The query and a confirmation are the least a lookup spends: refuse at once without them.
+        genesys
+            .check_calls(
+                2,
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .saturating_sub(CALL_ALLOWANCE),
+            )
+            .await
+            .map_err(UpdateError::Upstream)?;
+        let interval = interval(OffsetDateTime::now_utc(), self.settings.lookback_days);
+        let body = query(lookup, &interval, self.settings.max_candidates);
+        loop {
+            let answer = DEADLINE
+                .scope(deadline, genesys.query_conversation_details(&body))
+                .await
+                .map_err(UpdateError::Upstream)?;
+            let mut live: Vec<(Option<String>, ConversationId)> = Vec::new();
+            for candidate in answer
+                .conversations
+                .iter()
+                .take(self.settings.max_candidates as usize)
+            {
+                let Ok(cid) = candidate.conversation_id.parse::<ConversationId>() else {
+                    continue;
+                };
+                match self.engine.read_fresh(cid, deadline).await {
+                    Ok(c) if still_matches(&c, lookup) => live.push((c.start_time.clone(), cid)),
+                    // Analytics lags: a hit that ended or no longer matches is not the one.
+                    Ok(_) | Err(UpdateError::ConversationNotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if live.len() > 1 && lookup.pick == Pick::Latest {
+                // ISO-8601 UTC times sort as text.
+                live.sort_by(|a, b| b.0.cmp(&a.0));
+                live.truncate(1);
+            }
+            match live.len() {
+                1 => return Ok(live[0].1),
+                0 if Instant::now() + self.settings.analytics_retry() < give_up => {
+                    tokio::time::sleep(self.settings.analytics_retry()).await;
+                }
+                0 => {
+                    return Err(LookupError::NotFound {
+                        searched: lookup.key.to_string(),
+                        media: lookup.media_type.as_str(),
+                    })
+                }
+                _ => {
+                    return Err(LookupError::Ambiguous {
+                        searched: lookup.key.to_string(),
+                        media: lookup.media_type.as_str(),
+                        candidates: live.into_iter().map(|(_, cid)| cid).collect(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn the_interval_is_day_aligned_and_covers_today_and_the_days_before() {
+        let now = OffsetDateTime::from_unix_timestamp(1_764_070_000).unwrap(); // 2025-11-25T11:26:40Z
+        assert_eq!(
+            interval(now, 1),
+            "2025-11-24T00:00:00Z/2025-11-26T00:00:00Z"
+        );
+        assert_eq!(
+            interval(now, 0),
+            "2025-11-25T00:00:00Z/2025-11-26T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn an_ani_query_matches_every_form_of_the_number_for_live_conversations() {
+        let lookup = Lookup {
+            key: LookupKey::Ani(FromStr::from_str("+1 317 555 0123").unwrap()),
+            media_type: crate::domain::lookup::MediaType::voice(),
+            pick: Pick::Only,
+        };
+        let q = query(&lookup, "a/b", 5);
+        let values: Vec<&str> = q["segmentFilters"][0]["predicates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(values, ["tel:+13175550123", "+13175550123", "13175550123"]);
+        assert_eq!(q["segmentFilters"][0]["type"], "or");
+        assert_eq!(
+            q["conversationFilters"][0]["predicates"][0]["operator"],
+            "notExists"
+        );
+        assert_eq!(q["segmentFilters"][1]["predicates"][0]["value"], "voice");
+    }
+}

@@ -1,0 +1,229 @@
+//! Lookups: an update addressed by the agent's user id, the caller's number or the external contact
+//! finds its live conversation through analytics, confirmed by a read.
+
+use std::time::Duration;
+
+use patchbay::genesys::model::Conversation;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const AGENT_USER: &str = "5b1f7c2e-9d4a-4b8e-a1c3-7e2f0d9b6a41";
+const CONTACT: &str = "c0ffee00-1234-4abc-8def-0123456789ab";
+
+fn now_iso(offset_s: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::seconds(offset_s))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// A live voice call `n` from `ani`, taken by the agent user, with the external contact, started
+/// `age_s` seconds ago.
+fn call(n: u32, ani: &str, age_s: i64) -> (String, String, String, Conversation) {
+    let cid = format!("11111111-0000-4000-8000-{n:012}");
+    let customer = format!("22222222-0000-4000-8000-{n:012}");
+    let agent = format!("33333333-0000-4000-8000-{n:012}");
+    let start = now_iso(-age_s);
+    let c = serde_json::from_value(json!({
+        "id": cid, "startTime": start,
+        "participants": [
+            {"id": customer, "purpose": "customer", "startTime": start, "ani": ani,
+             "externalContactId": CONTACT, "attributes": {}, "calls": [{"state": "connected"}]},
+            {"id": agent, "purpose": "agent", "startTime": start, "userId": AGENT_USER,
+             "ani": ani, "attributes": {}, "calls": [{"state": "connected"}]}
+        ]
+    }))
+    .unwrap();
+    (cid, customer, agent, c)
+}
+
+fn by(lookup: Value) -> Value {
+    json!({"lookup": lookup, "attributes": {"crmCase": "00042"}})
+}
+
+#[tokio::test]
+async fn an_update_addressed_by_the_callers_number_is_written_to_the_customer_of_its_call() {
+    let app = spawn_app().await;
+    let (cid, customer, _, c) = call(1, "tel:+13175550123", 30);
+    app.sim.insert_conversation(c);
+    let answer = app
+        .post_attributes(by(json!({"ani": "+1 (317) 555-0123"})))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["conversationId"], cid);
+    assert_eq!(answer.body["participantId"], customer);
+    assert_eq!(answer.body["verified"], true);
+}
+
+#[tokio::test]
+async fn a_number_genesys_holds_as_bare_digits_is_found_from_any_form() {
+    let app = spawn_app().await;
+    let (cid, _, _, c) = call(2, "13175550124", 30);
+    app.sim.insert_conversation(c);
+    for ani in ["tel:+13175550124", "13175550124", "+1.317.555.0124"] {
+        let answer = app.post_attributes(by(json!({"ani": ani}))).await;
+        assert_eq!(answer.body["conversationId"], cid, "{ani}: {}", answer.body);
+    }
+}
+
+#[tokio::test]
+async fn an_agents_user_id_finds_the_agent_and_an_external_contact_the_customer() {
+    let app = spawn_app().await;
+    let (cid, customer, agent, c) = call(3, "+13175550125", 30);
+    app.sim.insert_conversation(c);
+    let answer = app.post_attributes(by(json!({"userId": AGENT_USER}))).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["conversationId"], cid);
+    assert_eq!(answer.body["participantId"], agent);
+    let answer = app
+        .post_attributes(by(json!({"externalContactId": CONTACT})))
+        .await;
+    assert_eq!(answer.body["participantId"], customer, "{}", answer.body);
+    // A participant id or purpose still chooses the participant.
+    let mut body = by(json!({"userId": AGENT_USER}));
+    body["purpose"] = json!("customer");
+    let answer = app.post_attributes(body).await;
+    assert_eq!(answer.body["participantId"], customer, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn what_is_not_a_phone_number_or_not_one_lookup_is_a_400() {
+    let app = spawn_app().await;
+    for lookup in [
+        json!({"ani": "call me maybe"}),
+        json!({"ani": "555-0123"}),
+        json!({}),
+        json!({"ani": "+13175550123", "userId": AGENT_USER}),
+        json!({"userId": "not-a-uuid"}),
+        json!({"ani": "+13175550123", "mediaType": "pigeon"}),
+        json!({"ani": "+13175550123", "pick": "first"}),
+    ] {
+        app.post_attributes(by(lookup.clone()))
+            .await
+            .assert_problem(400, "invalid_request");
+    }
+    let mut both = by(json!({"ani": "+13175550123"}));
+    both["conversationId"] = json!(SEED_ACTIVE_CALL);
+    app.post_attributes(both)
+        .await
+        .assert_problem(400, "invalid_request");
+    assert_eq!(app.sim.count("analytics_query"), 0);
+}
+
+#[tokio::test]
+async fn no_live_match_is_a_404_that_says_what_was_searched_without_the_whole_number() {
+    let app = spawn_app_with(|s| s.lookup.analytics_wait_ms = 300).await;
+    let answer = app
+        .post_attributes(by(json!({"ani": "+13175550199"})))
+        .await;
+    answer.assert_problem(404, "conversation_not_found");
+    let detail = answer.body["detail"].as_str().unwrap();
+    assert!(detail.contains("ani …0199"), "{detail}");
+    assert!(!detail.contains("5550199"), "{detail}");
+}
+
+#[tokio::test]
+async fn several_live_matches_are_a_409_listing_them_unless_the_latest_is_asked_for() {
+    let app = spawn_app().await;
+    let (older, ..) = call(4, "+13175550126", 120);
+    let (newer, ..) = call(5, "+13175550126", 10);
+    app.sim.insert_conversation(call(4, "+13175550126", 120).3);
+    app.sim.insert_conversation(call(5, "+13175550126", 10).3);
+    let answer = app
+        .post_attributes(by(json!({"ani": "+13175550126"})))
+        .await;
+    answer.assert_problem(409, "ambiguous_lookup");
+    let detail = answer.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&older) && detail.contains(&newer),
+        "{detail}"
+    );
+    let answer = app
+        .post_attributes(by(json!({"ani": "+13175550126", "pick": "latest"})))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["conversationId"], newer);
+}
+
+#[tokio::test]
+async fn a_call_analytics_does_not_show_yet_is_found_once_it_does() {
+    let app = spawn_app_with(|s| {
+        s.lookup.analytics_retry_ms = 100;
+        s.lookup.analytics_wait_ms = 4000;
+    })
+    .await;
+    app.sim.set_analytics_lag(Duration::from_millis(600));
+    let (cid, _, _, c) = call(6, "+13175550127", 1);
+    app.sim.insert_conversation(c);
+    let answer = app
+        .post_attributes(by(json!({"ani": "+13175550127"})))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["conversationId"], cid);
+    assert!(app.sim.count("analytics_query") > 1, "it asked again");
+}
+
+#[tokio::test]
+async fn an_analytics_hit_the_read_shows_is_no_longer_a_match_is_not_written() {
+    let app = spawn_app_with(|s| s.lookup.analytics_wait_ms = 200).await;
+    // The caller hung up; the agent is still on the call, so analytics still lists it.
+    let (cid, _, _, mut c) = call(7, "+13175550128", 60);
+    c.participants[0].end_time = Some(now_iso(0));
+    c.participants[0]
+        .media
+        .insert("calls".into(), json!([{"state": "disconnected"}]));
+    app.sim.insert_conversation(c);
+    app.post_attributes(by(json!({"ani": "+13175550128"})))
+        .await
+        .assert_problem(404, "conversation_not_found");
+    assert!(app.sim.count("get_conversation") >= 1, "the hit was read");
+    assert!(app.sim.writes().iter().all(|w| w.conversation != cid));
+}
+
+#[tokio::test]
+async fn a_found_call_is_remembered_until_it_ends() {
+    let app = spawn_app_with(|s| s.lookup.analytics_wait_ms = 200).await;
+    let (first, _, _, c) = call(8, "+13175550129", 60);
+    app.sim.insert_conversation(c);
+    for _ in 0..3 {
+        let answer = app
+            .post_attributes(by(json!({"ani": "+13175550129"})))
+            .await;
+        assert_eq!(answer.body["conversationId"], first, "{}", answer.body);
+    }
+    assert_eq!(
+        app.sim.count("analytics_query"),
+        1,
+        "one query for the burst"
+    );
+    // The caller hangs up and calls again: the ended call drops out.
+    app.sim.end_conversation(&first);
+    let (second, _, _, c) = call(9, "+13175550129", 1);
+    app.sim.insert_conversation(c);
+    let answer = app
+        .post_attributes(by(json!({"ani": "+13175550129"})))
+        .await;
+    assert_eq!(answer.body["conversationId"], second, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn a_lookups_calls_count_against_the_genesys_budget() {
+    // The query, its confirming read, the PATCH and the read back: 4 calls, the whole budget.
+    let app = spawn_app_with(|s| s.genesys.rate_per_minute = 4).await;
+    let (_, _, _, c) = call(10, "+13175550130", 60);
+    app.sim.insert_conversation(c);
+    let answer = app
+        .post_attributes(by(json!({"ani": "+13175550130"})))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        app.sim.count("analytics_query")
+            + app.sim.count("get_conversation")
+            + app.sim.count("patch_attributes"),
+        4
+    );
+    let answer = app
+        .post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"a": 1}}))
+        .await;
+    answer.assert_problem(429, "rate_limited");
+}
