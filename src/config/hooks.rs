@@ -9,8 +9,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HookSettings {
-    /// JSON Pointer to the conversation id. Required.
-    pub conversation_id: String,
+    /// JSON Pointer to the conversation id. Required unless `lookup` is set; with both, the id wins
+    /// when the event has one.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// Find the conversation from the event instead: `[hooks.<name>.lookup]`.
+    #[serde(default)]
+    pub lookup: Option<HookLookupSettings>,
     /// JSON Pointer to the participant id. When it finds nothing, the purpose decides.
     #[serde(default)]
     pub participant_id: Option<String>,
@@ -33,6 +38,23 @@ pub struct HookSettings {
     /// How callers of this route prove who they are. Default: `api_key` with `auth.api_keys`.
     #[serde(default)]
     pub auth: Option<HookAuthSettings>,
+}
+
+/// `[hooks.<name>.lookup]`: JSON Pointers to exactly one of `user_id`, `ani` and
+/// `external_contact_id`, with a fixed `media_type` (default `voice`) and `pick` (`"latest"`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookLookupSettings {
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub ani: Option<String>,
+    #[serde(default)]
+    pub external_contact_id: Option<String>,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub pick: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -227,3 +227,28 @@ async fn a_lookups_calls_count_against_the_genesys_budget() {
         .await;
     answer.assert_problem(429, "rate_limited");
 }
+
+#[tokio::test]
+async fn a_webhook_route_finds_the_call_from_the_number_in_its_event() {
+    let app = spawn_app_with_hooks(
+        "[hooks.crm]\n[hooks.crm.lookup]\nani = \"/contact/phone\"\n[hooks.crm.attributes]\nvip = \"/contact/vip\"",
+    )
+    .await;
+    let (cid, customer, _, c) = call(11, "tel:+13175550131", 30);
+    app.sim.insert_conversation(c);
+    let event = json!({"contact": {"phone": "+1 (317) 555-0131", "vip": true}});
+    let answer = app
+        .post_raw(
+            "/v1/hooks/crm",
+            event.to_string(),
+            &[("x-api-key", API_KEY)],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["conversationId"], cid);
+    assert_eq!(answer.body["participantId"], customer);
+    let bad = json!({"contact": {"phone": "unknown", "vip": true}});
+    app.post_raw("/v1/hooks/crm", bad.to_string(), &[("x-api-key", API_KEY)])
+        .await
+        .assert_problem(400, "invalid_request");
+}

@@ -5,10 +5,11 @@ use std::str::FromStr;
 
 use serde_json::Value;
 
-use super::settings::{AttributeSource, HookSettings};
+use super::settings::{AttributeSource, HookLookupSettings, HookSettings};
+use crate::api::attributes::LookupRequest;
 use crate::domain::{
-    coerce_value, AttributeMap, AttributeUpdate, ConversationId, DomainError, ParticipantId,
-    Purpose, Target,
+    coerce_value, Address, AttributeMap, ConversationId, DomainError, ParticipantId, Purpose,
+    Target, UpdateRequest,
 };
 
 /// A pointer that is valid RFC 6901 syntax and addresses something inside the document.
@@ -59,12 +60,75 @@ enum ValueSource {
 /// A route's mapping, compiled once and valid by construction.
 #[derive(Debug, Clone)]
 pub struct Mapping {
-    conversation_id: Pointer,
+    conversation_id: Option<Pointer>,
+    lookup: Option<LookupMapping>,
     participant_id: Option<Pointer>,
     purpose: Option<PurposeSource>,
     attributes: BTreeMap<String, ValueSource>,
     attributes_from: Option<Pointer>,
     verify: Option<bool>,
+}
+
+/// Where a lookup's key comes from: one pointer, and the fixed rest.
+#[derive(Debug, Clone)]
+struct LookupMapping {
+    /// `userId`, `ani` or `externalContactId`.
+    key: &'static str,
+    pointer: Pointer,
+    media_type: Option<String>,
+    pick: Option<String>,
+}
+
+impl LookupMapping {
+    fn compile(s: &HookLookupSettings) -> Result<Self, String> {
+        let keys = [
+            ("userId", &s.user_id),
+            ("ani", &s.ani),
+            ("externalContactId", &s.external_contact_id),
+        ];
+        let mut given = keys
+            .iter()
+            .filter_map(|(k, p)| p.as_deref().map(|p| (*k, p)));
+        let (key, pointer) = match (given.next(), given.next()) {
+            (Some(one), None) => one,
+            _ => {
+                return Err(
+                    "lookup needs exactly one of user_id, ani and external_contact_id".into(),
+                )
+            }
+        };
+        let mapping = Self {
+            key,
+            pointer: Pointer::parse(&format!("lookup.{key}"), pointer)?,
+            media_type: s.media_type.clone(),
+            pick: s.pick.clone(),
+        };
+        // The fixed parts are checked now, with a stand-in key.
+        let stand_in = match key {
+            "ani" => "+13175550123",
+            _ => "00000000-0000-4000-8000-000000000000",
+        };
+        mapping
+            .request(stand_in)
+            .parse()
+            .map_err(|e| format!("lookup: {e}"))?;
+        Ok(mapping)
+    }
+
+    fn request(&self, value: &str) -> LookupRequest {
+        let mut r = LookupRequest {
+            media_type: self.media_type.clone(),
+            pick: self.pick.clone(),
+            ..LookupRequest::default()
+        };
+        let slot = match self.key {
+            "userId" => &mut r.user_id,
+            "ani" => &mut r.ani,
+            _ => &mut r.external_contact_id,
+        };
+        *slot = Some(value.to_string());
+        r
+    }
 }
 
 /// A mapping that does not fit the event, in words safe for the sender.
@@ -81,7 +145,15 @@ impl From<DomainError> for MappingError {
 impl Mapping {
     /// Checks a route's settings; the error says what is wrong (the caller adds the route's name).
     pub fn compile(s: &HookSettings) -> Result<Self, String> {
-        let conversation_id = Pointer::parse("conversation_id", &s.conversation_id)?;
+        let conversation_id = s
+            .conversation_id
+            .as_deref()
+            .map(|p| Pointer::parse("conversation_id", p))
+            .transpose()?;
+        let lookup = s.lookup.as_ref().map(LookupMapping::compile).transpose()?;
+        if conversation_id.is_none() && lookup.is_none() {
+            return Err("conversation_id (or a lookup table) is required".into());
+        }
         let participant_id = s
             .participant_id
             .as_deref()
@@ -129,6 +201,7 @@ impl Mapping {
         }
         Ok(Self {
             conversation_id,
+            lookup,
             participant_id,
             purpose,
             attributes,
@@ -137,24 +210,39 @@ impl Mapping {
         })
     }
 
-    /// Builds the update an event asks for.
-    pub fn apply(&self, event: &Value) -> Result<AttributeUpdate, MappingError> {
-        let conversation_id =
-            ConversationId::from_str(&required_text(&self.conversation_id, event)?)?;
+    /// Builds the request an event asks for.
+    pub fn apply(&self, event: &Value) -> Result<UpdateRequest, MappingError> {
+        let named = match &self.conversation_id {
+            Some(p) => optional_text(p, event)?,
+            None => None,
+        };
+        let address =
+            match (named, &self.lookup, &self.conversation_id) {
+                (Some(cid), _, _) => Address::Conversation(ConversationId::from_str(&cid)?),
+                (None, Some(lookup), _) => {
+                    let value = required_text(&lookup.pointer, event)?;
+                    Address::Lookup(lookup.request(&value).parse().map_err(|e| {
+                        MappingError(format!("{e} (at `{}`)", lookup.pointer.as_str()))
+                    })?)
+                }
+                (None, None, Some(p)) => {
+                    return Err(MappingError(format!("nothing found at `{}`", p.as_str())))
+                }
+                (None, None, None) => unreachable!("compile requires an address"),
+            };
         let participant = match &self.participant_id {
             Some(p) => optional_text(p, event)?,
             None => None,
         };
         let target = match participant {
-            Some(pid) => Target::Participant(ParticipantId::from_str(&pid)?),
-            None => Target::Purpose(match &self.purpose {
-                None => Purpose::customer(),
-                Some(PurposeSource::Fixed(p)) => p.clone(),
-                Some(PurposeSource::Pointer(p)) => match optional_text(p, event)? {
-                    Some(text) => Purpose::from_str(&text)?,
-                    None => Purpose::customer(),
-                },
-            }),
+            Some(pid) => Some(Target::Participant(ParticipantId::from_str(&pid)?)),
+            None => match &self.purpose {
+                None => None,
+                Some(PurposeSource::Fixed(p)) => Some(Target::Purpose(p.clone())),
+                Some(PurposeSource::Pointer(p)) => optional_text(p, event)?
+                    .map(|text| Purpose::from_str(&text).map(Target::Purpose))
+                    .transpose()?,
+            },
         };
 
         let mut object = serde_json::Map::new();
@@ -194,8 +282,8 @@ impl Mapping {
             }
         }
         let attributes = AttributeMap::from_json(&object)?;
-        Ok(AttributeUpdate {
-            conversation_id,
+        Ok(UpdateRequest {
+            address,
             target,
             attributes,
             verify: self.verify,
@@ -260,10 +348,10 @@ mod tests {
         let u = mapping()
             .apply(&json!({"ticket": {"conversation": CID, "id": 981, "who": "agent", "odd/key": true}}))
             .unwrap();
-        assert_eq!(u.conversation_id.to_string(), CID);
+        assert!(matches!(u.address, Address::Conversation(c) if c.to_string() == CID));
         assert_eq!(
             u.target,
-            Target::Purpose(Purpose::from_str("agent").unwrap())
+            Some(Target::Purpose(Purpose::from_str("agent").unwrap()))
         );
         let attrs: Vec<_> = u
             .attributes
@@ -295,6 +383,33 @@ mod tests {
     }
 
     #[test]
+    fn a_lookup_pointer_addresses_the_update_when_the_event_has_no_conversation_id() {
+        let m = Mapping::compile(&settings(
+            "conversation_id = \"/cid\"\n[lookup]\nani = \"/caller/phone\"\npick = \"latest\"\n[attributes]\na = \"/a\"",
+        ))
+        .unwrap();
+        let u = m
+            .apply(&json!({"caller": {"phone": "+1 317 555 0123"}, "a": 1}))
+            .unwrap();
+        match u.address {
+            Address::Lookup(l) => {
+                assert_eq!(l.key.to_string(), "ani …0123");
+                assert_eq!(l.pick, crate::domain::lookup::Pick::Latest);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(u.target, None, "the lookup's default participant");
+        // The id wins when the event carries one.
+        let u = m.apply(&json!({"cid": CID, "a": 1})).unwrap();
+        assert!(matches!(u.address, Address::Conversation(_)));
+        // A number that is not one names its pointer.
+        let e = m
+            .apply(&json!({"caller": {"phone": "ask Bob"}, "a": 1}))
+            .unwrap_err();
+        assert!(e.0.contains("/caller/phone"), "{e}");
+    }
+
+    #[test]
     fn mistakes_in_a_mapping_are_refused_at_compile_time() {
         for (bad, why) in [
             (
@@ -315,6 +430,15 @@ mod tests {
                 "exactly one",
             ),
             ("conversation_id = \"/c~2\"\n[attributes]\na = \"/a\"", "~"),
+            ("[attributes]\na = \"/a\"", "conversation_id (or a lookup"),
+            (
+                "[lookup]\nani = \"/a\"\nuser_id = \"/u\"\n[attributes]\na = \"/a\"",
+                "exactly one",
+            ),
+            (
+                "[lookup]\nani = \"/a\"\nmedia_type = \"fax\"\n[attributes]\na = \"/a\"",
+                "mediaType",
+            ),
         ] {
             let e = Mapping::compile(&settings(bad)).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
