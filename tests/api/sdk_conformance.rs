@@ -11,12 +11,25 @@ use serde_json::json;
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_python_sdk_reads_and_writes_attributes_on_the_simulator() {
+async fn the_official_python_sdk_reads_writes_and_queries_analytics_on_the_simulator() {
     let app = spawn_app().await;
     let written = app
         .post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_CUSTOMER, "attributes": {"vip": true}}))
         .await;
     assert_eq!(written.body["verified"], true, "{}", written.body);
+
+    // A live call from a number, for the analytics details query.
+    let start = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let looked_up = "44444444-0000-4000-8000-000000000001";
+    app.sim.insert_conversation(
+        serde_json::from_value(json!({"id": looked_up, "startTime": start, "participants": [
+            {"id": "44444444-0000-4000-8000-000000000002", "purpose": "customer", "startTime": start,
+             "ani": "tel:+13175550142", "attributes": {}, "calls": [{"state": "connected"}]}
+        ]}))
+        .unwrap(),
+    );
 
     let python = tokio::task::spawn_blocking(python_tools)
         .await
@@ -34,7 +47,9 @@ async fn the_official_python_sdk_reads_and_writes_attributes_on_the_simulator() 
                 .env("CONVERSATION_ID", SEED_ACTIVE_CALL)
                 .env("PARTICIPANT_ID", SEED_ACTIVE_CALL_CUSTOMER)
                 .env("EXPECT_KEY", "vip")
-                .env("EXPECT_VALUE", "true"),
+                .env("EXPECT_VALUE", "true")
+                .env("LOOKUP_ANI", "+13175550142")
+                .env("LOOKUP_CONVERSATION", looked_up),
         )
     })
     .await
@@ -43,6 +58,7 @@ async fn the_official_python_sdk_reads_and_writes_attributes_on_the_simulator() 
         serde_json::from_slice(&out.stdout).expect("the script prints JSON");
     assert_eq!(findings["purpose"], "customer");
     assert_eq!(findings["attributes"]["sdkKey"], "sdk-value");
+    assert_eq!(findings["lookup"], looked_up);
 
     // The SDK made the same calls Patchbay makes: a grant, the attributes PATCH, a GET.
     let sdk_calls: Vec<_> = app

@@ -1,9 +1,12 @@
 """Points Genesys's official Python SDK at the Patchbay simulator.
 
 It must get a client-credentials token, call patch_conversation_participant_attributes and
-get_conversation, and its typed models must show both its own write and the one Patchbay made.
+get_conversation, and its typed models must show both its own write and the one Patchbay made. It
+then asks post_analytics_conversations_details_query for live voice conversations from a number, as
+Patchbay's lookups do, and the typed answer must hold the expected conversation.
 Prints one JSON line of findings; exits non-zero on any failure.
 """
+import datetime
 import json
 import os
 import sys
@@ -38,6 +41,45 @@ assert conversation.end_time is None
 states = [c.state for c in (participant.calls or [])] + [m.state for m in (participant.messages or [])]
 assert states and "outdated_sdk_version" not in states, states
 
+# The details query a lookup sends, built from the SDK's own models.
+lookup_ani, lookup_conversation = os.environ["LOOKUP_ANI"], os.environ["LOOKUP_CONVERSATION"]
+today = datetime.datetime.now(datetime.timezone.utc).date()
+query = gc.ConversationQuery()
+query.interval = f"{today - datetime.timedelta(days=1)}T00:00:00Z/{today + datetime.timedelta(days=1)}T00:00:00Z"
+query.order = "desc"
+query.order_by = "conversationStart"
+paging = gc.PagingSpec()
+paging.page_size, paging.page_number = 5, 1
+query.paging = paging
+def predicate(cls, dimension, operator, value=None):
+    p = cls()
+    p.type, p.dimension, p.operator = "dimension", dimension, operator
+    if value is not None:
+        p.value = value
+    return p
+live = gc.ConversationDetailQueryFilter()
+live.type = "and"
+live.predicates = [predicate(gc.ConversationDetailQueryPredicate, "conversationEnd", "notExists")]
+query.conversation_filters = [live]
+number = gc.SegmentDetailQueryFilter()
+number.type = "or"
+number.predicates = [predicate(gc.SegmentDetailQueryPredicate, "ani", "matches", form)
+                     for form in (f"tel:{lookup_ani}", lookup_ani, lookup_ani[1:])]
+voice = gc.SegmentDetailQueryFilter()
+voice.type = "and"
+voice.predicates = [predicate(gc.SegmentDetailQueryPredicate, "mediaType", "matches", "voice")]
+query.segment_filters = [number, voice]
+found = gc.AnalyticsApi(api_client).post_analytics_conversations_details_query(query)
+assert isinstance(found, gc.AnalyticsConversationQueryResponse), type(found)
+assert [c.conversation_id for c in found.conversations] == [lookup_conversation], found.conversations
+hit = found.conversations[0]
+assert isinstance(hit, gc.AnalyticsConversationWithoutAttributes), type(hit)
+assert hit.conversation_end is None and hit.conversation_start is not None
+customer = next(p for p in hit.participants if p.purpose == "customer")
+assert isinstance(customer, gc.AnalyticsParticipantWithoutAttributes), type(customer)
+assert customer.sessions[0].ani == f"tel:{lookup_ani}", customer.sessions
+assert customer.sessions[0].media_type == "voice", customer.sessions
+
 # A wrong token must surface as the SDK's ApiException with Genesys's 401.
 api_client.access_token = "not-a-token"
 try:
@@ -47,4 +89,5 @@ except ApiException as e:
     assert e.status == 401, e.status
     assert json.loads(e.body)["code"] == "bad.credentials", e.body
 
-print(json.dumps({"participant": participant.id, "purpose": participant.purpose, "attributes": attributes}))
+print(json.dumps({"participant": participant.id, "purpose": participant.purpose, "attributes": attributes,
+                  "lookup": hit.conversation_id}))
