@@ -87,6 +87,8 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let simulator = Simulator::new();
     // Genesys reads are eventually consistent: make the demo show verification waiting for it.
     simulator.set_visibility_delay(Duration::from_millis(120));
+    // A live call that a CRM knows only by the caller's number.
+    simulator.add_caller_call();
     let sim_url = simulator.spawn(TcpListener::bind("127.0.0.1:0").await?);
 
     let api_key = format!("demo-{}", uuid::Uuid::new_v4().simple());
@@ -123,6 +125,14 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
             headers: vec![("authorization", format!("Bearer {api_key}"))],
             body: json!({"conversationId": sim::SEED_ACTIVE_CALL, "participantId": sim::SEED_ACTIVE_CALL_AGENT,
                          "attributes": {"accountTier": "gold", "openCases": 3}}),
+            expect_status: 200,
+        },
+        Event {
+            caller: "HubSpot workflow: mark the caller VIP, knowing only the number they called from",
+            path: "/v1/attributes",
+            headers: vec![("x-api-key", api_key.clone())],
+            body: json!({"lookup": {"ani": "+1 317 555 0123"},
+                         "attributes": {"vip": true, "hubspotContact": "901"}}),
             expect_status: 200,
         },
         Event {
@@ -231,10 +241,11 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
 
     writeln!(
         out,
-        "Genesys calls: {} token grant(s), {} attribute PATCH(es), {} conversation GET(s)",
+        "Genesys calls: {} token grant(s), {} attribute PATCH(es), {} conversation GET(s), {} analytics query(ies)",
         simulator.grants(),
         simulator.count("patch_attributes"),
-        simulator.count("get_conversation")
+        simulator.count("get_conversation"),
+        simulator.count("analytics_query")
     )?;
     let _ = stop.send(());
     server.await??;

@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 use crate::genesys::model::Conversation;
 
 pub use seed::{
-    SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT, SEED_ACTIVE_CALL_CUSTOMER, SEED_CHAT,
+    SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT, SEED_ACTIVE_CALL_CUSTOMER, SEED_CALLER_AGENT,
+    SEED_CALLER_CALL, SEED_CALLER_CUSTOMER, SEED_CALLER_NUMBER, SEED_CHAT,
     SEED_CHAT_CUSTOMER, SEED_ENDED, SEED_ENDED_CUSTOMER, SEED_TRANSFER, SEED_TRANSFER_AGENT_NEW,
     SEED_TRANSFER_AGENT_OLD,
 };
@@ -334,6 +335,21 @@ impl Simulator {
         if let Some(c) = s.conversations.get_mut(&id.to_lowercase()) {
             seed::transfer(c, to);
         }
+    }
+
+    /// Adds the live call the demo finds by its caller's number ([`SEED_CALLER_NUMBER`]), started
+    /// now, so analytics' day-aligned interval holds it whatever the date.
+    pub fn add_caller_call(&self) {
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("a time formats");
+        self.insert_conversation(seed::call_from(
+            SEED_CALLER_CALL,
+            SEED_CALLER_CUSTOMER,
+            SEED_CALLER_AGENT,
+            SEED_CALLER_NUMBER,
+            &now,
+        ));
     }
 
     /// Adds `n` live calls, each with a connected customer and agent, with ids derived from `n`'s

@@ -89,6 +89,26 @@ pub fn conversations() -> Vec<Conversation> {
         .collect()
 }
 
+/// The live call the demo finds from its caller's number: started now, from [`SEED_CALLER_NUMBER`].
+pub const SEED_CALLER_CALL: &str = "6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a05";
+pub const SEED_CALLER_CUSTOMER: &str = "0c5a1f0e-8d2b-4c8e-9b1a-1e2f3a4b5c41";
+pub const SEED_CALLER_AGENT: &str = "0c5a1f0e-8d2b-4c8e-9b1a-1e2f3a4b5c42";
+pub const SEED_CALLER_NUMBER: &str = "tel:+13175550123";
+
+/// A live voice call from `ani`, started at `start` (RFC 3339), as the conversation GET shows it.
+pub fn call_from(id: &str, customer: &str, agent: &str, ani: &str, start: &str) -> Conversation {
+    let mut c = json!({
+        "id": id,
+        "startTime": start,
+        "participants": [
+            participant(customer, "customer", start, "calls", "connected", json!({})),
+            participant(agent, "agent", start, "calls", "connected", json!({})),
+        ]
+    });
+    c["participants"][0]["ani"] = json!(ani);
+    serde_json::from_value(c).expect("a valid conversation")
+}
+
 /// A live call with a connected customer and agent.
 pub fn live_call(call: &super::LiveCall) -> Conversation {
     let start = "2026-11-24T09:00:00.000Z";
