@@ -128,7 +128,8 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
             expect_status: 200,
         },
         Event {
-            caller: "HubSpot workflow: mark the caller VIP, knowing only the number they called from",
+            caller:
+                "HubSpot workflow: mark the caller VIP, knowing only the number they called from",
             path: "/v1/attributes",
             headers: vec![("x-api-key", api_key.clone())],
             body: json!({"lookup": {"ani": "+1 317 555 0123"},

@@ -42,6 +42,8 @@ async fn post(http: &reqwest::Client, url: String, body: String, headers: &[(&st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_the_logs_at_any_level() {
     let sim = Simulator::new();
+    // A call found by its caller's number: numbers, like secrets, never appear in full.
+    sim.add_caller_call();
     let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let config = std::env::temp_dir().join(format!(
         "patchbay-logs-{}.toml",
@@ -65,6 +67,7 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
             ("PATCHBAY__LOG__FORMAT", format),
             ("RUST_LOG", "trace"),
             ("PATCHBAY__GENESYS__RETRY__MAX_ATTEMPTS", "4"),
+            ("PATCHBAY__LOOKUP__ANALYTICS_WAIT_MS", "200"),
         ];
         let mut gateway =
             Gateway::in_front_of(&sim_url, &env).with_args(&["--config", &config_arg]);
@@ -154,6 +157,19 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
             .await,
             401
         );
+        for (number, status) in [("+1 317 555 0123", 200), ("+1 317 555 0164", 404)] {
+            let lookup = json!({"lookup": {"ani": number}, "attributes": {"a": "b"}}).to_string();
+            assert_eq!(
+                post(
+                    &http,
+                    url("/v1/attributes"),
+                    lookup,
+                    &[("x-api-key", API_KEY)]
+                )
+                .await,
+                status
+            );
+        }
         gateway.terminate();
 
         let mut denied = Gateway::in_front_of(
@@ -198,6 +214,9 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
         "not-the-secret-9f2c".to_string(),
         basic(patchbay::sim::DEFAULT_CLIENT_SECRET),
         basic("not-the-secret-9f2c"),
+        // The callers' numbers, in any form: only their last four digits may show.
+        "5550123".to_string(),
+        "5550164".to_string(),
         API_KEY.to_string(),
         wrong_key.to_string(),
         "basic-pass-51ab".to_string(),
