@@ -40,6 +40,9 @@ enum Command {
         /// API calls each token may make in a minute, as Genesys enforces it (429 beyond); 0 for none.
         #[arg(long, default_value_t = 0)]
         rate_limit: u32,
+        /// How long a new conversation takes to show in the analytics details query, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        analytics_lag_ms: u64,
     },
     /// Run the simulator and the gateway in one process and send a few sample events.
     Demo,
@@ -92,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
             calls,
             latency_ms,
             rate_limit,
+            analytics_lag_ms,
         } => {
             telemetry::init(LogFormat::Pretty, "info");
             let listener = tokio::net::TcpListener::bind(listen)
@@ -101,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
             simulator.add_live_calls(calls);
             simulator.set_latency(std::time::Duration::from_millis(latency_ms));
             simulator.set_rate_limit((rate_limit > 0).then_some(rate_limit));
+            simulator.set_analytics_lag(std::time::Duration::from_millis(analytics_lag_ms));
+            // A live call to find by its caller's number, whatever the date.
+            simulator.add_caller_call();
             println!(
                 "Genesys Cloud simulator on http://{}",
                 listener.local_addr()?
@@ -114,6 +121,11 @@ async fn main() -> anyhow::Result<()> {
                 "  live conversation {} (customer {})",
                 sim::SEED_ACTIVE_CALL,
                 sim::SEED_ACTIVE_CALL_CUSTOMER
+            );
+            println!(
+                "  live conversation {} from {} (find it with a lookup by ani)",
+                sim::SEED_CALLER_CALL,
+                sim::SEED_CALLER_NUMBER
             );
             axum::serve(listener, simulator.router())
                 .with_graceful_shutdown(app::shutdown_signal())
