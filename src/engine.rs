@@ -16,7 +16,7 @@
 //! A read younger than `delivery.read_reuse_ms` finds a participant by purpose without another GET.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{hash_map, BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use crate::genesys::client::{DEADLINE, LAST_CORRELATION, PREPAID};
 use crate::genesys::model::Conversation;
 use crate::genesys::GenesysError;
 use crate::service::{
-    compare, CallShare, Mismatch, UpdateError, UpdateOutcome, Updater, CALL_ALLOWANCE,
+    compare, slot_wait, CallShare, Mismatch, UpdateError, UpdateOutcome, Updater,
 };
 
 /// Updates coalesced into another's PATCH, reads reused, and verification reads shared.
@@ -51,6 +51,33 @@ struct Entry {
     reply: Reply,
 }
 
+impl Entry {
+    /// Answers its caller: the participant's attributes as seen (or as written, unverified), and
+    /// the keys that did not read back as written.
+    fn answer(
+        self,
+        cid: ConversationId,
+        verified: bool,
+        attributes: BTreeMap<String, String>,
+        mismatches: Vec<Mismatch>,
+        shared: CallShare,
+    ) {
+        let _ = self.reply.send(Ok(UpdateOutcome {
+            conversation_id: cid,
+            participant_id: self.participant,
+            verified,
+            attributes,
+            mismatches,
+            shared,
+            correlation_id: last_correlation(),
+        }));
+    }
+
+    fn fail(self, err: UpdateError) {
+        let _ = self.reply.send(Err(err));
+    }
+}
+
 /// A written update waiting for its keys to read back.
 struct Waiter {
     entry: Entry,
@@ -58,19 +85,16 @@ struct Waiter {
     give_up: Instant,
 }
 
-#[derive(Default)]
-struct Lane {
-    pending: Vec<Entry>,
-}
-
 struct Inner {
     updater: Updater,
     settings: DeliverySettings,
     max_bytes: usize,
     /// Recent conversation reads, for finding participants by purpose; one GET for concurrent misses.
-    reads: moka::future::Cache<ConversationId, Arc<Conversation>>,
-    /// Lanes that have a task running them. An entry exists exactly while its task runs.
-    lanes: Mutex<HashMap<ConversationId, Lane>>,
+    /// `None` when `delivery.read_reuse_ms` is 0.
+    reads: Option<moka::future::Cache<ConversationId, Arc<Conversation>>>,
+    /// Updates pending in each lane that has a task running it. An entry exists exactly while its
+    /// task runs.
+    lanes: Mutex<HashMap<ConversationId, Vec<Entry>>>,
 }
 
 /// Cheap to clone: clones share the lanes.
@@ -79,10 +103,12 @@ pub struct Engine(Arc<Inner>);
 
 impl Engine {
     pub fn new(updater: Updater, settings: DeliverySettings, max_attributes_bytes: usize) -> Self {
-        let reads = moka::future::Cache::builder()
-            .max_capacity(10_000)
-            .time_to_live(settings.read_reuse().max(Duration::from_millis(1)))
-            .build();
+        let reads = (settings.read_reuse_ms > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(settings.read_reuse())
+                .build()
+        });
         Self(Arc::new(Inner {
             updater,
             settings,
@@ -97,7 +123,7 @@ impl Engine {
     }
 
     /// Admission: whether the budget could give the calls `update` makes, the last by `deadline`
-    /// less [`CALL_ALLOWANCE`]. A participant found from a young read needs no read of its own.
+    /// less [`crate::service::CALL_ALLOWANCE`]. A participant found from a young read needs no read of its own.
     pub async fn admit(
         &self,
         update: &AttributeUpdate,
@@ -105,8 +131,11 @@ impl Engine {
     ) -> Result<(), UpdateError> {
         let mut calls = self.0.updater.calls_needed(update);
         if matches!(update.target, Target::Purpose(_))
-            && self.0.settings.read_reuse_ms > 0
-            && self.0.reads.contains_key(&update.conversation_id)
+            && self
+                .0
+                .reads
+                .as_ref()
+                .is_some_and(|reads| reads.contains_key(&update.conversation_id))
         {
             calls -= 1;
         }
@@ -121,9 +150,7 @@ impl Engine {
         deadline: Instant,
     ) -> Result<Arc<Conversation>, UpdateError> {
         let conversation = Arc::new(DEADLINE.scope(deadline, self.0.updater.read(&cid)).await?);
-        if self.0.settings.read_reuse_ms > 0 {
-            self.0.reads.insert(cid, conversation.clone()).await;
-        }
+        self.0.remember(cid, &conversation).await;
         Ok(conversation)
     }
 
@@ -159,22 +186,14 @@ impl Engine {
             deadline,
             reply,
         };
-        let start = {
-            let mut lanes = self.0.lanes.lock().unwrap_or_else(|p| p.into_inner());
-            match lanes.get_mut(&cid) {
-                Some(lane) => {
-                    lane.pending.push(entry);
-                    false
-                }
-                None => {
-                    lanes.insert(
-                        cid,
-                        Lane {
-                            pending: vec![entry],
-                        },
-                    );
-                    true
-                }
+        let start = match self.0.lock_lanes().entry(cid) {
+            hash_map::Entry::Occupied(mut lane) => {
+                lane.get_mut().push(entry);
+                false
+            }
+            hash_map::Entry::Vacant(lane) => {
+                lane.insert(vec![entry]);
+                true
             }
         };
         if start {
@@ -187,20 +206,31 @@ impl Engine {
 }
 
 impl Inner {
+    fn lock_lanes(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Vec<Entry>>> {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `conversation`, just read, for updates that follow to find their participant in.
+    async fn remember(&self, cid: ConversationId, conversation: &Arc<Conversation>) {
+        if let Some(reads) = &self.reads {
+            reads.insert(cid, conversation.clone()).await;
+        }
+    }
+
     /// A read of the conversation no older than `delivery.read_reuse_ms`, and whether it was
     /// reused (made before this update came).
     async fn read_for_resolve(
         &self,
         cid: ConversationId,
     ) -> Result<(Arc<Conversation>, bool), UpdateError> {
-        if self.settings.read_reuse_ms == 0 {
+        let Some(reads) = &self.reads else {
             return self.updater.read(&cid).await.map(|c| (Arc::new(c), false));
-        }
-        if let Some(conversation) = self.reads.get(&cid).await {
+        };
+        if let Some(conversation) = reads.get(&cid).await {
             metrics::counter!(READS_REUSED).increment(1);
             return Ok((conversation, true));
         }
-        self.reads
+        reads
             .try_get_with(cid, async { self.updater.read(&cid).await.map(Arc::new) })
             .await
             .map(|c| (c, false))
@@ -211,10 +241,12 @@ impl Inner {
     /// found in a reused read. Those now found elsewhere go back to the lane; the rest are answered
     /// with `err`.
     async fn refind(&self, cid: ConversationId, entries: Vec<Entry>, err: UpdateError) {
-        self.reads.invalidate(&cid).await;
+        if let Some(reads) = &self.reads {
+            reads.invalidate(&cid).await;
+        }
         for mut entry in entries {
             let Some(purpose) = entry.found_in_reused.take() else {
-                let _ = entry.reply.send(Err(err.clone()));
+                entry.fail(err.clone());
                 continue;
             };
             let found = DEADLINE
@@ -230,16 +262,11 @@ impl Inner {
                         "a reused read named a participant Genesys refused; writing to the one a fresh read names"
                     );
                     entry.participant = participant;
-                    let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
                     // The lane is running (this is its task), so its entry exists.
-                    lanes.entry(cid).or_default().pending.push(entry);
+                    self.lock_lanes().entry(cid).or_default().push(entry);
                 }
-                Ok(_) => {
-                    let _ = entry.reply.send(Err(err.clone()));
-                }
-                Err(fresh) => {
-                    let _ = entry.reply.send(Err(fresh));
-                }
+                Ok(_) => entry.fail(err.clone()),
+                Err(fresh) => entry.fail(fresh),
             }
         }
     }
@@ -247,8 +274,8 @@ impl Inner {
     /// Ends `cid`'s lane when nothing is pending, under the same lock as `submit` adds to it, so no
     /// entry is ever left without a task to run it.
     fn end_if_idle(&self, cid: &ConversationId) -> bool {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        let idle = lanes.get(cid).is_none_or(|lane| lane.pending.is_empty());
+        let mut lanes = self.lock_lanes();
+        let idle = lanes.get(cid).is_none_or(Vec::is_empty);
         if idle {
             lanes.remove(cid);
         }
@@ -273,11 +300,13 @@ impl Inner {
             let linger = self
                 .settings
                 .linger(self.updater.genesys().budget_pressure());
-            let max_wait = earliest
-                .saturating_duration_since(Instant::now())
-                .saturating_sub(CALL_ALLOWANCE);
             let calls = 1 + u32::from(verifies);
-            match self.updater.genesys().reserve_calls(calls, max_wait).await {
+            match self
+                .updater
+                .genesys()
+                .reserve_calls(calls, slot_wait(earliest))
+                .await
+            {
                 Ok(slots) => {
                     tokio::time::sleep_until(slots[0].max(Instant::now() + linger)).await;
                     let round =
@@ -288,9 +317,7 @@ impl Inner {
                 }
                 Err(refused) => {
                     for entry in self.take_pending(&cid) {
-                        let _ = entry
-                            .reply
-                            .send(Err(UpdateError::Upstream(refused.clone())));
+                        entry.fail(UpdateError::Upstream(refused.clone()));
                     }
                 }
             }
@@ -299,17 +326,16 @@ impl Inner {
 
     /// The earliest deadline among `cid`'s pending updates, and whether any of them verifies.
     fn pending_needs(&self, cid: &ConversationId) -> Option<(Instant, bool)> {
-        let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        let pending = &lanes.get(cid)?.pending;
+        let lanes = self.lock_lanes();
+        let pending = lanes.get(cid)?;
         let earliest = pending.iter().map(|e| e.deadline).min()?;
         Some((earliest, pending.iter().any(|e| e.verify)))
     }
 
     fn take_pending(&self, cid: &ConversationId) -> Vec<Entry> {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        lanes
+        self.lock_lanes()
             .get_mut(cid)
-            .map(|lane| std::mem::take(&mut lane.pending))
+            .map(std::mem::take)
             .unwrap_or_default()
     }
 
@@ -363,9 +389,7 @@ impl Inner {
             match read {
                 Ok(Ok(conversation)) => {
                     let conversation = Arc::new(conversation);
-                    if self.settings.read_reuse_ms > 0 {
-                        self.reads.insert(cid, conversation.clone()).await;
-                    }
+                    self.remember(cid, &conversation).await;
                     waiters = self.answer_verified(cid, waiters, &conversation, &written, share);
                     last_read = Some(conversation);
                 }
@@ -405,10 +429,10 @@ impl Inner {
         let slot = match prepaid.pop_front() {
             Some(slot) => Ok(vec![slot]),
             None => {
-                let max_wait = earliest
-                    .saturating_duration_since(Instant::now())
-                    .saturating_sub(CALL_ALLOWANCE);
-                self.updater.genesys().reserve_calls(1, max_wait).await
+                self.updater
+                    .genesys()
+                    .reserve_calls(1, slot_wait(earliest))
+                    .await
             }
         };
         if let Ok(slots) = &slot {
@@ -422,9 +446,7 @@ impl Inner {
             }
             Err(refused) => {
                 for entry in pending {
-                    let _ = entry
-                        .reply
-                        .send(Err(UpdateError::Upstream(refused.clone())));
+                    entry.fail(UpdateError::Upstream(refused.clone()));
                 }
                 0
             }
@@ -479,16 +501,8 @@ impl Inner {
                             waiters.push(Waiter { entry, give_up });
                             added += 1;
                         } else {
-                            let outcome = UpdateOutcome {
-                                conversation_id: cid,
-                                participant_id: entry.participant.clone(),
-                                verified: false,
-                                attributes: entry.attributes.as_map().clone(),
-                                mismatches: Vec::new(),
-                                shared: *share,
-                                correlation_id: last_correlation(),
-                            };
-                            let _ = entry.reply.send(Ok(outcome));
+                            let written = entry.attributes.as_map().clone();
+                            entry.answer(cid, false, written, Vec::new(), *share);
                         }
                     }
                 }
@@ -498,7 +512,7 @@ impl Inner {
                 }
                 Err(err) => {
                     for entry in group.entries {
-                        let _ = entry.reply.send(Err(err.clone()));
+                        entry.fail(err.clone());
                     }
                 }
             }
@@ -517,10 +531,7 @@ impl Inner {
     ) -> Vec<Waiter> {
         let mut left = Vec::new();
         for w in waiters {
-            let seen = conversation
-                .participant(&w.entry.participant)
-                .map(|p| p.attributes.clone())
-                .unwrap_or_default();
+            let seen = attributes_of(Some(conversation), &w.entry.participant);
             let (own, overwritten) = split_own(&w.entry, written);
             if !compare(&own, &seen).is_empty() {
                 left.push(w);
@@ -529,15 +540,7 @@ impl Inner {
             let mismatches = compare(&overwritten, &seen);
             let verified = mismatches.is_empty();
             metrics::counter!(crate::metrics::VERIFICATIONS, "outcome" => "verified").increment(1);
-            let _ = w.entry.reply.send(Ok(UpdateOutcome {
-                conversation_id: cid,
-                participant_id: w.entry.participant.clone(),
-                verified,
-                attributes: seen,
-                mismatches,
-                shared: share,
-                correlation_id: last_correlation(),
-            }));
+            w.entry.answer(cid, verified, seen, mismatches, share);
         }
         left
     }
@@ -556,21 +559,22 @@ impl Inner {
             participant_id = %w.entry.participant,
             "the write did not read back within verify.timeout_ms"
         );
-        let seen: BTreeMap<String, String> = last_read
-            .and_then(|c| c.participant(&w.entry.participant))
-            .map(|p| p.attributes.clone())
-            .unwrap_or_default();
-        let mismatches: Vec<Mismatch> = compare(&w.entry.attributes, &seen);
-        let _ = w.entry.reply.send(Ok(UpdateOutcome {
-            conversation_id: cid,
-            participant_id: w.entry.participant.clone(),
-            verified: false,
-            attributes: seen,
-            mismatches,
-            shared: share,
-            correlation_id: last_correlation(),
-        }));
+        let seen = attributes_of(last_read, &w.entry.participant);
+        let mismatches = compare(&w.entry.attributes, &seen);
+        w.entry.answer(cid, false, seen, mismatches, share);
     }
+}
+
+/// A participant's attributes on a read of the conversation; none when there is no read or no such
+/// participant.
+fn attributes_of(
+    conversation: Option<&Conversation>,
+    participant: &str,
+) -> BTreeMap<String, String> {
+    conversation
+        .and_then(|c| c.participant(participant))
+        .map(|p| p.attributes.clone())
+        .unwrap_or_default()
 }
 
 /// The correlation id of the round's latest Genesys answer.

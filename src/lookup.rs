@@ -19,7 +19,7 @@ use crate::domain::lookup::{Lookup, LookupKey, Pick};
 use crate::domain::ConversationId;
 use crate::engine::Engine;
 use crate::genesys::client::DEADLINE;
-use crate::genesys::model::Conversation;
+use crate::genesys::model::{media_list, Conversation};
 use crate::service::{UpdateError, CALL_ALLOWANCE};
 
 /// Why no conversation could be named.
@@ -50,26 +50,15 @@ pub struct Finder {
     found: moka::future::Cache<Lookup, ConversationId>,
 }
 
-/// The media list of a conversation participant that carries `media_type`.
-fn media_list(media_type: &str) -> &'static str {
-    match media_type {
-        "chat" => "chats",
-        "email" => "emails",
-        "message" => "messages",
-        "callback" => "callbacks",
-        "video" => "videos",
-        "cobrowse" => "cobrowsesessions",
-        "screenshare" => "screenshares",
-        _ => "calls",
-    }
-}
-
 /// Whether `conversation` is live and still holds a connected participant matching `lookup`.
 fn still_matches(conversation: &Conversation, lookup: &Lookup) -> bool {
     if conversation.is_ended() {
         return false;
     }
     let list = media_list(lookup.media_type.as_str());
+    let on_media = |p: &crate::genesys::model::Participant| {
+        list.is_some_and(|list| p.media.get(list).is_some_and(|v| v.is_array()))
+    };
     conversation.participants.iter().any(|p| {
         // A number or an external contact names the caller's side, never the agent's.
         let callers_side = matches!(p.purpose.as_deref(), Some("customer" | "external"));
@@ -89,7 +78,7 @@ fn still_matches(conversation: &Conversation, lookup: &Lookup) -> bool {
                         .is_some_and(|a| &a == number)
             }
         };
-        key_holds && p.is_connected() && p.media.get(list).is_some_and(|v| v.is_array())
+        key_holds && p.is_connected() && on_media(p)
     })
 }
 
@@ -186,15 +175,7 @@ impl Finder {
         let started = Instant::now();
         let give_up = (started + self.settings.analytics_wait()).min(deadline - CALL_ALLOWANCE);
         // The query and a confirmation are the least a lookup spends: refuse at once without them.
-        genesys
-            .check_calls(
-                2,
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .saturating_sub(CALL_ALLOWANCE),
-            )
-            .await
-            .map_err(UpdateError::Upstream)?;
+        self.engine.updater().admit_calls(2, deadline).await?;
         let interval = interval(OffsetDateTime::now_utc(), self.settings.lookback_days);
         let body = query(lookup, &interval, self.settings.max_candidates);
         loop {

@@ -15,6 +15,13 @@ use crate::genesys::{GenesysClient, GenesysError};
 /// that may have to be repeated while the write becomes visible.
 pub const CALL_ALLOWANCE: Duration = Duration::from_secs(1);
 
+/// How long a call may wait for its budget slot and still start [`CALL_ALLOWANCE`] before `deadline`.
+pub fn slot_wait(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(CALL_ALLOWANCE)
+}
+
 /// Why an update could not be applied, in the caller's terms.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpdateError {
@@ -108,11 +115,8 @@ impl Updater {
     /// slots, and an update that shares another's calls takes none. Refused, the error says when to
     /// retry, so a caller is told at once instead of waiting for a slot it would get too late.
     pub async fn admit_calls(&self, calls: u32, deadline: Instant) -> Result<(), UpdateError> {
-        let max_wait = deadline
-            .saturating_duration_since(Instant::now())
-            .saturating_sub(CALL_ALLOWANCE);
         self.genesys
-            .check_calls(calls, max_wait)
+            .check_calls(calls, slot_wait(deadline))
             .await
             .map_err(UpdateError::Upstream)
     }

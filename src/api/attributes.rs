@@ -14,7 +14,7 @@ use tower_http::request_id::RequestId;
 use super::intake::{self, Intake};
 use super::problem::ApiError;
 use crate::api::state::AppState;
-use crate::domain::lookup::{Lookup, LookupKey, MediaType, PhoneNumber, Pick};
+use crate::domain::lookup::{KeyKind, Lookup};
 use crate::domain::{
     Address, AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, Target,
     UpdateRequest,
@@ -41,7 +41,7 @@ pub struct AttributesRequest {
 
 /// `lookup`: exactly one of `userId`, `ani` and `externalContactId`, with an optional `mediaType`
 /// (default `voice`) and `pick` (`"latest"` takes the newest of several matches).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LookupRequest {
     #[serde(default)]
@@ -58,47 +58,21 @@ pub struct LookupRequest {
 
 impl LookupRequest {
     pub fn parse(&self) -> Result<Lookup, ApiError> {
-        let uuid = |what: &str, s: &str| {
-            uuid::Uuid::try_parse(s.trim())
-                .map_err(|_| ApiError::InvalidRequest(format!("`lookup.{what}` must be a UUID")))
-        };
-        let keys = [
-            present(self.user_id.as_deref()).map(|v| uuid("userId", v).map(LookupKey::UserId)),
-            present(self.ani.as_deref()).map(|v| {
-                PhoneNumber::from_str(v)
-                    .map(LookupKey::Ani)
-                    .map_err(ApiError::from)
-            }),
-            present(self.external_contact_id.as_deref())
-                .map(|v| uuid("externalContactId", v).map(LookupKey::ExternalContactId)),
-        ];
-        let mut given = keys.into_iter().flatten();
-        let key = match (given.next(), given.next()) {
-            (Some(key), None) => key?,
-            _ => {
-                return Err(ApiError::InvalidRequest(
-                    "`lookup` takes exactly one of `userId`, `ani` and `externalContactId`".into(),
-                ))
-            }
-        };
-        let media_type = present(self.media_type.as_deref())
-            .map(MediaType::from_str)
-            .transpose()?
-            .unwrap_or_else(MediaType::voice);
-        let pick = match present(self.pick.as_deref()) {
-            None => Pick::Only,
-            Some(p) if p.eq_ignore_ascii_case("latest") => Pick::Latest,
-            Some(_) => {
-                return Err(ApiError::InvalidRequest(
-                    "`lookup.pick` may only be \"latest\"".into(),
-                ))
-            }
-        };
-        Ok(Lookup {
-            key,
-            media_type,
-            pick,
-        })
+        let (kind, value) = KeyKind::exactly_one(
+            present(self.user_id.as_deref()),
+            present(self.ani.as_deref()),
+            present(self.external_contact_id.as_deref()),
+        )
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "`lookup` takes exactly one of `userId`, `ani` and `externalContactId`".into(),
+            )
+        })?;
+        Ok(Lookup::new(
+            kind.key(value)?,
+            self.media_type.as_deref(),
+            self.pick.as_deref(),
+        )?)
     }
 }
 
@@ -261,10 +235,10 @@ pub async fn set_attributes(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = read_body(body, state.settings.server.max_body_bytes)?;
-    let started = tokio::time::Instant::now();
+    let deadline = state.request_deadline();
     let request: AttributesRequest = parse_json(&body)?;
     let request = request.parse_request()?;
-    let update = intake::address(&state, request, started).await?;
+    let update = intake::address(&state, request, deadline).await?;
     let intake = Intake::from_request(
         &headers,
         request_id(&headers, id.as_ref().map(|e| &e.0)),
@@ -274,7 +248,7 @@ pub async fn set_attributes(
         false,
         false,
     )?;
-    intake::accept(&state, update, intake, started).await
+    intake::accept(&state, update, intake, deadline).await
 }
 
 #[cfg(test)]

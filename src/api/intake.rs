@@ -127,12 +127,11 @@ fn replayed(stored: StoredResponse) -> Response {
     response
 }
 
-/// The update for `request`: its conversation as named, or as a lookup finds it by the request's
-/// deadline (`started` plus `server.request_timeout_ms`).
+/// The update for `request`: its conversation as named, or as a lookup finds it by `deadline`.
 pub async fn address(
     state: &AppState,
     request: UpdateRequest,
-    started: tokio::time::Instant,
+    deadline: tokio::time::Instant,
 ) -> Result<AttributeUpdate, ApiError> {
     let lookup = match &request.address {
         Address::Conversation(cid) => {
@@ -141,19 +140,17 @@ pub async fn address(
         }
         Address::Lookup(lookup) => lookup.clone(),
     };
-    let deadline = started + state.settings.server.request_timeout();
     let cid = state.finder.find(&lookup, deadline).await?;
     tracing::info!(conversation_id = %cid, lookup = %lookup.key, "the lookup found the conversation");
     Ok(request.into_update(cid))
 }
 
-/// Applies or queues a valid update, as the caller asked, answering by `started` plus
-/// `server.request_timeout_ms`.
+/// Applies or queues a valid update, as the caller asked, answering by `deadline`.
 pub async fn accept(
     state: &AppState,
     update: AttributeUpdate,
     intake: Intake,
-    started: tokio::time::Instant,
+    deadline: tokio::time::Instant,
 ) -> Result<Response, ApiError> {
     check_attribute_bytes(
         &update.attributes,
@@ -166,7 +163,6 @@ pub async fn accept(
     if intake.asynchronous {
         return enqueue(state, &update, &intake.request_id, intake.idempotency).await;
     }
-    let deadline = started + state.settings.server.request_timeout();
     let Some(key) = intake.idempotency else {
         match admit(state, &update, deadline).await {
             Ok(()) => {}
@@ -187,16 +183,14 @@ pub async fn accept(
         Begun::Conflict => return Err(ApiError::IdempotencyConflict),
     }
     if let Err(refused) = admit(state, &update, deadline).await {
-        {
-            // Nothing was sent: the key is free again, for the job or for the caller's retry.
-            if let Err(e) = state.queue.idempotency_abandon(&key).await {
-                tracing::error!(error = %e, "could not release the idempotency key");
-            }
-            if intake.async_fallback {
-                return enqueue(state, &update, &intake.request_id, Some(key)).await;
-            }
-            return Err(refused);
+        // Nothing was sent: the key is free again, for the job or for the caller's retry.
+        if let Err(e) = state.queue.idempotency_abandon(&key).await {
+            tracing::error!(error = %e, "could not release the idempotency key");
         }
+        if intake.async_fallback {
+            return enqueue(state, &update, &intake.request_id, Some(key)).await;
+        }
+        return Err(refused);
     }
     let result = apply_now(state, &update, intake.request_id, deadline).await;
     // Keep answers that a repeat must get again; forget transient failures, so a retry runs again.

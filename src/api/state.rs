@@ -113,6 +113,11 @@ impl AppState {
         })
     }
 
+    /// When a request that arrives now must be answered: `server.request_timeout_ms` from now.
+    pub fn request_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.settings.server.request_timeout()
+    }
+
     pub fn workers(&self) -> Workers {
         Workers {
             queue: self.queue.clone(),

@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{
-    histogram, result, sim_stats_raw, start_gateway_with, start_sim, BenchOptions, ScenarioResult,
-    API_KEY,
+    call_counts, histogram, result, sim_stats_raw, start_gateway_with, start_sim, BenchOptions,
+    ScenarioResult, API_KEY,
 };
 use crate::sim::LiveCall;
 
@@ -183,16 +183,6 @@ fn scenario(
     served: &mut u64,
 ) -> ScenarioResult {
     let (f, h) = figures(answers, before, after, served);
-    let calls = |v: &Value| -> std::collections::BTreeMap<String, u64> {
-        v["calls"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let grants = after["grants"].as_u64().unwrap_or(0) - before["grants"].as_u64().unwrap_or(0);
     let mut r = result(
         name,
@@ -200,8 +190,8 @@ fn scenario(
         answers.len() as u64,
         f.other + f.late,
         seconds,
-        &calls(before),
-        &calls(after),
+        &call_counts(before),
+        &call_counts(after),
         grants,
         (None, None),
     );

@@ -281,15 +281,19 @@ async fn sim_stats(
     sim: &str,
 ) -> anyhow::Result<(u64, BTreeMap<String, u64>)> {
     let v = sim_stats_raw(http, sim).await?;
-    let calls = v["calls"]
+    Ok((v["grants"].as_u64().unwrap_or(0), call_counts(&v)))
+}
+
+/// The simulator's calls by operation, from its stats.
+fn call_counts(stats: &Value) -> BTreeMap<String, u64> {
+    stats["calls"]
         .as_object()
         .map(|m| {
             m.iter()
                 .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
                 .collect()
         })
-        .unwrap_or_default();
-    Ok((v["grants"].as_u64().unwrap_or(0), calls))
+        .unwrap_or_default()
 }
 
 async fn sim_stats_raw(http: &reqwest::Client, sim: &str) -> anyhow::Result<Value> {

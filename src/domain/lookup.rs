@@ -95,14 +95,70 @@ pub enum LookupKey {
     ExternalContactId(Uuid),
 }
 
+/// Which of the three keys a lookup searches by, before its value is read: what a request's
+/// `lookup` or a webhook route's `[lookup]` table names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    UserId,
+    Ani,
+    ExternalContactId,
+}
+
+impl KeyKind {
+    /// Its name in a request's `lookup`, which is also the analytics segment dimension that holds it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyKind::UserId => "userId",
+            KeyKind::Ani => "ani",
+            KeyKind::ExternalContactId => "externalContactId",
+        }
+    }
+
+    /// The one kind given, with what was given for it; `None` when none or several are.
+    pub fn exactly_one<T>(
+        user_id: Option<T>,
+        ani: Option<T>,
+        external_contact_id: Option<T>,
+    ) -> Option<(KeyKind, T)> {
+        let mut given = [
+            (KeyKind::UserId, user_id),
+            (KeyKind::Ani, ani),
+            (KeyKind::ExternalContactId, external_contact_id),
+        ]
+        .into_iter()
+        .filter_map(|(kind, value)| value.map(|v| (kind, v)));
+        match (given.next(), given.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// `value` as this kind's key.
+    pub fn key(self, value: &str) -> Result<LookupKey, DomainError> {
+        let uuid = || {
+            Uuid::try_parse(value.trim())
+                .map_err(|_| DomainError(format!("`lookup.{}` must be a UUID", self.name())))
+        };
+        match self {
+            KeyKind::UserId => uuid().map(LookupKey::UserId),
+            KeyKind::Ani => PhoneNumber::from_str(value).map(LookupKey::Ani),
+            KeyKind::ExternalContactId => uuid().map(LookupKey::ExternalContactId),
+        }
+    }
+}
+
 impl LookupKey {
+    pub fn kind(&self) -> KeyKind {
+        match self {
+            LookupKey::UserId(_) => KeyKind::UserId,
+            LookupKey::Ani(_) => KeyKind::Ani,
+            LookupKey::ExternalContactId(_) => KeyKind::ExternalContactId,
+        }
+    }
+
     /// The analytics segment dimension that holds it.
     pub fn dimension(&self) -> &'static str {
-        match self {
-            LookupKey::UserId(_) => "userId",
-            LookupKey::Ani(_) => "ani",
-            LookupKey::ExternalContactId(_) => "externalContactId",
-        }
+        self.kind().name()
     }
 
     /// The participant an update is for when the caller names neither a participant nor a purpose:
@@ -176,12 +232,60 @@ pub enum Pick {
     Latest,
 }
 
+impl FromStr for Pick {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("latest") {
+            Ok(Pick::Latest)
+        } else {
+            Err(DomainError("`lookup.pick` may only be \"latest\"".into()))
+        }
+    }
+}
+
 /// A search for the one live conversation a sender means.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Lookup {
     pub key: LookupKey,
     pub media_type: MediaType,
     pub pick: Pick,
+}
+
+impl Lookup {
+    /// A lookup by `key`, with the optional media type (`voice` by default) and pick (the only
+    /// match by default); blank counts as absent.
+    pub fn new(
+        key: LookupKey,
+        media_type: Option<&str>,
+        pick: Option<&str>,
+    ) -> Result<Self, DomainError> {
+        let (media_type, pick) = Self::options(media_type, pick)?;
+        Ok(Self {
+            key,
+            media_type,
+            pick,
+        })
+    }
+
+    /// The media type and the pick a lookup's optional texts name, defaults for blanks.
+    pub fn options(
+        media_type: Option<&str>,
+        pick: Option<&str>,
+    ) -> Result<(MediaType, Pick), DomainError> {
+        fn given(s: Option<&str>) -> Option<&str> {
+            s.filter(|s| !s.trim().is_empty())
+        }
+        Ok((
+            given(media_type)
+                .map(MediaType::from_str)
+                .transpose()?
+                .unwrap_or_else(MediaType::voice),
+            given(pick)
+                .map(Pick::from_str)
+                .transpose()?
+                .unwrap_or_default(),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -22,8 +22,8 @@ tokio::task_local! {
     /// When the work that makes a Genesys call must be done: a synchronous request's deadline, or a
     /// job's share of its lease. A call waits for the rate budget only until then.
     pub static DEADLINE: tokio::time::Instant;
-    /// Slots of the rate budget a request reserved when it was admitted, earliest first: its calls
-    /// take these before asking the budget again.
+    /// Slots of the rate budget reserved ahead for the calls of this task (a lane's round), earliest
+    /// first: its calls take these before asking the budget again.
     pub static PREPAID: std::cell::RefCell<std::collections::VecDeque<tokio::time::Instant>>;
     /// The correlation id of the latest Genesys answer in this task, for work done on behalf of a
     /// request in another task (a lane), whose span cannot be reached from there.
@@ -103,6 +103,30 @@ pub fn reported_standing(headers: &HeaderMap) -> Option<Reported> {
     })
 }
 
+/// An API answer's JSON body as `T`; one that does not decode is an invalid response, with its
+/// correlation id for Genesys support.
+async fn decode<T: serde::de::DeserializeOwned>(
+    response: Response,
+    what: &str,
+) -> Result<T, GenesysError> {
+    let correlation = correlation_id(response.headers());
+    response.json::<T>().await.map_err(|e| {
+        GenesysError::InvalidResponse(format!(
+            "{what} body did not decode ({e}; correlation id {correlation:?})"
+        ))
+    })
+}
+
+/// The share of the limit spent: `count` calls of the lower of Genesys's `allowed` and the
+/// configured `per_minute`, at most 1; 0 before Genesys reported anything.
+fn pressure(count: u32, allowed: u32, per_minute: u32) -> f64 {
+    let limit = allowed.min(per_minute);
+    if limit == 0 {
+        return 0.0;
+    }
+    (f64::from(count) / f64::from(limit)).min(1.0)
+}
+
 /// Retry-After in whole seconds, as Genesys sends it.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
@@ -113,7 +137,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl GenesysClient {
-    /// A client for the org in `settings`; with `redis`, token and rate budget are the deployment's.
     /// A client for the org in `settings`, spending `budget`; with `shared_token`, the token is the
     /// deployment's.
     pub fn new(
@@ -162,12 +185,7 @@ impl GenesysClient {
         let response = self
             .send_api("get_conversation", |http| http.get(url.clone()))
             .await?;
-        let correlation = correlation_id(response.headers());
-        response.json::<Conversation>().await.map_err(|e| {
-            GenesysError::InvalidResponse(format!(
-                "conversation body did not decode ({e}; correlation id {correlation:?})"
-            ))
-        })
+        decode(response, "conversation").await
     }
 
     /// `POST /api/v2/analytics/conversations/details/query` with `query` (a `ConversationQuery`).
@@ -181,15 +199,7 @@ impl GenesysClient {
                 http.post(url.clone()).json(query)
             })
             .await?;
-        let correlation = correlation_id(response.headers());
-        response
-            .json::<AnalyticsConversationQueryResponse>()
-            .await
-            .map_err(|e| {
-                GenesysError::InvalidResponse(format!(
-                    "analytics answer did not decode ({e}; correlation id {correlation:?})"
-                ))
-            })
+        decode(response, "analytics answer").await
     }
 
     /// `PATCH /api/v2/conversations/{conversationId}/participants/{participantId}/attributes`.
@@ -337,12 +347,11 @@ impl GenesysClient {
     /// known) to 1 (the configured budget or Genesys's own allowance spent).
     pub fn budget_pressure(&self) -> f64 {
         let packed = self.standing.load(std::sync::atomic::Ordering::Relaxed);
-        let (count, allowed) = ((packed >> 32) as u32, packed as u32);
-        let limit = allowed.min(self.budget.per_minute());
-        if limit == 0 {
-            return 0.0;
-        }
-        (f64::from(count) / f64::from(limit)).min(1.0)
+        pressure(
+            (packed >> 32) as u32,
+            packed as u32,
+            self.budget.per_minute(),
+        )
     }
 
     /// Corrects the budget from Genesys's own figures. Far from the limit a correction changes no
@@ -546,4 +555,21 @@ fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pressure_is_the_share_of_the_lower_limit_spent() {
+        assert_eq!(pressure(0, 0, 280), 0.0, "nothing reported yet");
+        assert_eq!(
+            pressure(140, 300, 280),
+            0.5,
+            "the configured budget is lower"
+        );
+        assert_eq!(pressure(50, 100, 280), 0.5, "Genesys allows fewer");
+        assert_eq!(pressure(400, 300, 280), 1.0);
+    }
 }

@@ -45,6 +45,26 @@ pub const MEDIA_LISTS: &[&str] = &[
     "videos",
 ];
 
+/// The media list of a conversation participant that holds each analytics media type.
+pub const MEDIA_TYPE_LISTS: &[(&str, &str)] = &[
+    ("voice", "calls"),
+    ("callback", "callbacks"),
+    ("chat", "chats"),
+    ("email", "emails"),
+    ("message", "messages"),
+    ("video", "videos"),
+    ("cobrowse", "cobrowsesessions"),
+    ("screenshare", "screenshares"),
+];
+
+/// The media list that holds `media_type` (analytics' name for it), if any.
+pub fn media_list(media_type: &str) -> Option<&'static str> {
+    MEDIA_TYPE_LISTS
+        .iter()
+        .find(|(m, _)| *m == media_type)
+        .map(|(_, list)| *list)
+}
+
 /// `Participant`. Communications are kept as raw JSON per media list, since only `state` matters here.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

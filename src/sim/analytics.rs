@@ -8,20 +8,8 @@ use time::OffsetDateTime;
 
 use crate::genesys::model::{
     AnalyticsConversation, AnalyticsConversationQueryResponse, AnalyticsParticipant,
-    AnalyticsSession, Conversation, Participant,
+    AnalyticsSession, Conversation, Participant, MEDIA_TYPE_LISTS,
 };
-
-/// Media lists of a conversation participant, and the analytics media type of each.
-const MEDIA: &[(&str, &str)] = &[
-    ("calls", "voice"),
-    ("callbacks", "callback"),
-    ("chats", "chat"),
-    ("emails", "email"),
-    ("messages", "message"),
-    ("videos", "video"),
-    ("cobrowsesessions", "cobrowse"),
-    ("screenshares", "screenshare"),
-];
 
 /// The segment dimensions the simulator filters on.
 const DIMENSIONS: &[&str] = &[
@@ -39,10 +27,10 @@ fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
 
 /// A participant as analytics shows it: one session per media list it has.
 fn participant(p: &Participant) -> AnalyticsParticipant {
-    let sessions = MEDIA
+    let sessions = MEDIA_TYPE_LISTS
         .iter()
-        .filter(|(list, _)| p.media.get(*list).is_some_and(|v| v.is_array()))
-        .map(|(_, media_type)| AnalyticsSession {
+        .filter(|(_, list)| p.media.get(*list).is_some_and(|v| v.is_array()))
+        .map(|(media_type, _)| AnalyticsSession {
             media_type: Some(media_type.to_string()),
             ani: p.field("ani").map(str::to_string),
             dnis: p.field("dnis").map(str::to_string),

@@ -252,3 +252,17 @@ async fn a_webhook_route_finds_the_call_from_the_number_in_its_event() {
         .await
         .assert_problem(400, "invalid_request");
 }
+
+#[tokio::test]
+async fn a_lookup_searches_voice_calls_unless_it_names_another_media_type() {
+    let app = spawn_app_with(|s| s.lookup.analytics_wait_ms = 200).await;
+    let (cid, _, _, c) = call(12, "+13175550132", 30);
+    app.sim.insert_conversation(c);
+    app.post_attributes(by(json!({"ani": "+13175550132", "mediaType": "message"})))
+        .await
+        .assert_problem(404, "conversation_not_found");
+    let answer = app
+        .post_attributes(by(json!({"ani": "+13175550132", "mediaType": "voice"})))
+        .await;
+    assert_eq!(answer.body["conversationId"], cid, "{}", answer.body);
+}

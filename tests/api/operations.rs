@@ -135,6 +135,9 @@ async fn json_logs_carry_the_request_route_conversation_participant_and_correlat
         .iter()
         .find(|l| l["message"] == "attributes updated")
         .unwrap_or_else(|| panic!("the update is logged:\n{logs}"));
+    // The update came alone: it did not share its PATCH and its read back.
+    assert_eq!(line["genesys_calls"], 2, "{line}");
+    assert_eq!(line["shared_with"], 1, "{line}");
     let span = &line["span"];
     assert_eq!(span["request_id"], "req-logs-1");
     assert_eq!(span["route"], "/v1/attributes");
@@ -156,4 +159,49 @@ async fn json_logs_carry_the_request_route_conversation_participant_and_correlat
             .is_some_and(|id| id.len() == 36)),
         "{logs}"
     );
+}
+
+/// The value of an unlabelled metric in a Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("missing {name} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_show_the_calls_saved_the_budget_genesys_reports_and_the_updates_refused_for_it() {
+    // A budget of 5 calls; the recorder is the process's, so figures only ever grow past ours.
+    let app = spawn_app_with(|s| {
+        s.genesys.rate_per_minute = 5;
+        s.delivery.linger_ms = 400;
+    })
+    .await;
+    // Four updates for the agent at once: one PATCH and one read for all (2 calls, 3 coalesced).
+    let burst = futures::future::join_all((0..4).map(|i| {
+        app.post_attributes(serde_json::json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {format!("k{i}"): i}}))
+    }))
+    .await;
+    assert!(burst.iter().all(|a| a.status == 200));
+    // By purpose, right after: the read just made finds the agent (a PATCH and a read: 4 calls).
+    let by_purpose = serde_json::json!({"conversationId": SEED_ACTIVE_CALL, "purpose": "agent", "attributes": {"p": 1}});
+    assert_eq!(app.post_attributes(by_purpose).await.status, 200);
+    // The fifth call alone cannot serve another update.
+    app.post_attributes(agent_update())
+        .await
+        .assert_problem(429, "rate_limited");
+    let text = app.get("/metrics").await.body.as_str().unwrap().to_string();
+    assert!(metric(&text, "patchbay_updates_total") >= 6.0);
+    assert!(metric(&text, "patchbay_updates_coalesced_total") >= 3.0);
+    assert!(metric(&text, "patchbay_reads_reused_total") >= 1.0);
+    assert!(metric(&text, "patchbay_admission_refusals_total") >= 1.0);
+    for gauge in [
+        "patchbay_genesys_ratelimit_count",
+        "patchbay_genesys_ratelimit_allowed",
+        "patchbay_genesys_ratelimit_reset_seconds",
+    ] {
+        metric(&text, gauge);
+    }
 }

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde_json::Value;
 
 use super::settings::{AttributeSource, HookLookupSettings, HookSettings};
-use crate::api::attributes::LookupRequest;
+use crate::domain::lookup::{KeyKind, Lookup, LookupKey, MediaType, Pick};
 use crate::domain::{
     coerce_value, Address, AttributeMap, ConversationId, DomainError, ParticipantId, Purpose,
     Target, UpdateRequest,
@@ -72,62 +72,37 @@ pub struct Mapping {
 /// Where a lookup's key comes from: one pointer, and the fixed rest.
 #[derive(Debug, Clone)]
 struct LookupMapping {
-    /// `userId`, `ani` or `externalContactId`.
-    key: &'static str,
+    kind: KeyKind,
     pointer: Pointer,
-    media_type: Option<String>,
-    pick: Option<String>,
+    media_type: MediaType,
+    pick: Pick,
 }
 
 impl LookupMapping {
     fn compile(s: &HookLookupSettings) -> Result<Self, String> {
-        let keys = [
-            ("userId", &s.user_id),
-            ("ani", &s.ani),
-            ("externalContactId", &s.external_contact_id),
-        ];
-        let mut given = keys
-            .iter()
-            .filter_map(|(k, p)| p.as_deref().map(|p| (*k, p)));
-        let (key, pointer) = match (given.next(), given.next()) {
-            (Some(one), None) => one,
-            _ => {
-                return Err(
-                    "lookup needs exactly one of user_id, ani and external_contact_id".into(),
-                )
-            }
-        };
-        let mapping = Self {
-            key,
-            pointer: Pointer::parse(&format!("lookup.{key}"), pointer)?,
-            media_type: s.media_type.clone(),
-            pick: s.pick.clone(),
-        };
-        // The fixed parts are checked now, with a stand-in key.
-        let stand_in = match key {
-            "ani" => "+13175550123",
-            _ => "00000000-0000-4000-8000-000000000000",
-        };
-        mapping
-            .request(stand_in)
-            .parse()
+        let (kind, pointer) = KeyKind::exactly_one(
+            s.user_id.as_deref(),
+            s.ani.as_deref(),
+            s.external_contact_id.as_deref(),
+        )
+        .ok_or("lookup needs exactly one of user_id, ani and external_contact_id")?;
+        let (media_type, pick) = Lookup::options(s.media_type.as_deref(), s.pick.as_deref())
             .map_err(|e| format!("lookup: {e}"))?;
-        Ok(mapping)
+        Ok(Self {
+            kind,
+            pointer: Pointer::parse(&format!("lookup.{}", kind.name()), pointer)?,
+            media_type,
+            pick,
+        })
     }
 
-    fn request(&self, value: &str) -> LookupRequest {
-        let mut r = LookupRequest {
-            media_type: self.media_type.clone(),
-            pick: self.pick.clone(),
-            ..LookupRequest::default()
-        };
-        let slot = match self.key {
-            "userId" => &mut r.user_id,
-            "ani" => &mut r.ani,
-            _ => &mut r.external_contact_id,
-        };
-        *slot = Some(value.to_string());
-        r
+    /// The lookup for `key`, with the route's fixed parts.
+    fn with(&self, key: LookupKey) -> Lookup {
+        Lookup {
+            key,
+            media_type: self.media_type,
+            pick: self.pick,
+        }
     }
 }
 
@@ -216,20 +191,21 @@ impl Mapping {
             Some(p) => optional_text(p, event)?,
             None => None,
         };
-        let address =
-            match (named, &self.lookup, &self.conversation_id) {
-                (Some(cid), _, _) => Address::Conversation(ConversationId::from_str(&cid)?),
-                (None, Some(lookup), _) => {
-                    let value = required_text(&lookup.pointer, event)?;
-                    Address::Lookup(lookup.request(&value).parse().map_err(|e| {
-                        MappingError(format!("{e} (at `{}`)", lookup.pointer.as_str()))
-                    })?)
-                }
-                (None, None, Some(p)) => {
-                    return Err(MappingError(format!("nothing found at `{}`", p.as_str())))
-                }
-                (None, None, None) => unreachable!("compile requires an address"),
-            };
+        let address = match (named, &self.lookup, &self.conversation_id) {
+            (Some(cid), _, _) => Address::Conversation(ConversationId::from_str(&cid)?),
+            (None, Some(lookup), _) => {
+                let value = required_text(&lookup.pointer, event)?;
+                let key = lookup
+                    .kind
+                    .key(&value)
+                    .map_err(|e| MappingError(format!("{e} (at `{}`)", lookup.pointer.as_str())))?;
+                Address::Lookup(lookup.with(key))
+            }
+            (None, None, Some(p)) => {
+                return Err(MappingError(format!("nothing found at `{}`", p.as_str())))
+            }
+            (None, None, None) => unreachable!("compile requires an address"),
+        };
         let participant = match &self.participant_id {
             Some(p) => optional_text(p, event)?,
             None => None,

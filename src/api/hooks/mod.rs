@@ -130,14 +130,14 @@ pub async fn receive(
             return Err(ApiError::Unauthorized);
         }
     };
-    let started = tokio::time::Instant::now();
+    let deadline = state.request_deadline();
     let result = async {
         let event: serde_json::Value = parse_json(&body)?;
         let request = route
             .mapping
             .apply(&event)
             .map_err(|e| ApiError::InvalidRequest(e.0))?;
-        let update = intake::address(&state, request, started).await?;
+        let update = intake::address(&state, request, deadline).await?;
         // A Standard Webhooks sender keeps `webhook-id` across its retries: the natural idempotency key.
         let delivery_id = match route.auth {
             HookAuth::StandardWebhooks(..) => {
@@ -154,7 +154,7 @@ pub async fn receive(
             route.mode == settings::HookMode::Async,
             route.mode == settings::HookMode::SyncOrAsync,
         )?;
-        intake::accept(&state, update, intake, started).await
+        intake::accept(&state, update, intake, deadline).await
     }
     .await;
     if result.is_err() {
