@@ -216,6 +216,13 @@ pub struct DeliverySettings {
     pub read_reuse_ms: u64,
 }
 
+/// The most days a lookup searches back: a lookup wants a live call, and a longer interval only
+/// makes the details query slower.
+pub const MAX_LOOKBACK_DAYS: u32 = 7;
+/// The most candidates a lookup confirms, which is also the one page it asks analytics for; kept
+/// under the details query's largest page (see `lookup::DETAILS_QUERY_MAX_PAGE_SIZE`).
+pub const MAX_LOOKUP_CANDIDATES: u32 = 100;
+
 /// `[lookup]`: finding a conversation by user id, number or external contact.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -465,11 +472,17 @@ impl Settings {
             }
             positive("redis.timeout_ms", self.redis.timeout_ms)?;
         }
-        if !(1..=7).contains(&self.lookup.lookback_days) {
-            return Err(invalid("lookup.lookback_days", "must be 1 to 7"));
+        if !(1..=MAX_LOOKBACK_DAYS).contains(&self.lookup.lookback_days) {
+            return Err(invalid(
+                "lookup.lookback_days",
+                format!("must be 1 to {MAX_LOOKBACK_DAYS}"),
+            ));
         }
-        if !(1..=100).contains(&self.lookup.max_candidates) {
-            return Err(invalid("lookup.max_candidates", "must be 1 to 100"));
+        if !(1..=MAX_LOOKUP_CANDIDATES).contains(&self.lookup.max_candidates) {
+            return Err(invalid(
+                "lookup.max_candidates",
+                format!("must be 1 to {MAX_LOOKUP_CANDIDATES}"),
+            ));
         }
         positive("lookup.analytics_retry_ms", self.lookup.analytics_retry_ms)?;
         // Webhook routes are checked where they are compiled, when the application state is built
@@ -610,6 +623,29 @@ mod tests {
         assert!(e.contains("max_body_bytes"), "{e}");
         let e = error_of(&[("PATCHBAY__GENESYS__API_URL", "ftp://x")]);
         assert!(e.contains("genesys.api_url"), "{e}");
+    }
+
+    #[test]
+    fn a_lookup_searching_more_than_the_details_query_allows_refuses_to_start() {
+        let e = error_of(&[("PATCHBAY__LOOKUP__MAX_CANDIDATES", "101")]);
+        assert!(
+            e.contains("lookup.max_candidates") && e.contains("1 to 100"),
+            "{e}"
+        );
+        let e = error_of(&[("PATCHBAY__LOOKUP__LOOKBACK_DAYS", "8")]);
+        assert!(
+            e.contains("lookup.lookback_days") && e.contains("1 to 7"),
+            "{e}"
+        );
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("PATCHBAY__LOOKUP__MAX_CANDIDATES", "100"),
+                ("PATCHBAY__LOOKUP__LOOKBACK_DAYS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.lookup.max_candidates, MAX_LOOKUP_CANDIDATES);
     }
 
     #[test]

@@ -22,6 +22,16 @@ use crate::genesys::client::DEADLINE;
 use crate::genesys::model::{media_list, Conversation};
 use crate::service::{UpdateError, CALL_ALLOWANCE};
 
+/// The largest page the details query returns (Genesys's developer-center blog on the details query;
+/// the README's lookup section lists each published limit and its source).
+pub const DETAILS_QUERY_MAX_PAGE_SIZE: u32 = 200;
+/// The analytics namespace's `request.bytes.max`, the largest request body it accepts.
+pub const DETAILS_QUERY_REQUEST_BYTES_MAX: usize = 512_000;
+
+// A lookup asks for one page of at most `lookup.max_candidates` and never pages further, so the page
+// limit (and the 100000-result paging cap behind it) cannot be reached by any valid configuration.
+const _: () = assert!(crate::config::MAX_LOOKUP_CANDIDATES <= DETAILS_QUERY_MAX_PAGE_SIZE);
+
 /// Why no conversation could be named.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LookupError {
@@ -266,5 +276,43 @@ mod tests {
             "notExists"
         );
         assert_eq!(q["segmentFilters"][1]["predicates"][0]["value"], "voice");
+    }
+
+    #[test]
+    fn the_largest_query_any_configuration_sends_stays_within_the_details_query_limits() {
+        use crate::config::{MAX_LOOKBACK_DAYS, MAX_LOOKUP_CANDIDATES};
+        use crate::domain::lookup::{KeyKind, MediaType, MEDIA_TYPES};
+        let longest_media = MEDIA_TYPES.iter().max_by_key(|m| m.len()).unwrap();
+        let uuid = "00000000-0000-4000-8000-000000000000";
+        let keys = [
+            (KeyKind::Ani, "+999999999999999"),
+            (KeyKind::UserId, uuid),
+            (KeyKind::ExternalContactId, uuid),
+        ];
+        let now = OffsetDateTime::now_utc();
+        for (kind, value) in keys {
+            let key = kind.name();
+            let lookup = Lookup {
+                key: kind.key(value).unwrap(),
+                media_type: MediaType::from_str(longest_media).unwrap(),
+                pick: Pick::Latest,
+            };
+            let q = query(
+                &lookup,
+                &interval(now, MAX_LOOKBACK_DAYS),
+                MAX_LOOKUP_CANDIDATES,
+            );
+            let page = q["paging"]["pageSize"].as_u64().unwrap();
+            assert!(
+                page <= u64::from(DETAILS_QUERY_MAX_PAGE_SIZE),
+                "{key}: page {page}"
+            );
+            assert_eq!(q["paging"]["pageNumber"], 1, "{key}: one page only");
+            let bytes = serde_json::to_vec(&q).unwrap().len();
+            assert!(
+                bytes < DETAILS_QUERY_REQUEST_BYTES_MAX / 100,
+                "{key}: {bytes} bytes"
+            );
+        }
     }
 }
