@@ -5,8 +5,9 @@
 //! interval, with the segment filter), and a `GET /api/v2/conversations/{id}` confirms each, because
 //! analytics lags behind: a hit must still be live and still match. When analytics finds nothing yet,
 //! the query is repeated briefly within the request's deadline. A found conversation is cached for a
-//! short while per lookup, so a CRM's burst for one record costs one query; a cached conversation is
-//! confirmed again by a read (which the update then reuses), and one that ended is dropped.
+//! short while per lookup (on Redis, for every replica), so a CRM's burst for one record costs one
+//! query; a cached conversation is confirmed again by a read (which the update then reuses), and one
+//! that ended is dropped.
 
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
+use crate::cluster::found::FoundCache;
+use crate::cluster::Redis;
 use crate::config::LookupSettings;
 use crate::domain::lookup::{Lookup, LookupKey, Pick};
 use crate::domain::ConversationId;
@@ -57,7 +60,7 @@ pub enum LookupError {
 pub struct Finder {
     engine: Engine,
     settings: LookupSettings,
-    found: moka::future::Cache<Lookup, ConversationId>,
+    found: FoundCache,
 }
 
 /// Whether `conversation` is live and still holds a connected participant matching `lookup`.
@@ -137,11 +140,9 @@ pub fn query(lookup: &Lookup, interval: &str, page_size: u32) -> serde_json::Val
 }
 
 impl Finder {
-    pub fn new(engine: Engine, settings: LookupSettings) -> Self {
-        let found = moka::future::Cache::builder()
-            .max_capacity(10_000)
-            .time_to_live(Duration::from_millis(settings.cache_ms.max(1)))
-            .build();
+    /// A finder whose finds are shared with every replica on `shared`, when there is one.
+    pub fn new(engine: Engine, settings: LookupSettings, shared: Option<Redis>) -> Self {
+        let found = FoundCache::new(Duration::from_millis(settings.cache_ms), shared);
         Self {
             engine,
             settings,
@@ -156,13 +157,23 @@ impl Finder {
         deadline: Instant,
     ) -> Result<ConversationId, LookupError> {
         if self.settings.cache_ms > 0 {
-            if let Some(cid) = self.found.get(lookup).await {
+            // This replica's find first, then the deployment's: after a stale local find, another
+            // replica may already know the caller's new call.
+            let mut stale = None;
+            for _ in 0..2 {
+                let Some(cid) = self.found.get(lookup).await else {
+                    break;
+                };
+                if stale == Some(cid) {
+                    break;
+                }
                 // Confirmed again by a read, which the update then uses to find its participant:
                 // a call that ended, or that the caller left, drops out.
                 match self.engine.read_fresh(cid, deadline).await {
                     Ok(c) if still_matches(&c, lookup) => return Ok(cid),
                     Ok(_) | Err(UpdateError::ConversationNotFound(_)) => {
-                        self.found.invalidate(lookup).await;
+                        self.found.forget(lookup, cid).await;
+                        stale = Some(cid);
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -170,7 +181,7 @@ impl Finder {
         }
         let cid = self.search(lookup, deadline).await?;
         if self.settings.cache_ms > 0 {
-            self.found.insert(lookup.clone(), cid).await;
+            self.found.insert(lookup, cid).await;
         }
         Ok(cid)
     }

@@ -74,7 +74,7 @@ impl AppState {
         let hooks = HookRoutes::compile(&settings.hooks, &settings.auth.api_keys)?;
         let ttl = Duration::from_secs(settings.idempotency.ttl_s);
         let lease = Duration::from_secs(settings.queue.lease_s);
-        let queue: Arc<dyn JobQueue> = match (settings.queue.backend, redis) {
+        let queue: Arc<dyn JobQueue> = match (settings.queue.backend, redis.clone()) {
             (QueueBackend::Redis, Some(redis)) => Arc::new(RedisQueue::new(redis, ttl, lease)),
             _ => Arc::new(
                 SqliteQueue::open(
@@ -101,7 +101,7 @@ impl AppState {
         );
         Ok(Self {
             hooks,
-            finder: Finder::new(engine.clone(), settings.lookup.clone()),
+            finder: Finder::new(engine.clone(), settings.lookup.clone(), redis.clone()),
             engine,
             api_keys: ApiKeys::new(&auth.api_keys, auth.allow_anonymous),
             admin_keys: ApiKeys::new(&auth.admin_keys, false),

@@ -1,9 +1,10 @@
-//! Running as several replicas on Redis: the shared queue, the shared OAuth token and the
-//! deployment-wide rate budget.
+//! Running as several replicas on Redis: the shared queue, the shared OAuth token, the
+//! deployment-wide rate budget and what lookups found.
 //!
 //! Every key lives under `{<redis.key_prefix>}:`. The braces are a Redis Cluster hash tag: all keys
 //! share one slot, so the Lua scripts that keep the queue consistent may touch any of them.
 
+pub mod found;
 pub mod limiter;
 pub mod queue;
 pub mod token;

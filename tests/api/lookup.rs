@@ -206,6 +206,42 @@ async fn a_found_call_is_remembered_until_it_ends() {
     assert_eq!(answer.body["conversationId"], second, "{}", answer.body);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_redis_share_what_a_lookup_found_and_what_ended() {
+    let (sim, apps) =
+        crate::redis_deployment::replicas(3, |s| s.lookup.analytics_wait_ms = 200).await;
+    let (first, _, _, c) = call(20, "+13175550140", 60);
+    sim.insert_conversation(c);
+    // A CRM's burst for one record, spread over the replicas by the load balancer.
+    for app in apps.iter().chain(&apps) {
+        let answer = app
+            .post_attributes(by(json!({"ani": "+13175550140"})))
+            .await;
+        assert_eq!(answer.body["conversationId"], first, "{}", answer.body);
+    }
+    assert_eq!(
+        sim.count("analytics_query"),
+        1,
+        "one query for the deployment"
+    );
+    // The caller hangs up and calls again. One replica finds the new call; the others, whose own
+    // copy is stale, take the new one from Redis instead of searching again.
+    sim.end_conversation(&first);
+    let (second, _, _, c) = call(21, "+13175550140", 1);
+    sim.insert_conversation(c);
+    for app in &apps {
+        let answer = app
+            .post_attributes(by(json!({"ani": "+13175550140"})))
+            .await;
+        assert_eq!(answer.body["conversationId"], second, "{}", answer.body);
+    }
+    assert_eq!(
+        sim.count("analytics_query"),
+        2,
+        "one more query for the new call"
+    );
+}
+
 #[tokio::test]
 async fn a_lookups_calls_count_against_the_genesys_budget() {
     // The query, its confirming read, the PATCH and the read back: 4 calls, the whole budget.

@@ -13,7 +13,7 @@ fn agent_update(n: usize) -> serde_json::Value {
 }
 
 /// `count` gateways on one Redis prefix, in front of one simulator.
-async fn replicas(
+pub(crate) async fn replicas(
     count: usize,
     adjust: impl Fn(&mut patchbay::Settings) + Clone,
 ) -> (Simulator, Vec<TestApp>) {
