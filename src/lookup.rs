@@ -55,6 +55,12 @@ pub enum LookupError {
     Update(#[from] UpdateError),
 }
 
+/// What named a lookup's conversation.
+enum Source {
+    Cache,
+    Analytics,
+}
+
 /// Finds conversations through analytics, confirmed by a read.
 #[derive(Clone)]
 pub struct Finder {
@@ -156,6 +162,29 @@ impl Finder {
         lookup: &Lookup,
         deadline: Instant,
     ) -> Result<ConversationId, LookupError> {
+        let result = self.resolve(lookup, deadline).await;
+        let outcome = match &result {
+            Ok((_, Source::Cache)) => "cached",
+            Ok((_, Source::Analytics)) => "found",
+            Err(LookupError::NotFound { .. }) => "not_found",
+            Err(LookupError::Ambiguous { .. }) => "ambiguous",
+            Err(LookupError::Update(_)) => "failed",
+        };
+        metrics::counter!(
+            crate::metrics::LOOKUPS,
+            "kind" => lookup.key.kind().name(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        result.map(|(cid, _)| cid)
+    }
+
+    /// The conversation, and whether a remembered find or analytics named it.
+    async fn resolve(
+        &self,
+        lookup: &Lookup,
+        deadline: Instant,
+    ) -> Result<(ConversationId, Source), LookupError> {
         if self.settings.cache_ms > 0 {
             // This replica's find first, then the deployment's: after a stale local find, another
             // replica may already know the caller's new call.
@@ -170,7 +199,7 @@ impl Finder {
                 // Confirmed again by a read, which the update then uses to find its participant:
                 // a call that ended, or that the caller left, drops out.
                 match self.engine.read_fresh(cid, deadline).await {
-                    Ok(c) if still_matches(&c, lookup) => return Ok(cid),
+                    Ok(c) if still_matches(&c, lookup) => return Ok((cid, Source::Cache)),
                     Ok(_) | Err(UpdateError::ConversationNotFound(_)) => {
                         self.found.forget(lookup, cid).await;
                         stale = Some(cid);
@@ -183,7 +212,7 @@ impl Finder {
         if self.settings.cache_ms > 0 {
             self.found.insert(lookup, cid).await;
         }
-        Ok(cid)
+        Ok((cid, Source::Analytics))
     }
 
     /// Queries analytics until it names a live match or the wait for its lag is over.

@@ -302,3 +302,32 @@ async fn a_lookup_searches_voice_calls_unless_it_names_another_media_type() {
         .await;
     assert_eq!(answer.body["conversationId"], cid, "{}", answer.body);
 }
+
+/// The value of `patchbay_lookups_total` for `kind` and `outcome` (0 before the first).
+fn lookups(text: &str, kind: &str, outcome: &str) -> f64 {
+    let (kind, outcome) = (format!("kind=\"{kind}\""), format!("outcome=\"{outcome}\""));
+    text.lines()
+        .filter(|l| l.starts_with("patchbay_lookups_total{"))
+        .find(|l| l.contains(&kind) && l.contains(&outcome))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_lookups_by_kind_and_how_they_ended() {
+    let app = spawn_app_with(|s| s.lookup.analytics_wait_ms = 200).await;
+    let (_, _, _, c) = call(30, "+13175550150", 60);
+    app.sim.insert_conversation(c);
+    let before = app.get("/metrics").await.body.as_str().unwrap().to_string();
+    for number in ["+13175550150", "+13175550150", "+13175550151"] {
+        app.post_attributes(by(json!({"ani": number}))).await;
+    }
+    let after = app.get("/metrics").await.body.as_str().unwrap().to_string();
+    // The recorder is the process's, shared with tests running alongside: figures only grow past ours.
+    for (outcome, ours) in [("found", 1.0), ("cached", 1.0), ("not_found", 1.0)] {
+        assert!(
+            lookups(&after, "ani", outcome) >= lookups(&before, "ani", outcome) + ours,
+            "{outcome}: {after}"
+        );
+    }
+}
