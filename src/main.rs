@@ -43,6 +43,10 @@ enum Command {
         /// How long a new conversation takes to show in the analytics details query, in milliseconds.
         #[arg(long, default_value_t = 0)]
         analytics_lag_ms: u64,
+        /// Details queries each token may make in a minute, a limit of the query's own on top of
+        /// `--rate-limit` (429 beyond); 0 for none.
+        #[arg(long, default_value_t = 0)]
+        analytics_rate_limit: u32,
     },
     /// Run the simulator and the gateway in one process and send a few sample events.
     Demo,
@@ -96,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             latency_ms,
             rate_limit,
             analytics_lag_ms,
+            analytics_rate_limit,
         } => {
             telemetry::init(LogFormat::Pretty, "info");
             let listener = tokio::net::TcpListener::bind(listen)
@@ -106,6 +111,9 @@ async fn main() -> anyhow::Result<()> {
             simulator.set_latency(std::time::Duration::from_millis(latency_ms));
             simulator.set_rate_limit((rate_limit > 0).then_some(rate_limit));
             simulator.set_analytics_lag(std::time::Duration::from_millis(analytics_lag_ms));
+            simulator.set_analytics_rate_limit(
+                (analytics_rate_limit > 0).then_some(analytics_rate_limit),
+            );
             // A live call to find by its caller's number, whatever the date.
             simulator.add_caller_call();
             println!(

@@ -60,6 +60,16 @@ pub struct GenesysClient {
     /// lanes to linger longer as the window fills.
     standing: std::sync::Arc<std::sync::atomic::AtomicU64>,
     policy: RetryPolicy,
+    /// Until when each operation with limits of its own is held back (see [`limited_on_its_own`]).
+    own_pauses: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<&'static str, Instant>>>,
+}
+
+/// Operations Genesys limits on their own, beyond the token's budget: the analytics details query
+/// (its `analytics` limits namespace). The standing their answers report and their 429s hold back
+/// only them, so lookups that exhaust analytics never stop updates addressed by their id; every
+/// call of theirs still counts in the token's budget.
+fn limited_on_its_own(op: &str) -> bool {
+    op == "query_conversation_details"
 }
 
 impl std::fmt::Debug for GenesysClient {
@@ -166,6 +176,7 @@ impl GenesysClient {
             budget,
             standing: Default::default(),
             policy: RetryPolicy::from(&settings.retry),
+            own_pauses: Default::default(),
         })
     }
 
@@ -371,6 +382,21 @@ impl GenesysClient {
         }
     }
 
+    /// How long `op` is still held back by a limit of its own, if it is.
+    fn own_pause(&self, op: &'static str) -> Option<Duration> {
+        let until = *self.own_pauses.lock().ok()?.get(op)?;
+        Some(until.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
+    }
+
+    /// Holds `op` back for `wait`, or longer if it already is.
+    fn pause_own(&self, op: &'static str, wait: Duration) {
+        if let Ok(mut pauses) = self.own_pauses.lock() {
+            let until = Instant::now() + wait;
+            let entry = pauses.entry(op).or_insert(until);
+            *entry = (*entry).max(until);
+        }
+    }
+
     /// An API call with a bearer token; a 401 drops the token and tries once more with a new one.
     async fn send_api<F>(&self, op: &'static str, build: F) -> Result<Response, GenesysError>
     where
@@ -404,6 +430,14 @@ impl GenesysClient {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            let own_limit = token.is_some() && limited_on_its_own(op);
+            if let Some(wait) = self.own_pause(op).filter(|_| own_limit) {
+                // Refused at once: Genesys would only answer 429 again.
+                return Err(GenesysError::RateLimited {
+                    retry_after: Some(wait.max(Duration::from_secs(1))),
+                    correlation_id: None,
+                });
+            }
             let mut request = build(&self.http).header(ACCEPT, "application/json");
             if let Some(token) = token {
                 // The budget counts API calls (Genesys limits them per token); grants are not among them.
@@ -419,12 +453,22 @@ impl GenesysClient {
                 .filter(|_| token.is_some())
                 .and_then(|r| reported_standing(r.headers()))
             {
-                self.observe_standing(reported).await;
+                if !own_limit {
+                    self.observe_standing(reported).await;
+                } else if reported.count >= reported.allowed {
+                    self.pause_own(op, reported.reset);
+                }
             }
             let attempt = classify(result, token.is_some()).await;
             match attempt {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Unauthorized(err) | Attempt::Fail(err) => return Err(err),
+                Attempt::Retry(RetryReason::RateLimited, wait, err) if own_limit => {
+                    // Its own limit, not the token's: hold back only this operation, and answer
+                    // now rather than wait out a window the caller's deadline rarely covers.
+                    self.pause_own(op, wait.unwrap_or(super::retry::DEFAULT_RETRY_AFTER));
+                    return Err(err);
+                }
                 Attempt::Retry(reason, wait, err) => {
                     if reason == RetryReason::RateLimited && token.is_some() {
                         // Every replica pauses, not only this call.

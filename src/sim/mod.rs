@@ -38,6 +38,7 @@ pub enum Op {
     Token,
     GetConversation,
     PatchAttributes,
+    AnalyticsQuery,
 }
 
 /// A call the simulator received, for tests to assert on.
@@ -131,6 +132,10 @@ struct State {
     rate_limit: Option<u32>,
     /// Each token's current window: when it started and how many calls it has counted.
     windows: HashMap<String, (Instant, u32)>,
+    /// The analytics details query's own limit per token and window, on top of the token's.
+    analytics_rate_limit: Option<u32>,
+    /// Each token's current window of analytics details queries.
+    analytics_windows: HashMap<String, (Instant, u32)>,
     /// API calls answered 429, by the limit or by a scripted fault.
     rate_limited: usize,
     /// How long a new conversation takes to show in analytics.
@@ -158,17 +163,39 @@ impl State {
     /// Counts one API call of `token` at `now` in its window, which starts with the first call and
     /// resets a minute later.
     fn count_call(&mut self, token: &str, now: Instant) -> Standing {
-        let window = self.windows.entry(token.to_string()).or_insert((now, 0));
-        if now.duration_since(window.0) >= RATE_WINDOW {
-            *window = (now, 0);
-        }
-        window.1 += 1;
-        let left = RATE_WINDOW.saturating_sub(now.duration_since(window.0));
-        Standing {
-            count: window.1,
-            allowed: self.rate_limit.unwrap_or(UNLIMITED_ALLOWED),
-            reset_s: left.as_millis().div_ceil(1000).max(1) as u64,
-        }
+        count_in(&mut self.windows, self.rate_limit, token, now)
+    }
+
+    /// Counts one analytics details query of `token` against that endpoint's own limit, when one
+    /// is set.
+    pub(crate) fn count_analytics_query(&mut self, token: &str, now: Instant) -> Option<Standing> {
+        let limit = self.analytics_rate_limit?;
+        Some(count_in(
+            &mut self.analytics_windows,
+            Some(limit),
+            token,
+            now,
+        ))
+    }
+}
+
+/// Counts one call of `token` at `now` in its window of `windows`, under `limit`.
+fn count_in(
+    windows: &mut HashMap<String, (Instant, u32)>,
+    limit: Option<u32>,
+    token: &str,
+    now: Instant,
+) -> Standing {
+    let window = windows.entry(token.to_string()).or_insert((now, 0));
+    if now.duration_since(window.0) >= RATE_WINDOW {
+        *window = (now, 0);
+    }
+    window.1 += 1;
+    let left = RATE_WINDOW.saturating_sub(now.duration_since(window.0));
+    Standing {
+        count: window.1,
+        allowed: limit.unwrap_or(UNLIMITED_ALLOWED),
+        reset_s: left.as_millis().div_ceil(1000).max(1) as u64,
     }
 }
 
@@ -212,6 +239,8 @@ impl Simulator {
                 periodic: Vec::new(),
                 rate_limit: None,
                 rate_limited: 0,
+                analytics_rate_limit: None,
+                analytics_windows: HashMap::new(),
                 windows: HashMap::new(),
                 analytics_lag: Duration::ZERO,
                 added_at: HashMap::new(),
@@ -267,6 +296,16 @@ impl Simulator {
     /// default) counts calls and reports them without refusing any.
     pub fn set_rate_limit(&self, per_minute: Option<u32>) {
         self.lock().rate_limit = per_minute;
+    }
+
+    /// Enforces a limit of the analytics details query's own, as Genesys's analytics namespace does:
+    /// `per_minute` queries in a token's window, then 429 with `Retry-After`. Its answers report that
+    /// limit's standing in the `inin-ratelimit-*` headers. `None` (the default) leaves the query
+    /// under the token's limit only.
+    pub fn set_analytics_rate_limit(&self, per_minute: Option<u32>) {
+        let mut s = self.lock();
+        s.analytics_rate_limit = per_minute;
+        s.analytics_windows.clear();
     }
 
     /// How long an accepted write stays invisible to reads (eventual consistency).

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde_json::json;
 
-use super::{Op, PendingWrite, RecordedCall, Simulator};
+use super::{Op, PendingWrite, RecordedCall, Simulator, Standing};
 use crate::genesys::model::ErrorBody;
 use crate::genesys::{CORRELATION_HEADER, RATELIMIT_ALLOWED, RATELIMIT_COUNT, RATELIMIT_RESET};
 
@@ -78,6 +78,7 @@ fn matches(op: Op, name: &str) -> bool {
         Op::Token => name == "token",
         Op::GetConversation => name == "get_conversation",
         Op::PatchAttributes => name == "patch_attributes" || name == "patch_media_attributes",
+        Op::AnalyticsQuery => name == "analytics_query",
     }
 }
 
@@ -188,43 +189,76 @@ fn bad_credentials() -> Response {
     )
 }
 
-async fn require_bearer(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
-    let token = request
-        .headers()
+/// The bearer token of a request, as sent.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::to_owned);
+        .map(str::to_owned)
+}
+
+/// Genesys's 429: `Retry-After` is the seconds left in the window.
+fn too_many_requests(standing: Standing) -> Response {
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too.many.requests",
+        "Rate limit exceeded the maximum. Retry the request in [%s] seconds",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(standing.reset_s));
+    r
+}
+
+/// Reports `standing` in the `inin-ratelimit-*` headers.
+fn report(response: &mut Response, standing: Standing) {
+    let headers = response.headers_mut();
+    headers.insert(RATELIMIT_COUNT, HeaderValue::from(standing.count));
+    headers.insert(RATELIMIT_ALLOWED, HeaderValue::from(standing.allowed));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(standing.reset_s));
+}
+
+async fn require_bearer(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+    let token = bearer(request.headers());
     let Some(token) = token.filter(|t| sim.lock().tokens.contains(t)) else {
         return bad_credentials();
     };
     // Genesys counts calls per token, and tells where the token stands on every answer.
     let standing = sim.lock().count_call(&token, Instant::now());
     let mut response = if standing.count > standing.allowed {
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too.many.requests",
-            "Rate limit exceeded the maximum. Retry the request in [%s] seconds",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(standing.reset_s));
-        r
+        too_many_requests(standing)
     } else {
         next.run(request).await
     };
-    let headers = response.headers_mut();
-    headers.insert(RATELIMIT_COUNT, HeaderValue::from(standing.count));
-    headers.insert(RATELIMIT_ALLOWED, HeaderValue::from(standing.allowed));
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(standing.reset_s));
+    // Unless the endpoint reported a limit of its own, which is the one that applies to the call.
+    if !response.headers().contains_key(RATELIMIT_COUNT) {
+        report(&mut response, standing);
+    }
     response
 }
 
 /// `POST /api/v2/analytics/conversations/details/query`: answers `AnalyticsConversationQueryResponse`.
-async fn analytics_query(State(sim): State<Simulator>, body: Bytes) -> Response {
-    let query: serde_json::Value = match serde_json::from_slice(&body) {
+async fn analytics_query(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let own = bearer(&headers).and_then(|t| sim.lock().count_analytics_query(&t, Instant::now()));
+    let mut response = match own {
+        Some(standing) if standing.count > standing.allowed => too_many_requests(standing),
+        _ => answer_analytics_query(&sim, &body),
+    };
+    if let Some(standing) = own {
+        report(&mut response, standing);
+    }
+    response
+}
+
+fn answer_analytics_query(sim: &Simulator, body: &Bytes) -> Response {
+    let query: serde_json::Value = match serde_json::from_slice(body) {
         Ok(q) => q,
         Err(_) => {
             return error(

@@ -331,3 +331,72 @@ async fn metrics_count_lookups_by_kind_and_how_they_ended() {
         );
     }
 }
+
+fn update_by_id() -> Value {
+    json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"byId": "yes"}})
+}
+
+#[tokio::test]
+async fn lookups_past_analytics_own_limit_are_refused_at_once_and_updates_by_id_go_on() {
+    // Analytics allows this token 2 queries a minute; the token itself has plenty.
+    let sim = patchbay::sim::Simulator::new();
+    sim.set_analytics_rate_limit(Some(2));
+    let app = spawn_app_on(sim.clone(), |s| s.lookup.analytics_wait_ms = 200).await;
+    for (n, number) in [
+        (40, "+13175550160"),
+        (41, "+13175550161"),
+        (42, "+13175550162"),
+    ] {
+        let (_, _, _, c) = call(n, number, 60);
+        sim.insert_conversation(c);
+    }
+    for number in ["+13175550160", "+13175550161"] {
+        let answer = app.post_attributes(by(json!({"ani": number}))).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    // Analytics reported its limit spent: the third lookup is refused without asking again.
+    let refused = app
+        .post_attributes(by(json!({"ani": "+13175550162"})))
+        .await;
+    refused.assert_problem(429, "rate_limited");
+    let wait: u64 = refused.header("retry-after").parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(
+        sim.count("analytics_query"),
+        2,
+        "Genesys never had to refuse"
+    );
+    // Analytics' limit is not the token's: an update that names its conversation is served.
+    let answer = app.post_attributes(update_by_id()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["verified"], true);
+}
+
+#[tokio::test]
+async fn a_429_from_analytics_is_answered_at_once_and_pauses_only_lookups() {
+    let sim = patchbay::sim::Simulator::new();
+    sim.rate_limit_next(patchbay::sim::Op::AnalyticsQuery, 7, 1);
+    let app = spawn_app_on(sim.clone(), |s| s.lookup.analytics_wait_ms = 200).await;
+    let (_, _, _, c) = call(43, "+13175550163", 60);
+    sim.insert_conversation(c);
+    let started = std::time::Instant::now();
+    let refused = app
+        .post_attributes(by(json!({"ani": "+13175550163"})))
+        .await;
+    refused.assert_problem(429, "rate_limited");
+    assert_eq!(refused.header("retry-after"), "7");
+    // Not after waiting out Genesys's 7 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Lookups wait out the pause without asking Genesys again; updates by id do not wait at all.
+    let again = app
+        .post_attributes(by(json!({"ani": "+13175550163"})))
+        .await;
+    again.assert_problem(429, "rate_limited");
+    assert_eq!(sim.count("analytics_query"), 1);
+    let answer = app.post_attributes(update_by_id()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
