@@ -65,9 +65,10 @@ pub struct GenesysClient {
 }
 
 /// Operations Genesys limits on their own, beyond the token's budget: the analytics details query
-/// (its `analytics` limits namespace). The standing their answers report and their 429s hold back
-/// only them, so lookups that exhaust analytics never stop updates addressed by their id; every
-/// call of theirs still counts in the token's budget.
+/// (its `analytics` limits namespace). A standing their answers report under a limit lower than the
+/// token's, and a 429 that does not report the token's window spent, hold back only them, so
+/// lookups that exhaust analytics never stop updates addressed by their id; every call of theirs
+/// still counts in the token's budget.
 fn limited_on_its_own(op: &str) -> bool {
     op == "query_conversation_details"
 }
@@ -447,23 +448,32 @@ impl GenesysClient {
             let sent_at = std::time::Instant::now();
             let result = request.send().await;
             observe(op, &result, sent_at.elapsed());
-            if let Some(reported) = result
+            let reported = result
                 .as_ref()
                 .ok()
                 .filter(|_| token.is_some())
-                .and_then(|r| reported_standing(r.headers()))
-            {
-                if !own_limit {
-                    self.observe_standing(reported).await;
-                } else if reported.count >= reported.allowed {
-                    self.pause_own(op, reported.reset);
+                .and_then(|r| reported_standing(r.headers()));
+            // A limit lower than the token's budget applies to this call: the operation's own.
+            let own_standing =
+                own_limit && reported.is_some_and(|r| r.allowed < self.budget.per_minute());
+            match reported {
+                Some(r) if own_standing => {
+                    if r.count >= r.allowed {
+                        self.pause_own(op, r.reset);
+                    }
                 }
+                Some(r) => self.observe_standing(r).await,
+                None => {}
             }
+            // A 429 is the token's when Genesys reports the token's window spent.
+            let token_spent = !own_standing && reported.is_some_and(|r| r.count >= r.allowed);
             let attempt = classify(result, token.is_some()).await;
             match attempt {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Unauthorized(err) | Attempt::Fail(err) => return Err(err),
-                Attempt::Retry(RetryReason::RateLimited, wait, err) if own_limit => {
+                Attempt::Retry(RetryReason::RateLimited, wait, err)
+                    if own_limit && !token_spent =>
+                {
                     // Its own limit, not the token's: hold back only this operation, and answer
                     // now rather than wait out a window the caller's deadline rarely covers.
                     self.pause_own(op, wait.unwrap_or(super::retry::DEFAULT_RETRY_AFTER));

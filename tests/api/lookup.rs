@@ -400,3 +400,44 @@ async fn a_429_from_analytics_is_answered_at_once_and_pauses_only_lookups() {
     let answer = app.post_attributes(update_by_id()).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
+
+#[tokio::test]
+async fn a_query_answer_that_reports_the_tokens_window_spent_holds_back_every_call() {
+    // The token's limit is 10 a minute, as the gateway's budget says; no limit of the query's own.
+    let sim = patchbay::sim::Simulator::new();
+    sim.set_rate_limit(Some(10));
+    let app = spawn_app_on(sim.clone(), |s| {
+        s.genesys.rate_per_minute = 10;
+        s.verify.enabled = false;
+    })
+    .await;
+    let (_, _, _, c) = call(44, "+13175550164", 60);
+    sim.insert_conversation(c);
+    assert_eq!(app.post_attributes(update_by_id()).await.status, 200);
+    // Someone else spends 8 calls of the same token: the query is the tenth.
+    let token = sim.issued_tokens().pop().unwrap();
+    for _ in 0..8 {
+        let r = reqwest::Client::new()
+            .get(format!(
+                "{}/api/v2/conversations/{SEED_ACTIVE_CALL}",
+                app.sim_url
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // The query's answer reports the token's window spent: the lookup's read is not sent, and
+    // neither is the next update's PATCH.
+    app.post_attributes(by(json!({"ani": "+13175550164"})))
+        .await
+        .assert_problem(429, "rate_limited");
+    app.post_attributes(update_by_id())
+        .await
+        .assert_problem(429, "rate_limited");
+    assert!(
+        sim.calls().iter().all(|c| c.status != 429),
+        "Genesys never had to answer 429"
+    );
+}
