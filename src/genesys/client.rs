@@ -457,13 +457,9 @@ impl GenesysClient {
             let own_standing =
                 own_limit && reported.is_some_and(|r| r.allowed < self.budget.per_minute());
             match reported {
-                Some(r) if own_standing => {
-                    if r.count >= r.allowed {
-                        self.pause_own(op, r.reset);
-                    }
-                }
-                Some(r) => self.observe_standing(r).await,
-                None => {}
+                Some(r) if own_standing && r.count >= r.allowed => self.pause_own(op, r.reset),
+                Some(r) if !own_standing => self.observe_standing(r).await,
+                _ => {}
             }
             // A 429 is the token's when Genesys reports the token's window spent.
             let token_spent = !own_standing && reported.is_some_and(|r| r.count >= r.allowed);
