@@ -106,6 +106,8 @@ struct LocalLog {
     /// Call and slot times in ms, sorted.
     log: VecDeque<i64>,
     paused_until: i64,
+    /// Operations held back by limits of their own, until when (ms).
+    operations_paused: std::collections::HashMap<&'static str, i64>,
     /// A lower limit Genesys reported, and until when it holds.
     ceiling: Option<(u32, i64)>,
 }
@@ -362,6 +364,52 @@ impl CallBudget for RateBudget {
                 tracing::warn!(error = %e, "could not share a 429's Retry-After through Redis");
             }
         }
+    }
+
+    async fn pause_operation(&self, op: &'static str, wait: Duration) {
+        let until = now_ms() + wait.as_millis() as i64;
+        {
+            let mut local = self.local();
+            let paused = local.operations_paused.entry(op).or_default();
+            *paused = (*paused).max(until);
+        }
+        if let Some(redis) = &self.shared {
+            let mut conn = redis.conn.clone();
+            let done: Result<i64, _> = Script::new(PAUSE)
+                .key(redis.key(&format!("rate:pause:{op}")))
+                .arg(until)
+                .arg(wait.as_millis().max(1) as u64)
+                .invoke_async(&mut conn)
+                .await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, op, "could not share an operation's pause through Redis");
+            }
+        }
+    }
+
+    async fn operation_paused(&self, op: &'static str) -> Option<Duration> {
+        let local = self
+            .local()
+            .operations_paused
+            .get(op)
+            .copied()
+            .unwrap_or_default();
+        let shared = match &self.shared {
+            Some(redis) => {
+                let mut conn = redis.conn.clone();
+                let until: Result<Option<i64>, _> = redis::cmd("GET")
+                    .arg(redis.key(&format!("rate:pause:{op}")))
+                    .query_async(&mut conn)
+                    .await;
+                until.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, op, "could not read an operation's pause from Redis");
+                    None
+                })
+            }
+            None => None,
+        };
+        let left = local.max(shared.unwrap_or_default()) - now_ms();
+        (left > 0).then(|| Duration::from_millis(left as u64))
     }
 }
 

@@ -60,8 +60,6 @@ pub struct GenesysClient {
     /// lanes to linger longer as the window fills.
     standing: std::sync::Arc<std::sync::atomic::AtomicU64>,
     policy: RetryPolicy,
-    /// Until when each operation with limits of its own is held back (see [`limited_on_its_own`]).
-    own_pauses: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<&'static str, Instant>>>,
 }
 
 /// Operations Genesys limits on their own, beyond the token's budget: the analytics details query
@@ -177,7 +175,6 @@ impl GenesysClient {
             budget,
             standing: Default::default(),
             policy: RetryPolicy::from(&settings.retry),
-            own_pauses: Default::default(),
         })
     }
 
@@ -383,21 +380,6 @@ impl GenesysClient {
         }
     }
 
-    /// How long `op` is still held back by a limit of its own, if it is.
-    fn own_pause(&self, op: &'static str) -> Option<Duration> {
-        let until = *self.own_pauses.lock().ok()?.get(op)?;
-        Some(until.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
-    }
-
-    /// Holds `op` back for `wait`, or longer if it already is.
-    fn pause_own(&self, op: &'static str, wait: Duration) {
-        if let Ok(mut pauses) = self.own_pauses.lock() {
-            let until = Instant::now() + wait;
-            let entry = pauses.entry(op).or_insert(until);
-            *entry = (*entry).max(until);
-        }
-    }
-
     /// An API call with a bearer token; a 401 drops the token and tries once more with a new one.
     async fn send_api<F>(&self, op: &'static str, build: F) -> Result<Response, GenesysError>
     where
@@ -432,7 +414,12 @@ impl GenesysClient {
         loop {
             attempts += 1;
             let own_limit = token.is_some() && limited_on_its_own(op);
-            if let Some(wait) = self.own_pause(op).filter(|_| own_limit) {
+            let paused = if own_limit {
+                self.budget.operation_paused(op).await
+            } else {
+                None
+            };
+            if let Some(wait) = paused {
                 // Refused at once: Genesys would only answer 429 again.
                 return Err(GenesysError::RateLimited {
                     retry_after: Some(wait.max(Duration::from_secs(1))),
@@ -457,7 +444,9 @@ impl GenesysClient {
             let own_standing =
                 own_limit && reported.is_some_and(|r| r.allowed < self.budget.per_minute());
             match reported {
-                Some(r) if own_standing && r.count >= r.allowed => self.pause_own(op, r.reset),
+                Some(r) if own_standing && r.count >= r.allowed => {
+                    self.budget.pause_operation(op, r.reset).await
+                }
                 Some(r) if !own_standing => self.observe_standing(r).await,
                 _ => {}
             }
@@ -472,7 +461,9 @@ impl GenesysClient {
                 {
                     // Its own limit, not the token's: hold back only this operation, and answer
                     // now rather than wait out a window the caller's deadline rarely covers.
-                    self.pause_own(op, wait.unwrap_or(super::retry::DEFAULT_RETRY_AFTER));
+                    self.budget
+                        .pause_operation(op, wait.unwrap_or(super::retry::DEFAULT_RETRY_AFTER))
+                        .await;
                     return Err(err);
                 }
                 Attempt::Retry(reason, wait, err) => {

@@ -79,6 +79,13 @@ pub trait CallBudget: Send + Sync {
     /// Genesys answered 429: nobody calls before `retry_after` has passed.
     async fn pause(&self, retry_after: Duration);
 
+    /// Genesys refused `op` under a limit of that operation's own: nobody calls `op` (other calls
+    /// go on) before `wait` has passed.
+    async fn pause_operation(&self, op: &'static str, wait: Duration);
+
+    /// How long `op` is still held back by a limit of its own, if it is.
+    async fn operation_paused(&self, op: &'static str) -> Option<Duration>;
+
     /// Waits for one slot, at most `max_wait`.
     async fn acquire(&self, max_wait: Duration) -> Result<(), WaitTooLong> {
         let slots = self.reserve(1, max_wait).await?;

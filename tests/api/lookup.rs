@@ -441,3 +441,28 @@ async fn a_query_answer_that_reports_the_tokens_window_spent_holds_back_every_ca
         "Genesys never had to answer 429"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_redis_share_analytics_own_limit() {
+    let (sim, apps) =
+        crate::redis_deployment::replicas(2, |s| s.lookup.analytics_wait_ms = 200).await;
+    sim.set_analytics_rate_limit(Some(1));
+    for (n, number) in [(45, "+13175550165"), (46, "+13175550166")] {
+        let (_, _, _, c) = call(n, number, 60);
+        sim.insert_conversation(c);
+    }
+    let answer = apps[0]
+        .post_attributes(by(json!({"ani": "+13175550165"})))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // The other replica knows analytics' limit is spent without asking Genesys.
+    apps[1]
+        .post_attributes(by(json!({"ani": "+13175550166"})))
+        .await
+        .assert_problem(429, "rate_limited");
+    assert_eq!(sim.count("analytics_query"), 1);
+    assert!(
+        sim.calls().iter().all(|c| c.status != 429),
+        "Genesys never had to answer 429"
+    );
+}
