@@ -185,33 +185,26 @@ impl Finder {
         lookup: &Lookup,
         deadline: Instant,
     ) -> Result<(ConversationId, Source), LookupError> {
-        if self.settings.cache_ms > 0 {
-            // This replica's find first, then the deployment's: after a stale local find, another
-            // replica may already know the caller's new call.
-            let mut stale = None;
-            for _ in 0..2 {
-                let Some(cid) = self.found.get(lookup).await else {
-                    break;
-                };
-                if stale == Some(cid) {
-                    break;
+        // This replica's find first, then the deployment's: after a stale local find, another
+        // replica may already know the caller's new call. Two finds at most: each costs a read.
+        let mut stale = None;
+        for _ in 0..2 {
+            let Some(cid) = self.found.get(lookup).await.filter(|c| stale != Some(*c)) else {
+                break;
+            };
+            // Confirmed again by a read, which the update then uses to find its participant: a
+            // call that ended, or that the caller left, drops out.
+            match self.engine.read_fresh(cid, deadline).await {
+                Ok(c) if still_matches(&c, lookup) => return Ok((cid, Source::Cache)),
+                Ok(_) | Err(UpdateError::ConversationNotFound(_)) => {
+                    self.found.forget(lookup, cid).await;
+                    stale = Some(cid);
                 }
-                // Confirmed again by a read, which the update then uses to find its participant:
-                // a call that ended, or that the caller left, drops out.
-                match self.engine.read_fresh(cid, deadline).await {
-                    Ok(c) if still_matches(&c, lookup) => return Ok((cid, Source::Cache)),
-                    Ok(_) | Err(UpdateError::ConversationNotFound(_)) => {
-                        self.found.forget(lookup, cid).await;
-                        stale = Some(cid);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                Err(e) => return Err(e.into()),
             }
         }
         let cid = self.search(lookup, deadline).await?;
-        if self.settings.cache_ms > 0 {
-            self.found.insert(lookup, cid).await;
-        }
+        self.found.insert(lookup, cid).await;
         Ok((cid, Source::Analytics))
     }
 

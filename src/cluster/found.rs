@@ -13,7 +13,7 @@ use super::Redis;
 use crate::domain::lookup::{Lookup, LookupKey, Pick};
 use crate::domain::ConversationId;
 
-/// Lookups' finds, kept for `ttl`.
+/// Lookups' finds, kept for `ttl`; a zero `ttl` keeps nothing.
 #[derive(Clone)]
 pub struct FoundCache {
     local: moka::future::Cache<Lookup, ConversationId>,
@@ -49,13 +49,12 @@ fn key_name(lookup: &Lookup) -> String {
 }
 
 impl FoundCache {
-    /// A cache for `ttl` (at least 1 ms), shared on `shared` when the deployment runs on Redis.
+    /// A cache for `ttl` (none when zero), shared on `shared` when the deployment runs on Redis.
     pub fn new(ttl: Duration, shared: Option<Redis>) -> Self {
-        let ttl = ttl.max(Duration::from_millis(1));
         Self {
             local: moka::future::Cache::builder()
                 .max_capacity(10_000)
-                .time_to_live(ttl)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
                 .build(),
             shared,
             ttl,
@@ -64,6 +63,9 @@ impl FoundCache {
 
     /// What a replica found for `lookup` within the last `ttl`, if any.
     pub async fn get(&self, lookup: &Lookup) -> Option<ConversationId> {
+        if self.ttl.is_zero() {
+            return None;
+        }
         if let Some(cid) = self.local.get(lookup).await {
             return Some(cid);
         }
@@ -87,6 +89,9 @@ impl FoundCache {
 
     /// Remembers that `lookup` found `cid`.
     pub async fn insert(&self, lookup: &Lookup, cid: ConversationId) {
+        if self.ttl.is_zero() {
+            return;
+        }
         self.local.insert(lookup.clone(), cid).await;
         let Some(redis) = &self.shared else { return };
         let mut conn = redis.conn.clone();

@@ -212,6 +212,22 @@ fn now_ms() -> i64 {
 }
 
 impl RateBudget {
+    /// Extends the pause kept at `name` on Redis to `until` (ms), expiring `wait` from now, so
+    /// every replica holds back; without Redis the local pause is the only one.
+    async fn share_pause(&self, name: &str, until: i64, wait: Duration) {
+        let Some(redis) = &self.shared else { return };
+        let mut conn = redis.conn.clone();
+        let done: Result<i64, _> = Script::new(PAUSE)
+            .key(redis.key(name))
+            .arg(until)
+            .arg(wait.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, name, "could not share a pause through Redis");
+        }
+    }
+
     /// `shared`: the deployment's Redis; without it, or while it is down, the budget is this process's.
     pub fn new(budget: Budget, shared: Option<Redis>) -> Self {
         Self {
@@ -352,18 +368,7 @@ impl CallBudget for RateBudget {
             let mut local = self.local();
             local.paused_until = local.paused_until.max(until);
         }
-        if let Some(redis) = &self.shared {
-            let mut conn = redis.conn.clone();
-            let done: Result<i64, _> = Script::new(PAUSE)
-                .key(redis.key("rate:pause"))
-                .arg(until)
-                .arg(retry_after.as_millis().max(1) as u64)
-                .invoke_async(&mut conn)
-                .await;
-            if let Err(e) = done {
-                tracing::warn!(error = %e, "could not share a 429's Retry-After through Redis");
-            }
-        }
+        self.share_pause("rate:pause", until, retry_after).await;
     }
 
     async fn pause_operation(&self, op: &'static str, wait: Duration) {
@@ -373,18 +378,8 @@ impl CallBudget for RateBudget {
             let paused = local.operations_paused.entry(op).or_default();
             *paused = (*paused).max(until);
         }
-        if let Some(redis) = &self.shared {
-            let mut conn = redis.conn.clone();
-            let done: Result<i64, _> = Script::new(PAUSE)
-                .key(redis.key(&format!("rate:pause:{op}")))
-                .arg(until)
-                .arg(wait.as_millis().max(1) as u64)
-                .invoke_async(&mut conn)
-                .await;
-            if let Err(e) = done {
-                tracing::warn!(error = %e, op, "could not share an operation's pause through Redis");
-            }
-        }
+        self.share_pause(&format!("rate:pause:{op}"), until, wait)
+            .await;
     }
 
     async fn operation_paused(&self, op: &'static str) -> Option<Duration> {

@@ -410,22 +410,19 @@ impl GenesysClient {
         F: Fn(&reqwest::Client) -> RequestBuilder,
     {
         let started = Instant::now();
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let own_limit = token.is_some() && limited_on_its_own(op);
-            let paused = if own_limit {
-                self.budget.operation_paused(op).await
-            } else {
-                None
-            };
-            if let Some(wait) = paused {
+        let own_limit = token.is_some() && limited_on_its_own(op);
+        if own_limit {
+            if let Some(wait) = self.budget.operation_paused(op).await {
                 // Refused at once: Genesys would only answer 429 again.
                 return Err(GenesysError::RateLimited {
                     retry_after: Some(wait.max(Duration::from_secs(1))),
                     correlation_id: None,
                 });
             }
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
             let mut request = build(&self.http).header(ACCEPT, "application/json");
             if let Some(token) = token {
                 // The budget counts API calls (Genesys limits them per token); grants are not among them.
