@@ -4,7 +4,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use patchbay::api::attributes::{parse_json, AttributesRequest};
+use patchbay::api::attributes::{AttributesRequest, REQUEST_SHAPE};
+use patchbay::api::body;
 use patchbay::api::hooks::auth::{HookAuth, Inbound};
 use patchbay::api::hooks::mapping::Mapping;
 use patchbay::config::hooks::hooks_from_toml;
@@ -33,7 +34,8 @@ encoding = "hex"
 fn parsing(c: &mut Criterion) {
     c.bench_function("parse and validate a /v1/attributes body", |b| {
         b.iter(|| {
-            let request: AttributesRequest = parse_json(black_box(BODY.as_bytes())).unwrap();
+            let request: AttributesRequest =
+                body::parse(black_box(BODY.as_bytes()), &REQUEST_SHAPE).unwrap();
             request.parse().unwrap()
         })
     });

@@ -11,6 +11,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
 
+use super::body::{self, Shape};
 use super::intake::{self, Intake};
 use super::problem::ApiError;
 use crate::api::state::AppState;
@@ -21,9 +22,13 @@ use crate::domain::{
 };
 use crate::service::{Mismatch, UpdateOutcome};
 
-/// The inbound body, before parsing into an [`AttributeUpdate`].
+/// The inbound body, before parsing into an [`AttributeUpdate`]. Its fields are [`REQUEST_SHAPE`]'s.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a JSON object with `attributes` and a `conversationId` or a `lookup`"
+)]
 pub struct AttributesRequest {
     #[serde(default)]
     pub conversation_id: Option<String>,
@@ -42,7 +47,11 @@ pub struct AttributesRequest {
 /// `lookup`: exactly one of `userId`, `ani` and `externalContactId`, with an optional `mediaType`
 /// (default `voice`) and `pick` (`"latest"` takes the newest of several matches).
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "an object with one of `userId`, `ani` and `externalContactId`"
+)]
 pub struct LookupRequest {
     #[serde(default)]
     pub user_id: Option<String>,
@@ -55,6 +64,26 @@ pub struct LookupRequest {
     #[serde(default)]
     pub pick: Option<String>,
 }
+
+/// What `POST /v1/attributes` takes, field by field, so a misspelling is refused by name.
+pub const REQUEST_SHAPE: Shape = Shape {
+    what: "a JSON object with `attributes` and a `conversationId` or a `lookup`",
+    fields: &[
+        "conversationId",
+        "lookup",
+        "participantId",
+        "purpose",
+        "attributes",
+        "verify",
+    ],
+    nested: &[("lookup", &LOOKUP_SHAPE)],
+};
+
+pub const LOOKUP_SHAPE: Shape = Shape {
+    what: "an object with one of `userId`, `ani` and `externalContactId`",
+    fields: &["userId", "ani", "externalContactId", "mediaType", "pick"],
+    nested: &[],
+};
 
 impl LookupRequest {
     pub fn parse(&self) -> Result<Lookup, ApiError> {
@@ -192,12 +221,6 @@ pub fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<By
     })
 }
 
-/// Parses JSON, or answers `invalid_request` saying where it broke.
-pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::InvalidRequest(format!("the body is not a valid request: {e}")))
-}
-
 pub fn request_id(headers: &HeaderMap, id: Option<&RequestId>) -> String {
     id.and_then(|id| id.header_value().to_str().ok())
         .or_else(|| {
@@ -236,7 +259,7 @@ pub async fn set_attributes(
 ) -> Result<Response, ApiError> {
     let body = read_body(body, state.settings.server.max_body_bytes)?;
     let deadline = state.request_deadline();
-    let request: AttributesRequest = parse_json(&body)?;
+    let request: AttributesRequest = body::parse(&body, &REQUEST_SHAPE)?;
     let request = request.parse_request()?;
     let update = intake::address(&state, request, deadline).await?;
     let intake = Intake::from_request(
@@ -297,10 +320,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn every_field_the_shape_names_is_one_the_request_takes() {
+        // The strict struct is the backstop: a name in the shape it does not know fails here.
+        let all_null: serde_json::Map<_, _> = REQUEST_SHAPE
+            .fields
+            .iter()
+            .map(|f| (f.to_string(), serde_json::Value::Null))
+            .collect();
+        serde_json::from_value::<AttributesRequest>(all_null.into()).unwrap();
+        let lookup: serde_json::Map<_, _> = LOOKUP_SHAPE
+            .fields
+            .iter()
+            .map(|f| (f.to_string(), serde_json::Value::Null))
+            .collect();
+        serde_json::from_value::<LookupRequest>(lookup.into()).unwrap();
+    }
+
     proptest! {
         #[test]
         fn parsing_arbitrary_json_never_panics(body in ".{0,200}") {
-            let _ = parse_json::<AttributesRequest>(body.as_bytes()).map(|r| r.parse());
+            let _ = body::parse::<AttributesRequest>(body.as_bytes(), &REQUEST_SHAPE).map(|r| r.parse());
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -81,11 +81,48 @@ pub async fn get_job(
     Ok(Json(job.into()))
 }
 
-#[derive(Debug, Deserialize)]
+/// A page of dead letters: `after` (the last job id of the previous page) and `limit`.
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Page {
-    /// The last job id of the previous page.
     pub after: Option<String>,
     pub limit: Option<usize>,
+}
+
+const PAGE_PARAMETERS: &[&str] = &["after", "limit"];
+
+impl Page {
+    /// Parses the query string strictly, as bodies are: a misspelled `limit` must not silently
+    /// give the default page.
+    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut page = Page::default();
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match name.as_ref() {
+                "after" => page.after = Some(value.into_owned()),
+                "limit" => {
+                    page.limit = Some(
+                        value
+                            .parse()
+                            .ok()
+                            .filter(|n| (1..=MAX_PAGE).contains(n))
+                            .ok_or_else(|| {
+                                ApiError::InvalidRequest(format!(
+                                    "`limit` must be a whole number from 1 to {MAX_PAGE}"
+                                ))
+                            })?,
+                    )
+                }
+                other => {
+                    return Err(super::body::unknown(
+                        "parameter",
+                        other,
+                        None,
+                        PAGE_PARAMETERS,
+                    ))
+                }
+            }
+        }
+        Ok(page)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -115,10 +152,10 @@ const MAX_PAGE: usize = 500;
 )]
 pub async fn dead_letters(
     State(state): State<AppState>,
-    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<DeadLetters>, ApiError> {
-    let Query(page) = page.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let page = Page::parse(query.as_deref())?;
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
     let jobs = state
         .queue
         .dead_letters(page.after.as_deref(), limit)

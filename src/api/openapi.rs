@@ -293,6 +293,14 @@ impl Modify for ProblemCodes {
                     .into(),
             );
         }
+        // The request bodies refuse fields they do not name (a misspelling must not pass as absent).
+        for name in ["AttributesRequest", "Lookup"] {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
+                object.additional_properties = Some(Box::new(
+                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                ));
+            }
+        }
     }
 }
 
@@ -321,6 +329,25 @@ mod tests {
         assert_eq!(listed, crate::domain::PURPOSES);
         let codes = &doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"];
         assert_eq!(codes.as_array().unwrap().len(), PROBLEM_CODES.len());
+        for body in ["AttributesRequest", "Lookup"] {
+            let schema = &doc["components"]["schemas"][body];
+            assert_eq!(schema["additionalProperties"], false, "{body}");
+            let documented: Vec<&str> = schema["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let taken = match body {
+                "Lookup" => crate::api::attributes::LOOKUP_SHAPE.fields,
+                _ => crate::api::attributes::REQUEST_SHAPE.fields,
+            };
+            assert_eq!(
+                documented.iter().collect::<std::collections::BTreeSet<_>>(),
+                taken.iter().collect(),
+                "{body}: the document and the parser name the same fields"
+            );
+        }
         for scheme in ["bearer", "apiKey", "basic", "signature"] {
             assert!(
                 doc["components"]["securitySchemes"][scheme].is_object(),

@@ -140,3 +140,35 @@ async fn an_unknown_route_is_a_404_problem() {
         .await
         .assert_problem(404, "not_found");
 }
+
+/// The bodies the README's `curl` examples send to `/v1/attributes`, as written.
+fn readme_bodies() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut bodies = Vec::new();
+    for command in readme.split("curl ").skip(1) {
+        let command = command.split("\n```").next().unwrap();
+        if !command.starts_with("-s localhost:8080/v1/attributes") {
+            continue;
+        }
+        if let Some((_, rest)) = command.split_once("-d '") {
+            bodies.push(rest.split('\'').next().unwrap().to_string());
+        }
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn every_body_the_readme_sends_is_accepted_as_written() {
+    let app = spawn_app().await;
+    app.sim.add_caller_call();
+    let bodies = readme_bodies();
+    assert!(bodies.len() >= 3, "{bodies:?}");
+    for body in bodies {
+        let answer = app
+            .post_raw("/v1/attributes", body.clone(), &[("x-api-key", API_KEY)])
+            .await;
+        assert_eq!(answer.status, 200, "{body}: {}", answer.body);
+        assert_eq!(answer.body["verified"], true, "{body}");
+    }
+}

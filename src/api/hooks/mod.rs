@@ -17,7 +17,8 @@ use axum::response::Response;
 use secrecy::SecretString;
 use tower_http::request_id::RequestId;
 
-use crate::api::attributes::{parse_json, read_body, request_id};
+use crate::api::attributes::{read_body, request_id};
+use crate::api::body;
 use crate::api::intake::{self, Intake};
 use crate::api::state::AppState;
 use crate::api::ApiError;
@@ -132,7 +133,7 @@ pub async fn receive(
     };
     let deadline = state.request_deadline();
     let result = async {
-        let event: serde_json::Value = parse_json(&body)?;
+        let event = body::json(&body)?;
         let request = route
             .mapping
             .apply(&event)
