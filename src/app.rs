@@ -22,7 +22,7 @@ use crate::api::hooks;
 use crate::api::jobs;
 use crate::api::problem::render_problems;
 use crate::api::state::drain_guard;
-pub use crate::api::state::{AppState, Drain, REQUEST_ID_HEADER};
+pub use crate::api::state::{open_queue, AppState, Drain, REQUEST_ID_HEADER};
 use crate::api::ApiError;
 
 /// The whole HTTP surface, with its middleware, and no I/O.

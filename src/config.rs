@@ -280,6 +280,25 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let settings = Self::read(file, env)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Reads every layer and checks only the store's keys (`queue.*`, `redis.*`): for commands
+    /// such as `patchbay replay` that open the store and nothing else, so they need neither a
+    /// Genesys client nor an inbound key.
+    pub fn load_for_store(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let settings = Self::read(file, std::env::vars())?;
+        settings.validate_store()?;
+        Ok(settings)
+    }
+
+    /// Every layer, deserialized (unknown keys and bad types refused), not yet validated.
+    fn read(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let env: config::Map<String, String> = env.into_iter().collect();
         let mut builder = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_TOML,
@@ -316,7 +335,6 @@ impl Settings {
             )
             .build()?
             .try_deserialize()?;
-        settings.validate()?;
         Ok(settings)
     }
 
@@ -436,6 +454,32 @@ impl Settings {
             "server.shutdown_timeout_ms",
             self.server.shutdown_timeout_ms,
         )?;
+        self.validate_store()?;
+        positive("idempotency.ttl_s", self.idempotency.ttl_s)?;
+        if g.rate_per_minute < 3 {
+            // A synchronous update may need three calls (resolve, write, read back) at once.
+            return Err(invalid("genesys.rate_per_minute", "must be at least 3"));
+        }
+        if !(1..=MAX_LOOKBACK_DAYS).contains(&self.lookup.lookback_days) {
+            return Err(invalid(
+                "lookup.lookback_days",
+                format!("must be 1 to {MAX_LOOKBACK_DAYS}"),
+            ));
+        }
+        if !(1..=MAX_LOOKUP_CANDIDATES).contains(&self.lookup.max_candidates) {
+            return Err(invalid(
+                "lookup.max_candidates",
+                format!("must be 1 to {MAX_LOOKUP_CANDIDATES}"),
+            ));
+        }
+        positive("lookup.analytics_retry_ms", self.lookup.analytics_retry_ms)?;
+        // Webhook routes are checked where they are compiled, when the application state is built
+        // at start (before the listener binds), so configuration does not depend on the HTTP layer.
+        Ok(())
+    }
+
+    /// The store's rules: what opening the queue needs, and nothing else.
+    pub fn validate_store(&self) -> Result<(), ConfigError> {
         let q = &self.queue;
         if !(1..=256).contains(&q.workers) {
             return Err(invalid("queue.workers", "must be between 1 and 256"));
@@ -454,11 +498,6 @@ impl Settings {
         if q.path.as_os_str().is_empty() {
             return Err(invalid("queue.path", "must name a file"));
         }
-        positive("idempotency.ttl_s", self.idempotency.ttl_s)?;
-        if g.rate_per_minute < 3 {
-            // A synchronous update may need three calls (resolve, write, read back) at once.
-            return Err(invalid("genesys.rate_per_minute", "must be at least 3"));
-        }
         if q.backend == QueueBackend::Redis {
             let url = self.redis.url.expose_secret();
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -472,21 +511,6 @@ impl Settings {
             }
             positive("redis.timeout_ms", self.redis.timeout_ms)?;
         }
-        if !(1..=MAX_LOOKBACK_DAYS).contains(&self.lookup.lookback_days) {
-            return Err(invalid(
-                "lookup.lookback_days",
-                format!("must be 1 to {MAX_LOOKBACK_DAYS}"),
-            ));
-        }
-        if !(1..=MAX_LOOKUP_CANDIDATES).contains(&self.lookup.max_candidates) {
-            return Err(invalid(
-                "lookup.max_candidates",
-                format!("must be 1 to {MAX_LOOKUP_CANDIDATES}"),
-            ));
-        }
-        positive("lookup.analytics_retry_ms", self.lookup.analytics_retry_ms)?;
-        // Webhook routes are checked where they are compiled, when the application state is built
-        // at start (before the listener binds), so configuration does not depend on the HTTP layer.
         Ok(())
     }
 }

@@ -64,8 +64,9 @@ enum Command {
     },
 }
 
-fn load_or_exit(config: Option<&std::path::Path>) -> Settings {
-    match Settings::load(config) {
+/// The settings, or exit 2 with the configuration error (it names the key).
+fn or_exit(loaded: Result<Settings, patchbay::config::ConfigError>) -> Settings {
+    match loaded {
         Ok(s) => s,
         Err(e) => {
             eprintln!("patchbay: {e}");
@@ -78,7 +79,7 @@ fn load_or_exit(config: Option<&std::path::Path>) -> Settings {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { config } => {
-            let settings = load_or_exit(config.as_deref());
+            let settings = or_exit(Settings::load(config.as_deref()));
             telemetry::init(settings.log.format, "info");
             // Stores open first: a process that cannot open them must not bind, or say it serves.
             let state = app::AppState::new(settings)?;
@@ -140,14 +141,15 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
         }
         Command::Replay { config, all, id } => {
-            let settings = load_or_exit(config.as_deref());
+            // Only the store's settings: replaying needs neither Genesys nor an inbound key.
+            let settings = or_exit(Settings::load_for_store(config.as_deref()));
             telemetry::init(settings.log.format, "warn");
-            let state = app::AppState::new(settings)?;
+            let queue = app::open_queue(&settings, None)?;
             if all {
-                let n = state.queue.replay_all().await?;
+                let n = queue.replay_all().await?;
                 println!("{n} dead job(s) queued again");
             } else if let Some(id) = id {
-                if state.queue.replay(&id).await? {
+                if queue.replay(&id).await? {
                     println!("job {id} queued again");
                 } else {
                     eprintln!("patchbay: job {id} is not dead (or does not exist)");

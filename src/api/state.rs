@@ -50,6 +50,27 @@ pub struct AppState {
     pub drain: Drain,
 }
 
+/// Opens the queue store the settings name: SQLite at `queue.path`, or the Redis queue on
+/// `redis` (connected here when not given). `patchbay replay` opens it alone.
+pub fn open_queue(settings: &Settings, redis: Option<Redis>) -> anyhow::Result<Arc<dyn JobQueue>> {
+    let ttl = Duration::from_secs(settings.idempotency.ttl_s);
+    let lease = Duration::from_secs(settings.queue.lease_s);
+    Ok(match settings.queue.backend {
+        QueueBackend::Redis => {
+            let redis = match redis {
+                Some(redis) => redis,
+                None => Redis::connect(&settings.redis)?,
+            };
+            Arc::new(RedisQueue::new(redis, ttl, lease))
+        }
+        QueueBackend::Sqlite => Arc::new(
+            SqliteQueue::open(&settings.queue.path, ttl, lease).map_err(|e| {
+                anyhow::anyhow!("queue.path `{}`: {e}", settings.queue.path.display())
+            })?,
+        ),
+    })
+}
+
 impl AppState {
     /// Builds the state from validated settings and opens the queue store. The first Genesys token
     /// is fetched on demand.
@@ -72,21 +93,7 @@ impl AppState {
             .map(|r| Arc::new(SharedToken::new(r)) as Arc<dyn TokenStore>);
         let genesys = GenesysClient::new(&settings.genesys, Arc::new(budget), shared_token)?;
         let hooks = HookRoutes::compile(&settings.hooks, &settings.auth.api_keys)?;
-        let ttl = Duration::from_secs(settings.idempotency.ttl_s);
-        let lease = Duration::from_secs(settings.queue.lease_s);
-        let queue: Arc<dyn JobQueue> = match (settings.queue.backend, redis.clone()) {
-            (QueueBackend::Redis, Some(redis)) => Arc::new(RedisQueue::new(redis, ttl, lease)),
-            _ => Arc::new(
-                SqliteQueue::open(
-                    &settings.queue.path,
-                    Duration::from_secs(settings.idempotency.ttl_s),
-                    Duration::from_secs(settings.queue.lease_s),
-                )
-                .map_err(|e| {
-                    anyhow::anyhow!("queue.path `{}`: {e}", settings.queue.path.display())
-                })?,
-            ),
-        };
+        let queue = open_queue(&settings, redis.clone())?;
         let auth = &settings.auth;
         let readers: Vec<_> = auth
             .api_keys

@@ -128,16 +128,23 @@ async fn patchbay_replay_requeues_dead_jobs_in_the_shared_store() {
         JobStatus::Dead
     );
 
+    // Only the store's settings: no Genesys client, no inbound key.
     let replay = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
-        cmd.arg("replay")
+        Command::new(env!("CARGO_BIN_EXE_patchbay"))
+            .arg("replay")
             .args(args)
-            .env("PATCHBAY__QUEUE__PATH", &path);
-        for (k, v) in CREDENTIALS {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
+            .env("PATCHBAY__QUEUE__PATH", &path)
+            .output()
+            .unwrap()
     };
+    let bad_store = Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(["replay", "--all"])
+        .env("PATCHBAY__QUEUE__BACKEND", "redis")
+        .env("PATCHBAY__REDIS__URL", "http://127.0.0.1:6379")
+        .output()
+        .unwrap();
+    assert_eq!(bad_store.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_store.stderr).contains("redis.url"));
     let missing = replay(&["--id", "no-such-job"]);
     assert!(!missing.status.success());
     let all = replay(&["--all"]);
