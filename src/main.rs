@@ -83,6 +83,11 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init(settings.log.format, "info");
             // Stores open first: a process that cannot open them must not bind, or say it serves.
             let state = app::AppState::new(settings)?;
+            if state.admin_keys.is_unset() {
+                tracing::warn!(
+                    "no admin key is configured: the dead-letter endpoints answer 401 until auth.admin_keys is set"
+                );
+            }
             let listen = state.settings.server.listen;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await

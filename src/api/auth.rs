@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::problem::ApiError;
+use super::problem::{ApiError, Challenge};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -22,14 +22,22 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 pub struct ApiKeys {
     digests: Arc<Vec<[u8; 32]>>,
     allow_anonymous: bool,
+    /// The setting the keys come from, so a refusal's log line says what to configure.
+    setting: &'static str,
 }
 
 impl ApiKeys {
-    pub fn new(keys: &[SecretString], allow_anonymous: bool) -> Self {
+    pub fn new(keys: &[SecretString], allow_anonymous: bool, setting: &'static str) -> Self {
         Self {
             digests: Arc::new(keys.iter().map(|k| digest(k.expose_secret())).collect()),
             allow_anonymous,
+            setting,
         }
+    }
+
+    /// Whether no key at all is configured (and none is waived): every request is refused.
+    pub fn is_unset(&self) -> bool {
+        self.digests.is_empty() && !self.allow_anonymous
     }
 
     /// Whether `candidate` is one of the keys.
@@ -42,15 +50,25 @@ impl ApiKeys {
     }
 
     /// Checks a request's headers; `Ok` when a configured key is presented or none is required.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
-        if self.digests.is_empty() && self.allow_anonymous {
-            return Ok(());
+    /// The error says why, for the log.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), String> {
+        if self.digests.is_empty() {
+            if self.allow_anonymous {
+                return Ok(());
+            }
+            return Err(format!(
+                "no key is configured for this endpoint: set {}",
+                self.setting
+            ));
         }
         let presented = presented_key(headers).ok_or("no API key presented")?;
         if self.accepts(presented) {
             Ok(())
         } else {
-            Err("the presented API key matches no configured key")
+            Err(format!(
+                "the presented API key matches no key in {}",
+                self.setting
+            ))
         }
     }
 }
@@ -78,7 +96,8 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
-/// Middleware: refuses requests without a valid key with a 401 problem. The log says why; the caller doesn't learn.
+/// Middleware: refuses requests without a valid key with a 401 problem. The problem's one log line
+/// says why; the caller doesn't learn.
 pub async fn require_api_key(
     State(keys): State<ApiKeys>,
     request: Request,
@@ -86,10 +105,11 @@ pub async fn require_api_key(
 ) -> Response {
     match keys.check(request.headers()) {
         Ok(()) => next.run(request).await,
-        Err(why) => {
-            tracing::info!(reason = why, "inbound authentication failed");
-            ApiError::Unauthorized.into_response()
+        Err(reason) => ApiError::Unauthorized {
+            challenge: Challenge::Bearer,
+            reason,
         }
+        .into_response(),
     }
 }
 
@@ -101,6 +121,7 @@ mod tests {
         ApiKeys::new(
             &[SecretString::from("alpha"), SecretString::from("beta")],
             false,
+            "auth.api_keys",
         )
     }
 
@@ -137,7 +158,14 @@ mod tests {
 
     #[test]
     fn anonymous_only_when_allowed_and_no_key_is_configured() {
-        assert!(ApiKeys::new(&[], true).check(&HeaderMap::new()).is_ok());
-        assert!(ApiKeys::new(&[], false).check(&HeaderMap::new()).is_err());
+        assert!(ApiKeys::new(&[], true, "auth.api_keys")
+            .check(&HeaderMap::new())
+            .is_ok());
+        let unset = ApiKeys::new(&[], false, "auth.admin_keys");
+        assert!(unset.is_unset());
+        assert_eq!(
+            unset.check(&HeaderMap::new()).unwrap_err(),
+            "no key is configured for this endpoint: set auth.admin_keys"
+        );
     }
 }

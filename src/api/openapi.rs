@@ -363,7 +363,10 @@ mod tests {
         let cid = crate::domain::ConversationId::new(uuid::Uuid::nil());
         let errors = vec![
             ApiError::InvalidRequest(String::new()),
-            ApiError::Unauthorized,
+            ApiError::Unauthorized {
+                challenge: crate::api::problem::Challenge::Bearer,
+                reason: String::new(),
+            },
             ApiError::NotFound,
             ApiError::MethodNotAllowed,
             ApiError::PayloadTooLarge { limit: 1 },

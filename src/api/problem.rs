@@ -21,8 +21,9 @@ pub const PROBLEM_TYPE_BASE: &str = "https://patchbay.dev/problems/";
 pub enum ApiError {
     #[error("{0}")]
     InvalidRequest(String),
-    #[error("missing or wrong credential")]
-    Unauthorized,
+    /// `reason` is for the log only: the caller learns nothing of why.
+    #[error("{reason}")]
+    Unauthorized { challenge: Challenge, reason: String },
     #[error("no such route")]
     NotFound,
     #[error("method not allowed")]
@@ -72,6 +73,27 @@ impl From<DomainError> for ApiError {
     }
 }
 
+/// How a 401 tells the caller to authenticate (`WWW-Authenticate`, RFC 9110 §11.6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// An API key, as `Authorization: Bearer KEY` (or `X-API-Key`).
+    Bearer,
+    /// A webhook route with `scheme = "basic"`.
+    Basic,
+    /// A webhook route checked by a signature over the body: no standard scheme names it.
+    Signature,
+}
+
+impl Challenge {
+    pub fn header_value(self) -> &'static str {
+        match self {
+            Challenge::Bearer => r#"Bearer realm="patchbay""#,
+            Challenge::Basic => r#"Basic realm="patchbay", charset="UTF-8""#,
+            Challenge::Signature => r#"Signature realm="patchbay""#,
+        }
+    }
+}
+
 /// The rendered fields, carried in the response's extensions until [`render_problems`] writes them.
 #[derive(Debug, Clone)]
 pub struct Problem {
@@ -80,6 +102,7 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     pub retry_after: Option<Duration>,
+    pub challenge: Option<Challenge>,
     /// The full internal cause, for the log only.
     pub cause: String,
 }
@@ -102,7 +125,7 @@ impl ApiError {
         use UpdateError as U;
         let (status, code, title, detail, retry_after) = match self {
             ApiError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", "Invalid request", d.clone(), None),
-            ApiError::Unauthorized => (
+            ApiError::Unauthorized { .. } => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "Unauthorized",
@@ -254,6 +277,10 @@ impl ApiError {
             title,
             detail,
             retry_after,
+            challenge: match self {
+                ApiError::Unauthorized { challenge, .. } => Some(*challenge),
+                _ => None,
+            },
             cause: self.to_string(),
         }
     }
@@ -299,6 +326,12 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
         HeaderValue::from_static("application/problem+json"),
     );
     parts.headers.remove(header::CONTENT_LENGTH);
+    if let Some(challenge) = problem.challenge {
+        parts.headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge.header_value()),
+        );
+    }
     if let Some(wait) = problem.retry_after {
         parts.headers.insert(
             header::RETRY_AFTER,

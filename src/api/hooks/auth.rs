@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::settings::{HmacSettings, HookAuthSettings, SignatureEncoding, SignedPart};
 use crate::api::auth::ApiKeys;
+use crate::api::problem::Challenge;
 
 /// Why a request was refused, for the log only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,13 +130,21 @@ impl HookAuth {
                 if global_keys.is_empty() {
                     return Err("api_key needs keys of its own or auth.api_keys".into());
                 }
-                Ok(HookAuth::ApiKey(ApiKeys::new(global_keys, false)))
+                Ok(HookAuth::ApiKey(ApiKeys::new(
+                    global_keys,
+                    false,
+                    "auth.api_keys",
+                )))
             }
             Some(HookAuthSettings::ApiKey { keys: Some(keys) }) => {
                 if keys.is_empty() || keys.iter().any(|k| k.expose_secret().is_empty()) {
                     return Err("auth.keys must hold non-empty keys".into());
                 }
-                Ok(HookAuth::ApiKey(ApiKeys::new(keys, false)))
+                Ok(HookAuth::ApiKey(ApiKeys::new(
+                    keys,
+                    false,
+                    "the route's auth.keys",
+                )))
             }
             Some(HookAuthSettings::Basic { username, password }) => {
                 if username.is_empty()
@@ -180,6 +189,15 @@ impl HookAuth {
         }
     }
 
+    /// What a 401 from this route asks the caller for.
+    pub fn challenge(&self) -> Challenge {
+        match self {
+            HookAuth::ApiKey(_) => Challenge::Bearer,
+            HookAuth::Basic { .. } => Challenge::Basic,
+            HookAuth::Hmac(_) | HookAuth::StandardWebhooks(..) => Challenge::Signature,
+        }
+    }
+
     /// `Ok` when the request carries a valid credential for this route, with a ticket for a
     /// signature that must not be used twice.
     pub fn verify(&self, request: &Inbound<'_>) -> Result<Option<ReplayTicket>, AuthFailure> {
@@ -187,7 +205,7 @@ impl HookAuth {
             HookAuth::ApiKey(keys) => keys
                 .check(request.headers)
                 .map(|()| None)
-                .map_err(|why| AuthFailure(why.into())),
+                .map_err(AuthFailure),
             HookAuth::Basic { username, password } => {
                 verify_basic(request.headers, username, password).map(|()| None)
             }

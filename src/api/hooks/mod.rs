@@ -127,8 +127,10 @@ pub async fn receive(
     let ticket = match route.auth.verify(&inbound) {
         Ok(ticket) => ticket,
         Err(why) => {
-            tracing::info!(route = %name, reason = %why, "webhook authentication failed");
-            return Err(ApiError::Unauthorized);
+            return Err(ApiError::Unauthorized {
+                challenge: route.auth.challenge(),
+                reason: format!("webhook route `{name}`: {why}"),
+            })
         }
     };
     let deadline = state.request_deadline();
