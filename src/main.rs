@@ -31,7 +31,9 @@ enum Command {
     Sim {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: SocketAddr,
-        /// Also seed this many live calls with numbered ids (see `Simulator::add_live_calls`).
+        /// Also hold this many live calls, each with a customer and an agent, with numbered ids
+        /// (call 00000000-0000-4000-8000-<i>, customer and agent 00000000-0000-4000-9000-<2i>
+        /// and <2i+1>); the banner lists them.
         #[arg(long, default_value_t = 0)]
         calls: usize,
         /// Latency added before every answer, in milliseconds.
@@ -131,16 +133,8 @@ async fn main() -> anyhow::Result<()> {
                 sim::DEFAULT_CLIENT_ID,
                 sim::DEFAULT_CLIENT_SECRET
             );
-            println!(
-                "  live conversation {} (customer {})",
-                sim::SEED_ACTIVE_CALL,
-                sim::SEED_ACTIVE_CALL_CUSTOMER
-            );
-            println!(
-                "  live conversation {} from {} (find it with a lookup by ani)",
-                sim::SEED_CALLER_CALL,
-                sim::SEED_CALLER_NUMBER
-            );
+            println!("Conversations it holds (ids, then each participant's purpose and id):");
+            print!("{}", simulator.describe());
             axum::serve(listener, simulator.router())
                 .with_graceful_shutdown(app::shutdown_signal())
                 .await?;

@@ -23,7 +23,10 @@ pub enum ApiError {
     InvalidRequest(String),
     /// `reason` is for the log only: the caller learns nothing of why.
     #[error("{reason}")]
-    Unauthorized { challenge: Challenge, reason: String },
+    Unauthorized {
+        challenge: Challenge,
+        reason: String,
+    },
     #[error("no such route")]
     NotFound,
     #[error("method not allowed")]

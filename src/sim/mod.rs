@@ -19,7 +19,7 @@ use crate::genesys::model::Conversation;
 pub use seed::{
     SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT, SEED_ACTIVE_CALL_CUSTOMER, SEED_CALLER_AGENT,
     SEED_CALLER_CALL, SEED_CALLER_CUSTOMER, SEED_CALLER_NUMBER, SEED_CHAT, SEED_CHAT_CUSTOMER,
-    SEED_ENDED, SEED_ENDED_CUSTOMER, SEED_TRANSFER, SEED_TRANSFER_AGENT_NEW,
+    SEED_ENDED, SEED_ENDED_CUSTOMER, SEED_ROLES, SEED_TRANSFER, SEED_TRANSFER_AGENT_NEW,
     SEED_TRANSFER_AGENT_OLD,
 };
 
@@ -389,6 +389,47 @@ impl Simulator {
             SEED_CALLER_NUMBER,
             &now,
         ));
+    }
+
+    /// What the simulator holds, one conversation a line: its id, what it is for, the caller's
+    /// number, and each participant's purpose, id and whether it is still connected. Seeded
+    /// conversations come first, in the order of [`seed::SEED_ROLES`], then the rest by id.
+    pub fn describe(&self) -> String {
+        let s = self.lock();
+        let mut ids: Vec<&String> = s.conversations.keys().collect();
+        let rank = |id: &str| {
+            seed::SEED_ROLES
+                .iter()
+                .position(|(seeded, _)| *seeded == id)
+                .unwrap_or(usize::MAX)
+        };
+        ids.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
+        let mut out = String::new();
+        for id in ids {
+            let c = &s.conversations[id];
+            let role = seed::SEED_ROLES
+                .iter()
+                .find(|(seeded, _)| *seeded == id.as_str())
+                .map(|(_, role)| *role)
+                .unwrap_or(if c.is_ended() {
+                    "ended call"
+                } else {
+                    "live call (added)"
+                });
+            out.push_str(&format!("  {} {role}\n", c.id));
+            if let Some(ani) = c.participants.iter().find_map(|p| p.field("ani")) {
+                out.push_str(&format!("      caller {ani}\n"));
+            }
+            for p in &c.participants {
+                out.push_str(&format!(
+                    "      {:<9} {}{}\n",
+                    p.purpose.as_deref().unwrap_or("-"),
+                    p.id,
+                    if p.is_connected() { "" } else { " (left)" }
+                ));
+            }
+        }
+        out
     }
 
     /// Adds `n` live calls, each with a connected customer and agent, with ids derived from `n`'s

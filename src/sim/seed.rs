@@ -19,6 +19,27 @@ pub const SEED_CHAT_CUSTOMER: &str = "0c5a1f0e-8d2b-4c8e-9b1a-1e2f3a4b5c21";
 pub const SEED_ENDED: &str = "6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a04";
 pub const SEED_ENDED_CUSTOMER: &str = "0c5a1f0e-8d2b-4c8e-9b1a-1e2f3a4b5c31";
 
+/// What each seeded conversation is for, as the simulator's banner says it.
+pub const SEED_ROLES: &[(&str, &str)] = &[
+    (
+        SEED_ACTIVE_CALL,
+        "live voice call: customer, IVR and queue (done), agent",
+    ),
+    (
+        SEED_TRANSFER,
+        "transferred call: the first agent left, a second is connected",
+    ),
+    (
+        SEED_CHAT,
+        "live web message conversation (mediaType message)",
+    ),
+    (SEED_ENDED, "ended call: updates to it are refused"),
+    (
+        SEED_CALLER_CALL,
+        "live call to find by its caller's number (a lookup by ani)",
+    ),
+];
+
 fn call(state: &str) -> serde_json::Value {
     json!([{"id": uuid::Uuid::new_v4().to_string(), "state": state, "direction": "inbound", "recordingState": "none"}])
 }

@@ -37,7 +37,10 @@ async fn a_missing_or_wrong_key_is_a_401_problem_and_nothing_goes_upstream() {
     ] {
         let answer = app.post_raw("/v1/attributes", body(), &headers).await;
         answer.assert_problem(401, "unauthorized");
-        assert_eq!(answer.header("www-authenticate"), r#"Bearer realm="patchbay""#);
+        assert_eq!(
+            answer.header("www-authenticate"),
+            r#"Bearer realm="patchbay""#
+        );
     }
     assert!(app.sim.calls().is_empty(), "{:?}", app.sim.calls());
 }

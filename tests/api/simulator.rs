@@ -90,3 +90,56 @@ async fn errors_are_error_bodies_whose_context_id_is_the_correlation_id() {
     assert_eq!(body["status"], 401);
     assert_eq!(body["contextId"], correlation);
 }
+
+#[test]
+fn the_banner_lists_every_conversation_with_its_participants_caller_and_purpose() {
+    let sim = patchbay::sim::Simulator::new();
+    sim.add_caller_call();
+    let added = sim.add_live_calls(2);
+    let banner = sim.describe();
+    for (id, role) in patchbay::sim::SEED_ROLES {
+        assert!(banner.contains(&format!("{id} {role}")), "{id}: {banner}");
+    }
+    for id in [
+        SEED_ACTIVE_CALL_CUSTOMER,
+        SEED_ACTIVE_CALL_AGENT,
+        SEED_TRANSFER_AGENT_NEW,
+        SEED_CHAT_CUSTOMER,
+    ] {
+        assert!(banner.contains(id), "{id}: {banner}");
+    }
+    assert!(
+        banner.contains(&format!(
+            "{} (left)",
+            patchbay::sim::SEED_TRANSFER_AGENT_OLD
+        )),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!("caller {}", patchbay::sim::SEED_CALLER_NUMBER)),
+        "{banner}"
+    );
+    for call in added {
+        assert!(
+            banner.contains(&format!("{} live call (added)", call.conversation)),
+            "{banner}"
+        );
+        assert!(
+            banner.contains(&call.customer) && banner.contains(&call.agent),
+            "{banner}"
+        );
+    }
+}
+
+#[test]
+fn the_simulators_help_speaks_of_the_command_not_the_source() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(["sim", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--calls"), "{help}");
+    for source in ["Simulator::", "src/", "`add_"] {
+        assert!(!help.contains(source), "{source}: {help}");
+    }
+}
