@@ -81,12 +81,15 @@ pub fn settings_for_simulator(sim_url: &str, api_key: &str) -> Settings {
     s
 }
 
+/// How long the demo's simulator holds a write back from reads, as Genesys's asynchronous apply does.
+const VISIBILITY_DELAY: Duration = Duration::from_millis(120);
+
 /// Runs the demonstration, writing a readable account to `out`. `Ok(true)` when every event got the
 /// answer it should.
 pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let simulator = Simulator::new();
     // Genesys reads are eventually consistent: make the demo show verification waiting for it.
-    simulator.set_visibility_delay(Duration::from_millis(120));
+    simulator.set_visibility_delay(VISIBILITY_DELAY);
     // A live call that a CRM knows only by the caller's number.
     simulator.add_caller_call();
     let sim_url = simulator.spawn(TcpListener::bind("127.0.0.1:0").await?);
@@ -97,6 +100,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     // The demo keeps its store in memory: it leaves nothing behind and runs in a read-only container.
     settings.queue.path = IN_MEMORY_STORE.into();
     settings.validate()?;
+    let poll_initial_ms = settings.verify.poll_initial_ms;
     let listener = TcpListener::bind(settings.server.listen).await?;
     let gateway = format!("http://{}", listener.local_addr()?);
     let state = AppState::new(settings)?;
@@ -181,6 +185,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         .timeout(Duration::from_secs(15))
         .build()?;
     let mut all_ok = true;
+    let mut written = 0;
     for (n, event) in events.iter().enumerate() {
         // Sent as the exact bytes that were signed.
         let mut request = http
@@ -198,6 +203,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         writeln!(out, "{}. {}", n + 1, event.caller)?;
         writeln!(out, "   sent:         {} {}", event.path, event.body)?;
         if status == 200 {
+            written += 1;
             writeln!(
                 out,
                 "   conversation: {}",
@@ -240,13 +246,28 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         writeln!(out)?;
     }
 
+    let patches = simulator.count("patch_attributes");
+    let reads = simulator.count("get_conversation");
+    let queries = simulator.count("analytics_query");
+    let calls = patches + reads + queries;
     writeln!(
         out,
-        "Genesys calls: {} token grant(s), {} attribute PATCH(es), {} conversation GET(s), {} analytics query(ies)",
-        simulator.grants(),
-        simulator.count("patch_attributes"),
-        simulator.count("get_conversation"),
-        simulator.count("analytics_query")
+        "Genesys calls: {calls} for {updates} written update(s), {per_update:.1} per update \
+         ({patches} attribute PATCH(es), {reads} conversation GET(s), {queries} analytics query(ies)), \
+         and {grants} token grant(s)",
+        updates = written,
+        per_update = calls as f64 / written.max(1) as f64,
+        grants = simulator.grants(),
+    )?;
+    writeln!(
+        out,
+        "  A GET finds the participant for a purpose, confirms a lookup or reads a write back (the \
+         ended call's refusal took one too). The simulator shows a write {} ms after its PATCH, as \
+         Genesys applies a PATCH (202) asynchronously: a read-back first waits as long as writes \
+         have lately taken to show (at first verify.poll_initial_ms, {} ms), and one that still \
+         sees the old value polls again, one more call.",
+        VISIBILITY_DELAY.as_millis(),
+        poll_initial_ms,
     )?;
     let _ = stop.send(());
     server.await??;

@@ -14,9 +14,14 @@
 //! Each caller is answered about its own keys. A key a later update overwrote is a mismatch whose
 //! `actual` is the newer value, answered without waiting for a value that will never show.
 //! A read younger than `delivery.read_reuse_ms` finds a participant by purpose without another GET.
+//!
+//! The first read-back of a round waits for as long as Genesys has lately taken to show a write
+//! ([`Visibility`]): Genesys applies a PATCH asynchronously, and a read that still sees the old value
+//! is a call spent for nothing.
 
 use std::cell::RefCell;
 use std::collections::{hash_map, BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,8 +90,49 @@ struct Waiter {
     give_up: Instant,
 }
 
+/// How long Genesys has lately taken from a PATCH's answer to a read that shows it: the wait before
+/// a round's first read-back, between `verify.poll_initial_ms` and `verify.poll_max_ms`.
+///
+/// Reads only bound the lag: one that shows the write says it took at most that long, one that does
+/// not says it took longer. So a first read that already shows the write shortens the wait by a
+/// tenth (following a Genesys that got faster, at the price of an occasional early read), and a
+/// write first seen later sets the wait to when it was seen.
+struct Visibility {
+    wait_ms: AtomicU64,
+    floor_ms: u64,
+    ceiling_ms: u64,
+}
+
+impl Visibility {
+    fn new(floor_ms: u64, ceiling_ms: u64) -> Self {
+        Self {
+            wait_ms: AtomicU64::new(floor_ms),
+            floor_ms,
+            ceiling_ms: ceiling_ms.max(floor_ms),
+        }
+    }
+
+    fn first_read(&self) -> Duration {
+        Duration::from_millis(self.wait_ms.load(Ordering::Relaxed))
+    }
+
+    /// Every write of a round showed on a read `after` its PATCH; `first` when it was the first read.
+    fn seen(&self, after: Duration, first: bool) {
+        let next = if first {
+            self.wait_ms.load(Ordering::Relaxed) * 9 / 10
+        } else {
+            after.as_millis() as u64
+        };
+        self.wait_ms.store(
+            next.clamp(self.floor_ms, self.ceiling_ms),
+            Ordering::Relaxed,
+        );
+    }
+}
+
 struct Inner {
     updater: Updater,
+    visibility: Visibility,
     settings: DeliverySettings,
     max_bytes: usize,
     /// Recent conversation reads, for finding participants by purpose; one GET for concurrent misses.
@@ -109,7 +155,10 @@ impl Engine {
                 .time_to_live(settings.read_reuse())
                 .build()
         });
+        let verify = updater.verify_settings();
+        let visibility = Visibility::new(verify.poll_initial_ms, verify.poll_max_ms);
         Self(Arc::new(Inner {
+            visibility,
             updater,
             settings,
             max_bytes: max_attributes_bytes,
@@ -346,9 +395,11 @@ impl Inner {
         let mut written = Written::new();
         let mut waiters: Vec<Waiter> = Vec::new();
         let verify = self.updater.verify_settings().clone();
-        let poll_initial = Duration::from_millis(verify.poll_initial_ms);
         let poll_max = Duration::from_millis(verify.poll_max_ms.max(verify.poll_initial_ms));
-        let mut delay = poll_initial;
+        let mut delay = self.visibility.first_read();
+        // The last PATCH of the round, and whether a read followed it yet.
+        let mut patched_at = Instant::now();
+        let mut first_read = true;
         let mut last_read: Option<Arc<Conversation>> = None;
         if self.end_if_idle(&cid) {
             return false;
@@ -359,7 +410,9 @@ impl Inner {
                 .patch_pending(cid, &mut share, &mut written, &mut waiters, &mut prepaid)
                 .await;
             if added > 0 {
-                delay = poll_initial;
+                delay = self.visibility.first_read();
+                patched_at = Instant::now();
+                first_read = true;
             }
             let now = Instant::now();
             let (expired, live): (Vec<_>, Vec<_>) =
@@ -373,6 +426,13 @@ impl Inner {
                 return true;
             }
             let until = waiters.iter().map(|w| w.give_up).min().unwrap_or(now);
+            // Genesys answers the PATCH 202 and applies it asynchronously: a read at once would
+            // mostly see the old value, and every read is a call out of the token's budget.
+            tokio::time::sleep(delay.min(until.saturating_duration_since(now))).await;
+            let read_at = Instant::now();
+            if read_at >= until {
+                continue;
+            }
             let read = DEADLINE
                 .scope(
                     until,
@@ -391,6 +451,9 @@ impl Inner {
                     let conversation = Arc::new(conversation);
                     self.remember(cid, &conversation).await;
                     waiters = self.answer_verified(cid, waiters, &conversation, &written, share);
+                    if waiters.is_empty() {
+                        self.visibility.seen(read_at - patched_at, first_read);
+                    }
                     last_read = Some(conversation);
                 }
                 Ok(Err(err)) => {
@@ -401,13 +464,7 @@ impl Inner {
             if waiters.is_empty() {
                 return true;
             }
-            let remaining = waiters
-                .iter()
-                .map(|w| w.give_up)
-                .min()
-                .unwrap_or_else(Instant::now)
-                .saturating_duration_since(Instant::now());
-            tokio::time::sleep(delay.min(remaining)).await;
+            first_read = false;
             delay = (delay * 2).min(poll_max);
         }
     }
@@ -627,4 +684,27 @@ fn merge(batch: Vec<Entry>, max_bytes: usize) -> Vec<Group> {
         }
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_read_waits_as_long_as_genesys_lately_took_within_the_poll_bounds() {
+        let v = Visibility::new(100, 500);
+        assert_eq!(v.first_read(), Duration::from_millis(100));
+        // Seen on a later read, at 300 ms: the next round waits that long.
+        v.seen(Duration::from_millis(300), false);
+        assert_eq!(v.first_read(), Duration::from_millis(300));
+        // Seen on the first read: a tenth shorter next time.
+        v.seen(Duration::from_millis(300), true);
+        assert_eq!(v.first_read(), Duration::from_millis(270));
+        v.seen(Duration::from_secs(9), false);
+        assert_eq!(v.first_read(), Duration::from_millis(500));
+        for _ in 0..50 {
+            v.seen(Duration::ZERO, true);
+        }
+        assert_eq!(v.first_read(), Duration::from_millis(100));
+    }
 }

@@ -89,6 +89,9 @@ async fn the_demo_gets_every_answer_right() {
     // The signed CRM webhook went through its TOML route, and the forged copy did not.
     assert!(text.contains("\"zendeskTicket\":\"4711\""), "{text}");
     assert!(text.contains("401 unauthorized"), "{text}");
+    // The summary gives the cost per update and why verification polled.
+    assert!(text.contains("per update"), "{text}");
+    assert!(text.contains("polls again"), "{text}");
 }
 
 #[tokio::test]

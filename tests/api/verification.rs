@@ -73,3 +73,33 @@ async fn verification_can_be_skipped_per_request_or_by_configuration() {
     body["verify"] = json!(true);
     assert_eq!(app.post_attributes(body).await.body["verified"], true);
 }
+
+#[tokio::test]
+async fn the_first_read_back_learns_how_long_genesys_takes_so_later_writes_verify_in_one_read() {
+    let app = spawn_app_with(|s| {
+        s.verify.poll_initial_ms = 20;
+        s.verify.poll_max_ms = 400;
+    })
+    .await;
+    app.sim.set_visibility_delay(Duration::from_millis(100));
+    let mut reads = Vec::new();
+    for n in 0..6 {
+        let before = app.sim.count("get_conversation");
+        let answer = app
+            .post_attributes(json!({
+                "conversationId": SEED_ACTIVE_CALL,
+                "participantId": SEED_ACTIVE_CALL_AGENT,
+                "attributes": {"n": n}
+            }))
+            .await;
+        assert_eq!(answer.body["verified"], true, "{}", answer.body);
+        reads.push(app.sim.count("get_conversation") - before);
+    }
+    // The first write is polled for (20, 60, 140 ms: three reads); the next waits about as long as
+    // it took, and its first read shows it. Shortening by a tenth a time, no later write needs more
+    // than its second read within these six.
+    assert!(reads[0] >= 2, "{reads:?}");
+    assert_eq!(reads[1], 1, "{reads:?}");
+    assert!(reads[1..].iter().all(|r| *r <= 2), "{reads:?}");
+    assert!(reads[1..].iter().sum::<usize>() <= 6, "{reads:?}");
+}
