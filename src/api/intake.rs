@@ -268,13 +268,11 @@ async fn apply_now(
     let outcome = tokio::time::timeout(timeout, state.engine.submit(update, deadline))
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
-    let span = tracing::Span::current();
-    span.record("participant_id", outcome.participant_id.as_str());
+    // The engine recorded the participant on the span when it resolved it; each field once a line.
     if let Some(id) = &outcome.correlation_id {
-        span.record("genesys_correlation_id", id.as_str());
+        tracing::Span::current().record("genesys_correlation_id", id.as_str());
     }
     tracing::info!(
-        participant_id = %outcome.participant_id,
         keys = update.attributes.len(),
         verified = outcome.verified,
         genesys_calls = outcome.shared.calls,

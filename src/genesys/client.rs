@@ -503,8 +503,9 @@ fn rate_limited(wait: WaitTooLong) -> GenesysError {
     }
 }
 
-/// Counts and logs one attempt. Its correlation id goes on the request's span, so every log line of
-/// the request names the last Genesys call, and on a debug event of its own.
+/// Counts and logs one attempt, with its correlation id, on a debug event of its own. The id is also
+/// kept as the round's last, which the outcome carries to the request's span: recording it on the
+/// span here would repeat the field on every line, once per call.
 fn observe(op: &'static str, result: &Result<Response, reqwest::Error>, elapsed: Duration) {
     let status = match result {
         Ok(r) => r.status().as_u16().to_string(),
@@ -516,7 +517,6 @@ fn observe(op: &'static str, result: &Result<Response, reqwest::Error>, elapsed:
         .ok()
         .and_then(|r| correlation_id(r.headers()));
     if let Some(id) = &correlation {
-        tracing::Span::current().record("genesys_correlation_id", id.as_str());
         let _ = LAST_CORRELATION.try_with(|last| *last.borrow_mut() = Some(id.clone()));
     }
     tracing::debug!(

@@ -7,6 +7,7 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{now_ms, Batch, JobQueue, StoredProblem};
 use crate::config::QueueSettings;
@@ -119,15 +120,20 @@ impl Workers {
     }
 
     async fn process(&self, batch: Batch, abandon: &CancellationToken) {
-        let ids = batch.ids();
         let span = tracing::info_span!(
             "job",
-            jobs = ?ids,
+            jobs = ?batch.ids(),
             conversation_id = %batch.update.conversation_id,
             participant_id = tracing::field::Empty,
             genesys_correlation_id = tracing::field::Empty,
         );
-        let _enter = span.enter();
+        // Instrumented, not entered: a guard held across an await would lend the span to whatever
+        // else the thread runs meanwhile.
+        self.attempt(batch, abandon).instrument(span).await
+    }
+
+    async fn attempt(&self, batch: Batch, abandon: &CancellationToken) {
+        let span = tracing::Span::current();
         let head = &batch.jobs[0];
         if batch.update.attributes.is_empty() {
             // Every key was already written by a newer job: nothing to send.
@@ -161,7 +167,7 @@ impl Workers {
         };
         match outcome {
             Ok(outcome) => {
-                span.record("participant_id", outcome.participant_id.as_str());
+                // The engine recorded the participant when it resolved it.
                 if let Some(id) = &outcome.correlation_id {
                     span.record("genesys_correlation_id", id.as_str());
                 }

@@ -273,3 +273,99 @@ async fn a_failed_request_is_logged_once() {
     );
     assert!(errors[0].contains("upstream_auth_failed"), "{}", errors[0]);
 }
+
+/// Field names of one pretty line: every `name=` token, in the spans' part and the event's.
+fn pretty_fields(line: &str) -> Vec<String> {
+    line.split(|c: char| c.is_whitespace() || c == '{' || c == '}' || c == ':')
+        .filter_map(|token| token.split_once('='))
+        .map(|(name, _)| name.to_string())
+        .filter(|name| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .collect()
+}
+
+/// Field names of one JSON line: the event's, then every span's.
+fn json_fields(line: &str) -> Vec<String> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let mut names = Vec::new();
+    let mut objects = vec![value];
+    while let Some(serde_json::Value::Object(object)) = objects.pop() {
+        for (name, inner) in object {
+            match (name.as_str(), inner) {
+                ("span", inner @ serde_json::Value::Object(_)) => objects.push(inner),
+                ("spans", serde_json::Value::Array(items)) => objects.extend(items),
+                (_, _) => names.push(name),
+            }
+        }
+    }
+    names.retain(|n| n != "name");
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_field_appears_once_on_a_line_and_a_file_gets_no_colours() {
+    let sim = Simulator::new();
+    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let http = reqwest::Client::new();
+    for format in ["pretty", "json"] {
+        let mut gateway = Gateway::in_front_of(
+            &sim_url,
+            &[
+                ("PATCHBAY__LOG__FORMAT", format),
+                ("RUST_LOG", "info"),
+                ("PATCHBAY__LOOKUP__ANALYTICS_WAIT_MS", "300"),
+                ("PATCHBAY__LOOKUP__ANALYTICS_RETRY_MS", "50"),
+            ],
+        );
+        gateway.start();
+        gateway.ready().await;
+        let url = format!("{}/v1/attributes", gateway.address);
+        // By purpose: a read, the PATCH and the read back, each with a correlation id.
+        let by_purpose = json!({"conversationId": SEED_ACTIVE_CALL, "purpose": "agent", "attributes": {"a": "b"}});
+        assert_eq!(
+            post(
+                &http,
+                url.clone(),
+                by_purpose.to_string(),
+                &[("x-api-key", API_KEY)]
+            )
+            .await,
+            200
+        );
+        // A lookup that finds nothing, after several queries.
+        let not_found = json!({"lookup": {"ani": "+13175550999"}, "attributes": {"a": "b"}});
+        assert_eq!(
+            post(
+                &http,
+                url.clone(),
+                not_found.to_string(),
+                &[("x-api-key", API_KEY)]
+            )
+            .await,
+            404
+        );
+        gateway.terminate();
+        let logs = gateway.log_text();
+        assert!(
+            !logs.contains('\u{1b}'),
+            "{format}: ANSI escapes in a file:\n{logs}"
+        );
+        let mut lines = 0;
+        for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+            let mut names = match format {
+                "json" => json_fields(line),
+                _ => pretty_fields(line),
+            };
+            let all = names.len();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), all, "{format}: a field twice in\n{line}");
+            lines += 1;
+        }
+        assert!(logs.contains("attributes updated"), "{logs}");
+        assert!(logs.contains("genesys_correlation_id"), "{logs}");
+        assert!(lines >= 3, "{logs}");
+    }
+}
