@@ -37,10 +37,7 @@ use crate::service::{
     compare, slot_wait, CallShare, Mismatch, UpdateError, UpdateOutcome, Updater,
 };
 
-/// Updates coalesced into another's PATCH, reads reused, and verification reads shared.
-pub const COALESCED: &str = "patchbay_updates_coalesced_total";
-pub const READS_REUSED: &str = "patchbay_reads_reused_total";
-pub const UPDATES: &str = "patchbay_updates_total";
+use crate::metrics::{COALESCED, READS_REUSED, UPDATES};
 
 type Reply = oneshot::Sender<Result<UpdateOutcome, UpdateError>>;
 

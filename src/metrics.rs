@@ -33,6 +33,44 @@ pub const GENESYS_BUDGET_RESET: &str = "patchbay_genesys_ratelimit_reset_seconds
 pub const LOOKUPS: &str = "patchbay_lookups_total";
 /// Synchronous updates refused at once because the budget could not serve them before their deadline.
 pub const ADMISSION_REFUSALS: &str = "patchbay_admission_refusals_total";
+/// Updates coalesced into another's PATCH, reads reused, and updates submitted to the engine.
+pub const COALESCED: &str = "patchbay_updates_coalesced_total";
+pub const READS_REUSED: &str = "patchbay_reads_reused_total";
+pub const UPDATES: &str = "patchbay_updates_total";
+
+/// What each metric is: a counter, a gauge or a histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric with its `# HELP` text, described once when the recorder is installed.
+pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
+    (HTTP_REQUESTS, Kind::Counter, "Inbound requests by route template, method and status."),
+    (HTTP_DURATION, Kind::Histogram, "Inbound request latency in seconds, by route template and method."),
+    (GENESYS_CALLS, Kind::Counter, "Genesys API calls (every attempt) by operation and status."),
+    (GENESYS_DURATION, Kind::Histogram, "Genesys API call latency in seconds, by operation."),
+    (TOKEN_GRANTS, Kind::Counter, "OAuth client-credentials grants, by outcome."),
+    (RETRIES, Kind::Counter, "Genesys calls retried, by reason."),
+    (VERIFICATIONS, Kind::Counter, "Read-back results of written updates, by outcome."),
+    (QUEUE_DEPTH, Kind::Gauge, "Jobs queued and waiting to run."),
+    (QUEUE_RUNNING, Kind::Gauge, "Jobs running now."),
+    (QUEUE_OLDEST_AGE, Kind::Gauge, "Age in seconds of the oldest queued job."),
+    (DEAD_LETTERS, Kind::Gauge, "Dead jobs, waiting for a replay."),
+    (JOBS_FINISHED, Kind::Counter, "Job outcomes, by whether the store recorded them."),
+    (RATE_BUDGET_WAITS, Kind::Counter, "Genesys calls that waited for the rate budget."),
+    (REDIS_FALLBACKS, Kind::Counter, "Times a replica fell back to its own state while Redis was unreachable, by what."),
+    (GENESYS_BUDGET_COUNT, Kind::Gauge, "Calls in the token's current window, as Genesys last reported (inin-ratelimit-count)."),
+    (GENESYS_BUDGET_ALLOWED, Kind::Gauge, "Calls the token is allowed in its window, as Genesys last reported (inin-ratelimit-allowed)."),
+    (GENESYS_BUDGET_RESET, Kind::Gauge, "Seconds until the token's window resets, as Genesys last reported (inin-ratelimit-reset)."),
+    (LOOKUPS, Kind::Counter, "Lookups of a live conversation, by key kind and outcome."),
+    (ADMISSION_REFUSALS, Kind::Counter, "Synchronous updates the budget could not serve before their deadline: refused at once or queued."),
+    (COALESCED, Kind::Counter, "Updates merged into another update's PATCH."),
+    (READS_REUSED, Kind::Counter, "Participants found from a young conversation read, without a GET."),
+    (UPDATES, Kind::Counter, "Updates submitted to the delivery engine, synchronous or jobs."),
+];
 
 /// Latency buckets from 1 ms to 30 s: Genesys calls take tens of milliseconds, verifications seconds.
 const BUCKETS: &[f64] = &[
@@ -51,7 +89,15 @@ pub fn handle() -> &'static PrometheusHandle {
             .build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (an embedding program's): keep rendering ours.
-        let _ = metrics::set_global_recorder(recorder);
+        if metrics::set_global_recorder(recorder).is_ok() {
+            for (name, kind, help) in DESCRIPTIONS {
+                match kind {
+                    Kind::Counter => metrics::describe_counter!(*name, *help),
+                    Kind::Gauge => metrics::describe_gauge!(*name, *help),
+                    Kind::Histogram => metrics::describe_histogram!(*name, *help),
+                }
+            }
+        }
         handle
     })
 }
@@ -85,4 +131,31 @@ pub fn genesys_budget(count: u32, allowed: u32, reset: Duration) {
     metrics::gauge!(GENESYS_BUDGET_COUNT).set(f64::from(count));
     metrics::gauge!(GENESYS_BUDGET_ALLOWED).set(f64::from(allowed));
     metrics::gauge!(GENESYS_BUDGET_RESET).set(reset.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_named_here_is_described_once() {
+        let source = include_str!("metrics.rs");
+        let named: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter_map(|l| l.split_once("= \"").map(|(_, rest)| rest))
+            .filter_map(|rest| rest.split_once('"').map(|(name, _)| name))
+            .collect();
+        let mut described: Vec<&str> = DESCRIPTIONS.iter().map(|(name, ..)| *name).collect();
+        described.sort();
+        described.dedup();
+        assert_eq!(
+            described.len(),
+            DESCRIPTIONS.len(),
+            "a metric described twice"
+        );
+        let mut named_sorted = named.clone();
+        named_sorted.sort();
+        assert_eq!(named_sorted, described);
+    }
 }

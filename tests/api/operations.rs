@@ -41,6 +41,20 @@ async fn metrics_count_requests_genesys_calls_tokens_verifications_and_the_queue
     ] {
         assert!(!text.contains(id), "{id} leaked into a label");
     }
+    // Every metric says what it is.
+    let types: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(types.len() >= 8, "{text}");
+    for name in types {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "no # HELP for {name} in\n{text}"
+        );
+    }
 }
 
 #[tokio::test]
