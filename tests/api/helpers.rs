@@ -38,6 +38,8 @@ pub struct TestApp {
     pub queue_path: std::path::PathBuf,
     stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     server: tokio::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
+    /// The shared Redis prefix this gateway uses, if any: its keys go when the last user drops it.
+    pub redis: Option<std::sync::Arc<RedisPrefix>>,
 }
 
 pub struct Answer {
@@ -90,6 +92,7 @@ pub async fn spawn_app_on(sim: Simulator, adjust: impl FnOnce(&mut Settings)) ->
         queue_path,
         stop: std::sync::Mutex::new(Some(stop)),
         server: tokio::sync::Mutex::new(Some(server)),
+        redis: None,
     }
 }
 
@@ -284,6 +287,72 @@ pub async fn test_redis_url() -> String {
 /// A key prefix no other test run uses.
 pub fn unique_prefix() -> String {
     format!("patchbay-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A prefix of its own on the shared Redis, whose keys are deleted when it is dropped: when its
+/// test ends, pass or fail (a failing assertion unwinds through it). Declare it before the gateways
+/// that use it, so they stop first.
+pub struct RedisPrefix {
+    pub url: String,
+    pub name: String,
+}
+
+impl RedisPrefix {
+    pub async fn new() -> Self {
+        Self {
+            url: test_redis_url().await,
+            name: unique_prefix(),
+        }
+    }
+
+    /// Keys under the prefix now.
+    pub fn keys(&self) -> Vec<String> {
+        keys_under(&self.url, &self.name)
+    }
+
+    fn delete(&self) {
+        let keys = self.keys();
+        if keys.is_empty() {
+            return;
+        }
+        if let Ok(mut conn) = redis::Client::open(self.url.as_str())
+            .and_then(|c| c.get_connection_with_timeout(std::time::Duration::from_secs(2)))
+        {
+            for chunk in keys.chunks(500) {
+                let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(chunk).query(&mut conn);
+            }
+        }
+    }
+}
+
+/// Keys of the Redis at `url` under the prefix `name` (`{name}:…`, as
+/// `patchbay::cluster::Redis::key` makes them).
+pub fn keys_under(url: &str, name: &str) -> Vec<String> {
+    let Ok(mut conn) = redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(std::time::Duration::from_secs(2)))
+    else {
+        return Vec::new();
+    };
+    redis::cmd("SCAN")
+        .cursor_arg(0)
+        .arg("MATCH")
+        .arg(format!("{{{name}}}:*"))
+        .arg("COUNT")
+        .arg(1000)
+        .clone()
+        .iter::<String>(&mut conn)
+        .map(|keys| keys.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        self.delete();
+        // A gateway's tasks stop asynchronously after it is dropped: one may still be finishing a
+        // write. A second sweep a moment later takes what it left.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        self.delete();
+    }
 }
 
 /// Settings adjustments that put a gateway on Redis under `prefix`.

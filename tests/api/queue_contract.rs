@@ -17,30 +17,34 @@ use crate::helpers::*;
 const TTL: Duration = Duration::from_secs(60);
 const LEASE: Duration = Duration::from_secs(60);
 
-async fn sqlite() -> Arc<dyn JobQueue> {
+/// A queue, and what must live as long as it: the Redis prefix whose keys go with it.
+type Backend = (Arc<dyn JobQueue>, Option<RedisPrefix>);
+
+async fn sqlite() -> Backend {
     let path = std::env::temp_dir()
         .join(format!(
             "patchbay-contract-{}",
             uuid::Uuid::new_v4().simple()
         ))
         .join("q.sqlite3");
-    Arc::new(SqliteQueue::open(&path, TTL, LEASE).unwrap())
+    (
+        Arc::new(SqliteQueue::open(&path, TTL, LEASE).unwrap()),
+        None,
+    )
 }
 
-async fn redis_with_lease(lease: Duration) -> Arc<dyn JobQueue> {
+async fn redis_with_lease(lease: Duration) -> Backend {
+    let prefix = RedisPrefix::new().await;
     let settings = RedisSettings {
-        url: test_redis_url().await.into(),
-        key_prefix: unique_prefix(),
+        url: prefix.url.clone().into(),
+        key_prefix: prefix.name.clone(),
         timeout_ms: 1000,
     };
-    Arc::new(RedisQueue::new(
-        Redis::connect(&settings).unwrap(),
-        TTL,
-        lease,
-    ))
+    let queue = RedisQueue::new(Redis::connect(&settings).unwrap(), TTL, lease);
+    (Arc::new(queue), Some(prefix))
 }
 
-async fn redis() -> Arc<dyn JobQueue> {
+async fn redis() -> Backend {
     redis_with_lease(LEASE).await
 }
 
@@ -366,7 +370,8 @@ macro_rules! contract {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    super::$test(super::$backend().await).await;
+                    let (queue, _prefix) = super::$backend().await;
+                    super::$test(queue).await;
                 }
             )*
         }
@@ -397,7 +402,7 @@ contract!(redis:
 
 #[tokio::test]
 async fn on_redis_a_lane_whose_replica_died_is_reclaimed_when_its_lease_ends() {
-    let q = redis_with_lease(Duration::from_millis(300)).await;
+    let (q, _prefix) = redis_with_lease(Duration::from_millis(300)).await;
     let job = created(
         &*q,
         update(SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT, &[("a", "1")]),

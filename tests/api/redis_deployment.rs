@@ -17,19 +17,19 @@ pub(crate) async fn replicas(
     count: usize,
     adjust: impl Fn(&mut patchbay::Settings) + Clone,
 ) -> (Simulator, Vec<TestApp>) {
-    let url = test_redis_url().await;
-    let prefix = unique_prefix();
+    let prefix = std::sync::Arc::new(RedisPrefix::new().await);
     let sim = Simulator::new();
     let mut apps = Vec::new();
     for _ in 0..count {
-        let (url, prefix, adjust) = (url.clone(), prefix.clone(), adjust.clone());
-        apps.push(
-            spawn_app_on(sim.clone(), move |s| {
-                on_redis(s, &url, &prefix);
-                adjust(s);
-            })
-            .await,
-        );
+        let (url, name, adjust) = (prefix.url.clone(), prefix.name.clone(), adjust.clone());
+        let mut app = spawn_app_on(sim.clone(), move |s| {
+            on_redis(s, &url, &name);
+            adjust(s);
+        })
+        .await;
+        // The last replica dropped takes the prefix's keys with it.
+        app.redis = Some(prefix.clone());
+        apps.push(app);
     }
     (sim, apps)
 }
@@ -146,4 +146,62 @@ async fn without_redis_synchronous_requests_still_work_and_asynchronous_intake_r
     let refused = app.post_async(agent_update(2), &[]).await;
     refused.assert_problem(503, "queue_unavailable");
     assert!(!refused.header("retry-after").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_leaves_no_redis_key_behind_when_it_ends() {
+    let (_sim, apps) = replicas(2, |_| {}).await;
+    let prefix = apps[0].redis.clone().expect("replicas share a prefix");
+    let (url, name) = (prefix.url.clone(), prefix.name.clone());
+    // A synchronous update and a job: the budget's log, the token, the queue and its indexes.
+    assert_eq!(
+        apps[0]
+            .post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "attributes": {"a": "1"}}))
+            .await
+            .status,
+        200
+    );
+    let accepted = apps[1]
+        .post_async(
+            json!({"conversationId": SEED_ACTIVE_CALL, "attributes": {"a": "2"}}),
+            &[],
+        )
+        .await;
+    apps[1]
+        .wait_for_job(accepted.body["jobId"].as_str().unwrap(), "succeeded")
+        .await;
+    assert!(
+        !keys_under(&url, &name).is_empty(),
+        "the gateways wrote nothing"
+    );
+    drop(prefix);
+    drop(apps);
+    assert_eq!(keys_under(&url, &name), Vec::<String>::new());
+
+    // And when a test fails: the unwinding drops the prefix, which sweeps its keys.
+    let failing = RedisPrefix::new().await;
+    let (url, name) = (failing.url.clone(), failing.name.clone());
+    let key = format!("{{{name}}}:left-behind");
+    let failed = tokio::spawn({
+        let (url, name, key) = (url.clone(), name.clone(), key.clone());
+        async move {
+            let _prefix = failing;
+            let mut conn = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg("x")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(keys_under(&url, &name), vec![key]);
+            panic!("a failing test");
+        }
+    })
+    .await;
+    assert!(failed.unwrap_err().is_panic());
+    assert_eq!(keys_under(&url, &name), Vec::<String>::new());
 }

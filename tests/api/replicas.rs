@@ -28,8 +28,9 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_act_as_one_service_through_a_sigkill() {
-    let redis_url = test_redis_url().await;
-    let prefix = unique_prefix();
+    // Declared first, so the gateways are killed before its keys are swept.
+    let redis = RedisPrefix::new().await;
+    let (redis_url, prefix) = (redis.url.clone(), redis.name.clone());
     let sim = Simulator::new();
     let targets = seed(&sim);
     sim.fail_every(Op::PatchAttributes, 9, 503, None);
