@@ -1,5 +1,6 @@
-//! The deployment files agree with the code: the ConfigMap loads as Patchbay's configuration, the
-//! probes and the scrape point at real endpoints, and the image builds with CI's command.
+//! The deployment files agree with the code: the kustomization's configuration loads over the
+//! defaults, it names every manifest and the image once, the probes and the scrape point at real
+//! endpoints, and the image builds with CI's command.
 
 use std::path::Path;
 
@@ -9,58 +10,96 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
 }
 
-/// The block scalar under `key: |` in a YAML text, unindented.
-fn block_scalar(yaml: &str, key: &str) -> String {
-    let mut lines = yaml.lines().skip_while(|l| l.trim() != format!("{key}: |"));
-    let header = lines.next().expect("the key is present");
-    let indent = header.len() - header.trim_start().len() + 2;
-    lines
-        .take_while(|l| l.is_empty() || l.len() - l.trim_start().len() >= indent)
-        .map(|l| l.get(indent..).unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
+/// The variables the kustomization's Secret is generated from, as the example file sets them.
+fn example_env() -> Vec<(String, String)> {
+    read("deploy/kubernetes/base/patchbay.env.example")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The items of a top-level YAML list `key:` (`  - item` lines, comments skipped).
+fn yaml_list(yaml: &str, key: &str) -> Vec<String> {
+    yaml.lines()
+        .skip_while(|l| l.trim_end() != format!("{key}:"))
+        .skip(1)
+        .take_while(|l| l.starts_with(' ') || l.trim().is_empty())
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
-fn the_configmap_loads_as_the_configuration_it_claims_to_be() {
-    let toml = block_scalar(&read("deploy/kubernetes/configmap.yaml"), "patchbay.toml");
-    let file = std::env::temp_dir().join(format!(
-        "patchbay-cm-{}.toml",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::write(&file, &toml).unwrap();
-    let secrets = read("deploy/kubernetes/secret.yaml");
-    let env: Vec<(String, String)> = secrets
-        .lines()
-        .filter_map(|l| l.trim().split_once(": "))
-        .filter(|(k, _)| k.starts_with("PATCHBAY__"))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect();
-    assert!(env.len() >= 4, "the Secret holds the credentials: {env:?}");
+fn the_deployments_configuration_loads_over_the_defaults_with_the_example_secret() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/base/patchbay.toml");
+    let env = example_env();
+    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    for required in [
+        "PATCHBAY__GENESYS__CLIENT_ID",
+        "PATCHBAY__GENESYS__CLIENT_SECRET",
+        "PATCHBAY__AUTH__API_KEYS",
+        "PATCHBAY__AUTH__ADMIN_KEYS",
+        "PATCHBAY__REDIS__URL",
+    ] {
+        assert!(
+            names.contains(&required),
+            "{required} is not in patchbay.env.example"
+        );
+    }
     let settings = patchbay::Settings::load_with_env(Some(&file), env).unwrap();
     assert_eq!(
         settings.queue.backend,
         patchbay::config::QueueBackend::Redis
     );
     assert_eq!(settings.log.format, patchbay::config::LogFormat::Json);
-    // Every key of the defaults is there: the ConfigMap is the whole file, not a fragment.
-    let defaults = read("config/default.toml");
-    for line in defaults
+    assert_eq!(settings.genesys.region, "mypurecloud.com");
+    // The drain fits in the pod's grace period.
+    let deployment = read("deploy/kubernetes/base/deployment.yaml");
+    let grace: u64 = deployment
         .lines()
-        .filter(|l| !l.starts_with('#') && l.contains(" = "))
-    {
-        let key = line.split(" = ").next().unwrap();
-        assert!(
-            toml.lines().any(|l| l.starts_with(&format!("{key} = "))),
-            "{key} is missing from the ConfigMap"
-        );
-    }
-    let _ = std::fs::remove_file(file);
+        .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(settings.server.shutdown_timeout_ms < grace * 1000);
+}
+
+#[test]
+fn the_kustomization_names_every_manifest_the_image_once_and_no_committed_secret() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/base");
+    let kustomization = read("deploy/kubernetes/base/kustomization.yaml");
+    let mut listed = yaml_list(&kustomization, "resources");
+    listed.sort();
+    let mut manifests: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    manifests.sort();
+    assert_eq!(
+        listed, manifests,
+        "every manifest of the base is a resource"
+    );
+    // The Deployment names the image by the name the kustomization sets, and only there.
+    assert!(read("deploy/kubernetes/base/deployment.yaml").contains("image: patchbay\n"));
+    assert!(kustomization.contains("  - name: patchbay\n    newName: "));
+    // The Secret comes from an env file git ignores; the example is what is committed.
+    assert!(kustomization.contains("      - patchbay.env\n"));
+    assert!(read(".gitignore")
+        .lines()
+        .any(|l| l == "deploy/kubernetes/base/patchbay.env"));
+    let monitoring = read("deploy/kubernetes/monitoring/kustomization.yaml");
+    assert_eq!(
+        yaml_list(&monitoring, "resources"),
+        ["../base", "servicemonitor.yaml"]
+    );
 }
 
 #[tokio::test]
 async fn the_probes_and_the_scrape_point_at_real_endpoints() {
-    let deployment = read("deploy/kubernetes/deployment.yaml");
+    let deployment = read("deploy/kubernetes/base/deployment.yaml");
     let app = spawn_app().await;
     for path in deployment
         .lines()
@@ -68,11 +107,11 @@ async fn the_probes_and_the_scrape_point_at_real_endpoints() {
     {
         assert_eq!(app.get(path).await.status, 200, "{path}");
     }
-    let monitor = read("deploy/kubernetes/servicemonitor.yaml");
+    let monitor = read("deploy/kubernetes/monitoring/servicemonitor.yaml");
     assert!(monitor.contains("path: /metrics"));
     assert!(
         monitor.contains("port: http")
-            && read("deploy/kubernetes/service.yaml").contains("name: http")
+            && read("deploy/kubernetes/base/service.yaml").contains("name: http")
     );
     assert!(deployment.contains("--config\", \"/etc/patchbay/patchbay.toml"));
     assert!(deployment.contains("subPath: patchbay.toml"));
