@@ -10,10 +10,12 @@ use crate::config::LogFormat;
 pub fn init(format: LogFormat, default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    // Colours only for a person at a terminal: a file, a pipe or a container's log gets plain text.
+    // Colours only for a person at a terminal who has not asked for none (https://no-color.org): a
+    // file, a pipe or a container's log gets plain text.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     let _ = match format {
         // The current span only: requests and jobs are never nested, and a list of every span in
