@@ -67,7 +67,8 @@ impl From<Job> for JobView {
     params(("id" = String, Path, description = "The jobId of a 202 answer")),
     responses(
         (status = 200, description = "The job", body = JobView),
-        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"patchbay\"`"))),
         (status = 404, description = "job_not_found", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
     ),
@@ -145,7 +146,8 @@ const MAX_PAGE: usize = 500;
     responses(
         (status = 200, description = "A page of dead jobs", body = DeadLetters),
         (status = 400, description = "invalid_request", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"patchbay\"`"))),
         (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("apiKey" = []))
@@ -175,7 +177,8 @@ pub async fn dead_letters(
     responses(
         (status = 202, description = "Queued again", body = crate::api::openapi::AcceptedDoc,
             headers(("Location" = String, description = "/v1/jobs/<jobId>"))),
-        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"patchbay\"`"))),
         (status = 404, description = "job_not_found", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "not_dead", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),

@@ -170,7 +170,8 @@ pub enum WriteResponses {
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(ProblemDoc),
     /// unauthorized
-    #[response(status = 401, content_type = "application/problem+json")]
+    #[response(status = 401, content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"patchbay\"`; on a webhook route, `Basic` or `Signature` by its scheme")))]
     Unauthorized(ProblemDoc),
     /// conversation_not_found, participant_not_found, or (hooks) not_found
     #[response(status = 404, content_type = "application/problem+json")]
