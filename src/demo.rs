@@ -263,9 +263,9 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         out,
         "  A GET finds the participant for a purpose, confirms a lookup or reads a write back (the \
          ended call's refusal took one too). The simulator shows a write {} ms after its PATCH, as \
-         Genesys applies a PATCH (202) asynchronously: a read-back first waits as long as writes \
-         have lately taken to show (at first verify.poll_initial_ms, {} ms), and one that still \
-         sees the old value polls again, one more call.",
+         Genesys applies a PATCH (202) asynchronously, so a read-back that comes sooner sees the old \
+         value and polls again (after verify.poll_initial_ms, {} ms, then doubling), one more call \
+         each. Patchbay learns the lag: later read-backs wait about as long as writes took to show.",
         VISIBILITY_DELAY.as_millis(),
         poll_initial_ms,
     )?;

@@ -88,24 +88,23 @@ struct Waiter {
 }
 
 /// How long Genesys has lately taken from a PATCH's answer to a read that shows it: the wait before
-/// a round's first read-back, between `verify.poll_initial_ms` and `verify.poll_max_ms`.
+/// a round's first read-back, from none (a Genesys that shows writes at once is read at once) up to
+/// `verify.poll_max_ms`.
 ///
 /// Reads only bound the lag: one that shows the write says it took at most that long, one that does
 /// not says it took longer. So a first read that already shows the write shortens the wait by a
 /// tenth (following a Genesys that got faster, at the price of an occasional early read), and a
-/// write first seen later sets the wait to when it was seen.
+/// write first seen on a later read sets the wait to when it was seen.
 struct Visibility {
     wait_ms: AtomicU64,
-    floor_ms: u64,
     ceiling_ms: u64,
 }
 
 impl Visibility {
-    fn new(floor_ms: u64, ceiling_ms: u64) -> Self {
+    fn new(ceiling_ms: u64) -> Self {
         Self {
-            wait_ms: AtomicU64::new(floor_ms),
-            floor_ms,
-            ceiling_ms: ceiling_ms.max(floor_ms),
+            wait_ms: AtomicU64::new(0),
+            ceiling_ms,
         }
     }
 
@@ -120,10 +119,8 @@ impl Visibility {
         } else {
             after.as_millis() as u64
         };
-        self.wait_ms.store(
-            next.clamp(self.floor_ms, self.ceiling_ms),
-            Ordering::Relaxed,
-        );
+        self.wait_ms
+            .store(next.min(self.ceiling_ms), Ordering::Relaxed);
     }
 }
 
@@ -153,7 +150,7 @@ impl Engine {
                 .build()
         });
         let verify = updater.verify_settings();
-        let visibility = Visibility::new(verify.poll_initial_ms, verify.poll_max_ms);
+        let visibility = Visibility::new(verify.poll_max_ms);
         Self(Arc::new(Inner {
             visibility,
             updater,
@@ -392,6 +389,7 @@ impl Inner {
         let mut written = Written::new();
         let mut waiters: Vec<Waiter> = Vec::new();
         let verify = self.updater.verify_settings().clone();
+        let poll_initial = Duration::from_millis(verify.poll_initial_ms);
         let poll_max = Duration::from_millis(verify.poll_max_ms.max(verify.poll_initial_ms));
         let mut delay = self.visibility.first_read();
         // The last PATCH of the round, and whether a read followed it yet.
@@ -423,8 +421,8 @@ impl Inner {
                 return true;
             }
             let until = waiters.iter().map(|w| w.give_up).min().unwrap_or(now);
-            // Genesys answers the PATCH 202 and applies it asynchronously: a read at once would
-            // mostly see the old value, and every read is a call out of the token's budget.
+            // Genesys answers the PATCH 202 and applies it asynchronously: a read before it shows
+            // the write is a call out of the token's budget spent for nothing.
             tokio::time::sleep(delay.min(until.saturating_duration_since(now))).await;
             let read_at = Instant::now();
             if read_at >= until {
@@ -462,7 +460,7 @@ impl Inner {
                 return true;
             }
             first_read = false;
-            delay = (delay * 2).min(poll_max);
+            delay = (delay * 2).max(poll_initial).min(poll_max);
         }
     }
 
@@ -688,9 +686,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_read_waits_as_long_as_genesys_lately_took_within_the_poll_bounds() {
-        let v = Visibility::new(100, 500);
-        assert_eq!(v.first_read(), Duration::from_millis(100));
+    fn the_first_read_waits_as_long_as_genesys_lately_took_up_to_the_poll_maximum() {
+        let v = Visibility::new(500);
+        assert_eq!(
+            v.first_read(),
+            Duration::ZERO,
+            "at once, until a read misses"
+        );
         // Seen on a later read, at 300 ms: the next round waits that long.
         v.seen(Duration::from_millis(300), false);
         assert_eq!(v.first_read(), Duration::from_millis(300));
@@ -699,9 +701,9 @@ mod tests {
         assert_eq!(v.first_read(), Duration::from_millis(270));
         v.seen(Duration::from_secs(9), false);
         assert_eq!(v.first_read(), Duration::from_millis(500));
-        for _ in 0..50 {
+        for _ in 0..100 {
             v.seen(Duration::ZERO, true);
         }
-        assert_eq!(v.first_read(), Duration::from_millis(100));
+        assert_eq!(v.first_read(), Duration::ZERO, "back to at once");
     }
 }

@@ -95,9 +95,9 @@ async fn the_first_read_back_learns_how_long_genesys_takes_so_later_writes_verif
         assert_eq!(answer.body["verified"], true, "{}", answer.body);
         reads.push(app.sim.count("get_conversation") - before);
     }
-    // The first write is polled for (20, 60, 140 ms: three reads); the next waits about as long as
-    // it took, and its first read shows it. Shortening by a tenth a time, no later write needs more
-    // than its second read within these six.
+    // The first write is read at once, then polled for (after 20, 60 and 140 ms); the next waits
+    // about as long as that took, and its first read shows it. Shortening the wait by a tenth a
+    // time, no later write needs more than a second read within these six, and most need one.
     assert!(reads[0] >= 2, "{reads:?}");
     assert_eq!(reads[1], 1, "{reads:?}");
     assert!(reads[1..].iter().all(|r| *r <= 2), "{reads:?}");
