@@ -8,9 +8,16 @@
 //! short while per lookup (on Redis, for every replica), so a CRM's burst for one record costs one
 //! query; a cached conversation is confirmed again by a read (which the update then reuses), and one
 //! that ended is dropped.
+//!
+//! Lookups of one key in flight at the same time are one flight: the first runs the cache check, the
+//! query and the confirmation, and the others wait for its answer instead of asking analytics too,
+//! so a CRM's burst by one number costs one query even before the first find is remembered.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -56,10 +63,19 @@ pub enum LookupError {
 }
 
 /// What named a lookup's conversation.
+#[derive(Debug, Clone, Copy)]
 enum Source {
     Cache,
     Analytics,
+    /// Another lookup of the same key, in flight at the same time.
+    Shared,
 }
+
+type Resolution = Result<(ConversationId, Source), LookupError>;
+/// How many flights may be registered before dead ones are swept; live ones are bounded by the
+/// requests in flight.
+const FLIGHTS_PRUNED_PAST: usize = 1024;
+type Flight = Shared<BoxFuture<'static, Resolution>>;
 
 /// Finds conversations through analytics, confirmed by a read.
 #[derive(Clone)]
@@ -67,6 +83,9 @@ pub struct Finder {
     engine: Engine,
     settings: LookupSettings,
     found: FoundCache,
+    /// The lookups being resolved now, by key. Held weakly: a flight every waiter gave up on is
+    /// dropped, and the next lookup starts its own rather than resuming one past its deadline.
+    flights: Arc<Mutex<HashMap<Lookup, WeakShared<BoxFuture<'static, Resolution>>>>>,
 }
 
 /// Whether `conversation` is live and still holds a connected participant matching `lookup`.
@@ -153,6 +172,7 @@ impl Finder {
             engine,
             settings,
             found,
+            flights: Arc::default(),
         }
     }
 
@@ -162,10 +182,11 @@ impl Finder {
         lookup: &Lookup,
         deadline: Instant,
     ) -> Result<ConversationId, LookupError> {
-        let result = self.resolve(lookup, deadline).await;
+        let result = self.in_flight(lookup, deadline).await;
         let outcome = match &result {
             Ok((_, Source::Cache)) => "cached",
             Ok((_, Source::Analytics)) => "found",
+            Ok((_, Source::Shared)) => "shared",
             Err(LookupError::NotFound { .. }) => "not_found",
             Err(LookupError::Ambiguous { .. }) => "ambiguous",
             Err(LookupError::Update(_)) => "failed",
@@ -177,6 +198,56 @@ impl Finder {
         )
         .increment(1);
         result.map(|(cid, _)| cid)
+    }
+
+    /// Joins the lookup of the same key in flight, or starts one. A joiner waits until its own
+    /// deadline; the flight runs to its starter's.
+    async fn in_flight(&self, lookup: &Lookup, deadline: Instant) -> Resolution {
+        let (flight, joined) = {
+            let mut flights = self
+                .flights
+                .lock()
+                .expect("the flights lock is never poisoned");
+            match flights.get(lookup).and_then(WeakShared::upgrade) {
+                Some(flight) => (flight, true),
+                None => {
+                    if flights.len() >= FLIGHTS_PRUNED_PAST {
+                        // Flights every waiter gave up on leave a dead entry behind: drop them.
+                        flights.retain(|_, weak| weak.upgrade().is_some());
+                    }
+                    let flight: Flight = {
+                        let (finder, lookup) = (self.clone(), lookup.clone());
+                        async move {
+                            let resolution = finder.resolve(&lookup, deadline).await;
+                            finder.land(&lookup);
+                            resolution
+                        }
+                        .boxed()
+                        .shared()
+                    };
+                    if let Some(weak) = flight.downgrade() {
+                        flights.insert(lookup.clone(), weak);
+                    }
+                    (flight, false)
+                }
+            }
+        };
+        if !joined {
+            return flight.await;
+        }
+        match tokio::time::timeout_at(deadline, flight).await {
+            Ok(Ok((cid, _))) => Ok((cid, Source::Shared)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(UpdateError::Upstream(crate::genesys::GenesysError::Timeout).into()),
+        }
+    }
+
+    /// A flight has its answer: the next lookup of the key starts afresh (and meets the cache).
+    fn land(&self, lookup: &Lookup) {
+        self.flights
+            .lock()
+            .expect("the flights lock is never poisoned")
+            .remove(lookup);
     }
 
     /// The conversation, and whether a remembered find or analytics named it.

@@ -29,7 +29,7 @@ pub const REDIS_FALLBACKS: &str = "patchbay_redis_fallbacks_total";
 pub const GENESYS_BUDGET_COUNT: &str = "patchbay_genesys_ratelimit_count";
 pub const GENESYS_BUDGET_ALLOWED: &str = "patchbay_genesys_ratelimit_allowed";
 pub const GENESYS_BUDGET_RESET: &str = "patchbay_genesys_ratelimit_reset_seconds";
-/// Lookups by key kind and outcome (`cached`, `found`, `not_found`, `ambiguous`, `failed`).
+/// Lookups by key kind and outcome (`cached`, `found`, `shared`, `not_found`, `ambiguous`, `failed`).
 pub const LOOKUPS: &str = "patchbay_lookups_total";
 /// Synchronous updates refused at once because the budget could not serve them before their deadline.
 pub const ADMISSION_REFUSALS: &str = "patchbay_admission_refusals_total";

@@ -207,6 +207,46 @@ async fn a_found_call_is_remembered_until_it_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_of_one_number_share_one_query_and_its_confirmation() {
+    // The cache is off, so only the flight can spare the later lookups their query.
+    let app = spawn_app_with(|s| s.lookup.cache_ms = 0).await;
+    let (cid, customer, _, c) = call(12, "+13175550142", 30);
+    app.sim.insert_conversation(c);
+    // Slow enough that all four are in flight before the first query is answered.
+    app.sim.set_latency(Duration::from_millis(100));
+    let answers = futures::future::join_all((0..4).map(|n| {
+        app.post_attributes(
+            json!({"lookup": {"ani": "+13175550142"}, "attributes": {format!("crm{n}"): n}}),
+        )
+    }))
+    .await;
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["conversationId"], cid);
+        assert_eq!(answer.body["participantId"], customer);
+        assert_eq!(answer.body["verified"], true);
+    }
+    assert_eq!(
+        app.sim.count("analytics_query"),
+        1,
+        "one query for the four"
+    );
+    let metrics = app.get("/metrics").await;
+    let text = metrics.body.as_str().unwrap();
+    assert!(
+        text.contains(r#"patchbay_lookups_total{kind="ani",outcome="shared"} 3"#),
+        "{text}"
+    );
+    // Once answered, the next lookup starts a flight of its own.
+    app.sim.set_latency(Duration::ZERO);
+    let later = app
+        .post_attributes(by(json!({"ani": "+13175550142"})))
+        .await;
+    assert_eq!(later.body["conversationId"], cid, "{}", later.body);
+    assert_eq!(app.sim.count("analytics_query"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_redis_share_what_a_lookup_found_and_what_ended() {
     let (sim, apps) =
         crate::redis_deployment::replicas(3, |s| s.lookup.analytics_wait_ms = 200).await;
