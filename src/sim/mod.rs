@@ -4,6 +4,7 @@
 //! is also how Genesys's SDKs derive the login URL from a base path that has no `api.` in it.
 
 mod analytics;
+pub mod notifications;
 mod routes;
 mod seed;
 
@@ -142,6 +143,8 @@ struct State {
     analytics_lag: Duration,
     /// When each conversation was added (seeds: at start), for the analytics lag.
     added_at: HashMap<String, Instant>,
+    /// Channels, subscriptions and queues of the Notifications API.
+    notifications: notifications::Notifications,
 }
 
 /// Genesys's rate window: calls are counted per token over a minute.
@@ -244,6 +247,7 @@ impl Simulator {
                 windows: HashMap::new(),
                 analytics_lag: Duration::ZERO,
                 added_at: HashMap::new(),
+                notifications: notifications::Notifications::default(),
             })),
         }
     }

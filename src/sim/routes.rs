@@ -1,4 +1,5 @@
-//! The simulator's HTTP surface: the login host's grant and the conversation API.
+//! The simulator's HTTP surface: the login host's grant, the conversation API, and (in
+//! `notifications`) the Notifications API's channels and the routing queues.
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,7 @@ pub fn router(sim: Simulator) -> Router {
             "/api/v2/analytics/conversations/details/query",
             post(analytics_query),
         )
+        .merge(super::notifications::routes())
         .route_layer(middleware::from_fn_with_state(sim.clone(), require_bearer));
     Router::new()
         .route("/oauth/token", post(grant))
@@ -68,6 +70,9 @@ fn op_name(method: &Method, path: &str) -> &'static str {
         ("PATCH", p) if p.ends_with("/attributes") => "patch_media_attributes",
         ("PATCH", p) if p.contains("/participants/") => "patch_participant",
         ("POST", "/api/v2/analytics/conversations/details/query") => "analytics_query",
+        ("POST", "/api/v2/notifications/channels") => "create_channel",
+        (_, p) if p.ends_with("/subscriptions") => "subscriptions",
+        ("GET", "/api/v2/routing/queues") => "list_queues",
         _ => "other",
     }
 }
@@ -164,7 +169,7 @@ async fn observe(State(sim): State<Simulator>, request: Request, next: Next) -> 
 #[derive(Clone)]
 struct CorrelationId(String);
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let context = uuid::Uuid::new_v4().to_string();
     let body = ErrorBody {
         message: Some(message.into()),

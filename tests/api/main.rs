@@ -12,6 +12,7 @@ mod helpers;
 mod hooks;
 mod logs;
 mod lookup;
+mod notifications_sim;
 mod operations;
 mod queue_contract;
 mod redis_deployment;

@@ -1,0 +1,415 @@
+//! The simulator's Notifications API, REST side: channels and their topic subscriptions, with the
+//! limits `NOTIFICATIONS.md` lists (20 channels per OAuth client, the least recently used evicted,
+//! unconnected first; 1,000 topics a channel; 24 hours of life, extended by subscribing), topics
+//! refused for missing permissions, and the routing queues a client lists to know what to subscribe.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::routes::error;
+use super::Simulator;
+
+/// Channels one OAuth client may hold; creating one more evicts one.
+pub const MAX_CHANNELS: usize = 20;
+/// Topics one channel may hold.
+pub const MAX_TOPICS: usize = 1000;
+/// How long a channel lives without a new subscription.
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// `GET /api/v2/routing/queues`' page size when none is asked for.
+pub const DEFAULT_QUEUE_PAGE: usize = 25;
+
+/// One channel: its topics, when it expires, and how recently it was used.
+#[derive(Debug, Clone)]
+struct Channel {
+    id: String,
+    topics: Vec<String>,
+    expires: time::OffsetDateTime,
+    last_used: Instant,
+    /// Whether a WebSocket is open on it (the least recently used unconnected channel goes first).
+    connected: bool,
+}
+
+/// A topic the client may not see: its prefix, and the permission it lacks.
+#[derive(Debug, Clone)]
+struct Refusal {
+    prefix: String,
+    missing_permission: String,
+}
+
+/// What the Notifications API holds for the simulator's one OAuth client.
+#[derive(Debug, Clone)]
+pub struct Notifications {
+    channels: Vec<Channel>,
+    refusals: Vec<Refusal>,
+    /// Routing queues, by id and name, in name order.
+    queues: Vec<(String, String)>,
+    /// Channels the 21st evicted, by id.
+    evicted: Vec<String>,
+}
+
+/// The queue every seeded conversation is routed through.
+pub const SEED_QUEUE: &str = "7e1d3b50-2c4a-4f6e-9b8d-0a1c2e3f4a01";
+
+impl Default for Notifications {
+    fn default() -> Self {
+        Self {
+            channels: Vec::new(),
+            refusals: Vec::new(),
+            queues: vec![(SEED_QUEUE.to_string(), "Support".to_string())],
+            evicted: Vec::new(),
+        }
+    }
+}
+
+/// A topic's state in a subscription answer (`ChannelTopic`).
+fn topic_entry(topic: &str, refusal: Option<&Refusal>) -> Value {
+    match refusal {
+        None => json!({"id": topic, "state": "Permitted"}),
+        Some(r) => json!({
+            "id": topic,
+            "state": "Rejected",
+            "rejectionReason": format!("Missing permission {}", r.missing_permission),
+            "missingPermissions": [r.missing_permission],
+        }),
+    }
+}
+
+impl Notifications {
+    /// Creates a channel; past [`MAX_CHANNELS`], the least recently used goes, unconnected first.
+    fn create(&mut self, now: Instant) -> Channel {
+        if self.channels.len() >= MAX_CHANNELS {
+            let victim = self
+                .channels
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, c)| (c.connected, c.last_used))
+                .map(|(i, _)| i)
+                .expect("there are channels");
+            let gone = self.channels.remove(victim);
+            self.evicted.push(gone.id);
+        }
+        let channel = Channel {
+            id: uuid::Uuid::new_v4().to_string(),
+            topics: Vec::new(),
+            expires: time::OffsetDateTime::now_utc() + CHANNEL_LIFETIME,
+            last_used: now,
+            connected: false,
+        };
+        self.channels.push(channel.clone());
+        channel
+    }
+
+    fn channel_mut(&mut self, id: &str) -> Option<&mut Channel> {
+        self.channels.iter_mut().find(|c| c.id == id)
+    }
+
+    fn refusal(&self, topic: &str) -> Option<&Refusal> {
+        self.refusals
+            .iter()
+            .find(|r| topic.to_ascii_lowercase().starts_with(&r.prefix))
+    }
+
+    /// The ids of the channels held now.
+    pub fn channel_ids(&self) -> Vec<String> {
+        self.channels.iter().map(|c| c.id.clone()).collect()
+    }
+
+    /// The topics channel `id` is subscribed to.
+    pub fn topics(&self, id: &str) -> Option<Vec<String>> {
+        self.channels
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.topics.clone())
+    }
+
+    /// Channels a newer one evicted.
+    pub fn evicted(&self) -> &[String] {
+        &self.evicted
+    }
+
+    /// Marks a channel as having a WebSocket open (or not).
+    pub fn set_connected(&mut self, id: &str, connected: bool) {
+        if let Some(c) = self.channel_mut(id) {
+            c.connected = connected;
+            c.last_used = Instant::now();
+        }
+    }
+}
+
+impl Simulator {
+    /// Refuses every topic starting with `prefix` (case-insensitive), as Genesys does a topic the
+    /// client lacks `missing_permission` for.
+    pub fn refuse_topics(&self, prefix: &str, missing_permission: &str) {
+        self.lock().notifications.refusals.push(Refusal {
+            prefix: prefix.to_ascii_lowercase(),
+            missing_permission: missing_permission.to_string(),
+        });
+    }
+
+    /// Adds a routing queue; `GET /api/v2/routing/queues` lists it in name order.
+    pub fn add_queue(&self, id: &str, name: &str) {
+        let mut s = self.lock();
+        let queues = &mut s.notifications.queues;
+        queues.push((id.to_string(), name.to_string()));
+        queues.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    }
+
+    /// Marks channel `id` as having a WebSocket open, as a client's connection does.
+    pub fn connect_channel(&self, id: &str) {
+        self.lock().notifications.set_connected(id, true);
+    }
+
+    /// A copy of what the Notifications API holds now.
+    pub fn notifications(&self) -> Notifications {
+        self.lock().notifications.clone()
+    }
+}
+
+/// The Notifications API and the queue listing, to merge into the authenticated API.
+pub fn routes() -> Router<Simulator> {
+    Router::new()
+        .route(
+            "/api/v2/notifications/channels",
+            get(list_channels).post(create_channel),
+        )
+        .route(
+            "/api/v2/notifications/channels/{id}",
+            axum::routing::head(channel_exists),
+        )
+        .route(
+            "/api/v2/notifications/channels/{id}/subscriptions",
+            get(list_subscriptions)
+                .put(replace_subscriptions)
+                .post(add_subscriptions)
+                .delete(remove_subscriptions),
+        )
+        .route(
+            "/api/v2/notifications/availabletopics",
+            get(available_topics),
+        )
+        .route("/api/v2/routing/queues", get(list_queues))
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("a time formats")
+}
+
+/// `Channel {id, connectUri, expires}`; the connect URI is this simulator's own WebSocket path.
+fn channel_body(headers: &HeaderMap, c: &Channel) -> Value {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    json!({
+        "id": c.id,
+        "connectUri": format!("ws://{host}/channels/{}", c.id),
+        "expires": rfc3339(c.expires),
+    })
+}
+
+fn no_channel() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not.found",
+        "The requested channel was not found.",
+    )
+}
+
+/// `POST /api/v2/notifications/channels`.
+async fn create_channel(State(sim): State<Simulator>, headers: HeaderMap) -> Response {
+    let channel = sim.lock().notifications.create(Instant::now());
+    Json(channel_body(&headers, &channel)).into_response()
+}
+
+/// `GET /api/v2/notifications/channels`: `ChannelEntityListing`.
+async fn list_channels(State(sim): State<Simulator>, headers: HeaderMap) -> Response {
+    let s = sim.lock();
+    let entities: Vec<Value> = s
+        .notifications
+        .channels
+        .iter()
+        .map(|c| channel_body(&headers, c))
+        .collect();
+    Json(json!({"entities": entities})).into_response()
+}
+
+/// `HEAD /api/v2/notifications/channels/{id}`: 200 while it exists.
+async fn channel_exists(State(sim): State<Simulator>, Path(id): Path<String>) -> StatusCode {
+    let s = sim.lock();
+    let now = time::OffsetDateTime::now_utc();
+    match s.notifications.channels.iter().find(|c| c.id == id) {
+        Some(c) if c.expires > now => StatusCode::OK,
+        _ => StatusCode::NOT_FOUND,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SubscriptionParams {
+    #[serde(default, rename = "ignoreErrors")]
+    ignore_errors: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct TopicRef {
+    id: String,
+}
+
+fn listing(n: &Notifications, c: &Channel) -> Value {
+    let entities: Vec<Value> = c
+        .topics
+        .iter()
+        .map(|t| topic_entry(t, n.refusal(t)))
+        .collect();
+    json!({"entities": entities})
+}
+
+/// Subscribes channel `id` to `body`'s topics, replacing its list or adding to it. Without
+/// `ignoreErrors`, one refused topic fails the whole request with 403 and nothing changes; with
+/// it, refused topics are answered `Rejected` and not subscribed. Subscribing extends the channel.
+fn subscribe(
+    sim: &Simulator,
+    id: &str,
+    params: SubscriptionParams,
+    body: &[u8],
+    replace: bool,
+) -> Response {
+    let Ok(asked) = serde_json::from_slice::<Vec<TopicRef>>(body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad.request",
+            "The request could not be understood by the server due to malformed syntax.",
+        );
+    };
+    let mut s = sim.lock();
+    let n = &mut s.notifications;
+    let Some(current) = n
+        .channels
+        .iter()
+        .find(|c| c.id == id)
+        .map(|c| c.topics.clone())
+    else {
+        return no_channel();
+    };
+    let entries: Vec<Value> = asked
+        .iter()
+        .map(|t| topic_entry(&t.id, n.refusal(&t.id)))
+        .collect();
+    let refused = entries.iter().any(|e| e["state"] == "Rejected");
+    if refused && !params.ignore_errors {
+        return error(
+            StatusCode::FORBIDDEN,
+            "missing.any.permissions",
+            "Unable to subscribe to one or more topics: missing permissions.",
+        );
+    }
+    let mut topics = if replace { Vec::new() } else { current };
+    for t in &asked {
+        if n.refusal(&t.id).is_none() && !topics.iter().any(|have| have.eq_ignore_ascii_case(&t.id))
+        {
+            topics.push(t.id.clone());
+        }
+    }
+    if topics.len() > MAX_TOPICS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad.request",
+            "A channel may not be subscribed to more than 1000 topics.",
+        );
+    }
+    let channel = n.channel_mut(id).expect("found above");
+    channel.topics = topics;
+    channel.expires = time::OffsetDateTime::now_utc() + CHANNEL_LIFETIME;
+    channel.last_used = Instant::now();
+    Json(json!({"entities": entries})).into_response()
+}
+
+/// `PUT …/subscriptions`: the channel's whole list becomes the body's.
+async fn replace_subscriptions(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+    Query(params): Query<SubscriptionParams>,
+    body: axum::body::Bytes,
+) -> Response {
+    subscribe(&sim, &id, params, &body, true)
+}
+
+/// `POST …/subscriptions`: the body's topics are added.
+async fn add_subscriptions(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+    Query(params): Query<SubscriptionParams>,
+    body: axum::body::Bytes,
+) -> Response {
+    subscribe(&sim, &id, params, &body, false)
+}
+
+/// `GET …/subscriptions`: `ChannelTopicEntityListing`.
+async fn list_subscriptions(State(sim): State<Simulator>, Path(id): Path<String>) -> Response {
+    let s = sim.lock();
+    let n = &s.notifications;
+    match n.channels.iter().find(|c| c.id == id) {
+        Some(c) => Json(listing(n, c)).into_response(),
+        None => no_channel(),
+    }
+}
+
+/// `DELETE …/subscriptions`: removes every topic.
+async fn remove_subscriptions(State(sim): State<Simulator>, Path(id): Path<String>) -> Response {
+    match sim.lock().notifications.channel_mut(&id) {
+        Some(c) => {
+            c.topics.clear();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => no_channel(),
+    }
+}
+
+/// `GET /api/v2/notifications/availabletopics`: the topics the simulator can serve. Which
+/// permissions each needs in a real org is left out: `refuse_topics` sets what a test needs.
+async fn available_topics() -> Response {
+    Json(json!({"entities": [
+        {"id": "v2.routing.queues.{id}.conversations", "description": "Conversations routed through a queue",
+         "transports": ["Websocket", "EventBridge"]},
+        {"id": "v2.detail.events.conversation.{id}.attributes", "description": "A conversation's attribute changes",
+         "transports": ["Websocket", "EventBridge"]},
+    ]}))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    #[serde(rename = "pageSize")]
+    page_size: Option<usize>,
+    #[serde(rename = "pageNumber")]
+    page_number: Option<usize>,
+}
+
+/// `GET /api/v2/routing/queues`: `QueueEntityListing`, paged, in name order.
+async fn list_queues(State(sim): State<Simulator>, Query(page): Query<Page>) -> Response {
+    let s = sim.lock();
+    let queues = &s.notifications.queues;
+    let size = page.page_size.unwrap_or(DEFAULT_QUEUE_PAGE).max(1);
+    let number = page.page_number.unwrap_or(1).max(1);
+    let entities: Vec<Value> = queues
+        .iter()
+        .skip((number - 1) * size)
+        .take(size)
+        .map(|(id, name)| json!({"id": id, "name": name}))
+        .collect();
+    Json(json!({
+        "entities": entities,
+        "pageSize": size,
+        "pageNumber": number,
+        "total": queues.len(),
+        "pageCount": queues.len().div_ceil(size),
+    }))
+    .into_response()
+}

@@ -1,0 +1,227 @@
+//! The simulator's Notifications API keeps Genesys's channel rules: topics refused for missing
+//! permissions, 20 channels per client with the least recently used evicted, 1,000 topics a
+//! channel, and the routing queues to subscribe to, every call counted against the token.
+
+use patchbay::sim::notifications::{MAX_CHANNELS, MAX_TOPICS, SEED_QUEUE};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    async fn new(app: &TestApp) -> Self {
+        let answer: Value = app
+            .http
+            .post(format!("{}/oauth/token", app.sim_url))
+            .basic_auth(
+                patchbay::sim::DEFAULT_CLIENT_ID,
+                Some(patchbay::sim::DEFAULT_CLIENT_SECRET),
+            )
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Self {
+            http: app.http.clone(),
+            base: app.sim_url.clone(),
+            token: answer["access_token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        assert!(
+            response.headers().contains_key("inin-ratelimit-count"),
+            "{path}: an ordinary API call, counted against the token"
+        );
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn channel(&self) -> Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v2/notifications/channels",
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+fn queue_topic(queue: &str) -> String {
+    format!("v2.routing.queues.{queue}.conversations")
+}
+
+#[tokio::test]
+async fn a_channel_is_made_subscribed_and_listed_with_refused_topics_named() {
+    let app = spawn_app().await;
+    app.sim
+        .refuse_topics("v2.detail.events.", "analytics:conversationDetail:view");
+    let client = Client::new(&app).await;
+    let channel = client.channel().await;
+    let id = channel["id"].as_str().unwrap();
+    assert!(channel["connectUri"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/channels/{id}")));
+    assert!(channel["expires"].as_str().is_some());
+    let (status, _) = client
+        .call(
+            reqwest::Method::HEAD,
+            &format!("/api/v2/notifications/channels/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let detail = format!("v2.detail.events.conversation.{SEED_ACTIVE_CALL}.attributes");
+    let topics = json!([{"id": queue_topic(SEED_QUEUE)}, {"id": detail}]);
+    // Without ignoreErrors, one refused topic fails the whole request and nothing is subscribed.
+    let path = format!("/api/v2/notifications/channels/{id}/subscriptions");
+    let (status, _) = client
+        .call(reqwest::Method::PUT, &path, Some(topics.clone()))
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        app.sim.notifications().topics(id).unwrap(),
+        Vec::<String>::new()
+    );
+    let (status, answer) = client
+        .call(
+            reqwest::Method::PUT,
+            &format!("{path}?ignoreErrors=true"),
+            Some(topics),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["entities"][0]["state"], "Permitted");
+    assert_eq!(answer["entities"][1]["state"], "Rejected");
+    assert_eq!(
+        answer["entities"][1]["missingPermissions"],
+        json!(["analytics:conversationDetail:view"])
+    );
+    assert_eq!(
+        app.sim.notifications().topics(id).unwrap(),
+        vec![queue_topic(SEED_QUEUE)]
+    );
+    let (_, listed) = client.call(reqwest::Method::GET, &path, None).await;
+    assert_eq!(listed["entities"].as_array().unwrap().len(), 1);
+    let (status, _) = client
+        .call(
+            reqwest::Method::HEAD,
+            "/api/v2/notifications/channels/no-such-channel",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_twenty_first_channel_evicts_the_least_recently_used_unconnected_one() {
+    let app = spawn_app().await;
+    let client = Client::new(&app).await;
+    let mut ids = Vec::new();
+    for _ in 0..MAX_CHANNELS {
+        ids.push(client.channel().await["id"].as_str().unwrap().to_string());
+    }
+    // The oldest has a socket open: the oldest of the unconnected ones goes instead.
+    app.sim.connect_channel(&ids[0]);
+    let newest = client.channel().await;
+    let held = app.sim.notifications().channel_ids();
+    assert_eq!(held.len(), MAX_CHANNELS);
+    assert!(held.contains(&ids[0]));
+    assert!(!held.contains(&ids[1]));
+    assert!(held.contains(&newest["id"].as_str().unwrap().to_string()));
+    assert_eq!(app.sim.notifications().evicted(), [ids[1].clone()]);
+    let (status, _) = client
+        .call(
+            reqwest::Method::HEAD,
+            &format!("/api/v2/notifications/channels/{}", ids[1]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_channel_takes_at_most_a_thousand_topics() {
+    let app = spawn_app().await;
+    let client = Client::new(&app).await;
+    let id = client.channel().await["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v2/notifications/channels/{id}/subscriptions?ignoreErrors=true");
+    let topics = |n: usize| -> Value {
+        (0..n)
+            .map(|i| json!({"id": queue_topic(&format!("00000000-0000-4000-8000-{i:012}"))}))
+            .collect()
+    };
+    let (status, _) = client
+        .call(reqwest::Method::PUT, &path, Some(topics(MAX_TOPICS)))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = client
+        .call(reqwest::Method::PUT, &path, Some(topics(MAX_TOPICS + 1)))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        app.sim.notifications().topics(&id).unwrap().len(),
+        MAX_TOPICS
+    );
+}
+
+#[tokio::test]
+async fn routing_queues_are_listed_a_page_at_a_time() {
+    let app = spawn_app().await;
+    for n in 0..4 {
+        app.sim.add_queue(
+            &format!("00000000-0000-4000-a000-{n:012}"),
+            &format!("Queue {n}"),
+        );
+    }
+    let client = Client::new(&app).await;
+    let mut seen = Vec::new();
+    let mut page = 1;
+    loop {
+        let (status, body) = client
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v2/routing/queues?pageSize=2&pageNumber={page}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["total"], 5);
+        assert_eq!(body["pageCount"], 3);
+        seen.extend(
+            body["entities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|q| q["name"].as_str().unwrap().to_string()),
+        );
+        if page == body["pageCount"].as_u64().unwrap() {
+            break;
+        }
+        page += 1;
+    }
+    assert_eq!(
+        seen,
+        ["Queue 0", "Queue 1", "Queue 2", "Queue 3", "Support"]
+    );
+}
