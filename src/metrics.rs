@@ -33,6 +33,8 @@ pub const GENESYS_BUDGET_RESET: &str = "patchbay_genesys_ratelimit_reset_seconds
 pub const LOOKUPS: &str = "patchbay_lookups_total";
 /// Synchronous updates refused at once because the budget could not serve them before their deadline.
 pub const ADMISSION_REFUSALS: &str = "patchbay_admission_refusals_total";
+/// Notification topics Genesys refused, each counted once.
+pub const NOTIFICATION_TOPICS_REJECTED: &str = "patchbay_notification_topics_rejected_total";
 /// Updates coalesced into another's PATCH, reads reused, and updates submitted to the engine.
 pub const COALESCED: &str = "patchbay_updates_coalesced_total";
 pub const READS_REUSED: &str = "patchbay_reads_reused_total";
@@ -70,6 +72,7 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (COALESCED, Kind::Counter, "Updates merged into another update's PATCH."),
     (READS_REUSED, Kind::Counter, "Participants found from a young conversation read, without a GET."),
     (UPDATES, Kind::Counter, "Updates submitted to the delivery engine, synchronous or jobs."),
+    (NOTIFICATION_TOPICS_REJECTED, Kind::Counter, "Notification topics Genesys refused (missing permissions), each counted once."),
 ];
 
 /// Latency buckets from 1 ms to 30 s: Genesys calls take tens of milliseconds, verifications seconds.

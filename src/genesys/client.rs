@@ -114,14 +114,15 @@ pub fn reported_standing(headers: &HeaderMap) -> Option<Reported> {
 
 /// An API answer's JSON body as `T`; one that does not decode is an invalid response, with its
 /// correlation id for Genesys support.
-async fn decode<T: serde::de::DeserializeOwned>(
+pub(super) async fn decode<T: serde::de::DeserializeOwned>(
     response: Response,
     what: &str,
 ) -> Result<T, GenesysError> {
     let correlation = correlation_id(response.headers());
     response.json::<T>().await.map_err(|e| {
         GenesysError::InvalidResponse(format!(
-            "{what} body did not decode ({e}; correlation id {correlation:?})"
+            "{what} body did not decode ({}; correlation id {correlation:?})",
+            describe(e)
         ))
     })
 }
@@ -178,7 +179,7 @@ impl GenesysClient {
         })
     }
 
-    fn api_url(&self, path: &str) -> Url {
+    pub(super) fn api_url(&self, path: &str) -> Url {
         let mut url = self.api_base.clone();
         let base = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base}{path}"));
@@ -381,7 +382,11 @@ impl GenesysClient {
     }
 
     /// An API call with a bearer token; a 401 drops the token and tries once more with a new one.
-    async fn send_api<F>(&self, op: &'static str, build: F) -> Result<Response, GenesysError>
+    pub(super) async fn send_api<F>(
+        &self,
+        op: &'static str,
+        build: F,
+    ) -> Result<Response, GenesysError>
     where
         F: Fn(&reqwest::Client) -> RequestBuilder,
     {
@@ -540,10 +545,10 @@ async fn classify(result: Result<Response, reqwest::Error>, api_call: bool) -> A
             return Attempt::Retry(
                 RetryReason::Connect,
                 None,
-                GenesysError::Transport(describe(&e)),
+                GenesysError::Transport(describe(e)),
             )
         }
-        Err(e) => return Attempt::Fail(GenesysError::Transport(describe(&e))),
+        Err(e) => return Attempt::Fail(GenesysError::Transport(describe(e))),
     };
     let status = response.status();
     if status.is_success() {
@@ -583,10 +588,12 @@ async fn classify(result: Result<Response, reqwest::Error>, api_call: bool) -> A
     Attempt::Fail(GenesysError::rejected(code, body, correlation))
 }
 
-/// reqwest's message without its source chain, which can repeat the URL; no secret is ever in a URL here.
-fn describe(e: &reqwest::Error) -> String {
+/// reqwest's message and its source chain, without the URL: a notification channel's URL carries
+/// the channel's id, a secret.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod error;
 pub mod model;
+pub mod notifications;
 pub mod retry;
 pub mod shared;
 pub mod token;

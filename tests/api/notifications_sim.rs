@@ -225,3 +225,98 @@ async fn routing_queues_are_listed_a_page_at_a_time() {
         ["Queue 0", "Queue 1", "Queue 2", "Queue 3", "Support"]
     );
 }
+
+/// Patchbay's own Genesys client, in front of the app's simulator, with a budget of its own.
+fn genesys_client(app: &TestApp) -> patchbay::genesys::GenesysClient {
+    let settings = patchbay::demo::settings_for_simulator(&app.sim_url, API_KEY);
+    let budget = patchbay::cluster::limiter::RateBudget::new(
+        patchbay::cluster::limiter::Budget {
+            per_minute: 600_000,
+        },
+        None,
+    );
+    patchbay::genesys::GenesysClient::new(&settings.genesys, std::sync::Arc::new(budget), None)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_client_makes_a_channel_subscribes_and_names_what_was_refused() {
+    let app = spawn_app().await;
+    app.sim
+        .refuse_topics("v2.detail.events.", "analytics:conversationDetail:view");
+    let genesys = genesys_client(&app);
+    let channel = genesys.create_channel().await.unwrap();
+    assert!(channel.connect_uri().ends_with(channel.id()));
+    assert!(!format!("{channel:?}").contains(channel.id()));
+    let detail = format!("v2.detail.events.conversation.{SEED_ACTIVE_CALL}.attributes");
+    let states = genesys
+        .subscribe(&channel, &[queue_topic(SEED_QUEUE), detail.clone()])
+        .await
+        .unwrap();
+    assert_eq!(states.len(), 2);
+    assert!(!states[0].is_rejected());
+    assert!(states[1].is_rejected());
+    assert_eq!(states[1].id, detail);
+    assert_eq!(
+        states[1].missing_permissions,
+        ["analytics:conversationDetail:view"]
+    );
+    assert_eq!(
+        app.sim.notifications().topics(channel.id()).unwrap(),
+        vec![queue_topic(SEED_QUEUE)]
+    );
+    let mut rejections = patchbay::genesys::notifications::Rejections::default();
+    assert_eq!(rejections.report(&states), 1);
+    assert_eq!(rejections.report(&states), 0, "reported once");
+    assert!(genesys.channel_exists(&channel).await.unwrap());
+    // Twenty more channels evict this one, the least recently used.
+    for _ in 0..MAX_CHANNELS {
+        genesys.create_channel().await.unwrap();
+    }
+    assert!(!genesys.channel_exists(&channel).await.unwrap());
+}
+
+#[tokio::test]
+async fn the_client_reads_every_page_of_the_routing_queues() {
+    let app = spawn_app().await;
+    for n in 0..150 {
+        app.sim.add_queue(
+            &format!("00000000-0000-4000-a000-{n:012}"),
+            &format!("Queue {n:03}"),
+        );
+    }
+    let queues = genesys_client(&app).routing_queues().await.unwrap();
+    assert_eq!(queues.len(), 151);
+    assert_eq!(queues[0].name.as_deref(), Some("Queue 000"));
+    assert_eq!(app.sim.count("list_queues"), 2, "two pages of 100");
+}
+
+#[tokio::test]
+async fn a_failed_channel_call_never_shows_the_channel_id() {
+    let app = spawn_app().await;
+    let genesys = genesys_client(&app);
+    let channel = genesys.create_channel().await.unwrap();
+    // The API host stops answering: the transport error must not carry the URL, and with it the id.
+    let mut settings = patchbay::demo::settings_for_simulator(&app.sim_url, API_KEY);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    settings.genesys.api_url = Some(format!("http://127.0.0.1:{port}").parse().unwrap());
+    settings.genesys.retry.max_attempts = 1;
+    let budget = patchbay::cluster::limiter::RateBudget::new(
+        patchbay::cluster::limiter::Budget {
+            per_minute: 600_000,
+        },
+        None,
+    );
+    let offline =
+        patchbay::genesys::GenesysClient::new(&settings.genesys, std::sync::Arc::new(budget), None)
+            .unwrap();
+    let error = offline
+        .subscribe(&channel, &[queue_topic(SEED_QUEUE)])
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(text.starts_with("could not reach Genesys"), "{text}");
+    assert!(!text.contains(channel.id()), "{text}");
+}
