@@ -11,6 +11,8 @@
 //! - [`service`]: the Genesys operations an update is made of: resolve, write, explain, compare.
 //! - [`engine`]: the delivery engine: one lane per conversation, coalescing, shared reads, admission.
 //! - [`lookup`]: finding the live conversation from a user id, a caller's number or an external contact.
+//! - [`mirror`]: the newest snapshot of each conversation the notifications feed showed, indexed for
+//!   lookups, with the trust a gap in the feed leaves it.
 //! - [`api`]: inbound HTTP: the state handlers share, handlers, authentication, problem+json, and
 //!   configured webhook routes (`api::hooks`: JSON Pointer mapping and per-route authentication).
 //! - [`cluster`]: several replicas on Redis: shared queue, shared token, shared rate budget.
@@ -33,6 +35,7 @@ pub mod engine;
 pub mod genesys;
 pub mod lookup;
 pub mod metrics;
+pub mod mirror;
 pub mod queue;
 pub mod service;
 pub mod sim;

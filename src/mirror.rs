@@ -1,0 +1,341 @@
+//! The live mirror: the newest snapshot of each conversation the notifications feed has shown,
+//! indexed by what lookups search (the caller's number, the agent's user id, the external
+//! contact), bounded in memory, and honest about what it cannot vouch for.
+//!
+//! Genesys promises no delivery over the WebSocket: events sent while no socket was open are lost.
+//! So every snapshot carries the feed's epoch, the count of unbroken feeds so far. A snapshot seen
+//! in the current epoch is trusted; after a gap (a new epoch), each earlier one is only a hint until
+//! its conversation's next event, and a call that started in the gap is not in the mirror at all. A
+//! caller treats a hint, or a miss, as a reason to ask the REST API.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use crate::domain::lookup::{LookupKey, PhoneNumber};
+use crate::genesys::model::{Conversation, Participant};
+
+/// How far the mirror vouches for a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Seen on the current unbroken feed: what Genesys holds now, as far as any event told.
+    Trusted,
+    /// From before the last gap: the conversation may have changed or ended since.
+    Hint,
+}
+
+/// A snapshot and where it stands.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub conversation: Arc<Conversation>,
+    pub trust: Trust,
+}
+
+/// The keys one conversation is indexed under.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Keys {
+    anis: Vec<PhoneNumber>,
+    users: Vec<String>,
+    contacts: Vec<String>,
+}
+
+/// A number or an external contact names the caller's side, never the agent's (as lookups do).
+fn callers_side(p: &Participant) -> bool {
+    matches!(p.purpose.as_deref(), Some("customer" | "external"))
+}
+
+impl Keys {
+    fn of(c: &Conversation) -> Self {
+        let mut keys = Keys::default();
+        for p in &c.participants {
+            if let Some(user) = p.field("userId") {
+                keys.users.push(user.to_ascii_lowercase());
+            }
+            if callers_side(p) {
+                // A queue event names a call's ANI `address`; a conversation read names it `ani`.
+                if let Some(n) = p
+                    .field("ani")
+                    .or_else(|| p.field("address"))
+                    .and_then(|a| a.parse::<PhoneNumber>().ok())
+                {
+                    keys.anis.push(n);
+                }
+                if let Some(contact) = p.field("externalContactId") {
+                    keys.contacts.push(contact.to_ascii_lowercase());
+                }
+            }
+        }
+        keys
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    conversation: Arc<Conversation>,
+    epoch: u64,
+    keys: Keys,
+    /// Its place in `Inner::order`.
+    updated: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    epoch: u64,
+    entries: HashMap<String, Entry>,
+    /// Conversation ids by when they were last updated, oldest first, for the memory bound.
+    order: BTreeMap<u64, String>,
+    updates: u64,
+    by_ani: HashMap<PhoneNumber, HashSet<String>>,
+    by_user: HashMap<String, HashSet<String>>,
+    by_contact: HashMap<String, HashSet<String>>,
+}
+
+impl Inner {
+    fn remove(&mut self, id: &str) {
+        let Some(entry) = self.entries.remove(id) else {
+            return;
+        };
+        for n in &entry.keys.anis {
+            drop_id(&mut self.by_ani, n, id);
+        }
+        for u in &entry.keys.users {
+            drop_id(&mut self.by_user, u, id);
+        }
+        for c in &entry.keys.contacts {
+            drop_id(&mut self.by_contact, c, id);
+        }
+        self.order.remove(&entry.updated);
+    }
+}
+
+fn drop_id<K: std::hash::Hash + Eq>(index: &mut HashMap<K, HashSet<String>>, key: &K, id: &str) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.remove(id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// The mirror. Cheap to clone: clones share the snapshots.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    inner: Arc<Mutex<Inner>>,
+    capacity: usize,
+}
+
+impl Mirror {
+    /// A mirror holding at most `capacity` conversations; past it, the least recently updated goes.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Arc::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new unbroken feed begins (a socket connected after a gap): everything held so far becomes a
+    /// hint. Returns the new epoch, which the feed passes with every snapshot it applies.
+    pub fn begin_epoch(&self) -> u64 {
+        let mut inner = self.lock();
+        inner.epoch += 1;
+        inner.epoch
+    }
+
+    /// Applies a snapshot received in `epoch`, the newest winning. An ended conversation leaves. A
+    /// snapshot from an epoch that already ended is ignored: its socket was replaced.
+    pub fn apply(&self, conversation: Conversation, epoch: u64) {
+        let mut inner = self.lock();
+        if epoch != inner.epoch {
+            return;
+        }
+        let id = conversation.id.to_ascii_lowercase();
+        inner.remove(&id);
+        if conversation.is_ended() {
+            return;
+        }
+        let keys = Keys::of(&conversation);
+        for n in &keys.anis {
+            inner
+                .by_ani
+                .entry(n.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        for u in &keys.users {
+            inner
+                .by_user
+                .entry(u.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        for c in &keys.contacts {
+            inner
+                .by_contact
+                .entry(c.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        inner.updates += 1;
+        let updated = inner.updates;
+        inner.entries.insert(
+            id.clone(),
+            Entry {
+                conversation: Arc::new(conversation),
+                epoch,
+                keys,
+                updated,
+            },
+        );
+        inner.order.insert(updated, id);
+        while inner.entries.len() > self.capacity {
+            let Some(oldest) = inner.order.values().next().cloned() else {
+                break;
+            };
+            inner.remove(&oldest);
+        }
+    }
+
+    fn seen(inner: &Inner, entry: &Entry) -> Seen {
+        Seen {
+            conversation: entry.conversation.clone(),
+            trust: if entry.epoch == inner.epoch {
+                Trust::Trusted
+            } else {
+                Trust::Hint
+            },
+        }
+    }
+
+    /// The snapshot of conversation `id`, if the mirror holds one.
+    pub fn get(&self, id: &str) -> Option<Seen> {
+        let inner = self.lock();
+        inner
+            .entries
+            .get(&id.to_ascii_lowercase())
+            .map(|e| Self::seen(&inner, e))
+    }
+
+    /// Every conversation held under `key`, in no particular order. A caller still checks each
+    /// for the match it needs (media, a connected participant).
+    pub fn find(&self, key: &LookupKey) -> Vec<Seen> {
+        let inner = self.lock();
+        let ids = match key {
+            LookupKey::Ani(n) => inner.by_ani.get(n),
+            LookupKey::UserId(u) => inner.by_user.get(&u.to_string()),
+            LookupKey::ExternalContactId(c) => inner.by_contact.get(&c.to_string()),
+        };
+        ids.into_iter()
+            .flatten()
+            .filter_map(|id| inner.entries.get(id))
+            .map(|e| Self::seen(&inner, e))
+            .collect()
+    }
+
+    /// Conversations held now.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const USER: &str = "5b1f7c2e-9d4a-4b8e-a1c3-7e2f0d9b6a41";
+
+    /// A queue event's conversation: the customer's number as `address`, an agent user.
+    fn call(n: u32, number: &str, ended: bool) -> Conversation {
+        let state = if ended { "disconnected" } else { "connected" };
+        serde_json::from_value(json!({
+            "id": format!("11111111-0000-4000-8000-{n:012}"),
+            "participants": [
+                {"id": format!("c-{n}"), "purpose": "customer", "address": number, "attributes": {},
+                 "calls": [{"state": state}]},
+                {"id": format!("a-{n}"), "purpose": "agent", "userId": USER, "address": "+13175550000",
+                 "attributes": {}, "calls": [{"state": state}]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn ani(n: &str) -> LookupKey {
+        LookupKey::Ani(n.parse().unwrap())
+    }
+
+    #[test]
+    fn a_snapshot_is_found_by_its_callers_number_in_any_form_and_by_its_agent() {
+        let mirror = Mirror::new(10);
+        let epoch = mirror.begin_epoch();
+        mirror.apply(call(1, "tel:+13175550123", false), epoch);
+        let found = mirror.find(&ani("+1 317 555 0123"));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].trust, Trust::Trusted);
+        assert_eq!(
+            mirror.find(&LookupKey::UserId(USER.parse().unwrap())).len(),
+            1
+        );
+        // The agent's own address is not the caller's number.
+        assert!(mirror.find(&ani("+13175550000")).is_empty());
+    }
+
+    #[test]
+    fn the_newest_snapshot_wins_and_an_ended_call_leaves() {
+        let mirror = Mirror::new(10);
+        let epoch = mirror.begin_epoch();
+        mirror.apply(call(1, "+13175550123", false), epoch);
+        // The caller's number changed on the newer snapshot: the old index entry goes with it.
+        mirror.apply(call(1, "+13175550999", false), epoch);
+        assert!(mirror.find(&ani("+13175550123")).is_empty());
+        assert_eq!(mirror.find(&ani("+13175550999")).len(), 1);
+        mirror.apply(call(1, "+13175550999", true), epoch);
+        assert!(mirror.is_empty());
+        assert!(mirror.find(&ani("+13175550999")).is_empty());
+    }
+
+    #[test]
+    fn after_a_gap_what_was_held_is_a_hint_until_its_next_event() {
+        let mirror = Mirror::new(10);
+        let first = mirror.begin_epoch();
+        mirror.apply(call(1, "+13175550123", false), first);
+        mirror.apply(call(2, "+13175550124", false), first);
+        let second = mirror.begin_epoch();
+        assert_eq!(mirror.find(&ani("+13175550123"))[0].trust, Trust::Hint);
+        mirror.apply(call(1, "+13175550123", false), second);
+        assert_eq!(mirror.find(&ani("+13175550123"))[0].trust, Trust::Trusted);
+        assert_eq!(mirror.find(&ani("+13175550124"))[0].trust, Trust::Hint);
+        // A late frame from the replaced socket changes nothing.
+        mirror.apply(call(2, "+13175550124", true), first);
+        assert_eq!(mirror.len(), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn memory_stays_bounded_and_every_index_entry_points_at_a_held_snapshot(
+            events in proptest::collection::vec((0u32..40, 0u32..5, any::<bool>()), 0..300),
+            capacity in 1usize..20,
+        ) {
+            let mirror = Mirror::new(capacity);
+            let epoch = mirror.begin_epoch();
+            for (n, number, ended) in events {
+                mirror.apply(call(n, &format!("+1317555{:04}", number), ended), epoch);
+                prop_assert!(mirror.len() <= capacity);
+            }
+            let inner = mirror.lock();
+            prop_assert_eq!(inner.order.len(), inner.entries.len());
+            for ids in inner.by_ani.values().chain(inner.by_user.values()) {
+                for id in ids {
+                    prop_assert!(inner.entries.contains_key(id));
+                }
+            }
+        }
+    }
+}
