@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_python_sdk_reads_writes_and_queries_analytics_on_the_simulator() {
+async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_on_the_simulator() {
     let app = spawn_app().await;
     let written = app
         .post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_CUSTOMER, "attributes": {"vip": true}}))
@@ -31,12 +31,22 @@ async fn the_official_python_sdk_reads_writes_and_queries_analytics_on_the_simul
         .unwrap(),
     );
 
+    // A topic the client lacks the permission for, answered Rejected.
+    app.sim
+        .refuse_topics("v2.detail.events.", "analytics:conversationDetail:view");
+    let queue_topic = format!(
+        "v2.routing.queues.{}.conversations",
+        patchbay::sim::notifications::SEED_QUEUE
+    );
+    let refused_topic = format!("v2.detail.events.conversation.{SEED_ACTIVE_CALL}.attributes");
+
     let python = tokio::task::spawn_blocking(python_tools)
         .await
         .unwrap()
         .join("python");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
     let sim_url = app.sim_url.clone();
+    let topics = (queue_topic.clone(), refused_topic.clone());
     let out = tokio::task::spawn_blocking(move || {
         run_command(
             Command::new(python)
@@ -49,7 +59,9 @@ async fn the_official_python_sdk_reads_writes_and_queries_analytics_on_the_simul
                 .env("EXPECT_KEY", "vip")
                 .env("EXPECT_VALUE", "true")
                 .env("LOOKUP_ANI", "+13175550142")
-                .env("LOOKUP_CONVERSATION", looked_up),
+                .env("LOOKUP_CONVERSATION", looked_up)
+                .env("QUEUE_TOPIC", &topics.0)
+                .env("REFUSED_TOPIC", &topics.1),
         )
     })
     .await
@@ -59,6 +71,8 @@ async fn the_official_python_sdk_reads_writes_and_queries_analytics_on_the_simul
     assert_eq!(findings["purpose"], "customer");
     assert_eq!(findings["attributes"]["sdkKey"], "sdk-value");
     assert_eq!(findings["lookup"], looked_up);
+    assert_eq!(findings["topics"][&queue_topic], "Permitted");
+    assert_eq!(findings["topics"][&refused_topic], "Rejected");
 
     // The SDK made the same calls Patchbay makes: a grant, the attributes PATCH, a GET.
     let sdk_calls: Vec<_> = app

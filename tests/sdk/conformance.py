@@ -3,7 +3,9 @@
 It must get a client-credentials token, call patch_conversation_participant_attributes and
 get_conversation, and its typed models must show both its own write and the one Patchbay made. It
 then asks post_analytics_conversations_details_query for live voice conversations from a number, as
-Patchbay's lookups do, and the typed answer must hold the expected conversation.
+Patchbay's lookups do, and the typed answer must hold the expected conversation. It makes a
+notification channel and subscribes it to a queue's conversations and a refused topic with
+ignoreErrors, and the typed answers must say which was permitted and which rejected.
 Prints one JSON line of findings; exits non-zero on any failure.
 """
 import datetime
@@ -80,6 +82,27 @@ assert isinstance(customer, gc.AnalyticsParticipantWithoutAttributes), type(cust
 assert customer.sessions[0].ani == f"tel:{lookup_ani}", customer.sessions
 assert customer.sessions[0].media_type == "voice", customer.sessions
 
+# A notification channel and its subscriptions, through the SDK's own models.
+notifications = gc.NotificationsApi(api_client)
+channel = notifications.post_notifications_channels()
+assert isinstance(channel, gc.Channel), type(channel)
+assert channel.id and channel.connect_uri.endswith(channel.id) and channel.expires is not None, channel
+queue_topic, refused_topic = os.environ["QUEUE_TOPIC"], os.environ["REFUSED_TOPIC"]
+topics = []
+for topic_id in (queue_topic, refused_topic):
+    topic = gc.ChannelTopic()
+    topic.id = topic_id
+    topics.append(topic)
+listing = notifications.put_notifications_channel_subscriptions(channel.id, topics, ignore_errors=True)
+assert isinstance(listing, gc.ChannelTopicEntityListing), type(listing)
+states = {t.id: t.state for t in listing.entities}
+assert states == {queue_topic: "Permitted", refused_topic: "Rejected"}, states
+rejected = next(t for t in listing.entities if t.id == refused_topic)
+assert rejected.missing_permissions, rejected
+queues = gc.RoutingApi(api_client).get_routing_queues(page_size=100, page_number=1)
+assert isinstance(queues, gc.QueueEntityListing), type(queues)
+assert queue_topic.split(".")[3] in [q.id for q in queues.entities], queues.entities
+
 # A wrong token must surface as the SDK's ApiException with Genesys's 401.
 api_client.access_token = "not-a-token"
 try:
@@ -90,4 +113,4 @@ except ApiException as e:
     assert json.loads(e.body)["code"] == "bad.credentials", e.body
 
 print(json.dumps({"participant": participant.id, "purpose": participant.purpose, "attributes": attributes,
-                  "lookup": hit.conversation_id}))
+                  "lookup": hit.conversation_id, "topics": states}))
