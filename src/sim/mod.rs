@@ -147,6 +147,25 @@ struct State {
     notifications: notifications::Notifications,
 }
 
+impl State {
+    /// Applies the pending writes due by `now` to their conversations.
+    fn apply_due_writes(&mut self, now: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|w| w.visible_at <= now);
+        self.pending = later;
+        for w in due {
+            if let Some(p) = self.conversations.get_mut(&w.conversation).and_then(|c| {
+                c.participants
+                    .iter_mut()
+                    .find(|p| p.id.eq_ignore_ascii_case(&w.participant))
+            }) {
+                p.attributes.extend(w.attributes);
+            }
+        }
+    }
+}
+
 /// Genesys's rate window: calls are counted per token over a minute.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -366,18 +385,18 @@ impl Simulator {
 
     /// Ends a conversation now: sets `endTime` and disconnects every communication.
     pub fn end_conversation(&self, id: &str) {
-        let mut s = self.lock();
-        if let Some(c) = s.conversations.get_mut(&id.to_lowercase()) {
+        if let Some(c) = self.lock().conversations.get_mut(&id.to_lowercase()) {
             seed::end(c);
         }
+        self.publish_conversation(id);
     }
 
     /// Transfers a live call to a new agent participant `to`: the old agent is disconnected.
     pub fn transfer(&self, id: &str, to: &str) {
-        let mut s = self.lock();
-        if let Some(c) = s.conversations.get_mut(&id.to_lowercase()) {
+        if let Some(c) = self.lock().conversations.get_mut(&id.to_lowercase()) {
             seed::transfer(c, to);
         }
+        self.publish_conversation(id);
     }
 
     /// Adds the live call the demo finds by its caller's number ([`SEED_CALLER_NUMBER`]), started
@@ -451,10 +470,13 @@ impl Simulator {
 
     /// Adds (or replaces) a conversation. Analytics shows it once `analytics_lag` has passed.
     pub fn insert_conversation(&self, conversation: Conversation) {
-        let mut s = self.lock();
         let id = conversation.id.to_lowercase();
-        s.added_at.entry(id.clone()).or_insert_with(Instant::now);
-        s.conversations.insert(id, conversation);
+        {
+            let mut s = self.lock();
+            s.added_at.entry(id.clone()).or_insert_with(Instant::now);
+            s.conversations.insert(id.clone(), conversation);
+        }
+        self.publish_conversation(&id);
     }
 
     /// How long a new conversation takes to show in the analytics details query (Genesys's lags

@@ -1,10 +1,13 @@
-//! The simulator's Notifications API, REST side: channels and their topic subscriptions, with the
-//! limits `NOTIFICATIONS.md` lists (20 channels per OAuth client, the least recently used evicted,
+//! The simulator's Notifications API: channels and their topic subscriptions, with the limits
+//! `NOTIFICATIONS.md` lists (20 channels per OAuth client, the least recently used evicted,
 //! unconnected first; 1,000 topics a channel; 24 hours of life, extended by subscribing), topics
-//! refused for missing permissions, and the routing queues a client lists to know what to subscribe.
+//! refused for missing permissions, the routing queues a client lists to know what to subscribe,
+//! and one WebSocket per channel: heartbeats, a pong for a ping, a second connection dropping the
+//! first, and a queue-conversation event (the whole conversation) on every change.
 
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,6 +37,8 @@ struct Channel {
     last_used: Instant,
     /// Whether a WebSocket is open on it (the least recently used unconnected channel goes first).
     connected: bool,
+    /// The open socket's outbox, and which connection it is (a newer one replaces it).
+    socket: Option<(u64, tokio::sync::mpsc::UnboundedSender<String>)>,
 }
 
 /// A topic the client may not see: its prefix, and the permission it lacks.
@@ -52,7 +57,13 @@ pub struct Notifications {
     queues: Vec<(String, String)>,
     /// Channels the 21st evicted, by id.
     evicted: Vec<String>,
+    /// How often an open socket gets a heartbeat.
+    heartbeat: Duration,
+    connections: u64,
 }
+
+/// Genesys sends a heartbeat about every 30 s.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// The queue every seeded conversation is routed through.
 pub const SEED_QUEUE: &str = "7e1d3b50-2c4a-4f6e-9b8d-0a1c2e3f4a01";
@@ -64,6 +75,8 @@ impl Default for Notifications {
             refusals: Vec::new(),
             queues: vec![(SEED_QUEUE.to_string(), "Support".to_string())],
             evicted: Vec::new(),
+            heartbeat: HEARTBEAT,
+            connections: 0,
         }
     }
 }
@@ -101,6 +114,7 @@ impl Notifications {
             expires: time::OffsetDateTime::now_utc() + CHANNEL_LIFETIME,
             last_used: now,
             connected: false,
+            socket: None,
         };
         self.channels.push(channel.clone());
         channel
@@ -170,6 +184,165 @@ impl Simulator {
     pub fn notifications(&self) -> Notifications {
         self.lock().notifications.clone()
     }
+}
+
+/// The queue topic every simulated conversation is published on.
+pub fn seed_queue_topic() -> String {
+    format!("v2.routing.queues.{SEED_QUEUE}.conversations")
+}
+
+/// `{"topicName", "version", "eventBody", "metadata"}`, as every frame is wrapped.
+fn envelope(topic: &str, body: Value) -> String {
+    json!({
+        "topicName": topic,
+        "version": "2",
+        "eventBody": body,
+        "metadata": {"CorrelationId": uuid::Uuid::new_v4().to_string()},
+    })
+    .to_string()
+}
+
+/// A conversation as a queue-conversation event carries it: each caller's number as `address`.
+fn queue_event_body(c: &crate::genesys::model::Conversation) -> Value {
+    let mut body = serde_json::to_value(c).expect("conversations serialize");
+    if let Some(participants) = body["participants"].as_array_mut() {
+        for p in participants {
+            if let Some(ani) = p.get("ani").cloned() {
+                p["address"] = ani;
+            }
+        }
+    }
+    body
+}
+
+impl Notifications {
+    /// Sends `frame` to every open socket whose channel follows `topic`.
+    fn publish(&self, topic: &str, frame: &str) {
+        for c in &self.channels {
+            if let Some((_, outbox)) = &c.socket {
+                if c.topics.iter().any(|t| t.eq_ignore_ascii_case(topic)) {
+                    let _ = outbox.send(frame.to_string());
+                }
+            }
+        }
+    }
+}
+
+impl Simulator {
+    /// Publishes conversation `id`'s current state on the queue topic, as Genesys does on a change.
+    pub fn publish_conversation(&self, id: &str) {
+        let s = self.lock();
+        if let Some(c) = s.conversations.get(&id.to_lowercase()) {
+            let topic = seed_queue_topic();
+            let frame = envelope(&topic, queue_event_body(c));
+            s.notifications.publish(&topic, &frame);
+        }
+    }
+
+    /// How often open sockets get a heartbeat (Genesys: about every 30 s).
+    pub fn set_heartbeat(&self, every: Duration) {
+        self.lock().notifications.heartbeat = every;
+    }
+
+    /// Closes every open socket, as a network failure would.
+    pub fn drop_sockets(&self) {
+        for c in &mut self.lock().notifications.channels {
+            c.socket = None;
+            c.connected = false;
+        }
+    }
+
+    /// Tells every open socket that it will close for maintenance (`v2.system.socket_closing`).
+    pub fn announce_socket_closing(&self) {
+        let s = self.lock();
+        let frame = envelope(
+            "v2.system.socket_closing",
+            json!({"message": "Socket closing for maintenance"}),
+        );
+        for c in &s.notifications.channels {
+            if let Some((_, outbox)) = &c.socket {
+                let _ = outbox.send(frame.clone());
+            }
+        }
+    }
+}
+
+/// `GET /channels/{id}`: the channel's WebSocket. No token: the channel id is the secret.
+async fn websocket(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if sim.lock().notifications.channels.iter().all(|c| c.id != id) {
+        return no_channel();
+    }
+    upgrade
+        .max_message_size(16 << 20)
+        .on_upgrade(move |socket| serve_socket(sim, id, socket))
+}
+
+/// One connection: frames from the outbox, a heartbeat on a timer, a pong for each ping. A newer
+/// connection to the same channel takes the outbox, and this one closes.
+async fn serve_socket(sim: Simulator, id: String, mut socket: WebSocket) {
+    let (outbox, mut frames) = tokio::sync::mpsc::unbounded_channel();
+    let (connection, every) = {
+        let mut s = sim.lock();
+        let n = &mut s.notifications;
+        n.connections += 1;
+        let connection = n.connections;
+        let every = n.heartbeat;
+        let Some(channel) = n.channel_mut(&id) else {
+            return;
+        };
+        channel.socket = Some((connection, outbox));
+        channel.connected = true;
+        channel.last_used = Instant::now();
+        (connection, every)
+    };
+    let heartbeat = envelope(
+        "channel.metadata",
+        json!({"message": "WebSocket Heartbeat"}),
+    );
+    let pong = envelope("channel.metadata", json!({"message": "pong"}));
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(frame) => if socket.send(Message::Text(frame.into())).await.is_err() { break },
+                // Replaced by a newer connection, or dropped by a test.
+                None => break,
+            },
+            _ = beat.tick() => {
+                if socket.send(Message::Text(heartbeat.clone().into())).await.is_err() { break }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let ping = serde_json::from_str::<Value>(&text)
+                        .is_ok_and(|v| v["message"] == "ping");
+                    if ping && socket.send(Message::Text(pong.clone().into())).await.is_err() { break }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+    let mut s = sim.lock();
+    if let Some(channel) = s.notifications.channel_mut(&id) {
+        if channel
+            .socket
+            .as_ref()
+            .is_some_and(|(n, _)| *n == connection)
+        {
+            channel.socket = None;
+            channel.connected = false;
+        }
+    }
+}
+
+/// The channels' WebSockets, outside the authenticated API.
+pub fn socket_routes() -> Router<Simulator> {
+    Router::new().route("/channels/{id}", get(websocket))
 }
 
 /// The Notifications API and the queue listing, to merge into the authenticated API.

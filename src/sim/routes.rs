@@ -47,6 +47,7 @@ pub fn router(sim: Simulator) -> Router {
         .route("/__sim/stats", get(stats))
         .route("/__sim/latency/{ms}", post(set_latency))
         .route("/__sim/rate-limit/{per_minute}", post(set_rate_limit))
+        .merge(super::notifications::socket_routes())
         .merge(api)
         .fallback(|| async {
             error(
@@ -340,20 +341,7 @@ async fn grant(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) ->
 /// `GET /api/v2/conversations/{id}`, with writes that have become visible applied first.
 async fn get_conversation(State(sim): State<Simulator>, Path(id): Path<String>) -> Response {
     let mut s = sim.lock();
-    let now = Instant::now();
-    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut s.pending)
-        .into_iter()
-        .partition(|w| w.visible_at <= now);
-    s.pending = later;
-    for w in due {
-        if let Some(p) = s.conversations.get_mut(&w.conversation).and_then(|c| {
-            c.participants
-                .iter_mut()
-                .find(|p| p.id.eq_ignore_ascii_case(&w.participant))
-        }) {
-            p.attributes.extend(w.attributes);
-        }
-    }
+    s.apply_due_writes(Instant::now());
     match s.conversations.get(&id.to_lowercase()) {
         Some(c) => Json(c.clone()).into_response(),
         None => error(
@@ -426,11 +414,20 @@ fn accept_write(
         participant: pid.to_string(),
         attributes: out.clone(),
     });
+    let delay = delay.min(Duration::from_secs(365 * 86_400));
     s.pending.push(PendingWrite {
-        visible_at: Instant::now() + delay.min(Duration::from_secs(365 * 86_400)),
+        visible_at: Instant::now() + delay,
         conversation: id.to_lowercase(),
         participant: pid.to_string(),
         attributes: out.clone(),
+    });
+    drop(s);
+    // Once the write shows, the conversation's queue event carries it, as Genesys's would.
+    let (sim, id) = (sim.clone(), id.to_lowercase());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        sim.lock().apply_due_writes(Instant::now());
+        sim.publish_conversation(&id);
     });
     Ok(out)
 }

@@ -320,3 +320,138 @@ async fn a_failed_channel_call_never_shows_the_channel_id() {
     assert!(text.starts_with("could not reach Genesys"), "{text}");
     assert!(!text.contains(channel.id()), "{text}");
 }
+
+/// The next text frame as JSON, within a second.
+async fn next_frame<S>(socket: &mut S) -> Value
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(2), socket.next())
+            .await
+            .expect("a frame within 2 s")
+            .expect("the socket is open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+/// The next frame that is not a heartbeat.
+async fn next_event<S>(socket: &mut S) -> Value
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    loop {
+        let frame = next_frame(socket).await;
+        if frame["eventBody"]["message"] != "WebSocket Heartbeat" {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channels_socket_beats_answers_pings_and_pushes_each_change_of_a_queue_conversation() {
+    use futures::SinkExt;
+    let app = spawn_app().await;
+    app.sim.set_heartbeat(std::time::Duration::from_millis(100));
+    let genesys = genesys_client(&app);
+    let channel = genesys.create_channel().await.unwrap();
+    genesys
+        .subscribe(&channel, &[queue_topic(SEED_QUEUE)])
+        .await
+        .unwrap();
+    let (mut socket, _) = tokio_tungstenite::connect_async(channel.connect_uri())
+        .await
+        .unwrap();
+    let beat = next_frame(&mut socket).await;
+    assert_eq!(beat["topicName"], "channel.metadata");
+    assert_eq!(beat["eventBody"]["message"], "WebSocket Heartbeat");
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            json!({"message": "ping"}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut socket).await["eventBody"]["message"],
+        "pong"
+    );
+
+    // A write shows on the queue topic as the whole conversation, with the new attribute.
+    let answer = app
+        .post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_CUSTOMER, "attributes": {"vip": "true"}}))
+        .await;
+    assert_eq!(answer.body["verified"], true);
+    let event = next_event(&mut socket).await;
+    assert_eq!(event["topicName"], queue_topic(SEED_QUEUE));
+    assert_eq!(event["eventBody"]["id"], SEED_ACTIVE_CALL);
+    let customer = event["eventBody"]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == SEED_ACTIVE_CALL_CUSTOMER)
+        .unwrap()
+        .clone();
+    assert_eq!(customer["attributes"]["vip"], "true");
+    assert!(event["metadata"]["CorrelationId"].is_string());
+
+    // A call's end is pushed too.
+    app.sim.end_conversation(SEED_ACTIVE_CALL);
+    let ended: patchbay::genesys::model::Conversation =
+        serde_json::from_value(next_event(&mut socket).await["eventBody"].clone()).unwrap();
+    assert!(ended.is_ended());
+
+    // Maintenance is announced; a second connection to the channel drops the first.
+    app.sim.announce_socket_closing();
+    assert_eq!(
+        next_event(&mut socket).await["topicName"],
+        "v2.system.socket_closing"
+    );
+    let (mut second, _) = tokio_tungstenite::connect_async(channel.connect_uri())
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        loop {
+            match socket.next().await {
+                None
+                | Some(Err(_))
+                | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the first socket closed");
+    assert_eq!(
+        next_frame(&mut second).await["eventBody"]["message"],
+        "WebSocket Heartbeat"
+    );
+    // A dropped socket is closed.
+    app.sim.drop_sockets();
+    let dropped = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        loop {
+            match second.next().await {
+                None
+                | Some(Err(_))
+                | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "a dropped socket closes");
+}
