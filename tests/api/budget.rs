@@ -13,24 +13,6 @@ fn agent_update(n: usize) -> serde_json::Value {
     json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"n": n}})
 }
 
-/// A token from the simulator at `url`, as any OAuth client would get one.
-async fn token(url: &str) -> String {
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{url}/oauth/token"))
-        .basic_auth(
-            patchbay::sim::DEFAULT_CLIENT_ID,
-            Some(patchbay::sim::DEFAULT_CLIENT_SECRET),
-        )
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["access_token"].as_str().unwrap().to_string()
-}
-
 /// GETs the seeded live call with `token`.
 async fn get_call(url: &str, token: &str) -> reqwest::Response {
     reqwest::Client::new()
@@ -54,7 +36,7 @@ async fn the_simulator_limits_each_token_and_reports_where_it_stands_on_every_an
     let sim = Simulator::new();
     sim.set_rate_limit(Some(3));
     let url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
-    let token = token(&url).await;
+    let token = sim_token(&url).await;
     for n in 1..=3 {
         let r = get_call(&url, &token).await;
         assert_eq!(r.status(), 200);
@@ -72,7 +54,7 @@ async fn the_simulator_limits_each_token_and_reports_where_it_stands_on_every_an
     assert_eq!(body["code"], "too.many.requests");
     assert_eq!(body["status"], 429);
     // Another token has a window of its own.
-    let other = self::token(&url).await;
+    let other = self::sim_token(&url).await;
     assert_eq!(get_call(&url, &other).await.status(), 200);
 }
 

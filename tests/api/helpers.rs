@@ -243,6 +243,24 @@ pub async fn spawn_app_with_hooks(toml: &str) -> TestApp {
     spawn_app_with(move |s| s.hooks = hooks).await
 }
 
+/// A token from the simulator at `url`, as any OAuth client would get one.
+pub async fn sim_token(url: &str) -> String {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{url}/oauth/token"))
+        .basic_auth(
+            patchbay::sim::DEFAULT_CLIENT_ID,
+            Some(patchbay::sim::DEFAULT_CLIENT_SECRET),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().unwrap().to_string()
+}
+
 /// Unix seconds now.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

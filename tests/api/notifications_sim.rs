@@ -15,24 +15,10 @@ struct Client {
 
 impl Client {
     async fn new(app: &TestApp) -> Self {
-        let answer: Value = app
-            .http
-            .post(format!("{}/oauth/token", app.sim_url))
-            .basic_auth(
-                patchbay::sim::DEFAULT_CLIENT_ID,
-                Some(patchbay::sim::DEFAULT_CLIENT_SECRET),
-            )
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
         Self {
             http: app.http.clone(),
             base: app.sim_url.clone(),
-            token: answer["access_token"].as_str().unwrap().to_string(),
+            token: sim_token(&app.sim_url).await,
         }
     }
 
@@ -226,17 +212,22 @@ async fn routing_queues_are_listed_a_page_at_a_time() {
     );
 }
 
-/// Patchbay's own Genesys client, in front of the app's simulator, with a budget of its own.
-fn genesys_client(app: &TestApp) -> patchbay::genesys::GenesysClient {
-    let settings = patchbay::demo::settings_for_simulator(&app.sim_url, API_KEY);
+/// Patchbay's own Genesys client for `settings`, with a budget of its own.
+fn genesys_client_for(
+    settings: &patchbay::config::GenesysSettings,
+) -> patchbay::genesys::GenesysClient {
     let budget = patchbay::cluster::limiter::RateBudget::new(
         patchbay::cluster::limiter::Budget {
             per_minute: 600_000,
         },
         None,
     );
-    patchbay::genesys::GenesysClient::new(&settings.genesys, std::sync::Arc::new(budget), None)
-        .unwrap()
+    patchbay::genesys::GenesysClient::new(settings, std::sync::Arc::new(budget), None).unwrap()
+}
+
+/// Patchbay's own Genesys client, in front of the app's simulator.
+fn genesys_client(app: &TestApp) -> patchbay::genesys::GenesysClient {
+    genesys_client_for(&patchbay::demo::settings_for_simulator(&app.sim_url, API_KEY).genesys)
 }
 
 #[tokio::test]
@@ -303,15 +294,7 @@ async fn a_failed_channel_call_never_shows_the_channel_id() {
     drop(closed);
     settings.genesys.api_url = Some(format!("http://127.0.0.1:{port}").parse().unwrap());
     settings.genesys.retry.max_attempts = 1;
-    let budget = patchbay::cluster::limiter::RateBudget::new(
-        patchbay::cluster::limiter::Budget {
-            per_minute: 600_000,
-        },
-        None,
-    );
-    let offline =
-        patchbay::genesys::GenesysClient::new(&settings.genesys, std::sync::Arc::new(budget), None)
-            .unwrap();
+    let offline = genesys_client_for(&settings.genesys);
     let error = offline
         .subscribe(&channel, &[queue_topic(SEED_QUEUE)])
         .await
@@ -342,6 +325,29 @@ where
             return serde_json::from_str(&text).unwrap();
         }
     }
+}
+
+/// Whether the socket closes within 2 s, whatever it sends first.
+async fn closes<S>(socket: &mut S) -> bool
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(message)) = socket.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
 }
 
 /// The next frame that is not a heartbeat.
@@ -423,35 +429,12 @@ async fn a_channels_socket_beats_answers_pings_and_pushes_each_change_of_a_queue
     let (mut second, _) = tokio_tungstenite::connect_async(channel.connect_uri())
         .await
         .unwrap();
-    use futures::StreamExt;
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        loop {
-            match socket.next().await {
-                None
-                | Some(Err(_))
-                | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => break,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the first socket closed");
+    assert!(closes(&mut socket).await, "the first socket closed");
     assert_eq!(
         next_frame(&mut second).await["eventBody"]["message"],
         "WebSocket Heartbeat"
     );
     // A dropped socket is closed.
     app.sim.drop_sockets();
-    let dropped = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        loop {
-            match second.next().await {
-                None
-                | Some(Err(_))
-                | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => break,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(dropped.is_ok(), "a dropped socket closes");
+    assert!(closes(&mut second).await, "a dropped socket closes");
 }

@@ -5,23 +5,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 async fn token(app: &TestApp) -> String {
-    let answer: serde_json::Value = app
-        .http
-        .post(format!("{}/oauth/token", app.sim_url))
-        .basic_auth(
-            patchbay::sim::DEFAULT_CLIENT_ID,
-            Some(patchbay::sim::DEFAULT_CLIENT_SECRET),
-        )
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["token_type"], "bearer");
-    assert_eq!(answer["expires_in"], 86400);
-    answer["access_token"].as_str().unwrap().to_string()
+    sim_token(&app.sim_url).await
 }
 
 #[tokio::test]
