@@ -60,6 +60,10 @@ pub struct Notifications {
     /// How often an open socket gets a heartbeat.
     heartbeat: Duration,
     connections: u64,
+    /// Conversation events still to lose, as a feed without durability does.
+    lose: usize,
+    /// Whether an attribute write produces a queue event (Genesys does not promise one).
+    write_events: bool,
 }
 
 /// Genesys sends a heartbeat about every 30 s.
@@ -77,6 +81,8 @@ impl Default for Notifications {
             evicted: Vec::new(),
             heartbeat: HEARTBEAT,
             connections: 0,
+            lose: 0,
+            write_events: true,
         }
     }
 }
@@ -216,8 +222,12 @@ fn queue_event_body(c: &crate::genesys::model::Conversation) -> Value {
 }
 
 impl Notifications {
-    /// Sends `frame` to every open socket whose channel follows `topic`.
-    fn publish(&self, topic: &str, frame: &str) {
+    /// Sends `frame` to every open socket whose channel follows `topic`, unless it is to be lost.
+    fn publish(&mut self, topic: &str, frame: &str) {
+        if self.lose > 0 {
+            self.lose -= 1;
+            return;
+        }
         for c in &self.channels {
             if let Some((_, outbox)) = &c.socket {
                 if c.topics.iter().any(|t| t.eq_ignore_ascii_case(topic)) {
@@ -231,12 +241,30 @@ impl Notifications {
 impl Simulator {
     /// Publishes conversation `id`'s current state on the queue topic, as Genesys does on a change.
     pub fn publish_conversation(&self, id: &str) {
-        let s = self.lock();
-        if let Some(c) = s.conversations.get(&id.to_lowercase()) {
-            let topic = seed_queue_topic();
-            let frame = envelope(&topic, queue_event_body(c));
-            s.notifications.publish(&topic, &frame);
+        let mut s = self.lock();
+        let Some(c) = s.conversations.get(&id.to_lowercase()) else {
+            return;
+        };
+        let topic = seed_queue_topic();
+        let frame = envelope(&topic, queue_event_body(c));
+        s.notifications.publish(&topic, &frame);
+    }
+
+    /// Publishes conversation `id` after a write showed, unless writes make no event.
+    pub(super) fn publish_write(&self, id: &str) {
+        if self.lock().notifications.write_events {
+            self.publish_conversation(id);
         }
+    }
+
+    /// Loses the next `n` conversation events, as events sent into a gap are lost.
+    pub fn lose_events(&self, n: usize) {
+        self.lock().notifications.lose = n;
+    }
+
+    /// Whether an attribute write produces a queue event: Genesys does not promise one.
+    pub fn set_write_events(&self, on: bool) {
+        self.lock().notifications.write_events = on;
     }
 
     /// How often open sockets get a heartbeat (Genesys: about every 30 s).

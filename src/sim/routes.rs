@@ -427,7 +427,7 @@ fn accept_write(
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         sim.lock().apply_due_writes(Instant::now());
-        sim.publish_conversation(&id);
+        sim.publish_write(&id);
     });
     Ok(out)
 }

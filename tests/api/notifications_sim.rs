@@ -438,3 +438,32 @@ async fn a_channels_socket_beats_answers_pings_and_pushes_each_change_of_a_queue
     app.sim.drop_sockets();
     assert!(closes(&mut second).await, "a dropped socket closes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_can_be_lost_and_writes_can_come_without_one() {
+    let app = spawn_app().await;
+    let genesys = genesys_client(&app);
+    let channel = genesys.create_channel().await.unwrap();
+    genesys
+        .subscribe(&channel, &[queue_topic(SEED_QUEUE)])
+        .await
+        .unwrap();
+    let (mut socket, _) = tokio_tungstenite::connect_async(channel.connect_uri())
+        .await
+        .unwrap();
+    // Writes make no event; then the next event is lost; the one after comes.
+    app.sim.set_write_events(false);
+    let answer = app
+        .post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_CUSTOMER, "attributes": {"vip": "true"}}))
+        .await;
+    assert_eq!(answer.body["verified"], true, "verified by a read");
+    app.sim.lose_events(1);
+    app.sim
+        .transfer(SEED_TRANSFER, "0c5a1f0e-8d2b-4c8e-9b1a-1e2f3a4b5c99");
+    app.sim.end_conversation(SEED_CHAT);
+    let event = next_event(&mut socket).await;
+    assert_eq!(
+        event["eventBody"]["id"], SEED_CHAT,
+        "the write and the transfer made none: {event}"
+    );
+}
