@@ -107,6 +107,14 @@ impl Inner {
     }
 }
 
+fn add_id<K: std::hash::Hash + Eq + Clone>(
+    index: &mut HashMap<K, HashSet<String>>,
+    key: &K,
+    id: &str,
+) {
+    index.entry(key.clone()).or_default().insert(id.to_string());
+}
+
 fn drop_id<K: std::hash::Hash + Eq>(index: &mut HashMap<K, HashSet<String>>, key: &K, id: &str) {
     if let Some(ids) = index.get_mut(key) {
         ids.remove(id);
@@ -158,25 +166,13 @@ impl Mirror {
         }
         let keys = Keys::of(&conversation);
         for n in &keys.anis {
-            inner
-                .by_ani
-                .entry(n.clone())
-                .or_default()
-                .insert(id.clone());
+            add_id(&mut inner.by_ani, n, &id);
         }
         for u in &keys.users {
-            inner
-                .by_user
-                .entry(u.clone())
-                .or_default()
-                .insert(id.clone());
+            add_id(&mut inner.by_user, u, &id);
         }
         for c in &keys.contacts {
-            inner
-                .by_contact
-                .entry(c.clone())
-                .or_default()
-                .insert(id.clone());
+            add_id(&mut inner.by_contact, c, &id);
         }
         inner.updates += 1;
         let updated = inner.updates;

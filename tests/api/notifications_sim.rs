@@ -304,16 +304,29 @@ async fn a_failed_channel_call_never_shows_the_channel_id() {
     assert!(!text.contains(channel.id()), "{text}");
 }
 
-/// The next text frame as JSON, within a second.
-async fn next_frame<S>(socket: &mut S) -> Value
-where
+/// A notification channel's socket, as the tests read it.
+trait Frames:
+    futures::Stream<
+        Item = Result<
+            tokio_tungstenite::tungstenite::Message,
+            tokio_tungstenite::tungstenite::Error,
+        >,
+    > + Unpin
+{
+}
+
+impl<S> Frames for S where
     S: futures::Stream<
             Item = Result<
                 tokio_tungstenite::tungstenite::Message,
                 tokio_tungstenite::tungstenite::Error,
             >,
-        > + Unpin,
+        > + Unpin
 {
+}
+
+/// The next text frame as JSON, within two seconds.
+async fn next_frame(socket: &mut impl Frames) -> Value {
     use futures::StreamExt;
     loop {
         let message = tokio::time::timeout(std::time::Duration::from_secs(2), socket.next())
@@ -328,15 +341,7 @@ where
 }
 
 /// Whether the socket closes within 2 s, whatever it sends first.
-async fn closes<S>(socket: &mut S) -> bool
-where
-    S: futures::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
-{
+async fn closes(socket: &mut impl Frames) -> bool {
     use futures::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     tokio::time::timeout(std::time::Duration::from_secs(2), async {
@@ -351,15 +356,7 @@ where
 }
 
 /// The next frame that is not a heartbeat.
-async fn next_event<S>(socket: &mut S) -> Value
-where
-    S: futures::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
-{
+async fn next_event(socket: &mut impl Frames) -> Value {
     loop {
         let frame = next_frame(socket).await;
         if frame["eventBody"]["message"] != "WebSocket Heartbeat" {
