@@ -147,6 +147,8 @@ pub async fn run(
     let stop = CancellationToken::new();
     let abandon = CancellationToken::new();
     let workers = state.workers().spawn(stop.clone(), abandon.clone());
+    // The mirror's feed runs until shutdown begins; updates in flight then verify by reads.
+    let feed = state.feed.clone().map(|feed| feed.spawn(signal.child_token()));
 
     tokio::spawn({
         let signal = signal.clone();
@@ -200,6 +202,9 @@ pub async fn run(
         }
     };
     let remaining = budget.saturating_sub(drain_budget);
+    if let Some(feed) = feed {
+        let _ = tokio::time::timeout(remaining / 4, feed).await;
+    }
     if tokio::time::timeout(remaining, futures::future::join_all(workers))
         .await
         .is_err()

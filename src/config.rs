@@ -80,6 +80,7 @@ pub struct Settings {
     pub verify: VerifySettings,
     pub delivery: DeliverySettings,
     pub lookup: LookupSettings,
+    pub mirror: MirrorSettings,
     pub log: LogSettings,
     pub queue: QueueSettings,
     pub idempotency: IdempotencySettings,
@@ -253,6 +254,66 @@ impl DeliverySettings {
     }
     pub fn read_reuse(&self) -> Duration {
         Duration::from_millis(self.read_reuse_ms)
+    }
+}
+
+/// Genesys's limits on notifications: channels per OAuth client, topics per channel.
+pub const MAX_NOTIFICATION_CHANNELS: u32 = 20;
+pub const MAX_CHANNEL_TOPICS: usize = 1000;
+
+/// Which routing queues the mirror follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorQueues {
+    /// Every queue `GET /api/v2/routing/queues` lists, listed again every `queue_refresh_ms`.
+    All,
+    /// These queue ids.
+    Listed(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for MirrorQueues {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w.eq_ignore_ascii_case("all") => Ok(MirrorQueues::All),
+            // An environment variable gives a list as comma-separated text.
+            Raw::Word(w) => Ok(MirrorQueues::Listed(
+                w.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            )),
+            Raw::List(l) => Ok(MirrorQueues::Listed(l)),
+        }
+    }
+}
+
+/// `[mirror]`: the live mirror of the queues' conversations, fed by Genesys's notifications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSettings {
+    pub enabled: bool,
+    pub queues: MirrorQueues,
+    pub queue_refresh_ms: u64,
+    pub confirm_ms: u64,
+    pub max_conversations: usize,
+    pub max_channels: u32,
+    pub max_frame_bytes: usize,
+    pub liveness_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl MirrorSettings {
+    pub fn confirm(&self) -> Duration {
+        Duration::from_millis(self.confirm_ms)
+    }
+    pub fn liveness(&self) -> Duration {
+        Duration::from_millis(self.liveness_ms)
     }
 }
 
@@ -473,8 +534,55 @@ impl Settings {
             ));
         }
         positive("lookup.analytics_retry_ms", self.lookup.analytics_retry_ms)?;
+        self.validate_mirror()?;
         // Webhook routes are checked where they are compiled, when the application state is built
         // at start (before the listener binds), so configuration does not depend on the HTTP layer.
+        Ok(())
+    }
+
+    fn validate_mirror(&self) -> Result<(), ConfigError> {
+        let m = &self.mirror;
+        if !m.enabled {
+            return Ok(());
+        }
+        if let MirrorQueues::Listed(ids) = &m.queues {
+            if ids.is_empty() {
+                return Err(invalid(
+                    "mirror.queues",
+                    "must be \"all\" or a non-empty list of queue ids",
+                ));
+            }
+            if let Some(bad) = ids.iter().find(|id| uuid::Uuid::parse_str(id).is_err()) {
+                return Err(invalid(
+                    "mirror.queues",
+                    format!("`{bad}` is not a queue id (a UUID)"),
+                ));
+            }
+        }
+        positive("mirror.queue_refresh_ms", m.queue_refresh_ms)?;
+        positive("mirror.max_conversations", m.max_conversations as u64)?;
+        if !(1..=MAX_NOTIFICATION_CHANNELS).contains(&m.max_channels) {
+            return Err(invalid(
+                "mirror.max_channels",
+                format!("must be 1 to {MAX_NOTIFICATION_CHANNELS}, Genesys's channels per OAuth client"),
+            ));
+        }
+        if m.max_frame_bytes < 1 << 20 {
+            return Err(invalid(
+                "mirror.max_frame_bytes",
+                "must be at least 1048576: a conversation event carries every participant and attribute",
+            ));
+        }
+        if m.liveness_ms < 1000 {
+            return Err(invalid("mirror.liveness_ms", "must be at least 1000"));
+        }
+        positive("mirror.reconnect_max_ms", m.reconnect_max_ms)?;
+        if self.verify.enabled && m.confirm_ms >= self.verify.timeout_ms {
+            return Err(invalid(
+                "mirror.confirm_ms",
+                "must be below verify.timeout_ms, so a read can still decide when no event comes",
+            ));
+        }
         Ok(())
     }
 

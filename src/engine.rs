@@ -33,6 +33,7 @@ use crate::domain::{AttributeMap, AttributeUpdate, ConversationId, Purpose, Targ
 use crate::genesys::client::{DEADLINE, LAST_CORRELATION, PREPAID};
 use crate::genesys::model::Conversation;
 use crate::genesys::GenesysError;
+use crate::mirror::{Confirmation, Evidence, Mirror, Pushed, Trust, Watch};
 use crate::service::{
     compare, slot_wait, CallShare, Mismatch, UpdateError, UpdateOutcome, Updater,
 };
@@ -47,29 +48,34 @@ struct Entry {
     /// The purpose it was addressed by, when it was found from a reused read: a refused PATCH then
     /// finds it again from a fresh one.
     found_in_reused: Option<Purpose>,
+    /// Whether its participant was found by purpose in the mirror.
+    from_mirror: bool,
     attributes: AttributeMap,
     verify: bool,
     deadline: Instant,
     reply: Reply,
 }
 
+/// What a caller is told besides its keys: whether they showed, and what showed them.
+struct Seen {
+    verified: bool,
+    by: Option<Confirmation>,
+    attributes: BTreeMap<String, String>,
+    mismatches: Vec<Mismatch>,
+}
+
 impl Entry {
     /// Answers its caller: the participant's attributes as seen (or as written, unverified), and
     /// the keys that did not read back as written.
-    fn answer(
-        self,
-        cid: ConversationId,
-        verified: bool,
-        attributes: BTreeMap<String, String>,
-        mismatches: Vec<Mismatch>,
-        shared: CallShare,
-    ) {
+    fn answer(self, cid: ConversationId, seen: Seen, shared: CallShare) {
         let _ = self.reply.send(Ok(UpdateOutcome {
             conversation_id: cid,
             participant_id: self.participant,
-            verified,
-            attributes,
-            mismatches,
+            verified: seen.verified,
+            verified_by: seen.by.filter(|_| seen.verified),
+            resolved_by_mirror: self.from_mirror,
+            attributes: seen.attributes,
+            mismatches: seen.mismatches,
             shared,
             correlation_id: last_correlation(),
         }));
@@ -83,6 +89,8 @@ impl Entry {
 /// A written update waiting for its keys to read back.
 struct Waiter {
     entry: Entry,
+    /// When its PATCH was sent: only an event received after it can show the write.
+    sent: Instant,
     /// When its verification gives up: `verify.timeout_ms` after its write, within its deadline.
     give_up: Instant,
 }
@@ -135,6 +143,9 @@ struct Inner {
     /// Updates pending in each lane that has a task running it. An entry exists exactly while its
     /// task runs.
     lanes: Mutex<HashMap<ConversationId, Vec<Entry>>>,
+    /// The live mirror, when on, and how long a write to a conversation it holds waits for an
+    /// event that shows it before a read decides.
+    mirror: Option<(Mirror, Duration)>,
 }
 
 /// Cheap to clone: clones share the lanes.
@@ -158,7 +169,21 @@ impl Engine {
             max_bytes: max_attributes_bytes,
             reads,
             lanes: Mutex::new(HashMap::new()),
+            mirror: None,
         }))
+    }
+
+    /// The engine, using `mirror` to find participants and to see writes land, waiting up to
+    /// `confirm` for an event before a read. Set before the engine is shared.
+    pub fn with_mirror(mut self, mirror: Mirror, confirm: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.mirror = Some((mirror, confirm));
+        }
+        self
+    }
+
+    pub fn mirror(&self) -> Option<&Mirror> {
+        self.0.mirror.as_ref().map(|(m, _)| m)
     }
 
     pub fn updater(&self) -> &Updater {
@@ -173,13 +198,19 @@ impl Engine {
         deadline: Instant,
     ) -> Result<(), UpdateError> {
         let mut calls = self.0.updater.calls_needed(update);
+        let mirrored = self.0.mirrored(&update.conversation_id).is_some();
         if matches!(update.target, Target::Purpose(_))
-            && self
-                .0
-                .reads
-                .as_ref()
-                .is_some_and(|reads| reads.contains_key(&update.conversation_id))
+            && (mirrored
+                || self
+                    .0
+                    .reads
+                    .as_ref()
+                    .is_some_and(|reads| reads.contains_key(&update.conversation_id)))
         {
+            calls -= 1;
+        }
+        // An event is expected to show the write; the read is only a fallback.
+        if mirrored && calls > 1 && update.verify.unwrap_or(self.0.updater.verify_settings().enabled) {
             calls -= 1;
         }
         self.0.updater.admit_calls(calls, deadline).await
@@ -206,14 +237,25 @@ impl Engine {
     ) -> Result<UpdateOutcome, UpdateError> {
         metrics::counter!(UPDATES).increment(1);
         let cid = update.conversation_id;
-        let (participant, found_in_reused) = match &update.target {
-            Target::Participant(pid) => (pid.to_string(), None),
+        let (participant, found_in_reused, from_mirror) = match &update.target {
+            Target::Participant(pid) => (pid.to_string(), None, false),
             Target::Purpose(purpose) => {
-                let (conversation, reused) = DEADLINE
-                    .scope(deadline, self.0.read_for_resolve(cid))
-                    .await?;
-                let participant = Updater::resolve(&conversation, cid, purpose)?;
-                (participant, reused.then(|| purpose.clone()))
+                let held = self
+                    .0
+                    .mirrored(&cid)
+                    .and_then(|c| Updater::resolve(&c, cid, purpose).ok());
+                self.0.served("resolution", held.is_some());
+                match held {
+                    // A refused PATCH finds it again from a fresh read.
+                    Some(participant) => (participant, Some(purpose.clone()), true),
+                    None => {
+                        let (conversation, reused) = DEADLINE
+                            .scope(deadline, self.0.read_for_resolve(cid))
+                            .await?;
+                        let participant = Updater::resolve(&conversation, cid, purpose)?;
+                        (participant, reused.then(|| purpose.clone()), false)
+                    }
+                }
             }
         };
         tracing::Span::current().record("participant_id", participant.as_str());
@@ -224,6 +266,7 @@ impl Engine {
         let entry = Entry {
             participant,
             found_in_reused,
+            from_mirror,
             attributes: update.attributes.clone(),
             verify,
             deadline,
@@ -249,6 +292,23 @@ impl Engine {
 }
 
 impl Inner {
+    /// The conversation as the mirror holds it, when the mirror vouches for it now.
+    fn mirrored(&self, cid: &ConversationId) -> Option<Arc<Conversation>> {
+        let (mirror, _) = self.mirror.as_ref()?;
+        mirror
+            .get(&cid.to_string())
+            .filter(|seen| seen.trust == Trust::Trusted)
+            .map(|seen| seen.conversation)
+    }
+
+    /// Counts what served a lookup, a resolution or a verification: the mirror or REST. Only
+    /// while a mirror is configured, so the figures compare like with like.
+    fn served(&self, what: &'static str, by_mirror: bool) {
+        if self.mirror.is_some() {
+            crate::metrics::mirror_served(what, by_mirror);
+        }
+    }
+
     fn lock_lanes(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Vec<Entry>>> {
         self.lanes.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -287,6 +347,12 @@ impl Inner {
         if let Some(reads) = &self.reads {
             reads.invalidate(&cid).await;
         }
+        if let Some((mirror, _)) = &self.mirror {
+            if entries.iter().any(|e| e.from_mirror) {
+                // Genesys refused what the mirror named: the mirror was stale about this call.
+                mirror.forget(&cid.to_string());
+            }
+        }
         for mut entry in entries {
             let Some(purpose) = entry.found_in_reused.take() else {
                 entry.fail(err.clone());
@@ -305,6 +371,7 @@ impl Inner {
                         "a reused read named a participant Genesys refused; writing to the one a fresh read names"
                     );
                     entry.participant = participant;
+                    entry.from_mirror = false;
                     // The lane is running (this is its task), so its entry exists.
                     self.lock_lanes().entry(cid).or_default().push(entry);
                 }
@@ -343,7 +410,8 @@ impl Inner {
             let linger = self
                 .settings
                 .linger(self.updater.genesys().budget_pressure());
-            let calls = 1 + u32::from(verifies);
+            // A write to a mirrored conversation is expected to show by an event, not a read.
+            let calls = 1 + u32::from(verifies && self.mirrored(&cid).is_none());
             match self
                 .updater
                 .genesys()
@@ -399,6 +467,10 @@ impl Inner {
         if self.end_if_idle(&cid) {
             return false;
         }
+        // Watched before any PATCH is sent, so an event that comes before the PATCH's own answer
+        // is not missed.
+        let mut watch = self.watch(&cid);
+        let mut confirm_until = Instant::now();
         loop {
             // Every pending PATCH goes before the shared read.
             let added = self
@@ -408,6 +480,9 @@ impl Inner {
                 delay = self.visibility.first_read();
                 patched_at = Instant::now();
                 first_read = true;
+                if let (Some(_), Some((_, confirm))) = (&watch, &self.mirror) {
+                    confirm_until = patched_at + *confirm;
+                }
             }
             let now = Instant::now();
             let (expired, live): (Vec<_>, Vec<_>) =
@@ -421,6 +496,26 @@ impl Inner {
                 return true;
             }
             let until = waiters.iter().map(|w| w.give_up).min().unwrap_or(now);
+            if let Some(events) = watch.as_mut().filter(|_| now < confirm_until) {
+                tokio::select! {
+                    pushed = events.recv() => match pushed {
+                        Some(pushed) => {
+                            waiters = self.answer_pushed(cid, waiters, &pushed, &written, share);
+                            if waiters.is_empty() {
+                                return true;
+                            }
+                        }
+                        None => watch = None,
+                    },
+                    _ = tokio::time::sleep_until(confirm_until.min(until)) => {
+                        if Instant::now() >= confirm_until {
+                            // No event showed the writes in time: a read decides, at once.
+                            delay = Duration::ZERO;
+                        }
+                    }
+                }
+                continue;
+            }
             // Genesys answers the PATCH 202 and applies it asynchronously: a read before it shows
             // the write is a call out of the token's budget spent for nothing.
             tokio::time::sleep(delay.min(until.saturating_duration_since(now))).await;
@@ -445,7 +540,9 @@ impl Inner {
                 Ok(Ok(conversation)) => {
                     let conversation = Arc::new(conversation);
                     self.remember(cid, &conversation).await;
-                    waiters = self.answer_verified(cid, waiters, &conversation, &written, share);
+                    let seen = |p: &str| Some(attributes_of(Some(&conversation), p));
+                    waiters =
+                        self.answer_seen(cid, waiters, &seen, Confirmation::Read, &written, share);
                     if waiters.is_empty() {
                         self.visibility.seen(read_at - patched_at, first_read);
                     }
@@ -527,6 +624,7 @@ impl Inner {
                 .min()
                 .unwrap_or_else(Instant::now);
             let prepaid: VecDeque<Instant> = slot.take().into_iter().collect();
+            let sent = Instant::now();
             let result = DEADLINE
                 .scope(
                     deadline,
@@ -550,11 +648,21 @@ impl Inner {
                     for entry in group.entries {
                         if entry.verify {
                             let give_up = (Instant::now() + give_up_after).min(entry.deadline);
-                            waiters.push(Waiter { entry, give_up });
+                            waiters.push(Waiter {
+                                entry,
+                                sent,
+                                give_up,
+                            });
                             added += 1;
                         } else {
                             let written = entry.attributes.as_map().clone();
-                            entry.answer(cid, false, written, Vec::new(), *share);
+                            let seen = Seen {
+                                verified: false,
+                                by: None,
+                                attributes: written,
+                                mismatches: Vec::new(),
+                            };
+                            entry.answer(cid, seen, *share);
                         }
                     }
                 }
@@ -572,27 +680,89 @@ impl Inner {
         added
     }
 
-    /// Answers every waiter whose own keys read back; returns the others.
-    fn answer_verified(
+    /// The conversation's events from now on, while the mirror vouches for it.
+    fn watch(&self, cid: &ConversationId) -> Option<Watch> {
+        self.mirrored(cid)?;
+        self.mirror
+            .as_ref()
+            .map(|(mirror, _)| mirror.watch(&cid.to_string()))
+    }
+
+    /// Answers every waiter whose write an event received after its PATCH shows; returns the others.
+    fn answer_pushed(
         &self,
         cid: ConversationId,
         waiters: Vec<Waiter>,
-        conversation: &Conversation,
+        pushed: &Pushed,
+        written: &Written,
+        share: CallShare,
+    ) -> Vec<Waiter> {
+        let (eligible, mut left): (Vec<_>, Vec<_>) =
+            waiters.into_iter().partition(|w| w.sent <= pushed.received);
+        let answered = match &pushed.evidence {
+            Evidence::Snapshot(conversation) => {
+                let seen = |p: &str| conversation.participant(p).map(|p| p.attributes.clone());
+                self.answer_seen(cid, eligible, &seen, Confirmation::QueueEvent, written, share)
+            }
+            Evidence::Attributes {
+                participant,
+                attributes,
+            } => {
+                // The event names the keys it changed, at least; the mirror's snapshot has the
+                // rest, merged with them.
+                let held = self.mirrored(&cid);
+                let seen = |p: &str| {
+                    (p.eq_ignore_ascii_case(participant)).then(|| {
+                        let mut all = attributes_of(held.as_deref(), p);
+                        all.extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        all
+                    })
+                };
+                self.answer_seen(cid, eligible, &seen, Confirmation::DetailEvent, written, share)
+            }
+        };
+        left.extend(answered);
+        left
+    }
+
+    /// Answers every waiter whose own keys `seen` shows; returns the others. `seen` gives a
+    /// participant's attributes, or `None` when the evidence says nothing of that participant.
+    fn answer_seen(
+        &self,
+        cid: ConversationId,
+        waiters: Vec<Waiter>,
+        seen: &dyn Fn(&str) -> Option<BTreeMap<String, String>>,
+        by: Confirmation,
         written: &Written,
         share: CallShare,
     ) -> Vec<Waiter> {
         let mut left = Vec::new();
         for w in waiters {
-            let seen = attributes_of(Some(conversation), &w.entry.participant);
+            let Some(attributes) = seen(&w.entry.participant) else {
+                left.push(w);
+                continue;
+            };
             let (own, overwritten) = split_own(&w.entry, written);
-            if !compare(&own, &seen).is_empty() {
+            if !compare(&own, &attributes).is_empty() {
                 left.push(w);
                 continue;
             }
-            let mismatches = compare(&overwritten, &seen);
+            let mismatches = compare(&overwritten, &attributes);
             let verified = mismatches.is_empty();
             metrics::counter!(crate::metrics::VERIFICATIONS, "outcome" => "verified").increment(1);
-            w.entry.answer(cid, verified, seen, mismatches, share);
+            if let Some((mirror, _)) = &self.mirror {
+                if by != Confirmation::Read || w.entry.from_mirror || self.mirrored(&cid).is_some() {
+                    mirror.confirmed_by(by);
+                }
+                self.served("verification", by != Confirmation::Read);
+            }
+            let seen = Seen {
+                verified,
+                by: Some(by),
+                attributes,
+                mismatches,
+            };
+            w.entry.answer(cid, seen, share);
         }
         left
     }
@@ -611,9 +781,15 @@ impl Inner {
             participant_id = %w.entry.participant,
             "the write did not read back within verify.timeout_ms"
         );
-        let seen = attributes_of(last_read, &w.entry.participant);
-        let mismatches = compare(&w.entry.attributes, &seen);
-        w.entry.answer(cid, false, seen, mismatches, share);
+        let attributes = attributes_of(last_read, &w.entry.participant);
+        let mismatches = compare(&w.entry.attributes, &attributes);
+        let seen = Seen {
+            verified: false,
+            by: None,
+            attributes,
+            mismatches,
+        };
+        w.entry.answer(cid, seen, share);
     }
 }
 

@@ -30,6 +30,7 @@ use crate::domain::ConversationId;
 use crate::engine::Engine;
 use crate::genesys::client::DEADLINE;
 use crate::genesys::model::{media_list, Conversation};
+use crate::mirror::Trust;
 use crate::service::{UpdateError, CALL_ALLOWANCE};
 
 /// The largest page the details query returns (Genesys's developer-center blog on the details query;
@@ -63,15 +64,35 @@ pub enum LookupError {
 }
 
 /// What named a lookup's conversation.
-#[derive(Debug, Clone, Copy)]
-enum Source {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The live mirror, which saw the call on its unbroken feed: no query, no read.
+    Mirror,
+    /// A remembered find, confirmed by a read.
     Cache,
     Analytics,
-    /// Another lookup of the same key, in flight at the same time.
-    Shared,
 }
 
-type Resolution = Result<(ConversationId, Source), LookupError>;
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Mirror => "mirror",
+            Source::Cache => "cache",
+            Source::Analytics => "analytics",
+        }
+    }
+}
+
+/// Whether a lookup may be answered from the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Path {
+    Any,
+    /// REST only: after Genesys refused what the mirror named.
+    Rest,
+}
+
+/// The conversation, what named it, and whether another lookup in flight shared its answer.
+type Resolution = Result<(ConversationId, Source, bool), LookupError>;
 /// How many flights may be registered before dead ones are swept; live ones are bounded by the
 /// requests in flight.
 const FLIGHTS_PRUNED_PAST: usize = 1024;
@@ -85,10 +106,11 @@ pub struct Finder {
     found: FoundCache,
     /// The lookups being resolved now, by key. Held weakly: a flight every waiter gave up on is
     /// dropped, and the next lookup starts its own rather than resuming one past its deadline.
-    flights: Arc<Mutex<HashMap<Lookup, WeakShared<BoxFuture<'static, Resolution>>>>>,
+    flights: Arc<Mutex<HashMap<(Lookup, Path), WeakShared<BoxFuture<'static, Resolution>>>>>,
 }
 
 /// Whether `conversation` is live and still holds a connected participant matching `lookup`.
+/// A conversation read names a caller's number `ani`; a queue event, `address`.
 fn still_matches(conversation: &Conversation, lookup: &Lookup) -> bool {
     if conversation.is_ended() {
         return false;
@@ -112,6 +134,7 @@ fn still_matches(conversation: &Conversation, lookup: &Lookup) -> bool {
             LookupKey::Ani(number) => {
                 callers_side
                     && p.field("ani")
+                        .or_else(|| p.field("address"))
                         .and_then(|a| a.parse::<crate::domain::lookup::PhoneNumber>().ok())
                         .is_some_and(|a| &a == number)
             }
@@ -176,17 +199,41 @@ impl Finder {
         }
     }
 
-    /// The one live conversation `lookup` means, found by `deadline`.
+    /// The one live conversation `lookup` means, found by `deadline`, and what named it.
     pub async fn find(
         &self,
         lookup: &Lookup,
         deadline: Instant,
-    ) -> Result<ConversationId, LookupError> {
-        let result = self.in_flight(lookup, deadline).await;
+    ) -> Result<(ConversationId, Source), LookupError> {
+        self.find_on(lookup, Path::Any, deadline).await
+    }
+
+    /// Like [`Finder::find`], through the REST API only: for a lookup whose mirror answer Genesys
+    /// refused. The conversation it named leaves the mirror.
+    pub async fn find_by_rest(
+        &self,
+        lookup: &Lookup,
+        refused: ConversationId,
+        deadline: Instant,
+    ) -> Result<(ConversationId, Source), LookupError> {
+        if let Some(mirror) = self.engine.mirror() {
+            mirror.forget(&refused.to_string());
+        }
+        self.find_on(lookup, Path::Rest, deadline).await
+    }
+
+    async fn find_on(
+        &self,
+        lookup: &Lookup,
+        path: Path,
+        deadline: Instant,
+    ) -> Result<(ConversationId, Source), LookupError> {
+        let result = self.in_flight(lookup, path, deadline).await;
         let outcome = match &result {
-            Ok((_, Source::Cache)) => "cached",
-            Ok((_, Source::Analytics)) => "found",
-            Ok((_, Source::Shared)) => "shared",
+            Ok((_, _, true)) => "shared",
+            Ok((_, Source::Mirror, _)) => "mirror",
+            Ok((_, Source::Cache, _)) => "cached",
+            Ok((_, Source::Analytics, _)) => "found",
             Err(LookupError::NotFound { .. }) => "not_found",
             Err(LookupError::Ambiguous { .. }) => "ambiguous",
             Err(LookupError::Update(_)) => "failed",
@@ -197,18 +244,22 @@ impl Finder {
             "outcome" => outcome
         )
         .increment(1);
-        result.map(|(cid, _)| cid)
+        if self.engine.mirror().is_some() && !matches!(result, Ok((_, _, true))) {
+            crate::metrics::mirror_served("lookup", matches!(result, Ok((_, Source::Mirror, _))));
+        }
+        result.map(|(cid, source, _)| (cid, source))
     }
 
     /// Joins the lookup of the same key in flight, or starts one. A joiner waits until its own
     /// deadline; the flight runs to its starter's.
-    async fn in_flight(&self, lookup: &Lookup, deadline: Instant) -> Resolution {
+    async fn in_flight(&self, lookup: &Lookup, path: Path, deadline: Instant) -> Resolution {
+        let key = (lookup.clone(), path);
         let (flight, joined) = {
             let mut flights = self
                 .flights
                 .lock()
                 .expect("the flights lock is never poisoned");
-            match flights.get(lookup).and_then(WeakShared::upgrade) {
+            match flights.get(&key).and_then(WeakShared::upgrade) {
                 Some(flight) => (flight, true),
                 None => {
                     if flights.len() >= FLIGHTS_PRUNED_PAST {
@@ -216,17 +267,20 @@ impl Finder {
                         flights.retain(|_, weak| weak.upgrade().is_some());
                     }
                     let flight: Flight = {
-                        let (finder, lookup) = (self.clone(), lookup.clone());
+                        let (finder, key) = (self.clone(), key.clone());
                         async move {
-                            let resolution = finder.resolve(&lookup, deadline).await;
-                            finder.land(&lookup);
+                            let resolution = finder
+                                .resolve(&key.0, key.1, deadline)
+                                .await
+                                .map(|(cid, source)| (cid, source, false));
+                            finder.land(&key);
                             resolution
                         }
                         .boxed()
                         .shared()
                     };
                     if let Some(weak) = flight.downgrade() {
-                        flights.insert(lookup.clone(), weak);
+                        flights.insert(key, weak);
                     }
                     (flight, false)
                 }
@@ -236,26 +290,50 @@ impl Finder {
             return flight.await;
         }
         match tokio::time::timeout_at(deadline, flight).await {
-            Ok(Ok((cid, _))) => Ok((cid, Source::Shared)),
+            Ok(Ok((cid, source, _))) => Ok((cid, source, true)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(UpdateError::Upstream(crate::genesys::GenesysError::Timeout).into()),
         }
     }
 
     /// A flight has its answer: the next lookup of the key starts afresh (and meets the cache).
-    fn land(&self, lookup: &Lookup) {
+    fn land(&self, key: &(Lookup, Path)) {
         self.flights
             .lock()
             .expect("the flights lock is never poisoned")
-            .remove(lookup);
+            .remove(key);
     }
 
-    /// The conversation, and whether a remembered find or analytics named it.
+    /// The one conversation the mirror vouches for under `lookup`. Anything less than exactly one
+    /// trusted live match, and no hint beside it, is for the REST path to settle: a hint may be a
+    /// call that changed in a gap, and two matches are analytics' to tell apart or refuse.
+    fn from_mirror(&self, lookup: &Lookup) -> Option<ConversationId> {
+        let held = self.engine.mirror()?.find(&lookup.key);
+        if held.iter().any(|s| s.trust == Trust::Hint) {
+            return None;
+        }
+        let mut live = held
+            .iter()
+            .filter(|s| still_matches(&s.conversation, lookup));
+        let one = live.next()?;
+        if live.next().is_some() {
+            return None;
+        }
+        one.conversation.id.parse().ok()
+    }
+
+    /// The conversation, and whether the mirror, a remembered find or analytics named it.
     async fn resolve(
         &self,
         lookup: &Lookup,
+        path: Path,
         deadline: Instant,
     ) -> Result<(ConversationId, Source), LookupError> {
+        if path == Path::Any {
+            if let Some(cid) = self.from_mirror(lookup) {
+                return Ok((cid, Source::Mirror));
+            }
+        }
         // This replica's find first, then the deployment's: after a stale local find, another
         // replica may already know the caller's new call. Two finds at most: each costs a read.
         let mut stale = None;

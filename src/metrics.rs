@@ -39,6 +39,15 @@ pub const NOTIFICATION_TOPICS_REJECTED: &str = "patchbay_notification_topics_rej
 pub const COALESCED: &str = "patchbay_updates_coalesced_total";
 pub const READS_REUSED: &str = "patchbay_reads_reused_total";
 pub const UPDATES: &str = "patchbay_updates_total";
+/// The live mirror: its feed, what it holds, and what it served.
+pub const MIRROR_CHANNELS: &str = "patchbay_mirror_channels";
+pub const MIRROR_TOPICS: &str = "patchbay_mirror_topics";
+pub const MIRROR_LIVE: &str = "patchbay_mirror_live";
+pub const MIRROR_CONVERSATIONS: &str = "patchbay_mirror_conversations";
+pub const MIRROR_LAST_FRAME: &str = "patchbay_mirror_seconds_since_last_frame";
+pub const MIRROR_GAPS: &str = "patchbay_mirror_gaps_total";
+pub const MIRROR_SERVED: &str = "patchbay_mirror_served_total";
+pub const MIRROR_CONFIRMATIONS: &str = "patchbay_mirror_confirmations_total";
 
 /// What each metric is: a counter, a gauge or a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +81,14 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (COALESCED, Kind::Counter, "Updates merged into another update's PATCH."),
     (READS_REUSED, Kind::Counter, "Participants found from a young conversation read, without a GET."),
     (UPDATES, Kind::Counter, "Updates submitted to the delivery engine, synchronous or jobs."),
+    (MIRROR_CHANNELS, Kind::Gauge, "Notification channels this replica holds open."),
+    (MIRROR_TOPICS, Kind::Gauge, "Topics this replica's channels are subscribed to."),
+    (MIRROR_LIVE, Kind::Gauge, "1 while the mirror's feed is connected and subscribed with no gap, else 0."),
+    (MIRROR_CONVERSATIONS, Kind::Gauge, "Conversations the mirror holds."),
+    (MIRROR_LAST_FRAME, Kind::Gauge, "Seconds since the feed's last frame."),
+    (MIRROR_GAPS, Kind::Counter, "Gaps in the feed (a socket lost or silent, a channel gone): events in them are lost."),
+    (MIRROR_SERVED, Kind::Counter, "Lookups, resolutions and verifications, by what served them (mirror or rest)."),
+    (MIRROR_CONFIRMATIONS, Kind::Counter, "Writes to mirrored conversations, by what showed them (queue_event, detail_event or read)."),
     (NOTIFICATION_TOPICS_REJECTED, Kind::Counter, "Notification topics Genesys refused (missing permissions), each counted once."),
 ];
 
@@ -127,6 +144,12 @@ pub async fn track_http(request: Request, next: Next) -> Response {
 pub fn genesys_call(operation: &'static str, status: String, elapsed: Duration) {
     metrics::counter!(GENESYS_CALLS, "operation" => operation, "status" => status).increment(1);
     metrics::histogram!(GENESYS_DURATION, "operation" => operation).record(elapsed.as_secs_f64());
+}
+
+/// A lookup, a resolution or a verification, served by the mirror or by REST.
+pub fn mirror_served(what: &'static str, by_mirror: bool) {
+    let by = if by_mirror { "mirror" } else { "rest" };
+    metrics::counter!(MIRROR_SERVED, "what" => what, "by" => by).increment(1);
 }
 
 /// Where the token stands, as Genesys reported it on its latest answer.

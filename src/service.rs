@@ -71,6 +71,12 @@ pub struct UpdateOutcome {
     /// The `ININ-Correlation-Id` of the latest Genesys answer behind this outcome.
     #[serde(skip)]
     pub correlation_id: Option<String>,
+    /// What showed the write, when it was verified: an event the mirror received, or a read.
+    #[serde(skip)]
+    pub verified_by: Option<crate::mirror::Confirmation>,
+    /// Whether the participant was found by purpose in the mirror, without a read.
+    #[serde(skip)]
+    pub resolved_by_mirror: bool,
 }
 
 /// Genesys calls shared by the updates of one lane's round: its PATCHes and reads, and its updates.
@@ -100,6 +106,11 @@ impl Updater {
 
     pub fn genesys(&self) -> &GenesysClient {
         &self.genesys
+    }
+
+    /// The client, shared: for the mirror's feed, which calls it from its own tasks.
+    pub fn shared_genesys(&self) -> std::sync::Arc<GenesysClient> {
+        self.genesys.clone()
     }
 
     /// The Genesys calls `update` makes when all goes well: a read to find the participant (by

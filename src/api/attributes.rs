@@ -117,6 +117,14 @@ pub struct AttributesResponse {
     pub mismatches: Vec<MismatchBody>,
     /// `mismatches.len()`, flat, so an Architect data action can output it without a JSONPath function.
     pub mismatch_count: usize,
+    /// How the conversation was named: `conversationId` (the caller's), `mirror`, `cache` or
+    /// `analytics` (a lookup).
+    #[serde(default)]
+    pub found_by: String,
+    /// What showed the write: `queueEvent` or `detailEvent` (pushed to the mirror, no call) or
+    /// `read`; `none` when unverified.
+    #[serde(default)]
+    pub verified_by: String,
     pub request_id: String,
 }
 
@@ -147,8 +155,22 @@ impl AttributesResponse {
             attributes: outcome.attributes,
             mismatch_count: outcome.mismatches.len(),
             mismatches: outcome.mismatches.into_iter().map(Into::into).collect(),
+            found_by: "conversationId".into(),
+            verified_by: match outcome.verified_by {
+                Some(crate::mirror::Confirmation::QueueEvent) => "queueEvent",
+                Some(crate::mirror::Confirmation::DetailEvent) => "detailEvent",
+                Some(crate::mirror::Confirmation::Read) => "read",
+                None => "none",
+            }
+            .into(),
             request_id,
         }
+    }
+
+    /// The answer, naming how a lookup found its conversation.
+    pub fn found_by(mut self, found_by: &str) -> Self {
+        self.found_by = found_by.to_string();
+        self
     }
 }
 

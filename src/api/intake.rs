@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use super::attributes::{check_attribute_bytes, AttributesResponse};
 use super::problem::ApiError;
 use crate::api::state::AppState;
+use crate::domain::lookup::Lookup;
 use crate::domain::{Address, AttributeUpdate, UpdateRequest};
+use crate::lookup::Source;
 use crate::queue::worker::is_transient;
 use crate::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
 
@@ -127,31 +129,54 @@ fn replayed(stored: StoredResponse) -> Response {
     response
 }
 
+/// An update whose conversation is known, and the lookup that found it, if one did.
+#[derive(Debug, Clone)]
+pub struct Addressed {
+    pub update: AttributeUpdate,
+    pub found: Option<(Lookup, Source)>,
+}
+
+impl Addressed {
+    /// How the conversation was named, as the answer says it.
+    fn found_by(&self) -> &'static str {
+        self.found
+            .as_ref()
+            .map_or("conversationId", |(_, source)| source.name())
+    }
+}
+
 /// The update for `request`: its conversation as named, or as a lookup finds it by `deadline`.
 pub async fn address(
     state: &AppState,
     request: UpdateRequest,
     deadline: tokio::time::Instant,
-) -> Result<AttributeUpdate, ApiError> {
+) -> Result<Addressed, ApiError> {
     let lookup = match &request.address {
         Address::Conversation(cid) => {
             let cid = *cid;
-            return Ok(request.into_update(cid));
+            return Ok(Addressed {
+                update: request.into_update(cid),
+                found: None,
+            });
         }
         Address::Lookup(lookup) => lookup.clone(),
     };
-    let cid = state.finder.find(&lookup, deadline).await?;
-    tracing::info!(conversation_id = %cid, lookup = %lookup.key, "the lookup found the conversation");
-    Ok(request.into_update(cid))
+    let (cid, source) = state.finder.find(&lookup, deadline).await?;
+    tracing::info!(conversation_id = %cid, lookup = %lookup.key, found_by = source.name(), "the lookup found the conversation");
+    Ok(Addressed {
+        update: request.into_update(cid),
+        found: Some((lookup, source)),
+    })
 }
 
 /// Applies or queues a valid update, as the caller asked, answering by `deadline`.
 pub async fn accept(
     state: &AppState,
-    update: AttributeUpdate,
+    addressed: Addressed,
     intake: Intake,
     deadline: tokio::time::Instant,
 ) -> Result<Response, ApiError> {
+    let update = &addressed.update;
     check_attribute_bytes(
         &update.attributes,
         state.settings.limits.max_attributes_bytes,
@@ -161,17 +186,17 @@ pub async fn accept(
         tracing::field::display(update.conversation_id),
     );
     if intake.asynchronous {
-        return enqueue(state, &update, &intake.request_id, intake.idempotency).await;
+        return enqueue(state, update, &intake.request_id, intake.idempotency).await;
     }
     let Some(key) = intake.idempotency else {
-        match admit(state, &update, deadline).await {
+        match admit(state, update, deadline).await {
             Ok(()) => {}
             Err(_) if intake.async_fallback => {
-                return enqueue(state, &update, &intake.request_id, None).await
+                return enqueue(state, update, &intake.request_id, None).await
             }
             Err(refused) => return Err(refused),
         };
-        return apply_now(state, &update, intake.request_id, deadline)
+        return apply_now(state, &addressed, intake.request_id, deadline)
             .await
             .map(IntoResponse::into_response);
     };
@@ -182,17 +207,17 @@ pub async fn accept(
         Begun::InProgress => return Err(ApiError::IdempotencyInProgress),
         Begun::Conflict => return Err(ApiError::IdempotencyConflict),
     }
-    if let Err(refused) = admit(state, &update, deadline).await {
+    if let Err(refused) = admit(state, update, deadline).await {
         // Nothing was sent: the key is free again, for the job or for the caller's retry.
         if let Err(e) = state.queue.idempotency_abandon(&key).await {
             tracing::error!(error = %e, "could not release the idempotency key");
         }
         if intake.async_fallback {
-            return enqueue(state, &update, &intake.request_id, Some(key)).await;
+            return enqueue(state, update, &intake.request_id, Some(key)).await;
         }
         return Err(refused);
     }
-    let result = apply_now(state, &update, intake.request_id, deadline).await;
+    let result = apply_now(state, &addressed, intake.request_id, deadline).await;
     // Keep answers that a repeat must get again; forget transient failures, so a retry runs again.
     let keep = match &result {
         Ok(json) => Some(StoredResponse {
@@ -257,29 +282,80 @@ async fn admit(
     })
 }
 
-/// The synchronous path: apply within `server.request_timeout_ms` and answer with the verification.
-async fn apply_now(
+/// Applies `update` by `deadline`.
+async fn submit(
     state: &AppState,
     update: &AttributeUpdate,
+    deadline: tokio::time::Instant,
+) -> Result<crate::service::UpdateOutcome, ApiError> {
+    let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+    Ok(
+        tokio::time::timeout(timeout, state.engine.submit(update, deadline))
+            .await
+            .map_err(|_| ApiError::RequestTimeout)??,
+    )
+}
+
+/// The synchronous path: apply within `server.request_timeout_ms` and answer with the verification.
+/// A conversation the mirror named that Genesys refuses is looked up again through the REST API,
+/// as a stale read is.
+async fn apply_now(
+    state: &AppState,
+    addressed: &Addressed,
     request_id: String,
     deadline: tokio::time::Instant,
 ) -> Result<Json<AttributesResponse>, ApiError> {
-    let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let outcome = tokio::time::timeout(timeout, state.engine.submit(update, deadline))
-        .await
-        .map_err(|_| ApiError::RequestTimeout)??;
+    let mut addressed = std::borrow::Cow::Borrowed(addressed);
+    let outcome = match submit(state, &addressed.update, deadline).await {
+        Err(ApiError::Update(e))
+            if e.refused_target()
+                && matches!(addressed.found, Some((_, Source::Mirror))) =>
+        {
+            let mut again = addressed.into_owned();
+            let refused = again.update.conversation_id;
+            let lookup = again.found.take().map(|(lookup, _)| lookup).expect("matched above");
+            tracing::info!(conversation_id = %refused, error = %e, "Genesys refused the conversation the mirror named; looking it up through the REST API");
+            let (cid, source) = state
+                .finder
+                .find_by_rest(&lookup, refused, deadline)
+                .await?;
+            again.update.conversation_id = cid;
+            again.found = Some((lookup, source));
+            tracing::Span::current().record("conversation_id", tracing::field::display(cid));
+            let outcome = submit(state, &again.update, deadline).await;
+            addressed = std::borrow::Cow::Owned(again);
+            outcome?
+        }
+        outcome => outcome?,
+    };
+    let update = &addressed.update;
     // The engine recorded the participant on the span when it resolved it; each field once a line.
     if let Some(id) = &outcome.correlation_id {
         tracing::Span::current().record("genesys_correlation_id", id.as_str());
     }
+    let found_by = addressed.found_by();
     tracing::info!(
         keys = update.attributes.len(),
         verified = outcome.verified,
+        found_by,
+        resolved_by = resolved_by(&outcome),
+        verified_by = outcome.verified_by.map(|c| c.name()),
         genesys_calls = outcome.shared.calls,
         shared_with = outcome.shared.updates,
         "attributes updated"
     );
-    Ok(Json(AttributesResponse::from_outcome(outcome, request_id)))
+    Ok(Json(
+        AttributesResponse::from_outcome(outcome, request_id).found_by(found_by),
+    ))
+}
+
+/// How the participant was found, as the log line says it.
+fn resolved_by(outcome: &crate::service::UpdateOutcome) -> &'static str {
+    if outcome.resolved_by_mirror {
+        "mirror"
+    } else {
+        "rest"
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,10 @@ use crate::config::{QueueBackend, Settings};
 use crate::engine::Engine;
 use crate::genesys::shared::TokenStore;
 use crate::genesys::GenesysClient;
+use crate::cluster::channels::ChannelSlots;
 use crate::lookup::Finder;
+use crate::mirror::feed::Feed;
+use crate::mirror::Mirror;
 use crate::queue::sqlite::SqliteQueue;
 use crate::queue::worker::Workers;
 use crate::queue::JobQueue;
@@ -48,6 +51,8 @@ pub struct AppState {
     /// Wakes an idle worker when a job is enqueued.
     pub wake: Arc<Notify>,
     pub drain: Drain,
+    /// The live mirror's feed, when `mirror.enabled`; started by `app::run`.
+    pub feed: Option<Feed>,
 }
 
 /// Opens the queue store the settings name: SQLite at `queue.path`, or the Redis queue on
@@ -101,11 +106,22 @@ impl AppState {
             .chain(&auth.admin_keys)
             .cloned()
             .collect();
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             Updater::new(genesys, settings.verify.clone()),
             settings.delivery.clone(),
             settings.limits.max_attributes_bytes,
         );
+        let mut feed = None;
+        if settings.mirror.enabled {
+            let mirror = Mirror::new(settings.mirror.max_conversations);
+            engine = engine.with_mirror(mirror.clone(), settings.mirror.confirm());
+            feed = Some(Feed::new(
+                engine.updater().shared_genesys(),
+                mirror,
+                settings.mirror.clone(),
+                ChannelSlots::new(settings.mirror.max_channels, redis.clone()),
+            ));
+        }
         Ok(Self {
             hooks,
             finder: Finder::new(engine.clone(), settings.lookup.clone(), redis.clone()),
@@ -120,6 +136,7 @@ impl AppState {
             queue,
             wake: Arc::new(Notify::new()),
             drain: Drain::default(),
+            feed,
             settings: Arc::new(settings),
         })
     }

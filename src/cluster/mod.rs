@@ -4,6 +4,7 @@
 //! Every key lives under `{<redis.key_prefix>}:`. The braces are a Redis Cluster hash tag: all keys
 //! share one slot, so the Lua scripts that keep the queue consistent may touch any of them.
 
+pub mod channels;
 pub mod found;
 pub mod limiter;
 pub mod queue;

@@ -6,6 +6,7 @@ pub mod model;
 pub mod notifications;
 pub mod retry;
 pub mod shared;
+pub mod stream;
 pub mod token;
 
 pub use client::{

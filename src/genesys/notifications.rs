@@ -145,6 +145,28 @@ impl GenesysClient {
         Ok(listing.entities)
     }
 
+    /// `POST …/channels/{channelId}/subscriptions?ignoreErrors=true`: `topics` join the channel's.
+    pub async fn add_subscriptions(
+        &self,
+        channel: &Channel,
+        topics: &[String],
+    ) -> Result<Vec<TopicState>, GenesysError> {
+        let url = self.api_url(&format!(
+            "/api/v2/notifications/channels/{}/subscriptions",
+            channel.id()
+        ));
+        let body: Vec<serde_json::Value> = topics.iter().map(|t| json!({"id": t})).collect();
+        let response = self
+            .send_api("add_subscriptions", |http| {
+                http.post(url.clone())
+                    .query(&[("ignoreErrors", "true")])
+                    .json(&body)
+            })
+            .await?;
+        let listing: TopicListing = decode(response, "subscription").await?;
+        Ok(listing.entities)
+    }
+
     /// `GET /api/v2/routing/queues`, every page: the queues whose conversations to follow.
     pub async fn routing_queues(&self) -> Result<Vec<QueueRef>, GenesysError> {
         let url = self.api_url("/api/v2/routing/queues");

@@ -39,6 +39,17 @@ pub fn is_retryable_status(status: u16) -> Option<RetryReason> {
     }
 }
 
+/// Exponential backoff with "equal jitter": after `attempts_made` failures, a random point in the
+/// upper half of `base` doubled each time, at most `max`. Replicas that failed together do not
+/// retry together.
+pub fn equal_jitter(base: Duration, attempts_made: u32, max: Duration) -> Duration {
+    let step = base
+        .saturating_mul(2u32.saturating_pow(attempts_made.saturating_sub(1).min(30)))
+        .min(max);
+    let half = step / 2;
+    half + rand::rng().random_range(Duration::ZERO..=half)
+}
+
 /// A bounded schedule: attempts, total time, and the longest Retry-After worth waiting for.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -86,14 +97,7 @@ impl RetryPolicy {
                 }
                 wait
             }
-            _ => {
-                let step = self
-                    .base_delay
-                    .saturating_mul(2u32.saturating_pow(attempts_made.saturating_sub(1)))
-                    .min(self.max_delay);
-                let half = step / 2;
-                half + rand::rng().random_range(Duration::ZERO..=half)
-            }
+            _ => equal_jitter(self.base_delay, attempts_made, self.max_delay),
         };
         if elapsed + delay > self.max_elapsed {
             return None;

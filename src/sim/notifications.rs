@@ -64,6 +64,8 @@ pub struct Notifications {
     lose: usize,
     /// Whether an attribute write produces a queue event (Genesys does not promise one).
     write_events: bool,
+    /// How late every event frame reaches the sockets.
+    event_delay: Duration,
 }
 
 /// Genesys sends a heartbeat about every 30 s.
@@ -83,6 +85,7 @@ impl Default for Notifications {
             connections: 0,
             lose: 0,
             write_events: true,
+            event_delay: Duration::ZERO,
         }
     }
 }
@@ -228,14 +231,31 @@ impl Notifications {
             self.lose -= 1;
             return;
         }
-        for c in &self.channels {
-            if let Some((_, outbox)) = &c.socket {
-                if c.topics.iter().any(|t| t.eq_ignore_ascii_case(topic)) {
-                    let _ = outbox.send(frame.to_string());
-                }
+        let outboxes: Vec<_> = self
+            .channels
+            .iter()
+            .filter(|c| c.topics.iter().any(|t| t.eq_ignore_ascii_case(topic)))
+            .filter_map(|c| c.socket.as_ref().map(|(_, outbox)| outbox.clone()))
+            .collect();
+        let (frame, delay) = (frame.to_string(), self.event_delay);
+        if delay.is_zero() {
+            for outbox in outboxes {
+                let _ = outbox.send(frame.clone());
             }
+            return;
         }
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            for outbox in outboxes {
+                let _ = outbox.send(frame.clone());
+            }
+        });
     }
+}
+
+/// The topic of conversation `id`'s attribute changes.
+pub fn attributes_topic(id: &str) -> String {
+    format!("v2.detail.events.conversation.{id}.attributes")
 }
 
 impl Simulator {
@@ -250,10 +270,45 @@ impl Simulator {
         s.notifications.publish(&topic, &frame);
     }
 
-    /// Publishes conversation `id` after a write showed, unless writes make no event.
-    pub(super) fn publish_write(&self, id: &str) {
+    /// After a write to `participant` showed: the conversation on its queue topic (unless writes
+    /// make no queue event), and the attributes detail event with the keys written.
+    pub(super) fn publish_write(&self, id: &str, participant: &str, attributes: &[(String, String)]) {
         if self.lock().notifications.write_events {
             self.publish_conversation(id);
+        }
+        let topic = attributes_topic(id);
+        let body = json!({
+            "eventTime": time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+            "conversationId": id,
+            "participantId": participant,
+            "attributes": attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                .collect::<serde_json::Map<String, Value>>(),
+        });
+        let frame = envelope(&topic, body);
+        self.lock().notifications.publish(&topic, &frame);
+    }
+
+    /// Delays every event frame by `delay`, as Genesys sometimes delivers seconds late.
+    pub fn set_event_delay(&self, delay: Duration) {
+        self.lock().notifications.event_delay = delay;
+    }
+
+    /// Removes every channel, telling each open socket `no_longer_subscribed`, as a 21st channel
+    /// made elsewhere by the same OAuth client would.
+    pub fn evict_channels(&self) {
+        let mut s = self.lock();
+        let n = &mut s.notifications;
+        for c in n.channels.drain(..) {
+            if let Some((_, outbox)) = &c.socket {
+                let frame = envelope(
+                    &format!("v2.system.no_longer_subscribed.{}", c.id),
+                    json!({"reason": "another_channel_subscribed"}),
+                );
+                let _ = outbox.send(frame);
+            }
+            n.evicted.push(c.id);
         }
     }
 

@@ -423,11 +423,11 @@ fn accept_write(
     });
     drop(s);
     // Once the write shows, the conversation's queue event carries it, as Genesys's would.
-    let (sim, id) = (sim.clone(), id.to_lowercase());
+    let (sim, id, pid, written) = (sim.clone(), id.to_lowercase(), pid.to_string(), out.clone());
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         sim.lock().apply_due_writes(Instant::now());
-        sim.publish_write(&id);
+        sim.publish_write(&id, &pid, &written);
     });
     Ok(out)
 }

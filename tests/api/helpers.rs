@@ -74,6 +74,8 @@ pub async fn spawn_app_on(sim: Simulator, adjust: impl FnOnce(&mut Settings)) ->
     settings.verify.timeout_ms = 1500;
     settings.verify.poll_initial_ms = 20;
     settings.verify.poll_max_ms = 100;
+    // The REST path, unless a test turns the mirror on (`with_mirror`).
+    settings.mirror.enabled = false;
     adjust(&mut settings);
     settings.validate().expect("test settings are valid");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -432,6 +434,7 @@ impl Gateway {
                 store.join("q.sqlite3").display().to_string(),
             ),
             ("PATCHBAY__VERIFY__TIMEOUT_MS", "1000".into()),
+            ("PATCHBAY__MIRROR__ENABLED", "false".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -8,11 +8,93 @@
 //! its conversation's next event, and a call that started in the gap is not in the mirror at all. A
 //! caller treats a hint, or a miss, as a reason to ask the REST API.
 
+pub mod feed;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::domain::lookup::{LookupKey, PhoneNumber};
 use crate::genesys::model::{Conversation, Participant};
+
+/// What an event showed of a conversation, for a write waiting to be seen.
+#[derive(Debug, Clone)]
+pub enum Evidence {
+    /// A queue event: the whole conversation.
+    Snapshot(Arc<Conversation>),
+    /// An attributes detail event: one participant's attributes as it names them.
+    Attributes {
+        participant: String,
+        attributes: BTreeMap<String, String>,
+    },
+}
+
+/// An event about one conversation, and when it was received.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub received: Instant,
+    pub evidence: Evidence,
+}
+
+/// Which event showed a write (or that a read had to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    QueueEvent,
+    DetailEvent,
+    Read,
+}
+
+impl Confirmation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Confirmation::QueueEvent => "queue_event",
+            Confirmation::DetailEvent => "detail_event",
+            Confirmation::Read => "read",
+        }
+    }
+}
+
+/// Events of one conversation, from the moment [`Mirror::watch`] was called until this is dropped.
+pub struct Watch {
+    mirror: Mirror,
+    conversation: String,
+    id: u64,
+    events: mpsc::UnboundedReceiver<Pushed>,
+}
+
+impl Watch {
+    pub async fn recv(&mut self) -> Option<Pushed> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut inner = self.mirror.lock();
+        if let Some(list) = inner.watchers.get_mut(&self.conversation) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                inner.watchers.remove(&self.conversation);
+            }
+        }
+    }
+}
+
+/// The feed's standing, for metrics and operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Whether a socket is open and subscribed now, with no gap since it connected.
+    pub live: bool,
+    pub channels: usize,
+    pub topics: usize,
+    pub conversations: usize,
+    pub gaps: u64,
+    /// Whether queue events have lately shown writes (when not, detail topics are subscribed).
+    pub queue_events_confirm: bool,
+}
 
 /// How far the mirror vouches for a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +162,11 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Inner {
     epoch: u64,
+    /// Whether the current epoch's socket is open: during a gap nothing is trusted.
+    live: bool,
+    gaps: u64,
+    watchers: HashMap<String, Vec<(u64, mpsc::UnboundedSender<Pushed>)>>,
+    next_watch: u64,
     entries: HashMap<String, Entry>,
     /// Conversation ids by when they were last updated, oldest first, for the memory bound.
     order: BTreeMap<u64, String>,
@@ -124,10 +211,35 @@ fn drop_id<K: std::hash::Hash + Eq>(index: &mut HashMap<K, HashSet<String>>, key
     }
 }
 
+impl Inner {
+    fn notify(&mut self, id: &str, pushed: Pushed) {
+        if let Some(list) = self.watchers.get_mut(id) {
+            list.retain(|(_, tx)| tx.send(pushed.clone()).is_ok());
+        }
+    }
+}
+
+/// The feed's counters the engine and the feed share without the lock.
+#[derive(Debug)]
+struct Shared {
+    channels: AtomicU64,
+    topics: AtomicU64,
+    /// Milliseconds since `started` of the last frame; 0 before any.
+    last_frame_ms: AtomicU64,
+    started: Instant,
+    /// Whether queue events have lately shown writes; `misses` counts writes in a row they did not.
+    queue_events_confirm: AtomicBool,
+    misses: AtomicU64,
+}
+
+/// Writes in a row a queue event did not show before the feed subscribes detail topics.
+const MISSES_BEFORE_DETAIL: u64 = 2;
+
 /// The mirror. Cheap to clone: clones share the snapshots.
 #[derive(Debug, Clone)]
 pub struct Mirror {
     inner: Arc<Mutex<Inner>>,
+    shared: Arc<Shared>,
     capacity: usize,
 }
 
@@ -136,8 +248,168 @@ impl Mirror {
     pub fn new(capacity: usize) -> Self {
         Self {
             inner: Arc::default(),
+            shared: Arc::new(Shared {
+                channels: AtomicU64::new(0),
+                topics: AtomicU64::new(0),
+                last_frame_ms: AtomicU64::new(0),
+                started: Instant::now(),
+                queue_events_confirm: AtomicBool::new(true),
+                misses: AtomicU64::new(0),
+            }),
             capacity: capacity.max(1),
         }
+    }
+
+    /// A gap begins: a socket was lost, went silent, or its channel went. Nothing is trusted until
+    /// a new socket is open and subscribed ([`Mirror::begin_epoch`]).
+    pub fn gap(&self) {
+        let mut inner = self.lock();
+        if inner.live {
+            inner.live = false;
+            inner.gaps += 1;
+            metrics::counter!(crate::metrics::MIRROR_GAPS).increment(1);
+        }
+    }
+
+    /// Whether the feed is live now.
+    pub fn is_live(&self) -> bool {
+        self.lock().live
+    }
+
+    /// A frame came: the socket is alive.
+    pub fn frame_seen(&self) {
+        let ms = self.shared.started.elapsed().as_millis() as u64;
+        self.shared.last_frame_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// How long since the last frame, if any came.
+    pub fn since_last_frame(&self) -> Option<std::time::Duration> {
+        let ms = self.shared.last_frame_ms.load(Ordering::Relaxed);
+        (ms > 0).then(|| {
+            self.shared
+                .started
+                .elapsed()
+                .saturating_sub(std::time::Duration::from_millis(ms))
+        })
+    }
+
+    /// The feed's channels and topics now.
+    pub fn set_subscribed(&self, channels: usize, topics: usize) {
+        self.shared
+            .channels
+            .store(channels as u64, Ordering::Relaxed);
+        self.shared.topics.store(topics as u64, Ordering::Relaxed);
+    }
+
+    /// What showed a write to a conversation the mirror held. Queue events that stop showing
+    /// writes turn detail topics on; one that shows a write again turns them off.
+    pub fn confirmed_by(&self, how: Confirmation) {
+        metrics::counter!(crate::metrics::MIRROR_CONFIRMATIONS, "source" => how.name())
+            .increment(1);
+        if how == Confirmation::QueueEvent {
+            self.shared.misses.store(0, Ordering::Relaxed);
+            self.shared
+                .queue_events_confirm
+                .store(true, Ordering::Relaxed);
+        } else if self.shared.misses.fetch_add(1, Ordering::Relaxed) + 1 >= MISSES_BEFORE_DETAIL {
+            self.shared
+                .queue_events_confirm
+                .store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the feed should subscribe the held conversations' attributes detail topics.
+    pub fn wants_detail_topics(&self) -> bool {
+        !self.shared.queue_events_confirm.load(Ordering::Relaxed)
+    }
+
+    /// The ids of the conversations held and trusted now, for detail topics.
+    pub fn trusted_ids(&self) -> Vec<String> {
+        let inner = self.lock();
+        if !inner.live {
+            return Vec::new();
+        }
+        inner
+            .entries
+            .iter()
+            .filter(|(_, e)| e.epoch == inner.epoch)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    pub fn status(&self) -> Status {
+        let inner = self.lock();
+        Status {
+            live: inner.live,
+            channels: self.shared.channels.load(Ordering::Relaxed) as usize,
+            topics: self.shared.topics.load(Ordering::Relaxed) as usize,
+            conversations: inner.entries.len(),
+            gaps: inner.gaps,
+            queue_events_confirm: self.shared.queue_events_confirm.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Events of conversation `id` from now on, until the watch is dropped.
+    pub fn watch(&self, id: &str) -> Watch {
+        let (tx, events) = mpsc::unbounded_channel();
+        let mut inner = self.lock();
+        inner.next_watch += 1;
+        let watch_id = inner.next_watch;
+        let conversation = id.to_ascii_lowercase();
+        inner
+            .watchers
+            .entry(conversation.clone())
+            .or_default()
+            .push((watch_id, tx));
+        Watch {
+            mirror: self.clone(),
+            conversation,
+            id: watch_id,
+            events,
+        }
+    }
+
+    /// A conversation the mirror held proved stale (Genesys refused a write to it): it leaves.
+    pub fn forget(&self, id: &str) {
+        self.lock().remove(&id.to_ascii_lowercase());
+    }
+
+    /// An attributes detail event: shown to the conversation's watchers, and merged into its
+    /// snapshot, which it makes no newer in any other way.
+    pub fn apply_attributes(
+        &self,
+        conversation: &str,
+        participant: &str,
+        attributes: BTreeMap<String, String>,
+        epoch: u64,
+    ) {
+        let mut inner = self.lock();
+        if epoch != inner.epoch {
+            return;
+        }
+        let id = conversation.to_ascii_lowercase();
+        if let Some(entry) = inner.entries.get_mut(&id) {
+            let mut c = (*entry.conversation).clone();
+            if let Some(p) = c
+                .participants
+                .iter_mut()
+                .find(|p| p.id.eq_ignore_ascii_case(participant))
+            {
+                p.attributes
+                    .extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                entry.conversation = Arc::new(c);
+            }
+        }
+        inner.notify(
+            &id,
+            Pushed {
+                received: Instant::now(),
+                evidence: Evidence::Attributes {
+                    participant: participant.to_string(),
+                    attributes,
+                },
+            },
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -148,7 +420,13 @@ impl Mirror {
     /// hint. Returns the new epoch, which the feed passes with every snapshot it applies.
     pub fn begin_epoch(&self) -> u64 {
         let mut inner = self.lock();
+        if inner.live {
+            // A new epoch without a gap reported first is still a gap.
+            inner.gaps += 1;
+            metrics::counter!(crate::metrics::MIRROR_GAPS).increment(1);
+        }
         inner.epoch += 1;
+        inner.live = true;
         inner.epoch
     }
 
@@ -164,6 +442,14 @@ impl Mirror {
         if conversation.is_ended() {
             return;
         }
+        let conversation = Arc::new(conversation);
+        inner.notify(
+            &id,
+            Pushed {
+                received: Instant::now(),
+                evidence: Evidence::Snapshot(conversation.clone()),
+            },
+        );
         let keys = Keys::of(&conversation);
         for n in &keys.anis {
             add_id(&mut inner.by_ani, n, &id);
@@ -179,7 +465,7 @@ impl Mirror {
         inner.entries.insert(
             id.clone(),
             Entry {
-                conversation: Arc::new(conversation),
+                conversation,
                 epoch,
                 keys,
                 updated,
@@ -197,7 +483,7 @@ impl Mirror {
     fn seen(inner: &Inner, entry: &Entry) -> Seen {
         Seen {
             conversation: entry.conversation.clone(),
-            trust: if entry.epoch == inner.epoch {
+            trust: if inner.live && entry.epoch == inner.epoch {
                 Trust::Trusted
             } else {
                 Trust::Hint
@@ -311,6 +597,49 @@ mod tests {
         // A late frame from the replaced socket changes nothing.
         mirror.apply(call(2, "+13175550124", true), first);
         assert_eq!(mirror.len(), 2);
+    }
+
+    #[test]
+    fn during_a_gap_nothing_is_trusted_and_a_watcher_sees_each_event_after_it_began() {
+        let mirror = Mirror::new(10);
+        let epoch = mirror.begin_epoch();
+        mirror.apply(call(1, "+13175550123", false), epoch);
+        mirror.gap();
+        assert_eq!(mirror.find(&ani("+13175550123"))[0].trust, Trust::Hint);
+        assert_eq!(mirror.status().gaps, 1);
+        let epoch = mirror.begin_epoch();
+        let id = call(1, "+13175550123", false).id;
+        let mut watch = mirror.watch(&id);
+        mirror.apply(call(1, "+13175550123", false), epoch);
+        mirror.apply_attributes(&id, "c-1", [("vip".into(), "true".into())].into(), epoch);
+        assert!(matches!(
+            watch.events.try_recv().unwrap().evidence,
+            Evidence::Snapshot(_)
+        ));
+        assert!(matches!(
+            watch.events.try_recv().unwrap().evidence,
+            Evidence::Attributes { participant, .. } if participant == "c-1"
+        ));
+        // The detail event was merged into the snapshot.
+        let held = mirror.get(&id).unwrap();
+        assert_eq!(
+            held.conversation.participant("c-1").unwrap().attributes["vip"],
+            "true"
+        );
+        drop(watch);
+        assert!(mirror.lock().watchers.is_empty());
+    }
+
+    #[test]
+    fn queue_events_that_stop_showing_writes_turn_detail_topics_on_and_back_off() {
+        let mirror = Mirror::new(10);
+        assert!(!mirror.wants_detail_topics());
+        mirror.confirmed_by(Confirmation::Read);
+        assert!(!mirror.wants_detail_topics(), "one miss is not a pattern");
+        mirror.confirmed_by(Confirmation::Read);
+        assert!(mirror.wants_detail_topics());
+        mirror.confirmed_by(Confirmation::QueueEvent);
+        assert!(!mirror.wants_detail_topics());
     }
 
     proptest! {
