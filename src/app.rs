@@ -148,7 +148,10 @@ pub async fn run(
     let abandon = CancellationToken::new();
     let workers = state.workers().spawn(stop.clone(), abandon.clone());
     // The mirror's feed runs until shutdown begins; updates in flight then verify by reads.
-    let feed = state.feed.clone().map(|feed| feed.spawn(signal.child_token()));
+    let feed = state
+        .feed
+        .clone()
+        .map(|feed| feed.spawn(signal.child_token()));
 
     tokio::spawn({
         let signal = signal.clone();

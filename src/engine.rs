@@ -210,7 +210,12 @@ impl Engine {
             calls -= 1;
         }
         // An event is expected to show the write; the read is only a fallback.
-        if mirrored && calls > 1 && update.verify.unwrap_or(self.0.updater.verify_settings().enabled) {
+        if mirrored
+            && calls > 1
+            && update
+                .verify
+                .unwrap_or(self.0.updater.verify_settings().enabled)
+        {
             calls -= 1;
         }
         self.0.updater.admit_calls(calls, deadline).await
@@ -702,7 +707,14 @@ impl Inner {
         let answered = match &pushed.evidence {
             Evidence::Snapshot(conversation) => {
                 let seen = |p: &str| conversation.participant(p).map(|p| p.attributes.clone());
-                self.answer_seen(cid, eligible, &seen, Confirmation::QueueEvent, written, share)
+                self.answer_seen(
+                    cid,
+                    eligible,
+                    &seen,
+                    Confirmation::QueueEvent,
+                    written,
+                    share,
+                )
             }
             Evidence::Attributes {
                 participant,
@@ -718,7 +730,14 @@ impl Inner {
                         all
                     })
                 };
-                self.answer_seen(cid, eligible, &seen, Confirmation::DetailEvent, written, share)
+                self.answer_seen(
+                    cid,
+                    eligible,
+                    &seen,
+                    Confirmation::DetailEvent,
+                    written,
+                    share,
+                )
             }
         };
         left.extend(answered);
@@ -751,7 +770,8 @@ impl Inner {
             let verified = mismatches.is_empty();
             metrics::counter!(crate::metrics::VERIFICATIONS, "outcome" => "verified").increment(1);
             if let Some((mirror, _)) = &self.mirror {
-                if by != Confirmation::Read || w.entry.from_mirror || self.mirrored(&cid).is_some() {
+                if by != Confirmation::Read || w.entry.from_mirror || self.mirrored(&cid).is_some()
+                {
                     mirror.confirmed_by(by);
                 }
                 self.served("verification", by != Confirmation::Read);

@@ -96,7 +96,10 @@ type Resolution = Result<(ConversationId, Source, bool), LookupError>;
 /// How many flights may be registered before dead ones are swept; live ones are bounded by the
 /// requests in flight.
 const FLIGHTS_PRUNED_PAST: usize = 1024;
-type Flight = Shared<BoxFuture<'static, Resolution>>;
+type FlightFuture = BoxFuture<'static, Resolution>;
+type Flight = Shared<FlightFuture>;
+/// The flights in progress, by lookup and path.
+type Flights = HashMap<(Lookup, Path), WeakShared<FlightFuture>>;
 
 /// Finds conversations through analytics, confirmed by a read.
 #[derive(Clone)]
@@ -106,7 +109,7 @@ pub struct Finder {
     found: FoundCache,
     /// The lookups being resolved now, by key. Held weakly: a flight every waiter gave up on is
     /// dropped, and the next lookup starts its own rather than resuming one past its deadline.
-    flights: Arc<Mutex<HashMap<(Lookup, Path), WeakShared<BoxFuture<'static, Resolution>>>>>,
+    flights: Arc<Mutex<Flights>>,
 }
 
 /// Whether `conversation` is live and still holds a connected participant matching `lookup`.
@@ -307,7 +310,7 @@ impl Finder {
     /// The one conversation the mirror vouches for under `lookup`. Anything less than exactly one
     /// trusted live match, and no hint beside it, is for the REST path to settle: a hint may be a
     /// call that changed in a gap, and two matches are analytics' to tell apart or refuse.
-    fn from_mirror(&self, lookup: &Lookup) -> Option<ConversationId> {
+    fn in_mirror(&self, lookup: &Lookup) -> Option<ConversationId> {
         let held = self.engine.mirror()?.find(&lookup.key);
         if held.iter().any(|s| s.trust == Trust::Hint) {
             return None;
@@ -330,7 +333,7 @@ impl Finder {
         deadline: Instant,
     ) -> Result<(ConversationId, Source), LookupError> {
         if path == Path::Any {
-            if let Some(cid) = self.from_mirror(lookup) {
+            if let Some(cid) = self.in_mirror(lookup) {
                 return Ok((cid, Source::Mirror));
             }
         }

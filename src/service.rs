@@ -48,6 +48,24 @@ impl UpdateError {
     }
 }
 
+/// Which event showed a write (or that a read had to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    QueueEvent,
+    DetailEvent,
+    Read,
+}
+
+impl Confirmation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Confirmation::QueueEvent => "queue_event",
+            Confirmation::DetailEvent => "detail_event",
+            Confirmation::Read => "read",
+        }
+    }
+}
+
 /// A key whose read-back value differs from what was written. `actual` is `None` when the key is absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mismatch {
@@ -73,7 +91,7 @@ pub struct UpdateOutcome {
     pub correlation_id: Option<String>,
     /// What showed the write, when it was verified: an event the mirror received, or a read.
     #[serde(skip)]
-    pub verified_by: Option<crate::mirror::Confirmation>,
+    pub verified_by: Option<Confirmation>,
     /// Whether the participant was found by purpose in the mirror, without a read.
     #[serde(skip)]
     pub resolved_by_mirror: bool,

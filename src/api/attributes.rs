@@ -157,9 +157,9 @@ impl AttributesResponse {
             mismatches: outcome.mismatches.into_iter().map(Into::into).collect(),
             found_by: "conversationId".into(),
             verified_by: match outcome.verified_by {
-                Some(crate::mirror::Confirmation::QueueEvent) => "queueEvent",
-                Some(crate::mirror::Confirmation::DetailEvent) => "detailEvent",
-                Some(crate::mirror::Confirmation::Read) => "read",
+                Some(crate::service::Confirmation::QueueEvent) => "queueEvent",
+                Some(crate::service::Confirmation::DetailEvent) => "detailEvent",
+                Some(crate::service::Confirmation::Read) => "read",
                 None => "none",
             }
             .into(),

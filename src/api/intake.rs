@@ -308,12 +308,15 @@ async fn apply_now(
     let mut addressed = std::borrow::Cow::Borrowed(addressed);
     let outcome = match submit(state, &addressed.update, deadline).await {
         Err(ApiError::Update(e))
-            if e.refused_target()
-                && matches!(addressed.found, Some((_, Source::Mirror))) =>
+            if e.refused_target() && matches!(addressed.found, Some((_, Source::Mirror))) =>
         {
             let mut again = addressed.into_owned();
             let refused = again.update.conversation_id;
-            let lookup = again.found.take().map(|(lookup, _)| lookup).expect("matched above");
+            let lookup = again
+                .found
+                .take()
+                .map(|(lookup, _)| lookup)
+                .expect("matched above");
             tracing::info!(conversation_id = %refused, error = %e, "Genesys refused the conversation the mirror named; looking it up through the REST API");
             let (cid, source) = state
                 .finder

@@ -14,6 +14,7 @@ use super::auth::ApiKeys;
 use super::hooks::HookRoutes;
 use super::jobs;
 use super::ApiError;
+use crate::cluster::channels::Slots;
 use crate::cluster::limiter::{Budget, RateBudget};
 use crate::cluster::queue::RedisQueue;
 use crate::cluster::token::SharedToken;
@@ -22,7 +23,6 @@ use crate::config::{QueueBackend, Settings};
 use crate::engine::Engine;
 use crate::genesys::shared::TokenStore;
 use crate::genesys::GenesysClient;
-use crate::cluster::channels::ChannelSlots;
 use crate::lookup::Finder;
 use crate::mirror::feed::Feed;
 use crate::mirror::Mirror;
@@ -114,12 +114,15 @@ impl AppState {
         let mut feed = None;
         if settings.mirror.enabled {
             let mirror = Mirror::new(settings.mirror.max_conversations);
-            engine = engine.with_mirror(mirror.clone(), settings.mirror.confirm());
+            engine = engine.with_mirror(
+                mirror.clone(),
+                settings.mirror.confirm(settings.verify.timeout_ms),
+            );
             feed = Some(Feed::new(
                 engine.updater().shared_genesys(),
                 mirror,
                 settings.mirror.clone(),
-                ChannelSlots::new(settings.mirror.max_channels, redis.clone()),
+                Arc::new(Slots::new(settings.mirror.max_channels, redis.clone())),
             ));
         }
         Ok(Self {

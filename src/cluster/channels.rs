@@ -9,14 +9,11 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use redis::Script;
 
 use super::Redis;
-
-/// How long a slot outlives its last renewal.
-pub const SLOT_TTL: Duration = Duration::from_secs(30);
+use crate::mirror::feed::{ChannelSlots, Slot, SLOT_TTL};
 
 const RENEW_IF_OWNER: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -28,13 +25,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
-/// One slot held: the right to keep one channel connected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Slot(pub u32);
-
 /// The deployment's channel slots.
 #[derive(Clone, Debug)]
-pub struct ChannelSlots {
+pub struct Slots {
     limit: u32,
     redis: Option<Redis>,
     /// This replica's id, the value of each slot it holds.
@@ -42,7 +35,7 @@ pub struct ChannelSlots {
     local: Arc<Mutex<HashSet<u32>>>,
 }
 
-impl ChannelSlots {
+impl Slots {
     pub fn new(limit: u32, redis: Option<Redis>) -> Self {
         Self {
             limit,
@@ -55,10 +48,13 @@ impl ChannelSlots {
     fn key(redis: &Redis, n: u32) -> String {
         redis.key(&format!("mirror:channel:{n}"))
     }
+}
 
+#[async_trait::async_trait]
+impl ChannelSlots for Slots {
     /// A free slot, if the deployment has one. An unreachable Redis gives none: a channel that
     /// might evict another replica's is worse than no mirror.
-    pub async fn acquire(&self) -> Option<Slot> {
+    async fn acquire(&self) -> Option<Slot> {
         let Some(redis) = &self.redis else {
             let mut held = self.local.lock().unwrap_or_else(|p| p.into_inner());
             let n = (0..self.limit).find(|n| !held.contains(n))?;
@@ -85,7 +81,7 @@ impl ChannelSlots {
 
     /// Keeps `slot`; `false` when it is no longer this replica's (its TTL ran out and another took
     /// it) or Redis cannot say.
-    pub async fn renew(&self, slot: &Slot) -> bool {
+    async fn renew(&self, slot: &Slot) -> bool {
         let Some(redis) = &self.redis else {
             return true;
         };
@@ -99,7 +95,7 @@ impl ChannelSlots {
             .is_ok_and(|n| n == 1)
     }
 
-    pub async fn release(&self, slot: Slot) {
+    async fn release(&self, slot: Slot) {
         let Some(redis) = &self.redis else {
             self.local
                 .lock()
@@ -122,7 +118,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_process_holds_no_more_slots_than_the_limit_and_a_released_one_is_free_again() {
-        let slots = ChannelSlots::new(2, None);
+        let slots = Slots::new(2, None);
         let a = slots.acquire().await.unwrap();
         let b = slots.acquire().await.unwrap();
         assert_ne!(a, b);

@@ -26,12 +26,30 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Mirror;
-use crate::cluster::channels::{ChannelSlots, Slot, SLOT_TTL};
 use crate::config::{MirrorQueues, MirrorSettings, MAX_CHANNEL_TOPICS};
 use crate::genesys::notifications::{Channel, Rejections, TopicState};
 use crate::genesys::retry::equal_jitter;
 use crate::genesys::stream::{self, Frame, Received, Socket};
 use crate::genesys::{GenesysClient, GenesysError};
+
+/// How long a slot outlives its last renewal; its holder renews it three times as often.
+pub const SLOT_TTL: Duration = Duration::from_secs(30);
+
+/// One slot held: the right to keep one channel connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot(pub u32);
+
+/// The deployment's channel slots (`cluster::channels` keeps them, on Redis or in this process):
+/// a replica holds a channel only while it holds a slot, so the deployment never connects more
+/// channels than Genesys allows.
+#[async_trait::async_trait]
+pub trait ChannelSlots: Send + Sync {
+    /// A free slot, if the deployment has one.
+    async fn acquire(&self) -> Option<Slot>;
+    /// Keeps `slot`; `false` when it is no longer this replica's.
+    async fn renew(&self, slot: &Slot) -> bool;
+    async fn release(&self, slot: Slot);
+}
 
 /// The first backoff step.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -88,7 +106,7 @@ pub struct Feed {
     genesys: Arc<GenesysClient>,
     mirror: Mirror,
     settings: MirrorSettings,
-    slots: ChannelSlots,
+    slots: Arc<dyn ChannelSlots>,
 }
 
 impl Feed {
@@ -96,7 +114,7 @@ impl Feed {
         genesys: Arc<GenesysClient>,
         mirror: Mirror,
         settings: MirrorSettings,
-        slots: ChannelSlots,
+        slots: Arc<dyn ChannelSlots>,
     ) -> Self {
         Self {
             genesys,
@@ -452,7 +470,9 @@ impl Runner {
                                     old.close().await;
                                     tracing::info!("the notification socket closes for maintenance; moved to a new one with no gap");
                                 }
-                                Err(e) => tracing::warn!(error = %e, "could not open a new socket before the old one closes"),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "could not open a new socket before the old one closes")
+                                }
                             }
                         }
                         Some(Frame::ChannelGone { reason }) => {
@@ -489,7 +509,10 @@ impl Runner {
                         if reconnects > RECONNECTS_PER_CHANNEL {
                             return Ended::ChannelGone;
                         }
-                        if !matches!(self.feed.genesys.channel_exists(channel).await, Ok(true) | Err(GenesysError::RateLimited { .. })) {
+                        if !matches!(
+                            self.feed.genesys.channel_exists(channel).await,
+                            Ok(true) | Err(GenesysError::RateLimited { .. })
+                        ) {
                             return Ended::ChannelGone;
                         }
                         match Socket::connect(channel, max_frame).await {

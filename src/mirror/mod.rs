@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::domain::lookup::{LookupKey, PhoneNumber};
 use crate::genesys::model::{Conversation, Participant};
+pub use crate::service::Confirmation;
 
 /// What an event showed of a conversation, for a write waiting to be seen.
 #[derive(Debug, Clone)]
@@ -37,24 +38,6 @@ pub enum Evidence {
 pub struct Pushed {
     pub received: Instant,
     pub evidence: Evidence,
-}
-
-/// Which event showed a write (or that a read had to).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Confirmation {
-    QueueEvent,
-    DetailEvent,
-    Read,
-}
-
-impl Confirmation {
-    pub fn name(self) -> &'static str {
-        match self {
-            Confirmation::QueueEvent => "queue_event",
-            Confirmation::DetailEvent => "detail_event",
-            Confirmation::Read => "read",
-        }
-    }
 }
 
 /// Events of one conversation, from the moment [`Mirror::watch`] was called until this is dropped.
@@ -279,7 +262,9 @@ impl Mirror {
     /// A frame came: the socket is alive.
     pub fn frame_seen(&self) {
         let ms = self.shared.started.elapsed().as_millis() as u64;
-        self.shared.last_frame_ms.store(ms.max(1), Ordering::Relaxed);
+        self.shared
+            .last_frame_ms
+            .store(ms.max(1), Ordering::Relaxed);
     }
 
     /// How long since the last frame, if any came.

@@ -272,7 +272,12 @@ impl Simulator {
 
     /// After a write to `participant` showed: the conversation on its queue topic (unless writes
     /// make no queue event), and the attributes detail event with the keys written.
-    pub(super) fn publish_write(&self, id: &str, participant: &str, attributes: &[(String, String)]) {
+    pub(super) fn publish_write(
+        &self,
+        id: &str,
+        participant: &str,
+        attributes: &[(String, String)],
+    ) {
         if self.lock().notifications.write_events {
             self.publish_conversation(id);
         }
@@ -335,18 +340,35 @@ impl Simulator {
         }
     }
 
-    /// Tells every open socket that it will close for maintenance (`v2.system.socket_closing`).
-    pub fn announce_socket_closing(&self) {
+    /// Tells every open socket that it will close for maintenance (`v2.system.socket_closing`),
+    /// and closes each `grace` later unless a newer connection replaced it by then.
+    pub fn announce_socket_closing(&self, grace: Duration) {
         let s = self.lock();
         let frame = envelope(
             "v2.system.socket_closing",
             json!({"message": "Socket closing for maintenance"}),
         );
+        let mut closing = Vec::new();
         for c in &s.notifications.channels {
-            if let Some((_, outbox)) = &c.socket {
+            if let Some((connection, outbox)) = &c.socket {
                 let _ = outbox.send(frame.clone());
+                closing.push((c.id.clone(), *connection));
             }
         }
+        drop(s);
+        let sim = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let mut s = sim.lock();
+            for (id, connection) in closing {
+                if let Some(c) = s.notifications.channel_mut(&id) {
+                    if c.socket.as_ref().is_some_and(|(n, _)| *n == connection) {
+                        c.socket = None;
+                        c.connected = false;
+                    }
+                }
+            }
+        });
     }
 }
 

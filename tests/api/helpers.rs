@@ -40,6 +40,8 @@ pub struct TestApp {
     server: tokio::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
     /// The shared Redis prefix this gateway uses, if any: its keys go when the last user drops it.
     pub redis: Option<std::sync::Arc<RedisPrefix>>,
+    /// The gateway's live mirror, when `mirror.enabled`.
+    pub mirror: Option<patchbay::mirror::Mirror>,
 }
 
 pub struct Answer {
@@ -82,6 +84,7 @@ pub async fn spawn_app_on(sim: Simulator, adjust: impl FnOnce(&mut Settings)) ->
     let address = format!("http://{}", listener.local_addr().unwrap());
     let queue_path = settings.queue.path.clone();
     let state = AppState::new(settings).unwrap();
+    let mirror = state.engine.mirror().cloned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(run(state, listener, async {
         let _ = stopped.await;
@@ -95,6 +98,7 @@ pub async fn spawn_app_on(sim: Simulator, adjust: impl FnOnce(&mut Settings)) ->
         stop: std::sync::Mutex::new(Some(stop)),
         server: tokio::sync::Mutex::new(Some(server)),
         redis: None,
+        mirror,
     }
 }
 

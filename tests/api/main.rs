@@ -12,6 +12,7 @@ mod helpers;
 mod hooks;
 mod logs;
 mod lookup;
+mod mirror;
 mod notifications_sim;
 mod operations;
 mod queue_contract;

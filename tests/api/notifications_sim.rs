@@ -418,7 +418,9 @@ async fn a_channels_socket_beats_answers_pings_and_pushes_each_change_of_a_queue
     assert!(ended.is_ended());
 
     // Maintenance is announced; a second connection to the channel drops the first.
-    app.sim.announce_socket_closing();
+    // A long grace: the second connection, not the grace, must drop the first.
+    app.sim
+        .announce_socket_closing(std::time::Duration::from_secs(60));
     assert_eq!(
         next_event(&mut socket).await["topicName"],
         "v2.system.socket_closing"
