@@ -35,6 +35,9 @@ pub async fn render_metrics(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "queue figures unavailable for /metrics"),
     }
+    if let Some(mirror) = state.engine.mirror() {
+        crate::metrics::mirror_status(&mirror.status(), mirror.since_last_frame());
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

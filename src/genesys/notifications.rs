@@ -167,6 +167,29 @@ impl GenesysClient {
         Ok(listing.entities)
     }
 
+    /// When `channel` lapses now, as `GET /api/v2/notifications/channels` lists it: subscribing
+    /// extends a channel's life, and the subscription's answer does not say until when.
+    pub async fn channel_expires(&self, channel: &Channel) -> Result<Option<String>, GenesysError> {
+        #[derive(Deserialize)]
+        struct Listing {
+            #[serde(default)]
+            entities: Vec<ChannelBody>,
+        }
+        let url = self.api_url("/api/v2/notifications/channels");
+        let response = self
+            .send_api("list_channels", |http| {
+                http.get(url.clone())
+                    .query(&[("includechannels", "oauthclient")])
+            })
+            .await?;
+        let listing: Listing = decode(response, "channel listing").await?;
+        Ok(listing
+            .entities
+            .into_iter()
+            .find(|c| c.id == channel.id())
+            .and_then(|c| c.expires))
+    }
+
     /// `GET /api/v2/routing/queues`, every page: the queues whose conversations to follow.
     pub async fn routing_queues(&self) -> Result<Vec<QueueRef>, GenesysError> {
         let url = self.api_url("/api/v2/routing/queues");

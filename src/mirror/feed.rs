@@ -272,7 +272,7 @@ impl Runner {
             warned = false;
             let ended = self.hold(&slot, &mut failures).await;
             self.feed.slots.release(slot).await;
-            self.feed.mirror.set_subscribed(0, 0);
+            self.feed.mirror.set_subscribed(self.index, None);
             match ended {
                 Ended::Stopped => return,
                 Ended::SlotLost | Ended::ChannelGone => {
@@ -289,7 +289,7 @@ impl Runner {
     /// Holds channels while `slot` is this replica's: a new channel each time one is gone.
     async fn hold(&mut self, slot: &Slot, failures: &mut u32) -> Ended {
         loop {
-            let channel = match self.feed.genesys.create_channel().await {
+            let mut channel = match self.feed.genesys.create_channel().await {
                 Ok(channel) => channel,
                 Err(e) => {
                     *failures += 1;
@@ -301,7 +301,7 @@ impl Runner {
                     continue;
                 }
             };
-            match self.serve(&channel, slot, failures).await {
+            match self.serve(&mut channel, slot, failures).await {
                 Ended::ChannelGone => {
                     tracing::info!("the notification channel is gone; making a new one");
                     let wait = self.feed.backoff(*failures);
@@ -346,15 +346,23 @@ impl Runner {
     /// Returns how many topics were permitted and when to subscribe again.
     async fn subscribe(
         &self,
-        channel: &Channel,
+        channel: &mut Channel,
         detail: &HashSet<String>,
+        again: bool,
     ) -> Result<(usize, Instant), GenesysError> {
         let mut topics = self.topics.borrow().clone();
         topics.extend(detail.iter().cloned());
         let states = self.feed.genesys.subscribe(channel, &topics).await?;
         let permitted = self.report(&states);
+        if again {
+            // The subscription extended the channel's life; the listing says until when.
+            match self.feed.genesys.channel_expires(channel).await {
+                Ok(expires) => channel.expires = expires.or(channel.expires.take()),
+                Err(e) => tracing::warn!(error = %e, "could not read the channel's new expiry"),
+            }
+        }
         let again = resubscribe_in(channel.expires.as_deref());
-        self.feed.mirror.set_subscribed(1, permitted);
+        self.feed.mirror.set_subscribed(self.index, Some(permitted));
         Ok((permitted, Instant::now() + again))
     }
 
@@ -367,7 +375,7 @@ impl Runner {
     }
 
     /// One channel: connect, subscribe, read frames until it is gone or the task stops.
-    async fn serve(&mut self, channel: &Channel, slot: &Slot, failures: &mut u32) -> Ended {
+    async fn serve(&mut self, channel: &mut Channel, slot: &Slot, failures: &mut u32) -> Ended {
         let max_frame = self.feed.settings.max_frame_bytes;
         let mut socket = match Socket::connect(channel, max_frame).await {
             Ok(socket) => socket,
@@ -378,15 +386,16 @@ impl Runner {
             }
         };
         let mut detail: HashSet<String> = HashSet::new();
-        let (mut permitted, mut resubscribe_at) = match self.subscribe(channel, &detail).await {
-            Ok(subscribed) => subscribed,
-            Err(e) => {
-                *failures += 1;
-                tracing::warn!(error = %e, "could not subscribe the notification channel");
-                socket.close().await;
-                return Ended::ChannelGone;
-            }
-        };
+        let (mut permitted, mut resubscribe_at) =
+            match self.subscribe(channel, &detail, false).await {
+                Ok(subscribed) => subscribed,
+                Err(e) => {
+                    *failures += 1;
+                    tracing::warn!(error = %e, "could not subscribe the notification channel");
+                    socket.close().await;
+                    return Ended::ChannelGone;
+                }
+            };
         if permitted == 0 {
             // Every topic refused: the socket would stay silent. The refusals were logged; look
             // again after the longest backoff, as permissions may be granted meanwhile.
@@ -422,7 +431,7 @@ impl Runner {
                     Received::Closed
                 }
                 _ = tokio::time::sleep_until(resubscribe_at) => {
-                    match self.subscribe(channel, &detail).await {
+                    match self.subscribe(channel, &detail, true).await {
                         Ok((p, at)) => { permitted = p; resubscribe_at = at; }
                         Err(GenesysError::Rejected { status: 404, .. }) => {
                             self.liveness.report(&self.feed.mirror, self.index, false);
@@ -540,7 +549,7 @@ impl Runner {
     /// ended conversations' topics would crowd the channel, replaces the whole list instead.
     async fn add_detail_topics(
         &self,
-        channel: &Channel,
+        channel: &mut Channel,
         detail: &mut HashSet<String>,
         permitted: usize,
     ) {
@@ -563,7 +572,7 @@ impl Runner {
                 .take(MAX_CHANNEL_TOPICS.saturating_sub(queue_topics))
                 .collect();
             std::mem::swap(detail, &mut keep);
-            if let Err(e) = self.subscribe(channel, detail).await {
+            if let Err(e) = self.subscribe(channel, detail, true).await {
                 tracing::warn!(error = %e, "could not subscribe the detail topics");
             }
             return;
@@ -572,7 +581,9 @@ impl Runner {
             Ok(states) => {
                 let added = self.report(&states);
                 detail.extend(new);
-                self.feed.mirror.set_subscribed(1, permitted + added);
+                self.feed
+                    .mirror
+                    .set_subscribed(self.index, Some(permitted + added));
             }
             Err(e) => tracing::warn!(error = %e, "could not subscribe the detail topics"),
         }

@@ -205,8 +205,8 @@ impl Inner {
 /// The feed's counters the engine and the feed share without the lock.
 #[derive(Debug)]
 struct Shared {
-    channels: AtomicU64,
-    topics: AtomicU64,
+    /// Topics subscribed on each channel the feed holds, by the channel task's index.
+    channels: Mutex<BTreeMap<usize, usize>>,
     /// Milliseconds since `started` of the last frame; 0 before any.
     last_frame_ms: AtomicU64,
     started: Instant,
@@ -232,8 +232,7 @@ impl Mirror {
         Self {
             inner: Arc::default(),
             shared: Arc::new(Shared {
-                channels: AtomicU64::new(0),
-                topics: AtomicU64::new(0),
+                channels: Mutex::default(),
                 last_frame_ms: AtomicU64::new(0),
                 started: Instant::now(),
                 queue_events_confirm: AtomicBool::new(true),
@@ -278,12 +277,17 @@ impl Mirror {
         })
     }
 
-    /// The feed's channels and topics now.
-    pub fn set_subscribed(&self, channels: usize, topics: usize) {
-        self.shared
+    /// Channel task `index` holds a channel with `topics` permitted, or (`None`) none.
+    pub fn set_subscribed(&self, index: usize, topics: Option<usize>) {
+        let mut channels = self
+            .shared
             .channels
-            .store(channels as u64, Ordering::Relaxed);
-        self.shared.topics.store(topics as u64, Ordering::Relaxed);
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match topics {
+            Some(n) => channels.insert(index, n),
+            None => channels.remove(&index),
+        };
     }
 
     /// What showed a write to a conversation the mirror held. Queue events that stop showing
@@ -323,11 +327,17 @@ impl Mirror {
     }
 
     pub fn status(&self) -> Status {
+        let channels = self
+            .shared
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let inner = self.lock();
         Status {
             live: inner.live,
-            channels: self.shared.channels.load(Ordering::Relaxed) as usize,
-            topics: self.shared.topics.load(Ordering::Relaxed) as usize,
+            channels: channels.len(),
+            topics: channels.values().sum(),
             conversations: inner.entries.len(),
             gaps: inner.gaps,
             queue_events_confirm: self.shared.queue_events_confirm.load(Ordering::Relaxed),

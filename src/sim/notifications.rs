@@ -66,6 +66,10 @@ pub struct Notifications {
     write_events: bool,
     /// How late every event frame reaches the sockets.
     event_delay: Duration,
+    /// Connections that went silent: open, but sending nothing (no heartbeat, no pong, no event).
+    muted: std::collections::HashSet<u64>,
+    /// How long a channel lives without a new subscription.
+    lifetime: Duration,
 }
 
 /// Genesys sends a heartbeat about every 30 s.
@@ -86,6 +90,8 @@ impl Default for Notifications {
             lose: 0,
             write_events: true,
             event_delay: Duration::ZERO,
+            muted: Default::default(),
+            lifetime: CHANNEL_LIFETIME,
         }
     }
 }
@@ -120,7 +126,7 @@ impl Notifications {
         let channel = Channel {
             id: uuid::Uuid::new_v4().to_string(),
             topics: Vec::new(),
-            expires: time::OffsetDateTime::now_utc() + CHANNEL_LIFETIME,
+            expires: time::OffsetDateTime::now_utc() + self.lifetime,
             last_used: now,
             connected: false,
             socket: None,
@@ -231,9 +237,12 @@ impl Notifications {
             self.lose -= 1;
             return;
         }
+        let now = time::OffsetDateTime::now_utc();
         let outboxes: Vec<_> = self
             .channels
             .iter()
+            // A lapsed channel gets nothing more.
+            .filter(|c| c.expires > now)
             .filter(|c| c.topics.iter().any(|t| t.eq_ignore_ascii_case(topic)))
             .filter_map(|c| c.socket.as_ref().map(|(_, outbox)| outbox.clone()))
             .collect();
@@ -327,6 +336,24 @@ impl Simulator {
         self.lock().notifications.write_events = on;
     }
 
+    /// Every socket open now goes silent: it stays open but sends nothing more, as a connection
+    /// that died without closing does. Newer connections are not affected.
+    pub fn mute_sockets(&self) {
+        let mut s = self.lock();
+        let n = &mut s.notifications;
+        let open: Vec<u64> = n
+            .channels
+            .iter()
+            .filter_map(|c| c.socket.as_ref().map(|(k, _)| *k))
+            .collect();
+        n.muted.extend(open);
+    }
+
+    /// How long a new or newly subscribed channel lives (Genesys: 24 hours).
+    pub fn set_channel_lifetime(&self, lifetime: Duration) {
+        self.lock().notifications.lifetime = lifetime;
+    }
+
     /// How often open sockets get a heartbeat (Genesys: about every 30 s).
     pub fn set_heartbeat(&self, every: Duration) {
         self.lock().notifications.heartbeat = every;
@@ -410,21 +437,24 @@ async fn serve_socket(sim: Simulator, id: String, mut socket: WebSocket) {
     );
     let pong = envelope("channel.metadata", json!({"message": "pong"}));
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let muted = |sim: &Simulator| sim.lock().notifications.muted.contains(&connection);
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
+                Some(_) if muted(&sim) => {}
                 Some(frame) => if socket.send(Message::Text(frame.into())).await.is_err() { break },
                 // Replaced by a newer connection, or dropped by a test.
                 None => break,
             },
             _ = beat.tick() => {
+                if muted(&sim) { continue }
                 if socket.send(Message::Text(heartbeat.clone().into())).await.is_err() { break }
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     let ping = serde_json::from_str::<Value>(&text)
                         .is_ok_and(|v| v["message"] == "ping");
-                    if ping && socket.send(Message::Text(pong.clone().into())).await.is_err() { break }
+                    if ping && !muted(&sim) && socket.send(Message::Text(pong.clone().into())).await.is_err() { break }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
@@ -602,9 +632,10 @@ fn subscribe(
             "A channel may not be subscribed to more than 1000 topics.",
         );
     }
+    let lifetime = n.lifetime;
     let channel = n.channel_mut(id).expect("found above");
     channel.topics = topics;
-    channel.expires = time::OffsetDateTime::now_utc() + CHANNEL_LIFETIME;
+    channel.expires = time::OffsetDateTime::now_utc() + lifetime;
     channel.last_used = Instant::now();
     Json(json!({"entities": entries})).into_response()
 }

@@ -357,3 +357,54 @@ async fn three_replicas_on_redis_stay_within_the_deployments_channels() {
         assert_eq!(answer.body["verifiedBy"], expected);
     }
 }
+
+#[tokio::test]
+async fn a_socket_gone_silent_is_replaced_after_the_liveness_window() {
+    let app = mirrored_app(|_| {}).await;
+    let (cid, _, _) = start_call(&app, 15, "tel:+13175550115").await;
+    // Open, but silent: no heartbeat, no pong, no event.
+    app.sim.mute_sockets();
+    eventually("the silence is taken for a gap", || {
+        mirror(&app).status().gaps >= 1
+    })
+    .await;
+    // What was held before the silence is only a hint now.
+    eventually("a new socket is live", || mirror(&app).is_live()).await;
+    assert_eq!(mirror(&app).get(&cid).unwrap().trust, Trust::Hint);
+    start_call(&app, 16, "tel:+13175550116").await;
+}
+
+#[tokio::test]
+async fn a_channel_is_subscribed_again_before_it_expires() {
+    let sim = patchbay::sim::Simulator::new();
+    sim.set_channel_lifetime(Duration::from_secs(4));
+    let app = spawn_app_on(sim, with_mirror).await;
+    eventually("the mirror's feed is live", || mirror(&app).is_live()).await;
+    let first = app.sim.count("subscriptions");
+    let channels = app.sim.notifications().channel_ids();
+    // Twice the channel's life: it lives on, on the same channel, because each subscription
+    // (at half the life left, read again from Genesys's listing) extends it.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let again = app.sim.count("subscriptions") - first;
+    assert!((2..=5).contains(&again), "subscribed again {again} times");
+    assert_eq!(app.sim.notifications().channel_ids(), channels);
+    start_call(&app, 18, "tel:+13175550118").await;
+    assert_eq!(mirror(&app).status().gaps, 0);
+}
+
+#[tokio::test]
+async fn a_conversation_event_of_several_mebibytes_reaches_the_mirror() {
+    let app = mirrored_app(|_| {}).await;
+    let (cid, _, _, mut c) = call(17, "tel:+13175550117");
+    // 3 MiB of attributes: a long-running chat with a large transcript summary, say.
+    for i in 0..48 {
+        c.participants[0]
+            .attributes
+            .insert(format!("note{i}"), "x".repeat(64 * 1024));
+    }
+    app.sim.insert_conversation(c);
+    eventually("the mirror holds the large call", || {
+        mirror(&app).get(&cid).is_some()
+    })
+    .await;
+}
