@@ -268,15 +268,40 @@ pub fn attributes_topic(id: &str) -> String {
 }
 
 impl Simulator {
+    /// The frame that carries conversation `id`'s current state on its queue topic.
+    pub fn queue_event_frame(&self, id: &str) -> Option<String> {
+        let s = self.lock();
+        let c = s.conversations.get(&id.to_lowercase())?;
+        Some(envelope(&seed_queue_topic(), queue_event_body(c)))
+    }
+
     /// Publishes conversation `id`'s current state on the queue topic, as Genesys does on a change.
     pub fn publish_conversation(&self, id: &str) {
-        let mut s = self.lock();
-        let Some(c) = s.conversations.get(&id.to_lowercase()) else {
+        let Some(frame) = self.queue_event_frame(id) else {
             return;
         };
-        let topic = seed_queue_topic();
-        let frame = envelope(&topic, queue_event_body(c));
-        s.notifications.publish(&topic, &frame);
+        self.lock()
+            .notifications
+            .publish(&seed_queue_topic(), &frame);
+    }
+
+    /// The frame of the attributes detail event for a write of `attributes` to `participant`.
+    pub fn attributes_event_frame(
+        &self,
+        id: &str,
+        participant: &str,
+        attributes: &[(String, String)],
+    ) -> String {
+        let body = json!({
+            "eventTime": time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+            "conversationId": id,
+            "participantId": participant,
+            "attributes": attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                .collect::<serde_json::Map<String, Value>>(),
+        });
+        envelope(&attributes_topic(id), body)
     }
 
     /// After a write to `participant` showed: the conversation on its queue topic (unless writes
@@ -290,18 +315,10 @@ impl Simulator {
         if self.lock().notifications.write_events {
             self.publish_conversation(id);
         }
-        let topic = attributes_topic(id);
-        let body = json!({
-            "eventTime": time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
-            "conversationId": id,
-            "participantId": participant,
-            "attributes": attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-                .collect::<serde_json::Map<String, Value>>(),
-        });
-        let frame = envelope(&topic, body);
-        self.lock().notifications.publish(&topic, &frame);
+        let frame = self.attributes_event_frame(id, participant, attributes);
+        self.lock()
+            .notifications
+            .publish(&attributes_topic(id), &frame);
     }
 
     /// Delays every event frame by `delay`, as Genesys sometimes delivers seconds late.

@@ -47,6 +47,13 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
     let sim_url = app.sim_url.clone();
     let topics = (queue_topic.clone(), refused_topic.clone());
+    // The frames the simulator pushes on a channel, for the SDK's event models.
+    let queue_event = app.sim.queue_event_frame(looked_up).unwrap();
+    let attributes_event = app.sim.attributes_event_frame(
+        SEED_ACTIVE_CALL,
+        SEED_ACTIVE_CALL_CUSTOMER,
+        &[("vip".into(), "true".into())],
+    );
     let out = tokio::task::spawn_blocking(move || {
         run_command(
             Command::new(python)
@@ -61,7 +68,9 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
                 .env("LOOKUP_ANI", "+13175550142")
                 .env("LOOKUP_CONVERSATION", looked_up)
                 .env("QUEUE_TOPIC", &topics.0)
-                .env("REFUSED_TOPIC", &topics.1),
+                .env("REFUSED_TOPIC", &topics.1)
+                .env("QUEUE_EVENT", queue_event)
+                .env("ATTRIBUTES_EVENT", attributes_event),
         )
     })
     .await
@@ -73,6 +82,10 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
     assert_eq!(findings["lookup"], looked_up);
     assert_eq!(findings["topics"][&queue_topic], "Permitted");
     assert_eq!(findings["topics"][&refused_topic], "Rejected");
+    assert_eq!(findings["queueEvent"]["id"], looked_up);
+    assert_eq!(findings["queueEvent"]["address"], "tel:+13175550142");
+    assert_eq!(findings["queueEvent"]["callState"], "connected");
+    assert_eq!(findings["attributesEvent"], "true");
 
     // The SDK made the same calls Patchbay makes: a grant, the attributes PATCH, a GET.
     let sdk_calls: Vec<_> = app

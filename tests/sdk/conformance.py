@@ -103,6 +103,20 @@ queues = gc.RoutingApi(api_client).get_routing_queues(page_size=100, page_number
 assert isinstance(queues, gc.QueueEntityListing), type(queues)
 assert queue_topic.split(".")[3] in [q.id for q in queues.entities], queues.entities
 
+# The frames the simulator pushes, read with the SDK's own event models.
+deserialize = api_client._ApiClient__deserialize
+queue_frame = json.loads(os.environ["QUEUE_EVENT"])
+assert queue_frame["topicName"] == queue_topic, queue_frame["topicName"]
+event = deserialize(queue_frame["eventBody"], "QueueConversationEventTopicConversation")
+assert isinstance(event, gc.QueueConversationEventTopicConversation), type(event)
+event_customer = next(p for p in event.participants if p.purpose == "customer")
+assert isinstance(event_customer, gc.QueueConversationEventTopicParticipant), type(event_customer)
+call_state = event_customer.calls[0].state
+attributes_frame = json.loads(os.environ["ATTRIBUTES_EVENT"])
+attributes_event = deserialize(attributes_frame["eventBody"], "AttributeDetailEventTopicAttributeUpdateEvent")
+assert isinstance(attributes_event, gc.AttributeDetailEventTopicAttributeUpdateEvent), type(attributes_event)
+assert attributes_event.conversation_id == conversation_id, attributes_event
+
 # A wrong token must surface as the SDK's ApiException with Genesys's 401.
 api_client.access_token = "not-a-token"
 try:
@@ -113,4 +127,7 @@ except ApiException as e:
     assert json.loads(e.body)["code"] == "bad.credentials", e.body
 
 print(json.dumps({"participant": participant.id, "purpose": participant.purpose, "attributes": attributes,
-                  "lookup": hit.conversation_id, "topics": states}))
+                  "lookup": hit.conversation_id, "topics": states,
+                  "queueEvent": {"id": event.id, "address": event_customer.address,
+                                 "callState": call_state},
+                  "attributesEvent": attributes_event.attributes.get("vip")}))
