@@ -238,6 +238,8 @@ async fn start_gateway(o: &BenchOptions, sim: &str) -> anyhow::Result<(Process, 
                 "100000000".to_string(),
             ),
             ("PATCHBAY__DELIVERY__LINGER_MS", "0".to_string()),
+            // The REST path, whose floor (d) measures.
+            ("PATCHBAY__MIRROR__ENABLED", "false".to_string()),
         ],
     )
     .await
@@ -841,7 +843,7 @@ impl Report {
                 ),
             ]
         };
-        let (e, f) = (find("e)"), find("f)"));
+        let (e, f) = (find("e) contact center, bursts, REST"), find("f)"));
         let budget = |s: Option<&ScenarioResult>| s.and_then(|s| s.budget.clone());
         if let Some(eb) = budget(e) {
             let e = e.expect("e) ran");
@@ -884,6 +886,45 @@ impl Report {
                     fb.window_served_pct >= 90.0,
                 ),
             ]);
+        }
+        // The live mirror: found, resolved and verified without asking, so one call an event.
+        let all_verified =
+            |s: &ScenarioResult| s.budget.as_ref().is_some_and(|b| b.verified == s.events);
+        for (name, at_most) in [
+            ("g) screen pops by number, mirror", 1.1),
+            ("h) three updates on one call, mirror", 1.0),
+            ("e) contact center, bursts, mirror", 0.5),
+        ] {
+            if let Some(s) = find(name) {
+                targets.push((
+                    format!("{name}: at most {at_most} Genesys calls per verified event"),
+                    all_verified(s) && calls(s) <= at_most,
+                ));
+            }
+        }
+        if let Some(g) = find("g) screen pops by number, mirror") {
+            targets.push((
+                "g) screen pops by number, mirror: p99 within 1.5 s".to_string(),
+                p99(g).is_some_and(|p| p <= 1500.0),
+            ));
+        }
+        for name in [
+            "g) screen pops by number, REST",
+            "h) three updates on one call, REST",
+            "i) screen pops through a 2 s feed gap, mirror",
+        ] {
+            if let Some(s) = find(name) {
+                targets.push((format!("{name}: every event verified"), all_verified(s)));
+            }
+        }
+        if let (Some(i), Some(g)) = (
+            find("i) screen pops through"),
+            find("g) screen pops by number, REST"),
+        ) {
+            targets.push((
+                "i) through a feed gap: at most the REST path's calls per event".to_string(),
+                calls(i) <= calls(g) + 0.01,
+            ));
         }
         if o.quick {
             targets.push(("(quick run: figures are indicative only)".into(), true));

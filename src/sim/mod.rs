@@ -455,6 +455,28 @@ impl Simulator {
         out
     }
 
+    /// The caller's number of the `i`-th call [`Simulator::start_call`] starts.
+    pub fn caller_number(i: usize) -> String {
+        format!("tel:+1555{i:07}")
+    }
+
+    /// Starts the `i`-th numbered call afresh, now, from [`Simulator::caller_number`]: a live call
+    /// whose start its queue pushes, as a call that just came in.
+    pub fn start_call(&self, i: usize) -> LiveCall {
+        let call = LiveCall::numbered(i);
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("a time formats");
+        self.insert_conversation(seed::call_from(
+            &call.conversation,
+            &call.customer,
+            &call.agent,
+            &Self::caller_number(i),
+            &now,
+        ));
+        call
+    }
+
     /// Adds `n` live calls, each with a connected customer and agent, with ids derived from `n`'s
     /// index (`…-4000-8000-<index>` for the call, `…-4000-9000-<2·index>` and `<2·index+1>` for the
     /// customer and the agent), so a load generator in another process can name them.

@@ -70,6 +70,8 @@ pub struct Notifications {
     muted: std::collections::HashSet<u64>,
     /// How long a channel lives without a new subscription.
     lifetime: Duration,
+    /// Until when the streaming service is down: sockets refused, events lost.
+    outage_until: Option<Instant>,
 }
 
 /// Genesys sends a heartbeat about every 30 s.
@@ -92,6 +94,7 @@ impl Default for Notifications {
             event_delay: Duration::ZERO,
             muted: Default::default(),
             lifetime: CHANNEL_LIFETIME,
+            outage_until: None,
         }
     }
 }
@@ -233,6 +236,12 @@ fn queue_event_body(c: &crate::genesys::model::Conversation) -> Value {
 impl Notifications {
     /// Sends `frame` to every open socket whose channel follows `topic`, unless it is to be lost.
     fn publish(&mut self, topic: &str, frame: &str) {
+        if self
+            .outage_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return;
+        }
         if self.lose > 0 {
             self.lose -= 1;
             return;
@@ -366,6 +375,13 @@ impl Simulator {
         n.muted.extend(open);
     }
 
+    /// The streaming service goes down for `length`: every socket closes, new ones are refused
+    /// (503), and events of the outage are lost. The REST API stays up.
+    pub fn feed_outage(&self, length: Duration) {
+        self.lock().notifications.outage_until = Some(Instant::now() + length);
+        self.drop_sockets();
+    }
+
     /// How long a new or newly subscribed channel lives (Genesys: 24 hours).
     pub fn set_channel_lifetime(&self, lifetime: Duration) {
         self.lock().notifications.lifetime = lifetime;
@@ -424,6 +440,14 @@ async fn websocket(
 ) -> Response {
     if sim.lock().notifications.channels.iter().all(|c| c.id != id) {
         return no_channel();
+    }
+    if sim
+        .lock()
+        .notifications
+        .outage_until
+        .is_some_and(|until| Instant::now() < until)
+    {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     upgrade
         .max_message_size(16 << 20)

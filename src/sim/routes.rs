@@ -47,6 +47,8 @@ pub fn router(sim: Simulator) -> Router {
         .route("/__sim/stats", get(stats))
         .route("/__sim/latency/{ms}", post(set_latency))
         .route("/__sim/rate-limit/{per_minute}", post(set_rate_limit))
+        .route("/__sim/calls/{i}/start", post(start_call))
+        .route("/__sim/feed-outage/{ms}", post(feed_outage))
         .merge(super::notifications::socket_routes())
         .merge(api)
         .fallback(|| async {
@@ -72,6 +74,8 @@ fn op_name(method: &Method, path: &str) -> &'static str {
         ("PATCH", p) if p.contains("/participants/") => "patch_participant",
         ("POST", "/api/v2/analytics/conversations/details/query") => "analytics_query",
         ("POST", "/api/v2/notifications/channels") => "create_channel",
+        ("GET", "/api/v2/notifications/channels") => "list_channels",
+        ("HEAD", p) if p.starts_with("/api/v2/notifications/channels/") => "channel_exists",
         (_, p) if p.ends_with("/subscriptions") => "subscriptions",
         ("GET", "/api/v2/routing/queues") => "list_queues",
         _ => "other",
@@ -294,6 +298,18 @@ async fn stats(State(sim): State<Simulator>) -> Response {
 /// `POST /__sim/rate-limit/{per_minute}`: the per-token limit to enforce; 0 lifts it.
 async fn set_rate_limit(State(sim): State<Simulator>, Path(per_minute): Path<u32>) -> StatusCode {
     sim.set_rate_limit((per_minute > 0).then_some(per_minute));
+    StatusCode::NO_CONTENT
+}
+
+/// `POST /__sim/calls/{i}/start`: the `i`-th numbered call starts now, from its own number.
+async fn start_call(State(sim): State<Simulator>, Path(i): Path<usize>) -> StatusCode {
+    sim.start_call(i);
+    StatusCode::NO_CONTENT
+}
+
+/// `POST /__sim/feed-outage/{ms}`: the notifications' sockets go down for `ms`.
+async fn feed_outage(State(sim): State<Simulator>, Path(ms): Path<u64>) -> StatusCode {
+    sim.feed_outage(Duration::from_millis(ms));
     StatusCode::NO_CONTENT
 }
 
