@@ -90,8 +90,6 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let simulator = Simulator::new();
     // Genesys reads are eventually consistent: make the demo show verification waiting for it.
     simulator.set_visibility_delay(VISIBILITY_DELAY);
-    // A live call that a CRM knows only by the caller's number.
-    simulator.add_caller_call();
     let sim_url = simulator.spawn(TcpListener::bind("127.0.0.1:0").await?);
 
     let api_key = format!("demo-{}", uuid::Uuid::new_v4().simple());
@@ -104,6 +102,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let listener = TcpListener::bind(settings.server.listen).await?;
     let gateway = format!("http://{}", listener.local_addr()?);
     let state = AppState::new(settings)?;
+    let mirror = state.engine.mirror().cloned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(run_gateway(state, listener, async {
         let _ = stopped.await;
@@ -112,6 +111,42 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     writeln!(out, "Patchbay demo")?;
     writeln!(out, "  simulated Genesys Cloud at {sim_url}")?;
     writeln!(out, "  gateway at {gateway}")?;
+    // The live mirror follows the queues' conversations over a notification channel.
+    let feed_live = match &mirror {
+        Some(mirror) => {
+            let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !mirror.is_live() && tokio::time::Instant::now() < give_up {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            mirror.is_live()
+        }
+        None => false,
+    };
+    // API calls only: the grant and the socket's own upgrade are not among them.
+    let feed_calls: usize = simulator
+        .counts()
+        .iter()
+        .filter(|(op, _)| !matches!(**op, "token" | "other"))
+        .map(|(_, n)| n)
+        .sum();
+    writeln!(
+        out,
+        "  live mirror: {} ({feed_calls} Genesys call(s) to list the queues, make a channel and subscribe it)",
+        if feed_live { "live" } else { "not live: every update goes by REST" },
+    )?;
+    // A call comes in; its queue pushes it to the mirror. The seeded calls started before the
+    // feed, so the mirror has not seen them: they go by REST.
+    simulator.add_caller_call();
+    if let Some(mirror) = &mirror {
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
+        while mirror.get(sim::SEED_CALLER_CALL).is_none() && tokio::time::Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    writeln!(
+        out,
+        "  a call comes in from +1 317 555 0123: its queue pushes it to the mirror"
+    )?;
     writeln!(out)?;
 
     let events = [
@@ -186,7 +221,12 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         .build()?;
     let mut all_ok = true;
     let mut written = 0;
+    let api_calls = |sim: &Simulator| {
+        sim.count("patch_attributes") + sim.count("get_conversation") + sim.count("analytics_query")
+    };
+    let before_events = api_calls(&simulator);
     for (n, event) in events.iter().enumerate() {
+        let before = api_calls(&simulator);
         // Sent as the exact bytes that were signed.
         let mut request = http
             .post(format!("{gateway}{}", event.path))
@@ -217,6 +257,16 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
             writeln!(out, "   attributes:   {}", body["attributes"])?;
             writeln!(
                 out,
+                "   found by:     {}",
+                body["foundBy"].as_str().unwrap_or("?")
+            )?;
+            writeln!(
+                out,
+                "   verified by:  {}",
+                body["verifiedBy"].as_str().unwrap_or("?")
+            )?;
+            writeln!(
+                out,
                 "   verified:     {}{}",
                 body["verified"],
                 if body["verified"] == json!(true) {
@@ -238,6 +288,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
                 body["detail"].as_str().unwrap_or("")
             )?;
         }
+        writeln!(out, "   Genesys calls: {}", api_calls(&simulator) - before)?;
         writeln!(
             out,
             "   outcome:      {}",
@@ -249,7 +300,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let patches = simulator.count("patch_attributes");
     let reads = simulator.count("get_conversation");
     let queries = simulator.count("analytics_query");
-    let calls = patches + reads + queries;
+    let calls = api_calls(&simulator) - before_events;
     writeln!(
         out,
         "Genesys calls: {calls} for {updates} written update(s), {per_update:.1} per update \
@@ -261,8 +312,10 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     )?;
     writeln!(
         out,
-        "  A GET finds the participant for a purpose, confirms a lookup or reads a write back (the \
-         ended call's refusal took one too). The simulator shows a write {} ms after its PATCH, as \
+        "  The call the mirror saw come in cost one call, its PATCH: the mirror named the \
+         conversation and the customer, and the queue's event showed the write. For the calls the \
+         mirror has not seen, a GET finds the participant for a purpose, confirms a lookup or reads a \
+         write back (the ended call's refusal took one too). The simulator shows a write {} ms after its PATCH, as \
          Genesys applies a PATCH (202) asynchronously, so a read-back that comes sooner sees the old \
          value and polls again (after verify.poll_initial_ms, {} ms, then doubling), one more call \
          each. Patchbay learns the lag: later read-backs wait about as long as writes took to show.",

@@ -92,6 +92,14 @@ async fn the_demo_gets_every_answer_right() {
     // The summary gives the cost per update and why verification polled.
     assert!(text.contains("per update"), "{text}");
     assert!(text.contains("polls again"), "{text}");
+    // The screen pop by number, for the call the mirror saw come in: one Genesys call, the PATCH.
+    let pop = text
+        .split("\n\n")
+        .find(|event| event.contains("knowing only the number"))
+        .expect("the screen pop by number");
+    assert!(pop.contains("found by:     mirror"), "{pop}");
+    assert!(pop.contains("verified by:  queueEvent"), "{pop}");
+    assert!(pop.contains("Genesys calls: 1\n"), "{pop}");
 }
 
 #[tokio::test]
