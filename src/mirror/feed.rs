@@ -239,6 +239,9 @@ enum Ended {
     ChannelGone,
     /// The slot went to another replica: give the channel up.
     SlotLost,
+    /// Genesys refused every topic: try again after `mirror.queue_refresh_ms`, as permissions may
+    /// be granted meanwhile, rather than churn through channels.
+    Refused,
 }
 
 /// One channel's task.
@@ -275,8 +278,12 @@ impl Runner {
             self.feed.mirror.set_subscribed(self.index, None);
             match ended {
                 Ended::Stopped => return,
-                Ended::SlotLost | Ended::ChannelGone => {
-                    let wait = self.feed.backoff(failures.max(1));
+                Ended::SlotLost | Ended::ChannelGone | Ended::Refused => {
+                    let wait = if matches!(ended, Ended::Refused) {
+                        Duration::from_millis(self.feed.settings.queue_refresh_ms)
+                    } else {
+                        self.feed.backoff(failures.max(1))
+                    };
                     tokio::select! {
                         _ = self.stop.cancelled() => return,
                         _ = tokio::time::sleep(wait) => {}
@@ -397,11 +404,9 @@ impl Runner {
                 }
             };
         if permitted == 0 {
-            // Every topic refused: the socket would stay silent. The refusals were logged; look
-            // again after the longest backoff, as permissions may be granted meanwhile.
+            // Every topic refused: the socket would stay silent. The refusals were logged.
             socket.close().await;
-            *failures = 30;
-            return Ended::ChannelGone;
+            return Ended::Refused;
         }
         *failures = 0;
         self.liveness.report(&self.feed.mirror, self.index, true);
@@ -469,6 +474,8 @@ impl Runner {
                 Received::Text(text) => {
                     last_frame = Instant::now();
                     pinged = false;
+                    // A socket that carries frames again has recovered: its reconnections start over.
+                    reconnects = 0;
                     self.feed.mirror.frame_seen();
                     match Frame::parse(&text) {
                         Some(Frame::SocketClosing) => {

@@ -171,6 +171,17 @@ impl Workers {
                 if let Some(id) = &outcome.correlation_id {
                     span.record("genesys_correlation_id", id.as_str());
                 }
+                tracing::info!(
+                    verified = outcome.verified,
+                    resolved_by = if outcome.resolved_by_mirror {
+                        "mirror"
+                    } else {
+                        "rest"
+                    },
+                    verified_by = outcome.verified_by.map(|c| c.name()),
+                    genesys_calls = outcome.shared.calls,
+                    "job applied"
+                );
                 let result = self.presenter.result(outcome, head.request_id.clone());
                 self.record(self.queue.succeed(&batch, result).await);
             }

@@ -234,16 +234,28 @@ fn queue_event_body(c: &crate::genesys::model::Conversation) -> Value {
 }
 
 impl Notifications {
+    /// Whether any open socket follows `topic`: a frame nobody would get is not built.
+    fn followed(&self, topic: &str) -> bool {
+        self.channels
+            .iter()
+            .any(|c| c.socket.is_some() && c.topics.iter().any(|t| t.eq_ignore_ascii_case(topic)))
+    }
+
+    /// Whether the next conversation event is one to lose (nobody gets one nobody follows either).
+    fn loses_next(&mut self, topic: &str) -> bool {
+        if self.lose > 0 {
+            self.lose -= 1;
+            return true;
+        }
+        !self.followed(topic)
+    }
+
     /// Sends `frame` to every open socket whose channel follows `topic`, unless it is to be lost.
     fn publish(&mut self, topic: &str, frame: &str) {
         if self
             .outage_until
             .is_some_and(|until| Instant::now() < until)
         {
-            return;
-        }
-        if self.lose > 0 {
-            self.lose -= 1;
             return;
         }
         let now = time::OffsetDateTime::now_utc();
@@ -286,6 +298,9 @@ impl Simulator {
 
     /// Publishes conversation `id`'s current state on the queue topic, as Genesys does on a change.
     pub fn publish_conversation(&self, id: &str) {
+        if self.lock().notifications.loses_next(&seed_queue_topic()) {
+            return;
+        }
         let Some(frame) = self.queue_event_frame(id) else {
             return;
         };
@@ -324,10 +339,12 @@ impl Simulator {
         if self.lock().notifications.write_events {
             self.publish_conversation(id);
         }
+        let topic = attributes_topic(id);
+        if !self.lock().notifications.followed(&topic) {
+            return;
+        }
         let frame = self.attributes_event_frame(id, participant, attributes);
-        self.lock()
-            .notifications
-            .publish(&attributes_topic(id), &frame);
+        self.lock().notifications.publish(&topic, &frame);
     }
 
     /// Delays every event frame by `delay`, as Genesys sometimes delivers seconds late.

@@ -323,6 +323,8 @@ async fn refused_queue_topics_leave_every_update_to_the_rest_path() {
     assert_eq!(answer.body["verified"], true);
     assert_eq!(answer.body["verifiedBy"], "read");
     assert!(!mirror(&app).is_live());
+    // The gateway is ready all the same: the mirror is a saving, not a dependency.
+    assert_eq!(app.get("/readyz").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,4 +409,23 @@ async fn a_conversation_event_of_several_mebibytes_reaches_the_mirror() {
         mirror(&app).get(&cid).is_some()
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_late_event_verifies_within_confirm_ms_and_past_it_a_read_decides() {
+    let app = mirrored_app(|_| {}).await;
+    let (cid, customer, _) = start_call(&app, 19, "tel:+13175550119").await;
+    let body = |v: &str| json!({"conversationId": cid, "participantId": customer, "attributes": {"vip": v}});
+    // 200 ms late, within the 400 ms the write waits for its event.
+    app.sim.set_event_delay(Duration::from_millis(200));
+    let before = calls(&app);
+    let answer = app.post_attributes(body("late")).await;
+    assert_eq!(answer.body["verified"], true, "{}", answer.body);
+    assert_eq!(answer.body["verifiedBy"], "queueEvent");
+    assert_eq!(since(&app, before).reads, 0);
+    // 2 s late: past it, one read decides.
+    app.sim.set_event_delay(Duration::from_secs(2));
+    let answer = app.post_attributes(body("later")).await;
+    assert_eq!(answer.body["verified"], true, "{}", answer.body);
+    assert_eq!(answer.body["verifiedBy"], "read");
 }
