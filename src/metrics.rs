@@ -152,17 +152,6 @@ pub fn mirror_served(what: &'static str, by_mirror: bool) {
     metrics::counter!(MIRROR_SERVED, "what" => what, "by" => by).increment(1);
 }
 
-/// The mirror's standing, as `/metrics` is rendered.
-pub fn mirror_status(status: &crate::mirror::Status, since_last_frame: Option<Duration>) {
-    metrics::gauge!(MIRROR_CHANNELS).set(status.channels as f64);
-    metrics::gauge!(MIRROR_TOPICS).set(status.topics as f64);
-    metrics::gauge!(MIRROR_LIVE).set(if status.live { 1.0 } else { 0.0 });
-    metrics::gauge!(MIRROR_CONVERSATIONS).set(status.conversations as f64);
-    if let Some(since) = since_last_frame {
-        metrics::gauge!(MIRROR_LAST_FRAME).set(since.as_secs_f64());
-    }
-}
-
 /// Where the token stands, as Genesys reported it on its latest answer.
 pub fn genesys_budget(count: u32, allowed: u32, reset: Duration) {
     metrics::gauge!(GENESYS_BUDGET_COUNT).set(f64::from(count));

@@ -36,7 +36,17 @@ pub async fn render_metrics(State(state): State<AppState>) -> Response {
         Err(e) => tracing::warn!(error = %e, "queue figures unavailable for /metrics"),
     }
     if let Some(mirror) = state.engine.mirror() {
-        crate::metrics::mirror_status(&mirror.status(), mirror.since_last_frame());
+        use crate::metrics::{
+            MIRROR_CHANNELS, MIRROR_CONVERSATIONS, MIRROR_LAST_FRAME, MIRROR_LIVE, MIRROR_TOPICS,
+        };
+        let status = mirror.status();
+        metrics::gauge!(MIRROR_CHANNELS).set(status.channels as f64);
+        metrics::gauge!(MIRROR_TOPICS).set(status.topics as f64);
+        metrics::gauge!(MIRROR_LIVE).set(if status.live { 1.0 } else { 0.0 });
+        metrics::gauge!(MIRROR_CONVERSATIONS).set(status.conversations as f64);
+        if let Some(since) = mirror.since_last_frame() {
+            metrics::gauge!(MIRROR_LAST_FRAME).set(since.as_secs_f64());
+        }
     }
     (
         [(

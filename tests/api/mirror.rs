@@ -128,6 +128,20 @@ async fn a_screen_pop_by_the_callers_number_costs_one_call_the_patch() {
             queries: 0
         }
     );
+    // Operators see what the mirror served, and its state.
+    let metrics = app.get("/metrics").await.body;
+    let metrics = metrics.as_str().expect("Prometheus text");
+    for name in [
+        r#"patchbay_mirror_served_total{what="lookup",by="mirror"}"#,
+        r#"patchbay_mirror_confirmations_total{source="queue_event"}"#,
+        "patchbay_mirror_live",
+        "patchbay_mirror_conversations",
+        "patchbay_mirror_channels",
+        "patchbay_mirror_topics",
+        "patchbay_mirror_seconds_since_last_frame",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
 }
 
 #[tokio::test]
