@@ -6,10 +6,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. `RUST_LOG` wins over `default_filter`.
+/// Targets held at `info` whatever `RUST_LOG` says: the WebSocket library traces its handshake's
+/// request line, which carries a notification channel's id, a secret that opens its socket.
+const QUIET: &[&str] = &["tungstenite=info", "tokio_tungstenite=info"];
+
+/// Installs the global subscriber. `RUST_LOG` wins over `default_filter`, but not over [`QUIET`].
 pub fn init(format: LogFormat, default_filter: &str) {
-    let filter =
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    for directive in QUIET {
+        filter = filter.add_directive(directive.parse().expect("a valid directive"));
+    }
     // Colours only for a person at a terminal who has not asked for none (https://no-color.org): a
     // file, a pipe or a container's log gets plain text.
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());

@@ -215,6 +215,10 @@ mod tests {
             )),
             Some(Frame::ChannelGone { reason }) if reason == "another_channel_subscribed"
         ));
+        assert!(matches!(
+            Frame::parse(&frame("v2.system.token_revoked.abc", json!({"message": "token revoked"}))),
+            Some(Frame::ChannelGone { reason }) if reason == "token revoked"
+        ));
         let conversation = frame(
             "v2.routing.queues.q1.conversations",
             json!({"id": "c1", "participants": [{"id": "p1", "purpose": "customer", "attributes": {"vip": "true"}}]}),

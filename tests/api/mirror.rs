@@ -443,3 +443,49 @@ async fn a_late_event_verifies_within_confirm_ms_and_past_it_a_read_decides() {
     assert_eq!(answer.body["verified"], true, "{}", answer.body);
     assert_eq!(answer.body["verifiedBy"], "read");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_id_never_reaches_the_log_through_evictions_drops_and_silence() {
+    let sim = patchbay::sim::Simulator::new();
+    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let mut gateway = Gateway::in_front_of(
+        &sim_url,
+        &[
+            ("PATCHBAY__MIRROR__ENABLED", "true"),
+            ("PATCHBAY__MIRROR__LIVENESS_MS", "1500"),
+            ("PATCHBAY__MIRROR__RECONNECT_MAX_MS", "200"),
+            ("RUST_LOG", "trace"),
+        ],
+    );
+    gateway.start();
+    gateway.ready().await;
+    let subscribed = |sim: &patchbay::sim::Simulator| {
+        let n = sim.notifications();
+        n.channel_ids()
+            .into_iter()
+            .filter(|id| !n.topics(id).unwrap_or_default().is_empty())
+            .collect::<Vec<_>>()
+    };
+    eventually("a channel is subscribed", || !subscribed(&sim).is_empty()).await;
+    let first = subscribed(&sim);
+    sim.evict_channels();
+    eventually("a new channel is subscribed", || {
+        subscribed(&sim).iter().any(|id| !first.contains(id))
+    })
+    .await;
+    sim.drop_sockets();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sim.mute_sockets();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let log = gateway.log_text();
+    assert!(
+        log.contains("Genesys ended the notification channel"),
+        "{log}"
+    );
+    assert!(log.contains("went silent"), "{log}");
+    let n = sim.notifications();
+    for id in n.channel_ids().iter().chain(n.evicted()) {
+        let leak: Vec<&str> = log.lines().filter(|l| l.contains(id.as_str())).collect();
+        assert!(leak.is_empty(), "channel id {id} in the log: {leak:#?}");
+    }
+}
