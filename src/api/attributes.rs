@@ -1,17 +1,17 @@
 //! `POST /v1/attributes`: parse the request, apply it, and answer with what Genesys shows.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tower_http::request_id::RequestId;
 
 use super::body::{self, Shape};
+use super::exchange::{read_body, request_id};
 use super::intake::{self, Intake};
 use super::problem::ApiError;
 use crate::api::state::AppState;
@@ -20,7 +20,6 @@ use crate::domain::{
     Address, AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, Target,
     UpdateRequest,
 };
-use crate::service::{Mismatch, UpdateOutcome};
 
 /// The inbound body, before parsing into an [`AttributeUpdate`]. Its fields are [`REQUEST_SHAPE`]'s.
 #[derive(Debug, Deserialize)]
@@ -105,75 +104,6 @@ impl LookupRequest {
     }
 }
 
-/// The 200 answer.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AttributesResponse {
-    pub conversation_id: String,
-    pub participant_id: String,
-    pub updated: bool,
-    pub verified: bool,
-    pub attributes: BTreeMap<String, String>,
-    pub mismatches: Vec<MismatchBody>,
-    /// `mismatches.len()`, flat, so an Architect data action can output it without a JSONPath function.
-    pub mismatch_count: usize,
-    /// How the conversation was named: `conversationId` (the caller's), `mirror`, `cache` or
-    /// `analytics` (a lookup).
-    #[serde(default)]
-    pub found_by: String,
-    /// What showed the write: `queueEvent` or `detailEvent` (pushed to the mirror, no call) or
-    /// `read`; `none` when unverified.
-    #[serde(default)]
-    pub verified_by: String,
-    pub request_id: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct MismatchBody {
-    pub key: String,
-    pub expected: String,
-    pub actual: Option<String>,
-}
-
-impl From<Mismatch> for MismatchBody {
-    fn from(m: Mismatch) -> Self {
-        Self {
-            key: m.key,
-            expected: m.expected,
-            actual: m.actual,
-        }
-    }
-}
-
-impl AttributesResponse {
-    pub fn from_outcome(outcome: UpdateOutcome, request_id: String) -> Self {
-        Self {
-            conversation_id: outcome.conversation_id.to_string(),
-            participant_id: outcome.participant_id,
-            updated: true,
-            verified: outcome.verified,
-            attributes: outcome.attributes,
-            mismatch_count: outcome.mismatches.len(),
-            mismatches: outcome.mismatches.into_iter().map(Into::into).collect(),
-            found_by: "conversationId".into(),
-            verified_by: match outcome.verified_by {
-                Some(crate::service::Confirmation::QueueEvent) => "queueEvent",
-                Some(crate::service::Confirmation::DetailEvent) => "detailEvent",
-                Some(crate::service::Confirmation::Read) => "read",
-                None => "none",
-            }
-            .into(),
-            request_id,
-        }
-    }
-
-    /// The answer, naming how a lookup found its conversation.
-    pub fn found_by(mut self, found_by: &str) -> Self {
-        self.found_by = found_by.to_string();
-        self
-    }
-}
-
 /// Text that callers such as Architect send for "no value": treated as absent.
 fn present(s: Option<&str>) -> Option<&str> {
     s.map(str::trim).filter(|s| !s.is_empty())
@@ -232,37 +162,6 @@ impl AttributesRequest {
     }
 }
 
-/// The body's bytes, or the problem for a body that is too large or unreadable.
-pub fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge { limit }
-        } else {
-            ApiError::InvalidRequest("the request body could not be read".into())
-        }
-    })
-}
-
-pub fn request_id(headers: &HeaderMap, id: Option<&RequestId>) -> String {
-    id.and_then(|id| id.header_value().to_str().ok())
-        .or_else(|| {
-            headers
-                .get(crate::api::state::REQUEST_ID_HEADER)
-                .and_then(|v| v.to_str().ok())
-        })
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// Refuses attributes over `limits.max_attributes_bytes`, counted in UTF-8 bytes of keys and values.
-pub fn check_attribute_bytes(attributes: &AttributeMap, limit: usize) -> Result<(), ApiError> {
-    let size = attributes.byte_len();
-    if size > limit {
-        return Err(ApiError::AttributesTooLarge { size, limit });
-    }
-    Ok(())
-}
-
 /// The handler: parse, then hand over to [`intake::accept`].
 #[utoipa::path(post, path = "/v1/attributes", tag = "attributes",
     request_body(content = crate::api::openapi::AttributesRequestDoc, content_type = "application/json"),
@@ -299,6 +198,7 @@ pub async fn set_attributes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::exchange::check_attribute_bytes;
     use proptest::prelude::*;
     use serde_json::json;
 

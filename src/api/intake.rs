@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::attributes::{check_attribute_bytes, AttributesResponse};
+use super::exchange::{check_attribute_bytes, AttributesResponse};
 use super::problem::ApiError;
 use crate::api::state::AppState;
 use crate::domain::lookup::Lookup;

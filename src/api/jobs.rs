@@ -210,7 +210,7 @@ impl crate::queue::worker::Presenter for JobAnswers {
         outcome: crate::service::UpdateOutcome,
         request_id: String,
     ) -> serde_json::Value {
-        let answer = crate::api::attributes::AttributesResponse::from_outcome(outcome, request_id);
+        let answer = crate::api::exchange::AttributesResponse::from_outcome(outcome, request_id);
         serde_json::to_value(answer).expect("answers serialize")
     }
 

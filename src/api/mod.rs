@@ -3,6 +3,7 @@
 pub mod attributes;
 pub mod auth;
 pub mod body;
+pub mod exchange;
 pub mod health;
 pub mod hooks;
 pub mod intake;

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::attributes::{AttributesResponse, MismatchBody};
+use super::exchange::{AttributesResponse, MismatchBody};
 use super::jobs::{DeadLetters, JobView};
 use crate::api::health::Readiness;
 use crate::queue::{JobStatus, StoredProblem};

@@ -17,8 +17,8 @@ use axum::response::Response;
 use secrecy::SecretString;
 use tower_http::request_id::RequestId;
 
-use crate::api::attributes::{read_body, request_id};
 use crate::api::body;
+use crate::api::exchange::{read_body, request_id};
 use crate::api::intake::{self, Intake};
 use crate::api::state::AppState;
 use crate::api::ApiError;

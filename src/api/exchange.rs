@@ -1,0 +1,115 @@
+//! What every handler shares about an exchange: reading a request's body and id, the attribute
+//! size limit, and the 200 answer an applied update gets, synchronous or as a job's result. The
+//! handlers (`attributes`, `hooks`), intake and jobs import it; it imports none of them.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use tower_http::request_id::RequestId;
+
+use super::problem::ApiError;
+use crate::domain::AttributeMap;
+use crate::service::{Mismatch, UpdateOutcome};
+
+/// The 200 answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributesResponse {
+    pub conversation_id: String,
+    pub participant_id: String,
+    pub updated: bool,
+    pub verified: bool,
+    pub attributes: BTreeMap<String, String>,
+    pub mismatches: Vec<MismatchBody>,
+    /// `mismatches.len()`, flat, so an Architect data action can output it without a JSONPath function.
+    pub mismatch_count: usize,
+    /// How the conversation was named: `conversationId` (the caller's), `mirror`, `cache` or
+    /// `analytics` (a lookup).
+    #[serde(default)]
+    pub found_by: String,
+    /// What showed the write: `queueEvent` or `detailEvent` (pushed to the mirror, no call) or
+    /// `read`; `none` when unverified.
+    #[serde(default)]
+    pub verified_by: String,
+    pub request_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct MismatchBody {
+    pub key: String,
+    pub expected: String,
+    pub actual: Option<String>,
+}
+
+impl From<Mismatch> for MismatchBody {
+    fn from(m: Mismatch) -> Self {
+        Self {
+            key: m.key,
+            expected: m.expected,
+            actual: m.actual,
+        }
+    }
+}
+
+impl AttributesResponse {
+    pub fn from_outcome(outcome: UpdateOutcome, request_id: String) -> Self {
+        Self {
+            conversation_id: outcome.conversation_id.to_string(),
+            participant_id: outcome.participant_id,
+            updated: true,
+            verified: outcome.verified,
+            attributes: outcome.attributes,
+            mismatch_count: outcome.mismatches.len(),
+            mismatches: outcome.mismatches.into_iter().map(Into::into).collect(),
+            found_by: "conversationId".into(),
+            verified_by: match outcome.verified_by {
+                Some(crate::service::Confirmation::QueueEvent) => "queueEvent",
+                Some(crate::service::Confirmation::DetailEvent) => "detailEvent",
+                Some(crate::service::Confirmation::Read) => "read",
+                None => "none",
+            }
+            .into(),
+            request_id,
+        }
+    }
+
+    /// The answer, naming how a lookup found its conversation.
+    pub fn found_by(mut self, found_by: &str) -> Self {
+        self.found_by = found_by.to_string();
+        self
+    }
+}
+
+/// The body's bytes, or the problem for a body that is too large or unreadable.
+pub fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::InvalidRequest("the request body could not be read".into())
+        }
+    })
+}
+
+pub fn request_id(headers: &HeaderMap, id: Option<&RequestId>) -> String {
+    id.and_then(|id| id.header_value().to_str().ok())
+        .or_else(|| {
+            headers
+                .get(crate::api::state::REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Refuses attributes over `limits.max_attributes_bytes`, counted in UTF-8 bytes of keys and values.
+pub fn check_attribute_bytes(attributes: &AttributeMap, limit: usize) -> Result<(), ApiError> {
+    let size = attributes.byte_len();
+    if size > limit {
+        return Err(ApiError::AttributesTooLarge { size, limit });
+    }
+    Ok(())
+}
