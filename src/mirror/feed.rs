@@ -176,50 +176,65 @@ impl Feed {
                 _ = tokio::time::sleep(wait) => {}
             }
         };
-        let liveness = Arc::new(Liveness::new(groups.len()));
+        let mut groups = groups;
         let rejections = Arc::new(Mutex::new(Rejections::default()));
-        let mut senders = Vec::new();
-        let mut tasks = Vec::new();
-        for (i, topics) in groups.iter().enumerate() {
-            let (tx, rx) = watch::channel(topics.clone());
-            senders.push(tx);
-            let runner = Runner {
-                feed: self.clone(),
-                index: i,
-                liveness: liveness.clone(),
-                rejections: rejections.clone(),
-                topics: rx,
-                stop: stop.clone(),
-            };
-            tasks.push(tokio::spawn(runner.run()));
-        }
         let refresh = Duration::from_millis(self.settings.queue_refresh_ms);
+        // Each pass runs one task per group; a listing that needs another number of channels ends
+        // the pass (a gap) and starts the next with the new groups.
         loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(refresh), if self.settings.queues == MirrorQueues::All => {
-                    match self.topic_groups().await {
-                        Ok(groups) => {
-                            // A new group past the channels running waits for the next start;
-                            // said once, since the queues it holds are served by REST meanwhile.
-                            if groups.len() > senders.len() {
-                                tracing::warn!(channels = groups.len(), running = senders.len(), "more queues than the running channels hold; the new ones are served by REST until the gateway restarts");
+            let pass = stop.child_token();
+            let liveness = Arc::new(Liveness::new(groups.len()));
+            let mut senders = Vec::new();
+            let mut tasks = Vec::new();
+            for (i, topics) in groups.iter().enumerate() {
+                let (tx, rx) = watch::channel(topics.clone());
+                senders.push(tx);
+                let runner = Runner {
+                    feed: self.clone(),
+                    index: i,
+                    liveness: liveness.clone(),
+                    rejections: rejections.clone(),
+                    topics: rx,
+                    stop: pass.clone(),
+                };
+                tasks.push(tokio::spawn(runner.run()));
+            }
+            let regrouped = loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break None,
+                    _ = tokio::time::sleep(refresh), if self.settings.queues == MirrorQueues::All => {
+                        match self.topic_groups().await {
+                            Ok(listed) if listed.is_empty() => {}
+                            Ok(listed) if listed.len() != senders.len() => break Some(listed),
+                            Ok(listed) => {
+                                for (tx, topics) in senders.iter().zip(listed) {
+                                    tx.send_if_modified(|held| {
+                                        let changed = *held != topics;
+                                        *held = topics;
+                                        changed
+                                    });
+                                }
                             }
-                            for (tx, topics) in senders.iter().zip(groups) {
-                                tx.send_if_modified(|held| {
-                                    let changed = *held != topics;
-                                    *held = topics;
-                                    changed
-                                });
-                            }
+                            Err(e) => tracing::warn!(error = %e, "could not list the routing queues again; the mirror keeps its topics"),
                         }
-                        Err(e) => tracing::warn!(error = %e, "could not list the routing queues again; the mirror keeps its topics"),
                     }
                 }
+            };
+            pass.cancel();
+            for task in tasks {
+                let _ = task.await;
             }
-        }
-        for task in tasks {
-            let _ = task.await;
+            match regrouped {
+                Some(listed) => {
+                    tracing::info!(
+                        channels = listed.len(),
+                        were = groups.len(),
+                        "the queues need another number of channels; the feed starts over with them"
+                    );
+                    groups = listed;
+                }
+                None => return,
+            }
         }
     }
 

@@ -489,3 +489,31 @@ async fn the_channel_id_never_reaches_the_log_through_evictions_drops_and_silenc
         assert!(leak.is_empty(), "channel id {id} in the log: {leak:#?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_past_one_channel_are_spread_over_a_second_when_they_are_listed() {
+    let app = mirrored_app(|s| s.mirror.queue_refresh_ms = 300).await;
+    assert_eq!(mirror(&app).status().channels, 1);
+    // 800 more queues: more topics than one channel holds beside its room for detail topics.
+    for i in 0..800 {
+        app.sim.add_queue(
+            &format!("{i:08}-0000-4000-8000-000000000000"),
+            &format!("q{i}"),
+        );
+    }
+    eventually("two channels are subscribed and live", || {
+        let status = mirror(&app).status();
+        status.live && status.channels == 2 && status.topics == 801
+    })
+    .await;
+    let n = app.sim.notifications();
+    let held: Vec<usize> = n
+        .channel_ids()
+        .iter()
+        .filter_map(|id| n.topics(id))
+        .map(|t| t.len())
+        .collect();
+    assert!(held.iter().all(|&len| len <= 800), "{held:?}");
+    assert!(held.contains(&800), "{held:?}");
+    start_call(&app, 20, "tel:+13175550120").await;
+}
