@@ -129,25 +129,25 @@ impl GenesysClient {
         channel: &Channel,
         topics: &[String],
     ) -> Result<Vec<TopicState>, GenesysError> {
-        let url = self.api_url(&format!(
-            "/api/v2/notifications/channels/{}/subscriptions",
-            channel.id()
-        ));
-        let body: Vec<serde_json::Value> = topics.iter().map(|t| json!({"id": t})).collect();
-        let response = self
-            .send_api("subscribe", |http| {
-                http.put(url.clone())
-                    .query(&[("ignoreErrors", "true")])
-                    .json(&body)
-            })
-            .await?;
-        let listing: TopicListing = decode(response, "subscription").await?;
-        Ok(listing.entities)
+        self.subscriptions("subscribe", reqwest::Method::PUT, channel, topics)
+            .await
     }
 
     /// `POST …/channels/{channelId}/subscriptions?ignoreErrors=true`: `topics` join the channel's.
     pub async fn add_subscriptions(
         &self,
+        channel: &Channel,
+        topics: &[String],
+    ) -> Result<Vec<TopicState>, GenesysError> {
+        self.subscriptions("add_subscriptions", reqwest::Method::POST, channel, topics)
+            .await
+    }
+
+    /// A subscription call, `method` (PUT replaces the list, POST adds to it), with `ignoreErrors`.
+    async fn subscriptions(
+        &self,
+        op: &'static str,
+        method: reqwest::Method,
         channel: &Channel,
         topics: &[String],
     ) -> Result<Vec<TopicState>, GenesysError> {
@@ -157,8 +157,8 @@ impl GenesysClient {
         ));
         let body: Vec<serde_json::Value> = topics.iter().map(|t| json!({"id": t})).collect();
         let response = self
-            .send_api("add_subscriptions", |http| {
-                http.post(url.clone())
+            .send_api(op, |http| {
+                http.request(method.clone(), url.clone())
                     .query(&[("ignoreErrors", "true")])
                     .json(&body)
             })
