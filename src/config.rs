@@ -802,6 +802,37 @@ mod tests {
     }
 
     #[test]
+    fn mirror_queues_are_all_by_default_or_the_ids_an_operator_lists_and_never_a_bad_one() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert!(s.mirror.enabled);
+        assert_eq!(s.mirror.queues, MirrorQueues::All);
+        let q1 = "7e1d3b50-2c4a-4f6e-9b8d-0a1c2e3f4a01";
+        let q2 = "7e1d3b50-2c4a-4f6e-9b8d-0a1c2e3f4a02";
+        let listed = Settings::load_with_env(
+            None,
+            env(&[("PATCHBAY__MIRROR__QUEUES", &format!("{q1}, {q2}"))]),
+        )
+        .unwrap();
+        assert_eq!(
+            listed.mirror.queues,
+            MirrorQueues::Listed(vec![q1.into(), q2.into()])
+        );
+        let bad = error_of(&[("PATCHBAY__MIRROR__QUEUES", "support-queue")]);
+        assert!(bad.contains("mirror.queues"), "{bad}");
+        let bad = error_of(&[("PATCHBAY__MIRROR__MAX_CHANNELS", "21")]);
+        assert!(bad.contains("mirror.max_channels"), "{bad}");
+        // Off, its settings are not checked: a REST-only deployment need not care.
+        assert!(Settings::load_with_env(
+            None,
+            env(&[
+                ("PATCHBAY__MIRROR__ENABLED", "false"),
+                ("PATCHBAY__MIRROR__MAX_CHANNELS", "21")
+            ])
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn debug_output_never_shows_secrets() {
         let s = Settings::load_with_env(None, env(&[])).unwrap();
         let shown = format!("{s:?}");
