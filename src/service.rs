@@ -97,6 +97,17 @@ pub struct UpdateOutcome {
     pub resolved_by_mirror: bool,
 }
 
+impl UpdateOutcome {
+    /// How the participant was found, as logs say it: `mirror` or `rest`.
+    pub fn resolved_by(&self) -> &'static str {
+        if self.resolved_by_mirror {
+            "mirror"
+        } else {
+            "rest"
+        }
+    }
+}
+
 /// Genesys calls shared by the updates of one lane's round: its PATCHes and reads, and its updates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallShare {

@@ -341,7 +341,7 @@ async fn apply_now(
         keys = update.attributes.len(),
         verified = outcome.verified,
         found_by,
-        resolved_by = resolved_by(&outcome),
+        resolved_by = outcome.resolved_by(),
         verified_by = outcome.verified_by.map(|c| c.name()),
         genesys_calls = outcome.shared.calls,
         shared_with = outcome.shared.updates,
@@ -350,15 +350,6 @@ async fn apply_now(
     Ok(Json(
         AttributesResponse::from_outcome(outcome, request_id).found_by(found_by),
     ))
-}
-
-/// How the participant was found, as the log line says it.
-fn resolved_by(outcome: &crate::service::UpdateOutcome) -> &'static str {
-    if outcome.resolved_by_mirror {
-        "mirror"
-    } else {
-        "rest"
-    }
 }
 
 #[cfg(test)]

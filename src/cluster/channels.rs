@@ -12,16 +12,11 @@ use std::sync::{Arc, Mutex};
 
 use redis::Script;
 
-use super::Redis;
+use super::{Redis, DELETE_IF_EQUAL};
 use crate::mirror::feed::{ChannelSlots, Slot, SLOT_TTL};
 
 const RENEW_IF_OWNER: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"#;
-
-const DELETE_IF_OWNER: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
 
@@ -104,7 +99,7 @@ impl ChannelSlots for Slots {
             return;
         };
         let mut conn = redis.conn.clone();
-        let _ = Script::new(DELETE_IF_OWNER)
+        let _ = Script::new(DELETE_IF_EQUAL)
             .key(Self::key(redis, slot.0))
             .arg(&self.owner)
             .invoke_async::<i64>(&mut conn)

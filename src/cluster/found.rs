@@ -116,7 +116,7 @@ impl FoundCache {
         }
         let Some(redis) = &self.shared else { return };
         let mut conn = redis.conn.clone();
-        let dropped: Result<i64, _> = redis::Script::new(DELETE_IF_EQUAL)
+        let dropped: Result<i64, _> = redis::Script::new(super::DELETE_IF_EQUAL)
             .key(redis.key(&key_name(lookup)))
             .arg(stale.to_string())
             .invoke_async(&mut conn)
@@ -132,14 +132,6 @@ fn unshared(e: &redis::RedisError, what: &str) {
     metrics::counter!(crate::metrics::REDIS_FALLBACKS, "what" => "lookup_cache").increment(1);
     tracing::warn!(error = %e, "Redis is unreachable: the shared lookup cache could not be {what}");
 }
-
-/// Deletes KEYS[1] only while it still holds ARGV[1].
-const DELETE_IF_EQUAL: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-";
 
 #[cfg(test)]
 mod tests {

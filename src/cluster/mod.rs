@@ -16,6 +16,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::RedisSettings;
 
+/// Deletes KEYS[1] only while it still holds ARGV[1]: a holder never removes what another wrote
+/// since (a renewed token, another replica's find or channel slot).
+pub(crate) const DELETE_IF_EQUAL: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
 /// A connection to Redis that reconnects by itself, and the key prefix of this deployment.
 #[derive(Clone)]
 pub struct Redis {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::Script;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::Redis;
+use super::{Redis, DELETE_IF_EQUAL};
 use crate::genesys::shared::{Grant, SharedTokenError, StoreError, TokenStore};
 use crate::genesys::GenesysError;
 
@@ -28,11 +28,6 @@ local token = redis.call('GET', KEYS[1])
 local ttl = redis.call('PTTL', KEYS[1])
 if token and ttl > 0 then return {token, ttl} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"#;
-
-const DELETE_IF_EQUAL: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
 

@@ -588,7 +588,7 @@ impl Runner {
         }
         let queue_topics = self.topics.borrow().len();
         if queue_topics + detail.len() + new.len() > MAX_CHANNEL_TOPICS {
-            // Keep the held conversations' topics only, newest arrivals last out.
+            // Keep only the held conversations' topics, as many as the channel has room for.
             let mut keep: HashSet<String> = held
                 .into_iter()
                 .take(MAX_CHANNEL_TOPICS.saturating_sub(queue_topics))

@@ -11,7 +11,7 @@
 pub mod feed;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -210,8 +210,7 @@ struct Shared {
     /// Milliseconds since `started` of the last frame; 0 before any.
     last_frame_ms: AtomicU64,
     started: Instant,
-    /// Whether queue events have lately shown writes; `misses` counts writes in a row they did not.
-    queue_events_confirm: AtomicBool,
+    /// Writes in a row to held conversations that no queue event showed.
     misses: AtomicU64,
 }
 
@@ -235,7 +234,6 @@ impl Mirror {
                 channels: Mutex::default(),
                 last_frame_ms: AtomicU64::new(0),
                 started: Instant::now(),
-                queue_events_confirm: AtomicBool::new(true),
                 misses: AtomicU64::new(0),
             }),
             capacity: capacity.max(1),
@@ -297,19 +295,14 @@ impl Mirror {
             .increment(1);
         if how == Confirmation::QueueEvent {
             self.shared.misses.store(0, Ordering::Relaxed);
-            self.shared
-                .queue_events_confirm
-                .store(true, Ordering::Relaxed);
-        } else if self.shared.misses.fetch_add(1, Ordering::Relaxed) + 1 >= MISSES_BEFORE_DETAIL {
-            self.shared
-                .queue_events_confirm
-                .store(false, Ordering::Relaxed);
+        } else {
+            self.shared.misses.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Whether the feed should subscribe the held conversations' attributes detail topics.
     pub fn wants_detail_topics(&self) -> bool {
-        !self.shared.queue_events_confirm.load(Ordering::Relaxed)
+        self.shared.misses.load(Ordering::Relaxed) >= MISSES_BEFORE_DETAIL
     }
 
     /// The ids of the conversations held and trusted now, for detail topics.
@@ -340,7 +333,7 @@ impl Mirror {
             topics: channels.values().sum(),
             conversations: inner.entries.len(),
             gaps: inner.gaps,
-            queue_events_confirm: self.shared.queue_events_confirm.load(Ordering::Relaxed),
+            queue_events_confirm: !self.wants_detail_topics(),
         }
     }
 

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::routes::error;
 use super::Simulator;
+use crate::genesys::stream::{attributes_topic, queue_topic};
 
 /// Channels one OAuth client may hold; creating one more evicts one.
 pub const MAX_CHANNELS: usize = 20;
@@ -206,7 +207,7 @@ impl Simulator {
 
 /// The queue topic every simulated conversation is published on.
 pub fn seed_queue_topic() -> String {
-    format!("v2.routing.queues.{SEED_QUEUE}.conversations")
+    queue_topic(SEED_QUEUE)
 }
 
 /// `{"topicName", "version", "eventBody", "metadata"}`, as every frame is wrapped.
@@ -283,11 +284,6 @@ impl Notifications {
     }
 }
 
-/// The topic of conversation `id`'s attribute changes.
-pub fn attributes_topic(id: &str) -> String {
-    format!("v2.detail.events.conversation.{id}.attributes")
-}
-
 impl Simulator {
     /// The frame that carries conversation `id`'s current state on its queue topic.
     pub fn queue_event_frame(&self, id: &str) -> Option<String> {
@@ -350,6 +346,15 @@ impl Simulator {
     /// Delays every event frame by `delay`, as Genesys sometimes delivers seconds late.
     pub fn set_event_delay(&self, delay: Duration) {
         self.lock().notifications.event_delay = delay;
+    }
+
+    /// Removes every channel without a word, as one that lapsed does: its socket closes, and
+    /// `HEAD` on it answers 404.
+    pub fn forget_channels(&self) {
+        let mut s = self.lock();
+        let n = &mut s.notifications;
+        let gone: Vec<String> = n.channels.drain(..).map(|c| c.id).collect();
+        n.evicted.extend(gone);
     }
 
     /// Removes every channel, telling each open socket `no_longer_subscribed`, as a 21st channel

@@ -313,6 +313,24 @@ async fn an_evicted_channel_is_replaced_and_the_mirror_is_live_again() {
 }
 
 #[tokio::test]
+async fn a_channel_gone_without_a_word_is_found_gone_by_its_404_and_replaced() {
+    let app = mirrored_app(|_| {}).await;
+    let first = app.sim.notifications().channel_ids();
+    // The socket closes; the channel is gone too, which only HEAD tells.
+    app.sim.forget_channels();
+    eventually("a new channel is made and the mirror is live again", || {
+        let n = app.sim.notifications();
+        mirror(&app).is_live()
+            && n.channel_ids()
+                .iter()
+                .any(|id| !first.contains(id) && !n.topics(id).unwrap_or_default().is_empty())
+    })
+    .await;
+    assert!(app.sim.count("channel_exists") >= 1);
+    start_call(&app, 21, "tel:+13175550121").await;
+}
+
+#[tokio::test]
 async fn refused_queue_topics_leave_every_update_to_the_rest_path() {
     let sim = patchbay::sim::Simulator::new();
     sim.refuse_topics("v2.routing.queues.", "routing:queue:view");

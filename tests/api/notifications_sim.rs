@@ -2,6 +2,8 @@
 //! permissions, 20 channels per client with the least recently used evicted, 1,000 topics a
 //! channel, and the routing queues to subscribe to, every call counted against the token.
 
+use patchbay::genesys::notifications::Channel;
+use patchbay::genesys::stream::queue_topic;
 use patchbay::sim::notifications::{MAX_CHANNELS, MAX_TOPICS, SEED_QUEUE};
 use serde_json::{json, Value};
 
@@ -50,10 +52,6 @@ impl Client {
         assert_eq!(status, 200, "{body}");
         body
     }
-}
-
-fn queue_topic(queue: &str) -> String {
-    format!("v2.routing.queues.{queue}.conversations")
 }
 
 #[tokio::test]
@@ -325,6 +323,23 @@ impl<S> Frames for S where
 {
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A channel subscribed to the seed queue's conversations, and its open socket.
+async fn seed_queue_socket(app: &TestApp) -> (Channel, Socket) {
+    let genesys = genesys_client(app);
+    let channel = genesys.create_channel().await.unwrap();
+    genesys
+        .subscribe(&channel, &[queue_topic(SEED_QUEUE)])
+        .await
+        .unwrap();
+    let (socket, _) = tokio_tungstenite::connect_async(channel.connect_uri())
+        .await
+        .unwrap();
+    (channel, socket)
+}
+
 /// The next text frame as JSON, within two seconds.
 async fn next_frame(socket: &mut impl Frames) -> Value {
     use futures::StreamExt;
@@ -370,15 +385,7 @@ async fn a_channels_socket_beats_answers_pings_and_pushes_each_change_of_a_queue
     use futures::SinkExt;
     let app = spawn_app().await;
     app.sim.set_heartbeat(std::time::Duration::from_millis(100));
-    let genesys = genesys_client(&app);
-    let channel = genesys.create_channel().await.unwrap();
-    genesys
-        .subscribe(&channel, &[queue_topic(SEED_QUEUE)])
-        .await
-        .unwrap();
-    let (mut socket, _) = tokio_tungstenite::connect_async(channel.connect_uri())
-        .await
-        .unwrap();
+    let (channel, mut socket) = seed_queue_socket(&app).await;
     let beat = next_frame(&mut socket).await;
     assert_eq!(beat["topicName"], "channel.metadata");
     assert_eq!(beat["eventBody"]["message"], "WebSocket Heartbeat");
@@ -441,15 +448,7 @@ async fn a_channels_socket_beats_answers_pings_and_pushes_each_change_of_a_queue
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_can_be_lost_and_writes_can_come_without_one() {
     let app = spawn_app().await;
-    let genesys = genesys_client(&app);
-    let channel = genesys.create_channel().await.unwrap();
-    genesys
-        .subscribe(&channel, &[queue_topic(SEED_QUEUE)])
-        .await
-        .unwrap();
-    let (mut socket, _) = tokio_tungstenite::connect_async(channel.connect_uri())
-        .await
-        .unwrap();
+    let (_, mut socket) = seed_queue_socket(&app).await;
     // Writes make no event; then the next event is lost; the one after comes.
     app.sim.set_write_events(false);
     let answer = app
