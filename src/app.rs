@@ -57,6 +57,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz));
     if state.settings.server.admin_listen.is_none() {
         app = app.merge(metrics_router());
+        if crate::console::enabled(&state) {
+            app = app.nest_service("/console", crate::console::router(&state));
+        }
     }
     app.merge(ingest)
         .merge(readers)
@@ -179,8 +182,17 @@ pub async fn run(
             let _ = tokio::time::timeout(drain_budget, drain.idle()).await;
         }
     };
+    if crate::console::enabled(&state) {
+        tokio::spawn(crate::console::sample_budget(
+            state.clone(),
+            signal.child_token(),
+        ));
+    }
     if let Some(admin) = state.settings.server.admin_listen {
-        let metrics = metrics_router().with_state(state.clone());
+        let mut metrics = metrics_router().with_state(state.clone());
+        if crate::console::enabled(&state) {
+            metrics = metrics.nest_service("/console", crate::console::router(&state));
+        }
         let admin_signal = signal.clone();
         let admin_listener = TcpListener::bind(admin).await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("server.admin_listen {admin}: {e}"))

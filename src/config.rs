@@ -81,6 +81,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub lookup: LookupSettings,
     pub mirror: MirrorSettings,
+    pub console: ConsoleSettings,
     pub log: LogSettings,
     pub queue: QueueSettings,
     pub idempotency: IdempotencySettings,
@@ -319,6 +320,22 @@ impl MirrorSettings {
     }
 }
 
+/// `[console]`: the operator console at `/console`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Served wherever an admin key is configured, unless turned off.
+    pub enabled: bool,
+    /// Updates kept for Recent updates: this process's ring, or the deployment's Redis stream.
+    pub recent: usize,
+    /// Keep and show the values written (they may be personal data).
+    pub show_values: bool,
+    pub session_ttl_s: u64,
+}
+
+/// The most updates `console.recent` may keep: entries are about 1 KiB each.
+pub const MAX_CONSOLE_RECENT: usize = 100_000;
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -537,6 +554,18 @@ impl Settings {
         }
         positive("lookup.analytics_retry_ms", self.lookup.analytics_retry_ms)?;
         self.validate_mirror()?;
+        if !(1..=MAX_CONSOLE_RECENT).contains(&self.console.recent) {
+            return Err(invalid(
+                "console.recent",
+                format!("must be 1 to {MAX_CONSOLE_RECENT}"),
+            ));
+        }
+        if !(60..=7 * 86_400).contains(&self.console.session_ttl_s) {
+            return Err(invalid(
+                "console.session_ttl_s",
+                "must be 60 to 604800 (a week)",
+            ));
+        }
         // Webhook routes are checked where they are compiled, when the application state is built
         // at start (before the listener binds), so configuration does not depend on the HTTP layer.
         Ok(())

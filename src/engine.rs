@@ -74,6 +74,7 @@ impl Entry {
             verified: seen.verified,
             verified_by: seen.by.filter(|_| seen.verified),
             resolved_by_mirror: self.from_mirror,
+            resolving_read: false,
             attributes: seen.attributes,
             mismatches: seen.mismatches,
             shared,
@@ -242,6 +243,7 @@ impl Engine {
     ) -> Result<UpdateOutcome, UpdateError> {
         metrics::counter!(UPDATES).increment(1);
         let cid = update.conversation_id;
+        let mut resolving_read = false;
         let (participant, found_in_reused, from_mirror) = match &update.target {
             Target::Participant(pid) => (pid.to_string(), None, false),
             Target::Purpose(purpose) => {
@@ -258,6 +260,7 @@ impl Engine {
                             .scope(deadline, self.0.read_for_resolve(cid))
                             .await?;
                         let participant = Updater::resolve(&conversation, cid, purpose)?;
+                        resolving_read = !reused;
                         (participant, reused.then(|| purpose.clone()), false)
                     }
                 }
@@ -293,6 +296,10 @@ impl Engine {
         answer
             .await
             .unwrap_or(Err(UpdateError::Upstream(GenesysError::Timeout)))
+            .map(|mut outcome| {
+                outcome.resolving_read = resolving_read;
+                outcome
+            })
     }
 }
 

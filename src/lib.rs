@@ -17,6 +17,9 @@
 //!   configured webhook routes (`api::hooks`: JSON Pointer mapping and per-route authentication).
 //! - [`cluster`]: several replicas on Redis: shared queue, shared token, shared rate budget.
 //! - [`queue`]: the asynchronous mode: durable jobs, workers, idempotency keys, dead letters.
+//! - [`journal`]: recent updates (what each became, what it cost) and the minute figures behind
+//!   the console.
+//! - [`console`]: the operator console at `/console`, in the HTTP layer beside [`api`].
 //! - [`app`]: `router(state)` and `serve(listener, router, shutdown)`.
 //! - [`sim`]: an in-memory Genesys Cloud for `sim`, `demo` and the tests.
 //! - [`bench`]: the benchmark behind `patchbay-bench`.
@@ -29,10 +32,12 @@ pub mod app;
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod genesys;
+pub mod journal;
 pub mod lookup;
 pub mod metrics;
 pub mod mirror;

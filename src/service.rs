@@ -64,6 +64,17 @@ impl Confirmation {
             Confirmation::Read => "read",
         }
     }
+
+    /// The name answers and the console give it: `queueEvent`, `detailEvent`, `read`; `none` for
+    /// an unverified write.
+    pub fn answer_name(how: Option<Self>) -> &'static str {
+        match how {
+            Some(Confirmation::QueueEvent) => "queueEvent",
+            Some(Confirmation::DetailEvent) => "detailEvent",
+            Some(Confirmation::Read) => "read",
+            None => "none",
+        }
+    }
 }
 
 /// A key whose read-back value differs from what was written. `actual` is `None` when the key is absent.
@@ -95,6 +106,10 @@ pub struct UpdateOutcome {
     /// Whether the participant was found by purpose in the mirror, without a read.
     #[serde(skip)]
     pub resolved_by_mirror: bool,
+    /// Whether a read was made to find the participant by purpose (not reused from an earlier
+    /// one): a call beside the round's.
+    #[serde(skip)]
+    pub resolving_read: bool,
 }
 
 impl UpdateOutcome {

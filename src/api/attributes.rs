@@ -178,21 +178,29 @@ pub async fn set_attributes(
     id: Option<axum::Extension<RequestId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, state.settings.server.max_body_bytes)?;
+    let started = tokio::time::Instant::now();
     let deadline = state.request_deadline();
-    let request: AttributesRequest = body::parse(&body, &REQUEST_SHAPE)?;
-    let request = request.parse_request()?;
-    let update = intake::address(&state, request, deadline).await?;
-    let intake = Intake::from_request(
-        &headers,
-        request_id(&headers, id.as_ref().map(|e| &e.0)),
-        "attributes",
-        &body,
-        None,
-        false,
-        false,
-    )?;
-    intake::accept(&state, update, intake, deadline).await
+    let request_id = request_id(&headers, id.as_ref().map(|e| &e.0));
+    let mut entry = state.journal.begin("api", &request_id);
+    let result = async {
+        let body = read_body(body, state.settings.server.max_body_bytes)?;
+        let request: AttributesRequest = body::parse(&body, &REQUEST_SHAPE)?;
+        let request = request.parse_request()?;
+        let update = intake::address(&state, request, deadline, &mut entry).await?;
+        let intake = Intake::from_request(
+            &headers,
+            request_id.clone(),
+            "attributes",
+            &body,
+            None,
+            false,
+            false,
+        )?;
+        intake::accept(&state, update, intake, deadline, &mut entry).await
+    }
+    .await;
+    intake::journal(&state, entry, started, &result);
+    result
 }
 
 #[cfg(test)]

@@ -65,13 +65,7 @@ impl AttributesResponse {
             mismatch_count: outcome.mismatches.len(),
             mismatches: outcome.mismatches.into_iter().map(Into::into).collect(),
             found_by: "conversationId".into(),
-            verified_by: match outcome.verified_by {
-                Some(crate::service::Confirmation::QueueEvent) => "queueEvent",
-                Some(crate::service::Confirmation::DetailEvent) => "detailEvent",
-                Some(crate::service::Confirmation::Read) => "read",
-                None => "none",
-            }
-            .into(),
+            verified_by: crate::service::Confirmation::answer_name(outcome.verified_by).into(),
             request_id,
         }
     }

@@ -12,6 +12,7 @@ use super::problem::ApiError;
 use crate::api::state::AppState;
 use crate::domain::lookup::Lookup;
 use crate::domain::{Address, AttributeUpdate, UpdateRequest};
+use crate::journal::{Entry, Outcome};
 use crate::lookup::Source;
 use crate::queue::worker::is_transient;
 use crate::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
@@ -150,10 +151,13 @@ pub async fn address(
     state: &AppState,
     request: UpdateRequest,
     deadline: tokio::time::Instant,
+    entry: &mut Entry,
 ) -> Result<Addressed, ApiError> {
     let lookup = match &request.address {
         Address::Conversation(cid) => {
             let cid = *cid;
+            entry.conversation_id = Some(cid.to_string());
+            entry.found_by = Some("conversationId".into());
             return Ok(Addressed {
                 update: request.into_update(cid),
                 found: None,
@@ -161,7 +165,10 @@ pub async fn address(
         }
         Address::Lookup(lookup) => lookup.clone(),
     };
+    entry.lookup = Some(lookup.key.to_string());
     let (cid, source) = state.finder.find(&lookup, deadline).await?;
+    entry.conversation_id = Some(cid.to_string());
+    entry.found_by = Some(source.name().into());
     tracing::info!(conversation_id = %cid, lookup = %lookup.key, found_by = source.name(), "the lookup found the conversation");
     Ok(Addressed {
         update: request.into_update(cid),
@@ -175,8 +182,10 @@ pub async fn accept(
     addressed: Addressed,
     intake: Intake,
     deadline: tokio::time::Instant,
+    entry: &mut Entry,
 ) -> Result<Response, ApiError> {
     let update = &addressed.update;
+    entry.writes(update.attributes.as_map());
     check_attribute_bytes(
         &update.attributes,
         state.settings.limits.max_attributes_bytes,
@@ -186,24 +195,30 @@ pub async fn accept(
         tracing::field::display(update.conversation_id),
     );
     if intake.asynchronous {
-        return enqueue(state, update, &intake.request_id, intake.idempotency).await;
+        return enqueue(state, update, &intake.request_id, intake.idempotency, entry).await;
     }
     let Some(key) = intake.idempotency else {
         match admit(state, update, deadline).await {
             Ok(()) => {}
             Err(_) if intake.async_fallback => {
-                return enqueue(state, update, &intake.request_id, None).await
+                return enqueue(state, update, &intake.request_id, None, entry).await
             }
             Err(refused) => return Err(refused),
         };
-        return apply_now(state, &addressed, intake.request_id, deadline)
+        return apply_now(state, &addressed, intake.request_id, deadline, entry)
             .await
             .map(IntoResponse::into_response);
     };
     match state.queue.idempotency_begin(&key).await? {
         Begun::New => {}
-        Begun::Existing(job) => return Ok(accepted(&job)),
-        Begun::Answered(stored) => return Ok(replayed(stored)),
+        Begun::Existing(job) => {
+            entry.job_id = Some(job.id.clone());
+            return Ok(accepted(&job));
+        }
+        Begun::Answered(stored) => {
+            entry.outcome = Outcome::Repeated;
+            return Ok(replayed(stored));
+        }
         Begun::InProgress => return Err(ApiError::IdempotencyInProgress),
         Begun::Conflict => return Err(ApiError::IdempotencyConflict),
     }
@@ -213,11 +228,11 @@ pub async fn accept(
             tracing::error!(error = %e, "could not release the idempotency key");
         }
         if intake.async_fallback {
-            return enqueue(state, update, &intake.request_id, Some(key)).await;
+            return enqueue(state, update, &intake.request_id, Some(key), entry).await;
         }
         return Err(refused);
     }
-    let result = apply_now(state, &addressed, intake.request_id, deadline).await;
+    let result = apply_now(state, &addressed, intake.request_id, deadline, entry).await;
     // Keep answers that a repeat must get again; forget transient failures, so a retry runs again.
     let keep = match &result {
         Ok(json) => Some(StoredResponse {
@@ -255,16 +270,24 @@ async fn enqueue(
     update: &AttributeUpdate,
     request_id: &str,
     idempotency: Option<IdempotencyKey>,
+    entry: &mut Entry,
 ) -> Result<Response, ApiError> {
     let stored = StoredUpdate::from(update);
     match state.queue.enqueue(stored, request_id, idempotency).await? {
         Enqueued::Created(job) => {
             state.wake.notify_one();
             tracing::info!(job_id = %job.id, "update accepted for asynchronous delivery");
+            entry.job_id = Some(job.id.clone());
             Ok(accepted(&job))
         }
-        Enqueued::Existing(job) => Ok(accepted(&job)),
-        Enqueued::Answered(stored) => Ok(replayed(stored)),
+        Enqueued::Existing(job) => {
+            entry.job_id = Some(job.id.clone());
+            Ok(accepted(&job))
+        }
+        Enqueued::Answered(stored) => {
+            entry.outcome = Outcome::Repeated;
+            Ok(replayed(stored))
+        }
         Enqueued::InProgress => Err(ApiError::IdempotencyInProgress),
         Enqueued::Conflict => Err(ApiError::IdempotencyConflict),
     }
@@ -304,6 +327,7 @@ async fn apply_now(
     addressed: &Addressed,
     request_id: String,
     deadline: tokio::time::Instant,
+    entry: &mut Entry,
 ) -> Result<Json<AttributesResponse>, ApiError> {
     let mut addressed = std::borrow::Cow::Borrowed(addressed);
     let outcome = match submit(state, &addressed.update, deadline).await {
@@ -324,6 +348,8 @@ async fn apply_now(
                 .await?;
             again.update.conversation_id = cid;
             again.found = Some((lookup, source));
+            entry.conversation_id = Some(cid.to_string());
+            entry.found_by = Some(source.name().into());
             tracing::Span::current().record("conversation_id", tracing::field::display(cid));
             let outcome = submit(state, &again.update, deadline).await;
             addressed = std::borrow::Cow::Owned(again);
@@ -337,6 +363,7 @@ async fn apply_now(
         tracing::Span::current().record("genesys_correlation_id", id.as_str());
     }
     let found_by = addressed.found_by();
+    entry.applied(&outcome);
     tracing::info!(
         keys = update.attributes.len(),
         verified = outcome.verified,
@@ -350,6 +377,22 @@ async fn apply_now(
     Ok(Json(
         AttributesResponse::from_outcome(outcome, request_id).found_by(found_by),
     ))
+}
+
+/// Keeps what became of one inbound update, for the console: `entry` as the handler filled it in,
+/// the problem if it failed, and how long it took.
+pub fn journal(
+    state: &AppState,
+    mut entry: Entry,
+    started: tokio::time::Instant,
+    result: &Result<Response, ApiError>,
+) {
+    if let Err(e) = result {
+        let p = e.problem();
+        entry.failed(p.code, p.status.as_u16(), &p.detail);
+    }
+    entry.latency_ms = started.elapsed().as_millis() as u64;
+    state.journal.record(entry);
 }
 
 #[cfg(test)]

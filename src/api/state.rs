@@ -15,6 +15,7 @@ use super::hooks::HookRoutes;
 use super::jobs;
 use super::ApiError;
 use crate::cluster::channels::Slots;
+use crate::cluster::journal::RedisJournal;
 use crate::cluster::limiter::{Budget, RateBudget};
 use crate::cluster::queue::RedisQueue;
 use crate::cluster::token::SharedToken;
@@ -23,6 +24,7 @@ use crate::config::{QueueBackend, Settings};
 use crate::engine::Engine;
 use crate::genesys::shared::TokenStore;
 use crate::genesys::GenesysClient;
+use crate::journal::{replica_name, Journal, JournalStore, Ring};
 use crate::lookup::Finder;
 use crate::mirror::feed::Feed;
 use crate::mirror::Mirror;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub drain: Drain,
     /// The live mirror's feed, when `mirror.enabled`; started by `app::run`.
     pub feed: Option<Feed>,
+    /// Recent updates, for the console: this process's, or the deployment's on Redis.
+    pub journal: Journal,
 }
 
 /// Opens the queue store the settings name: SQLite at `queue.path`, or the Redis queue on
@@ -125,7 +129,14 @@ impl AppState {
                 Arc::new(Slots::new(settings.mirror.max_channels, redis.clone())),
             ));
         }
+        let console = &settings.console;
+        let store: Arc<dyn JournalStore> = match &redis {
+            Some(redis) => Arc::new(RedisJournal::new(redis.clone(), console.recent)),
+            None => Arc::new(Ring::new(console.recent)),
+        };
+        let journal = Journal::new(store, &replica_name(), console.show_values, console.recent);
         Ok(Self {
+            journal,
             hooks,
             finder: Finder::new(engine.clone(), settings.lookup.clone(), redis.clone()),
             engine,
@@ -156,6 +167,7 @@ impl AppState {
             settings: self.settings.queue.clone(),
             wake: self.wake.clone(),
             presenter: Arc::new(jobs::JobAnswers),
+            journal: self.journal.clone(),
         }
     }
 }

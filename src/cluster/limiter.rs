@@ -19,7 +19,7 @@ use std::time::Duration;
 use redis::Script;
 
 use super::Redis;
-use crate::genesys::shared::CallBudget;
+use crate::genesys::shared::{CallBudget, Standing};
 pub use crate::genesys::shared::{Reported, WaitTooLong};
 
 /// The window Genesys counts calls in.
@@ -204,6 +204,22 @@ impl std::fmt::Debug for RateBudget {
     }
 }
 
+/// The standing from its parts: `ceiling` is a lower limit Genesys reported, `paused_until` in ms.
+fn standing(
+    now: i64,
+    used: u32,
+    per_minute: u32,
+    ceiling: Option<u32>,
+    paused_until: i64,
+) -> Standing {
+    Standing {
+        used,
+        limit: ceiling.map_or(per_minute, |c| c.min(per_minute)),
+        paused_for: (paused_until > now)
+            .then(|| Duration::from_millis((paused_until - now) as u64)),
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -359,6 +375,50 @@ impl CallBudget for RateBudget {
             }
         }
         self.local().observe(now, self.budget.per_minute, reported);
+    }
+
+    async fn standing(&self) -> Standing {
+        let now = now_ms();
+        if let Some(redis) = &self.shared {
+            let mut conn = redis.conn.clone();
+            let read: Result<(u32, Option<i64>, Option<u32>), _> = redis::pipe()
+                .cmd("ZCOUNT")
+                .arg(redis.key("rate:log"))
+                .arg(format!("({}", now - WINDOW_MS))
+                .arg(now)
+                .cmd("GET")
+                .arg(redis.key("rate:pause"))
+                .cmd("GET")
+                .arg(redis.key("rate:ceiling"))
+                .query_async(&mut conn)
+                .await;
+            match read {
+                Ok((used, paused_until, ceiling)) => {
+                    return standing(
+                        now,
+                        used,
+                        self.budget.per_minute,
+                        ceiling,
+                        paused_until.unwrap_or_default(),
+                    )
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read the shared budget from Redis"),
+            }
+        }
+        let local = self.local();
+        let used = local.log.partition_point(|t| *t <= now)
+            - local.log.partition_point(|t| *t <= now - WINDOW_MS);
+        let ceiling = local
+            .ceiling
+            .filter(|(_, until)| *until > now)
+            .map(|(allowed, _)| allowed);
+        standing(
+            now,
+            used as u32,
+            self.budget.per_minute,
+            ceiling,
+            local.paused_until,
+        )
     }
 
     /// Genesys answered 429: nobody in the deployment calls before `retry_after` has passed.

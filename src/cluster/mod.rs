@@ -6,6 +6,7 @@
 
 pub mod channels;
 pub mod found;
+pub mod journal;
 pub mod limiter;
 pub mod queue;
 pub mod token;

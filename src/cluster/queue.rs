@@ -557,6 +557,24 @@ impl JobQueue for RedisQueue {
         Ok(jobs)
     }
 
+    async fn unfinished(&self, limit: usize) -> Result<Vec<Job>, QueueError> {
+        let ids: Vec<String> = self
+            .read(
+                redis::cmd("ZRANGE")
+                    .arg(self.redis.key("pending"))
+                    .arg(0)
+                    .arg(limit.max(1) as i64 - 1),
+            )
+            .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.load(&id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
     async fn replay(&self, id: &str) -> Result<bool, QueueError> {
         if id.is_empty() {
             return Ok(false);

@@ -232,6 +232,15 @@ pub enum Pick {
     Latest,
 }
 
+impl Pick {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Pick::Only => "only",
+            Pick::Latest => "latest",
+        }
+    }
+}
+
 impl FromStr for Pick {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -59,7 +59,17 @@ pub struct GenesysClient {
     /// The latest standing Genesys reported, `count << 32 | allowed` (0 before any answer), read by
     /// lanes to linger longer as the window fills.
     standing: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Genesys's latest report, whole, and when it came: the console shows it.
+    reported: std::sync::Arc<std::sync::Mutex<Option<(Reported, std::time::Instant)>>>,
     policy: RetryPolicy,
+}
+
+/// The budget as Patchbay keeps it, beside what Genesys last reported of the token.
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetView {
+    pub standing: super::shared::Standing,
+    /// Genesys's `inin-ratelimit-*` on its latest answer to this replica, and how long ago it came.
+    pub reported: Option<(Reported, Duration)>,
 }
 
 /// Operations Genesys limits on their own, beyond the token's budget: the analytics details query
@@ -175,6 +185,7 @@ impl GenesysClient {
             margin: Duration::from_secs(settings.token_expiry_margin_s),
             budget,
             standing: Default::default(),
+            reported: Default::default(),
             policy: RetryPolicy::from(&settings.retry),
         })
     }
@@ -353,6 +364,15 @@ impl GenesysClient {
         self.budget.acquire(max_wait).await.map_err(rate_limited)
     }
 
+    /// The budget's standing and Genesys's latest report of it.
+    pub async fn budget_view(&self) -> BudgetView {
+        let reported = *self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        BudgetView {
+            standing: self.budget.standing().await,
+            reported: reported.map(|(r, at)| (r, at.elapsed())),
+        }
+    }
+
     /// How full the token's window was at Genesys's latest answer, from 0 (empty, or not yet
     /// known) to 1 (the configured budget or Genesys's own allowance spent).
     pub fn budget_pressure(&self) -> f64 {
@@ -367,6 +387,8 @@ impl GenesysClient {
     /// Corrects the budget from Genesys's own figures. Far from the limit a correction changes no
     /// decision, so on Redis it is sent only near it (or when Genesys reports a lower limit).
     async fn observe_standing(&self, reported: Reported) {
+        *self.reported.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((reported, std::time::Instant::now()));
         self.standing.store(
             (u64::from(reported.count) << 32) | u64::from(reported.allowed),
             std::sync::atomic::Ordering::Relaxed,

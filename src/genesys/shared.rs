@@ -53,6 +53,17 @@ pub struct Reported {
     pub reset: Duration,
 }
 
+/// Where the budget stands now, for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// Calls made (or slots taken) in the last 60 s.
+    pub used: u32,
+    /// The calls allowed in 60 s: the configured budget, or a lower limit Genesys reported.
+    pub limit: u32,
+    /// How long nobody may call, after a 429 or a spent window.
+    pub paused_for: Option<Duration>,
+}
+
 /// Refused: wait this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitTooLong(pub Duration);
@@ -85,6 +96,9 @@ pub trait CallBudget: Send + Sync {
 
     /// How long `op` is still held back by a limit of its own, if it is.
     async fn operation_paused(&self, op: &'static str) -> Option<Duration>;
+
+    /// Where the budget stands now.
+    async fn standing(&self) -> Standing;
 
     /// Waits for one slot, at most `max_wait`.
     async fn acquire(&self, max_wait: Duration) -> Result<(), WaitTooLong> {

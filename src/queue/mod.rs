@@ -302,6 +302,8 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Dead jobs in acceptance order, after the cursor.
     async fn dead_letters(&self, after: Option<&str>, limit: usize)
         -> Result<Vec<Job>, QueueError>;
+    /// Jobs queued or running, oldest first, at most `limit`.
+    async fn unfinished(&self, limit: usize) -> Result<Vec<Job>, QueueError>;
     /// Queues a dead job again; `false` when it is not dead.
     async fn replay(&self, id: &str) -> Result<bool, QueueError>;
     async fn replay_all(&self) -> Result<u64, QueueError>;

@@ -459,6 +459,17 @@ impl JobQueue for SqliteQueue {
         .await
     }
 
+    async fn unfinished(&self, limit: usize) -> Result<Vec<Job>, QueueError> {
+        self.with(move |conn| {
+            query_jobs(
+                conn,
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('queued', 'running') ORDER BY seq LIMIT ?1"),
+                params![limit as i64],
+            )
+        })
+        .await
+    }
+
     async fn replay(&self, id: &str) -> Result<bool, QueueError> {
         let id = id.to_string();
         self.with(move |conn| {

@@ -13,6 +13,7 @@ use super::{now_ms, Batch, JobQueue, StoredProblem};
 use crate::config::QueueSettings;
 use crate::engine::Engine;
 use crate::genesys::GenesysError;
+use crate::journal::Journal;
 use crate::service::{UpdateError, UpdateOutcome};
 
 /// Whether a failure may go away by itself: 429, 5xx, timeouts, and Genesys refusing Patchbay's own
@@ -73,6 +74,8 @@ pub struct Workers {
     /// Rung on every enqueue, so an idle worker starts at once.
     pub wake: Arc<Notify>,
     pub presenter: Arc<dyn Presenter>,
+    /// Each attempt's outcome, for the console.
+    pub journal: Journal,
 }
 
 impl Workers {
@@ -155,7 +158,12 @@ impl Workers {
         };
         // Bounded to half the lease, so no other replica reclaims a job that is still running here.
         let budget = Duration::from_secs(self.settings.lease_s) / 2;
-        let deadline = tokio::time::Instant::now() + budget;
+        let started = tokio::time::Instant::now();
+        let deadline = started + budget;
+        let mut entry = self.journal.begin("queue", &head.request_id);
+        entry.job_id = Some(head.id.clone());
+        entry.conversation_id = Some(batch.update.conversation_id.clone());
+        entry.writes(&batch.update.attributes);
         let bounded = tokio::time::timeout(budget, self.engine.submit(&update, deadline));
         let outcome = tokio::select! {
             outcome = bounded => outcome.unwrap_or(Err(UpdateError::Upstream(GenesysError::Timeout))),
@@ -182,6 +190,9 @@ impl Workers {
                     genesys_calls = outcome.shared.calls,
                     "job applied"
                 );
+                entry.applied(&outcome);
+                entry.latency_ms = started.elapsed().as_millis() as u64;
+                self.journal.record(entry);
                 let result = self.presenter.result(outcome, head.request_id.clone());
                 self.record(self.queue.succeed(&batch, result).await);
             }
@@ -200,6 +211,18 @@ impl Workers {
                 tracing::warn!(error = %error, attempts = head.attempts, delay_ms = delay.as_millis() as u64, "job failed; will retry");
                 let text = error.to_string();
                 let problem = self.presenter.problem(error);
+                entry.failed(
+                    &problem.code,
+                    problem.status,
+                    &format!(
+                        "{} (attempt {}; retried in {} ms)",
+                        problem.detail,
+                        head.attempts,
+                        delay.as_millis()
+                    ),
+                );
+                entry.latency_ms = started.elapsed().as_millis() as u64;
+                self.journal.record(entry);
                 let horizon_ms = (self.settings.retry_horizon_s * 1000) as i64;
                 self.record(
                     self.queue
@@ -215,7 +238,11 @@ impl Workers {
             }
             Err(error) => {
                 tracing::warn!(error = %error, "job failed for good");
-                self.record(self.queue.fail(&batch, self.presenter.problem(error)).await);
+                let problem = self.presenter.problem(error);
+                entry.failed(&problem.code, problem.status, &problem.detail);
+                entry.latency_ms = started.elapsed().as_millis() as u64;
+                self.journal.record(entry);
+                self.record(self.queue.fail(&batch, problem).await);
             }
         }
     }

@@ -6,6 +6,7 @@ mod attributes;
 mod auth;
 mod budget;
 mod coalescing;
+mod console;
 mod crash;
 mod deploy;
 mod helpers;

@@ -189,6 +189,16 @@ impl HookAuth {
         }
     }
 
+    /// The scheme's name, as `[hooks.<name>.auth] scheme` spells it.
+    pub fn scheme_name(&self) -> &'static str {
+        match self {
+            HookAuth::ApiKey(_) => "api_key",
+            HookAuth::Basic { .. } => "basic",
+            HookAuth::Hmac(_) => "hmac",
+            HookAuth::StandardWebhooks(..) => "standard_webhooks",
+        }
+    }
+
     /// What a 401 from this route asks the caller for.
     pub fn challenge(&self) -> Challenge {
         match self {

@@ -118,6 +118,52 @@ impl From<DomainError> for MappingError {
 }
 
 impl Mapping {
+    /// Each field the route fills and where from, as an operator reads it: JSON Pointers and
+    /// fixed values.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let mut rows = Vec::new();
+        let mut row = |field: &str, source: String| rows.push((field.to_string(), source));
+        if let Some(p) = &self.conversation_id {
+            row("conversationId", p.as_str().to_string());
+        }
+        if let Some(l) = &self.lookup {
+            row(
+                &format!("lookup.{}", l.kind.name()),
+                format!(
+                    "{} (mediaType {}, pick {})",
+                    l.pointer.as_str(),
+                    l.media_type.as_str(),
+                    l.pick.as_str()
+                ),
+            );
+        }
+        if let Some(p) = &self.participant_id {
+            row("participantId", p.as_str().to_string());
+        }
+        match &self.purpose {
+            Some(PurposeSource::Fixed(p)) => row("purpose", format!("= {p}")),
+            Some(PurposeSource::Pointer(p)) => row("purpose", p.as_str().to_string()),
+            None => {}
+        }
+        for (name, source) in &self.attributes {
+            let text = match source {
+                ValueSource::Pointer { pointer, optional } => {
+                    let optional = if *optional { " (optional)" } else { "" };
+                    format!("{}{optional}", pointer.as_str())
+                }
+                ValueSource::Constant(v) => format!("= {v}"),
+            };
+            row(&format!("attributes.{name}"), text);
+        }
+        if let Some(p) = &self.attributes_from {
+            row("attributes (every entry of)", p.as_str().to_string());
+        }
+        if let Some(v) = self.verify {
+            row("verify", format!("= {v}"));
+        }
+        rows
+    }
+
     /// Checks a route's settings; the error says what is wrong (the caller adds the route's name).
     pub fn compile(s: &HookSettings) -> Result<Self, String> {
         let conversation_id = s

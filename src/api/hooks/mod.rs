@@ -85,6 +85,11 @@ impl HookRoutes {
         Ok(Self(Arc::new(routes)))
     }
 
+    /// Every route, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &HookRoute)> {
+        self.0.iter()
+    }
+
     pub fn get(&self, name: &str) -> Option<&HookRoute> {
         self.0.get(name)
     }
@@ -116,7 +121,18 @@ pub async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let route = state.hooks.get(&name).ok_or(ApiError::NotFound)?;
-    let body = read_body(body, state.settings.server.max_body_bytes)?;
+    let started = tokio::time::Instant::now();
+    let deadline = state.request_deadline();
+    let request_id = request_id(&headers, id.as_ref().map(|e| &e.0));
+    let mut entry = state.journal.begin(&format!("hook:{name}"), &request_id);
+    let body = match read_body(body, state.settings.server.max_body_bytes) {
+        Ok(body) => body,
+        Err(e) => {
+            let refused = Err(e);
+            intake::journal(&state, entry, started, &refused);
+            return refused;
+        }
+    };
     let inbound = Inbound {
         method: &method,
         path_and_query: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
@@ -127,20 +143,22 @@ pub async fn receive(
     let ticket = match route.auth.verify(&inbound) {
         Ok(ticket) => ticket,
         Err(why) => {
-            return Err(ApiError::Unauthorized {
+            // Kept for the console too: a sender whose secret is wrong shows there, refused.
+            let refused = Err(ApiError::Unauthorized {
                 challenge: route.auth.challenge(),
                 reason: format!("webhook route `{name}`: {why}"),
-            })
+            });
+            intake::journal(&state, entry, started, &refused);
+            return refused;
         }
     };
-    let deadline = state.request_deadline();
     let result = async {
         let event = body::json(&body)?;
         let request = route
             .mapping
             .apply(&event)
             .map_err(|e| ApiError::InvalidRequest(e.0))?;
-        let update = intake::address(&state, request, deadline).await?;
+        let update = intake::address(&state, request, deadline, &mut entry).await?;
         // A Standard Webhooks sender keeps `webhook-id` across its retries: the natural idempotency key.
         let delivery_id = match route.auth {
             HookAuth::StandardWebhooks(..) => {
@@ -150,16 +168,17 @@ pub async fn receive(
         };
         let intake = Intake::from_request(
             &headers,
-            request_id(&headers, id.as_ref().map(|e| &e.0)),
+            request_id.clone(),
             &format!("hook:{name}"),
             &body,
             delivery_id,
             route.mode == settings::HookMode::Async,
             route.mode == settings::HookMode::SyncOrAsync,
         )?;
-        intake::accept(&state, update, intake, deadline).await
+        intake::accept(&state, update, intake, deadline, &mut entry).await
     }
     .await;
+    intake::journal(&state, entry, started, &result);
     if result.is_err() {
         // The delivery failed: its sender may retry it, signature and all.
         if let Some(ticket) = ticket {

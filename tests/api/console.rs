@@ -1,0 +1,830 @@
+//! The operator console, driven in a real browser (headless Chromium through WebDriver) and, for
+//! what a browser does not show (cookie flags, headers, refusals), over plain HTTP.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use patchbay::sim::Op;
+use serde_json::json;
+
+use crate::helpers::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A headless Chromium of its own, through a chromedriver of its own, stopped when dropped.
+struct Browser {
+    client: Client,
+    driver: Child,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let chromium = std::env::var("PATCHBAY_TEST_CHROMIUM").unwrap_or(CHROMIUM.into());
+        let driver = std::env::var("PATCHBAY_TEST_CHROMEDRIVER").unwrap_or(CHROMEDRIVER.into());
+        for (what, path) in [("chromium", &chromium), ("chromedriver", &driver)] {
+            assert!(
+                std::path::Path::new(path).exists(),
+                "the console tests drive a real browser: {what} is not at {path}. Install Debian's \
+                 chromium and chromium-driver (`apt-get install chromium chromium-driver`; .ci/run \
+                 does), or set PATCHBAY_TEST_CHROMIUM / PATCHBAY_TEST_CHROMEDRIVER"
+            );
+        }
+        let port = free_port();
+        let child = Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let mut caps = serde_json::Map::new();
+        let profile = tempfile_dir();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                    "--window-size=1500,1000", format!("--user-data-dir={profile}"),
+                ]
+            }),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            // chromedriver speaks plain HTTP on loopback: no TLS stack is needed.
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => break client,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "chromedriver did not open a browser: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        Self {
+            client,
+            driver: child,
+        }
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("page loads");
+    }
+
+    /// Signs in on the sign-in page with `key`.
+    async fn sign_in(&self, app: &TestApp, key: &str) {
+        self.goto(&format!("{}/console/sign-in", app.address)).await;
+        let field = self.client.find(Locator::Css("#key")).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(key).await.unwrap();
+        self.client
+            .find(Locator::Css("#sign-in"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn path(&self) -> String {
+        self.client.current_url().await.unwrap().path().to_string()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (reloading, as an operator would) until `css` holds `wanted`.
+    async fn until_text(&self, url: &str, css: &str, wanted: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            self.goto(url).await;
+            let text = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.contains(wanted) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{css}` never showed `{wanted}`; it shows: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), png).unwrap();
+    }
+}
+
+fn tempfile_dir() -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("chromium-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.display().to_string()
+}
+
+const CRM: &str = r#"
+[hooks.crm]
+conversation_id = "/ticket/conversation"
+purpose = "customer"
+[hooks.crm.attributes]
+tier = "/ticket/tier"
+note = { pointer = "/ticket/note", optional = true }
+[hooks.crm.auth]
+scheme = "hmac"
+header = "X-Signature"
+encoding = "hex"
+secrets = "crm-signing-secret-do-not-show"
+"#;
+
+/// POSTs a signed CRM event to the `crm` route.
+async fn crm_event(app: &TestApp, event: serde_json::Value) -> Answer {
+    let body = event.to_string();
+    let signature = hex::encode(hmac_sha256(
+        "crm-signing-secret-do-not-show",
+        body.as_bytes(),
+    ));
+    app.post_raw("/v1/hooks/crm", body, &[("x-signature", &signature)])
+        .await
+}
+
+async fn console_app(show_values: bool) -> TestApp {
+    let hooks = hooks_from_toml(CRM);
+    spawn_app_with(move |s| {
+        s.hooks = hooks;
+        s.console.show_values = show_values;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn signing_in_refuses_a_wrong_key_without_saying_why_then_takes_the_admin_key() {
+    let app = console_app(false).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/console/now", app.address)).await;
+    assert_eq!(
+        browser.path().await,
+        "/console/sign-in",
+        "no session, no page"
+    );
+
+    browser.sign_in(&app, "not-the-key").await;
+    assert_eq!(browser.path().await, "/console/sign-in");
+    assert_eq!(browser.text("#refused").await, "Sign-in failed.");
+    browser.sign_in(&app, API_KEY).await;
+    assert_eq!(
+        browser.text("#refused").await,
+        "Sign-in failed.",
+        "an ingest key is not an admin key"
+    );
+
+    browser.sign_in(&app, ADMIN_KEY).await;
+    assert_eq!(browser.path().await, "/console/now");
+    assert!(browser
+        .text("#budget")
+        .await
+        .contains("calls in the last 60 s"));
+    let cookies = browser.client.get_all_cookies().await.unwrap();
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "patchbay_console")
+        .expect("a session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(
+        session.same_site().map(|s| s.to_string()),
+        Some("Strict".to_string())
+    );
+    assert!(!session.value().contains(ADMIN_KEY));
+    assert!(!browser
+        .client
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains(ADMIN_KEY));
+
+    // Sign-out ends the session: the next page asks for the key again.
+    browser
+        .client
+        .find(Locator::Css("#sign-out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(browser.path().await, "/console/sign-in");
+    browser
+        .goto(&format!("{}/console/updates", app.address))
+        .await;
+    assert_eq!(browser.path().await, "/console/sign-in");
+}
+
+#[tokio::test]
+async fn updates_from_the_api_and_a_webhook_route_show_with_their_outcome_and_calls_and_a_row_opens(
+) {
+    let app = console_app(false).await;
+    let by_api = app
+        .post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "attributes": {"vip": "true"}}))
+        .await;
+    assert_eq!(by_api.status, 200);
+    let api_calls = |sim: &patchbay::sim::Simulator| -> usize {
+        sim.counts()
+            .iter()
+            .filter(|(op, _)| **op != "token")
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let spent = api_calls(&app.sim);
+    let by_hook = crm_event(
+        &app,
+        json!({"ticket": {"conversation": SEED_CHAT, "tier": "gold"}}),
+    )
+    .await;
+    assert_eq!(by_hook.status, 200, "{}", by_hook.body);
+    let ended = app
+        .post_attributes(json!({"conversationId": SEED_ENDED, "attributes": {"vip": "true"}}))
+        .await;
+    ended.assert_problem(409, "conversation_ended");
+
+    let browser = Browser::start().await;
+    browser.sign_in(&app, ADMIN_KEY).await;
+    let updates = format!("{}/console/updates", app.address);
+    let row = |answer: &Answer| format!("tr[data-request-id='{}']", answer.header("x-request-id"));
+    let api_row = browser
+        .until_text(&updates, &row(&by_api), "verified")
+        .await;
+    assert!(api_row.contains("api"), "{api_row}");
+    assert!(api_row.contains(SEED_ACTIVE_CALL), "{api_row}");
+    assert!(api_row.contains(SEED_ACTIVE_CALL_CUSTOMER), "{api_row}");
+    assert!(
+        api_row.contains("conversationId") && api_row.contains("read"),
+        "{api_row}"
+    );
+    assert!(api_row.contains("vip"), "the key is shown: {api_row}");
+    assert!(!api_row.contains("true"), "the value is not: {api_row}");
+    // What the row says the update cost is what Genesys (the simulator) received for it.
+    let calls = browser.text(&format!("{} td.calls", row(&by_api))).await;
+    assert_eq!(calls, spent.to_string(), "{api_row}");
+
+    let hook_row = browser.text(&row(&by_hook)).await;
+    assert!(
+        hook_row.contains("hook:crm") && hook_row.contains("verified"),
+        "{hook_row}"
+    );
+    assert!(
+        hook_row.contains(SEED_CHAT) && hook_row.contains("tier"),
+        "{hook_row}"
+    );
+    let ended_row = browser.text(&row(&ended)).await;
+    assert!(
+        ended_row.contains("failed") && ended_row.contains("conversation_ended"),
+        "{ended_row}"
+    );
+
+    // The filters: by outcome, by route, by conversation.
+    browser.goto(&format!("{updates}?outcome=failed")).await;
+    let table = browser.text("#updates tbody").await;
+    assert!(
+        table.contains(SEED_ENDED) && !table.contains(SEED_CHAT),
+        "{table}"
+    );
+    browser.goto(&format!("{updates}?route=hook:crm")).await;
+    let table = browser.text("#updates tbody").await;
+    assert!(
+        table.contains(SEED_CHAT) && !table.contains(SEED_ACTIVE_CALL),
+        "{table}"
+    );
+    browser
+        .goto(&format!(
+            "{updates}?conversation={}",
+            &SEED_ACTIVE_CALL[24..]
+        ))
+        .await;
+    let table = browser.text("#updates tbody").await;
+    assert!(
+        table.contains(SEED_ACTIVE_CALL) && !table.contains(SEED_CHAT),
+        "{table}"
+    );
+
+    // A row opens its whole record.
+    browser
+        .client
+        .find(Locator::Css(&format!("{} a.open", row(&by_api))))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(browser.path().await.starts_with("/console/updates/"));
+    let record = browser.text("#record").await;
+    for wanted in [
+        SEED_ACTIVE_CALL,
+        SEED_ACTIVE_CALL_CUSTOMER,
+        by_api.header("x-request-id"),
+        "verified",
+        "read",
+        "hidden (console.show_values)",
+    ] {
+        assert!(
+            record.contains(wanted),
+            "the record lacks `{wanted}`: {record}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn markup_sent_through_a_webhook_renders_as_text_and_the_pages_send_their_security_headers() {
+    let app = console_app(true).await;
+    let xss = "<img src=x onerror=alert(1)>";
+    let answer = crm_event(
+        &app,
+        json!({"ticket": {"conversation": SEED_ACTIVE_CALL, "tier": xss, "note": "<script>alert(2)</script>"}}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let browser = Browser::start().await;
+    browser.sign_in(&app, ADMIN_KEY).await;
+    let updates = format!("{}/console/updates", app.address);
+    let row = format!("tr[data-request-id='{}']", answer.header("x-request-id"));
+    browser.until_text(&updates, &row, "verified").await;
+    browser
+        .client
+        .find(Locator::Css(&format!("{row} a.open")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let writes = browser.text("#writes").await;
+    assert!(writes.contains(xss), "shown as those characters: {writes}");
+    assert!(writes.contains("<script>alert(2)</script>"), "{writes}");
+    let images = browser.client.find_all(Locator::Css("img")).await.unwrap();
+    assert!(images.is_empty(), "the value made an element");
+    let scripts = browser
+        .client
+        .find_all(Locator::Css("#writes script"))
+        .await
+        .unwrap();
+    assert!(scripts.is_empty(), "the value made a script");
+    let alert = browser.client.get_alert_text().await;
+    assert!(alert.is_err(), "an alert opened: {alert:?}");
+
+    // The headers, on every page, signed in or not; no secret of the route on its page.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in [
+        "/console/sign-in",
+        "/console/now",
+        "/console/assets/console.js",
+    ] {
+        let r = http
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        let h = r.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
+    }
+    browser
+        .goto(&format!("{}/console/routes", app.address))
+        .await;
+    let routes = browser.text("#route-crm").await;
+    assert!(
+        routes.contains("hmac") && routes.contains("/ticket/tier"),
+        "{routes}"
+    );
+    let source = browser.client.source().await.unwrap();
+    assert!(
+        !source.contains("crm-signing-secret"),
+        "a secret on the routes page"
+    );
+}
+
+#[tokio::test]
+async fn a_job_killed_by_genesys_faults_is_replayed_from_the_console_and_succeeds() {
+    let app = spawn_app_with(|s| {
+        s.genesys.retry.max_attempts = 1;
+        s.queue.retry_horizon_s = 1;
+    })
+    .await;
+    app.sim.fail_next(Op::PatchAttributes, 503, 10_000);
+    let body = json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"wrapup": "done"}});
+    let accepted = app.post_async(body, &[]).await;
+    assert_eq!(accepted.status, 202);
+    let id = accepted.body["jobId"].as_str().unwrap().to_string();
+    app.wait_for_job(&id, "dead").await;
+
+    let browser = Browser::start().await;
+    browser.sign_in(&app, ADMIN_KEY).await;
+    let jobs = format!("{}/console/jobs", app.address);
+    browser.goto(&jobs).await;
+    let dead = browser.text(&format!("tr[data-job-id='{id}']")).await;
+    assert!(
+        dead.contains("upstream_error"),
+        "the error that killed it: {dead}"
+    );
+    assert!(dead.contains("wrapup"), "{dead}");
+
+    app.sim.clear_faults();
+    browser
+        .client
+        .find(Locator::Css(&format!(
+            "tr[data-job-id='{id}'] button.replay"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(browser.text("#replayed").await, "1 dead job queued again.");
+    let job = app.wait_for_job(&id, "succeeded").await;
+    assert_eq!(job["result"]["verified"], true);
+    assert_eq!(
+        app.sim
+            .stored_attributes(SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT)
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k == "wrapup")
+            .map(|(_, v)| v.as_str()),
+        Some("done")
+    );
+    // Its attempts show in Recent updates: the failures, then the success, from the queue.
+    let updates = format!("{}/console/updates?route=queue", app.address);
+    let table = browser
+        .until_text(&updates, "#updates tbody", "verified")
+        .await;
+    assert!(
+        table.contains("failed") && table.contains("upstream_error"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn every_dead_job_matching_a_filter_is_replayed_at_once() {
+    let app = spawn_app_with(|s| {
+        s.genesys.retry.max_attempts = 1;
+        s.queue.retry_horizon_s = 1;
+    })
+    .await;
+    app.sim.fail_next(Op::PatchAttributes, 503, 10_000);
+    let mut ids = Vec::new();
+    for (conversation, participant) in [
+        (SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT),
+        (SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_CUSTOMER),
+        (SEED_CHAT, SEED_CHAT_CUSTOMER),
+    ] {
+        let body = json!({"conversationId": conversation, "participantId": participant, "attributes": {"k": "v"}});
+        ids.push(
+            app.post_async(body, &[]).await.body["jobId"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for id in &ids {
+        app.wait_for_job(id, "dead").await;
+    }
+    app.sim.clear_faults();
+    let browser = Browser::start().await;
+    browser.sign_in(&app, ADMIN_KEY).await;
+    browser.goto(&format!("{}/console/jobs", app.address)).await;
+    let field = browser
+        .client
+        .find(Locator::Css("#replay-conversation"))
+        .await
+        .unwrap();
+    field.send_keys(SEED_ACTIVE_CALL).await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#replay-all"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(browser.text("#replayed").await, "2 dead jobs queued again.");
+    app.wait_for_job(&ids[0], "succeeded").await;
+    app.wait_for_job(&ids[1], "succeeded").await;
+    let other = app.get_with(&format!("/v1/jobs/{}", ids[2]), API_KEY).await;
+    assert_eq!(
+        other.body["status"], "dead",
+        "the other conversation's job is left"
+    );
+}
+
+#[tokio::test]
+async fn the_budget_panel_follows_the_standing_the_simulator_reports() {
+    let app = console_app(false).await;
+    // The simulator enforces Genesys's limit and reports its count in `inin-ratelimit-*`.
+    app.sim.set_rate_limit(Some(300));
+    for n in 0..4 {
+        let a = app
+            .post_attributes(
+                json!({"conversationId": SEED_ACTIVE_CALL, "attributes": {"n": n.to_string()}}),
+            )
+            .await;
+        assert_eq!(a.status, 200);
+    }
+    let browser = Browser::start().await;
+    browser.sign_in(&app, ADMIN_KEY).await;
+    let now = format!("{}/console/now", app.address);
+    let sim_count: usize = app
+        .sim
+        .counts()
+        .iter()
+        .filter(|(op, _)| **op != "token")
+        .map(|(_, n)| n)
+        .sum();
+    let reported = browser.until_text(&now, "#reported", "allowed 300").await;
+    assert!(
+        reported.contains(&format!("count {sim_count} of allowed 300")),
+        "the simulator counted {sim_count} calls: {reported}"
+    );
+    let limit = browser.text("#budget-limit").await;
+    assert_eq!(
+        limit, "300",
+        "Genesys's allowance, lower than the configured 600000"
+    );
+    let used: u32 = browser.text("#budget-used").await.parse().unwrap();
+    assert!(used >= 8, "four updates, at least two calls each: {used}");
+    assert_eq!(browser.text("#pause").await, "none");
+
+    // Genesys says the window is spent: the panel shows the pause and its time left.
+    app.sim.rate_limit_next(Op::PatchAttributes, 120, 1);
+    let refused = app
+        .post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "attributes": {"n": "x"}}))
+        .await;
+    refused.assert_problem(429, "rate_limited");
+    let pause = browser.until_text(&now, "#pause", "left").await;
+    assert!(pause.contains("paused"), "{pause}");
+    let codes = browser.text("#codes").await;
+    assert!(
+        codes.contains("ok 4") && codes.contains("rate_limited 1"),
+        "{codes}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_on_redis_an_update_sent_to_one_shows_in_the_others_console() {
+    let (_sim, apps) = crate::redis_deployment::replicas(2, |_| {}).await;
+    let answer = apps[0]
+        .post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "attributes": {"vip": "true"}}))
+        .await;
+    assert_eq!(answer.status, 200);
+    let browser = Browser::start().await;
+    browser.sign_in(&apps[1], ADMIN_KEY).await;
+    let row = format!("tr[data-request-id='{}']", answer.header("x-request-id"));
+    let shown = browser
+        .until_text(
+            &format!("{}/console/updates", apps[1].address),
+            &row,
+            "verified",
+        )
+        .await;
+    assert!(shown.contains(SEED_ACTIVE_CALL), "{shown}");
+    // Cookies ignore ports, so the browser offers the other replica the same session: signed under
+    // the deployment's admin keys, it is good there too. One deployment, one console.
+    browser
+        .goto(&format!("{}/console/now", apps[0].address))
+        .await;
+    assert_eq!(browser.path().await, "/console/now");
+}
+
+#[tokio::test]
+async fn screenshots_of_the_now_page_and_recent_updates() {
+    let app = console_app(false).await;
+    for n in 0..6 {
+        let a = app
+            .post_attributes(
+                json!({"conversationId": SEED_ACTIVE_CALL, "attributes": {"step": n.to_string()}}),
+            )
+            .await;
+        assert_eq!(a.status, 200);
+    }
+    crm_event(
+        &app,
+        json!({"ticket": {"conversation": SEED_CHAT, "tier": "gold"}}),
+    )
+    .await;
+    app.post_attributes(json!({"conversationId": SEED_ENDED, "attributes": {"vip": "true"}}))
+        .await;
+    let browser = Browser::start().await;
+    browser.sign_in(&app, ADMIN_KEY).await;
+    browser
+        .until_text(
+            &format!("{}/console/updates", app.address),
+            "#updates tbody",
+            "conversation_ended",
+        )
+        .await;
+    browser.screenshot("updates.png").await;
+    browser.goto(&format!("{}/console/now", app.address)).await;
+    browser.text("#chart").await;
+    browser.screenshot("now.png").await;
+}
+
+/// Over plain HTTP: what a browser would not let a test do.
+mod http {
+    use super::*;
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    async fn sign_in(app: &TestApp, key: &str) -> reqwest::Response {
+        client()
+            .post(format!("{}/console/sign-in", app.address))
+            .form(&[("key", key)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn session(app: &TestApp) -> String {
+        let r = sign_in(app, ADMIN_KEY).await;
+        assert_eq!(r.status(), 303);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        cookie.split(';').next().unwrap().to_string()
+    }
+
+    /// The form token on a signed-in page.
+    async fn form_token(app: &TestApp, cookie: &str) -> String {
+        let page = client()
+            .get(format!("{}/console/jobs", app.address))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = page.find("name=\"csrf\" value=\"").expect("a form token") + 19;
+        page[at..at + 64].to_string()
+    }
+
+    #[tokio::test]
+    async fn repeated_wrong_keys_slow_down_and_the_key_never_reaches_the_log_or_a_url() {
+        let app = spawn_app().await;
+        for _ in 0..5 {
+            assert_eq!(sign_in(&app, "guess").await.status(), 401);
+        }
+        // Past three free failures the brake doubles from 250 ms: the sixth waits 500 ms.
+        let started = Instant::now();
+        let r = sign_in(&app, "guess").await;
+        assert_eq!(r.status(), 401);
+        assert!(
+            started.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            started.elapsed()
+        );
+        let body = r.text().await.unwrap();
+        assert!(body.contains("Sign-in failed.") && !body.contains("guess"));
+        let r = sign_in(&app, ADMIN_KEY).await;
+        assert_eq!(r.headers()["location"], "/console/now");
+    }
+
+    #[tokio::test]
+    async fn a_post_without_the_sessions_token_or_from_another_origin_is_refused() {
+        let app = spawn_app().await;
+        let cookie = session(&app).await;
+        let token = form_token(&app, &cookie).await;
+        let post = |form: Vec<(&'static str, String)>, origin: Option<&'static str>| {
+            let mut r = client()
+                .post(format!("{}/console/jobs/replay", app.address))
+                .header("cookie", cookie.clone())
+                .form(&form);
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            r.send()
+        };
+        let none = post(vec![], None).await.unwrap();
+        assert!(none.status().is_client_error(), "{}", none.status());
+        let wrong = post(vec![("csrf", "0".repeat(64))], None).await.unwrap();
+        assert_eq!(wrong.status(), 403);
+        let foreign = post(vec![("csrf", token.clone())], Some("https://evil.example"))
+            .await
+            .unwrap();
+        assert_eq!(foreign.status(), 403);
+        let good = post(vec![("csrf", token)], None).await.unwrap();
+        assert_eq!(good.status(), 303);
+        assert_eq!(good.headers()["location"], "/console/jobs?replayed=0");
+        // Another session's token is no good either.
+        let other = session(&app).await;
+        let token = form_token(&app, &other).await;
+        let crossed = client()
+            .post(format!("{}/console/sign-out", app.address))
+            .header("cookie", cookie)
+            .form(&[("csrf", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(crossed.status(), 403);
+    }
+
+    #[tokio::test]
+    async fn the_session_cookie_is_secure_behind_tls() {
+        let app = spawn_app().await;
+        let r = client()
+            .post(format!("{}/console/sign-in", app.address))
+            .header("x-forwarded-proto", "https")
+            .form(&[("key", ADMIN_KEY)])
+            .send()
+            .await
+            .unwrap();
+        let cookie = r.headers()["set-cookie"].to_str().unwrap();
+        assert!(cookie.contains("; Secure"), "{cookie}");
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+        let plain = session(&app).await;
+        assert!(!plain.contains("Secure"));
+    }
+
+    #[tokio::test]
+    async fn the_console_is_served_on_the_admin_listener_when_there_is_one_and_only_with_an_admin_key(
+    ) {
+        let admin_port = free_port();
+        let app = spawn_app_with(move |s| {
+            s.server.admin_listen = Some(format!("127.0.0.1:{admin_port}").parse().unwrap());
+        })
+        .await;
+        let public = client()
+            .get(format!("{}/console/sign-in", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(public.status(), 404, "not on the public listener");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let admin = loop {
+            match client()
+                .get(format!("http://127.0.0.1:{admin_port}/console/sign-in"))
+                .send()
+                .await
+            {
+                Ok(r) => break r,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        assert_eq!(admin.status(), 200);
+
+        let keyless = spawn_app_with(|s| s.auth.admin_keys.clear()).await;
+        let r = client()
+            .get(format!("{}/console/sign-in", keyless.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "no admin key, no console");
+    }
+}
