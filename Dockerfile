@@ -11,9 +11,10 @@ WORKDIR /src
 # Dependencies first, so a source change does not refetch them. Every target the manifest names gets a
 # placeholder, or cargo refuses to read it.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin tests/api benches \
+COPY bench/Cargo.toml bench/
+RUN mkdir -p src tests/api benches bench/src \
     && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
-    && echo 'fn main() {}' > src/bin/patchbay-bench.rs \
+    && echo 'fn main() {}' > bench/src/main.rs \
     && echo 'fn main() {}' > tests/api/main.rs && echo 'fn main() {}' > benches/hot_paths.rs \
     && cargo fetch --locked
 COPY . .

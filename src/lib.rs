@@ -22,14 +22,12 @@
 //! - [`console`]: the operator console at `/console`, in the HTTP layer beside [`api`].
 //! - [`app`]: `router(state)` and `serve(listener, router, shutdown)`.
 //! - [`sim`]: an in-memory Genesys Cloud for `sim`, `demo` and the tests.
-//! - [`bench`]: the benchmark behind `patchbay-bench`.
 //! - [`demo`]: the self-contained demonstration.
 //! - [`telemetry`]: logging set-up.
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod api;
 pub mod app;
-pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod console;

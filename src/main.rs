@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
             let state = app::AppState::new(settings)?;
             if state.admin_keys.is_unset() {
                 tracing::warn!(
-                    "no admin key is configured: the dead-letter endpoints answer 401 until auth.admin_keys is set"
+                    "no admin key is configured: the dead-letter endpoints answer 401 until auth.admin_keys is set, and /console is not served"
                 );
             }
             let listen = state.settings.server.listen;

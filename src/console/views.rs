@@ -334,6 +334,33 @@ mod tests {
 
     proptest! {
         #[test]
+        fn the_charts_points_stay_in_their_box_and_p99_is_drawn_above_p50(
+            latencies in proptest::collection::vec(0u64..60_000, 1..200),
+            used in 0u32..1000,
+            limit in 1u32..600,
+        ) {
+            let series = crate::journal::Series::default();
+            let journal = crate::journal::Journal::in_memory(1);
+            for l in &latencies {
+                let mut e = journal.begin("api", "r");
+                e.latency_ms = *l;
+                series.record(&e);
+            }
+            series.note_budget(used, limit);
+            let now = crate::journal::now_ms().div_euclid(60_000);
+            let chart = Chart::new(&series.minutes(), now);
+            for line in [&chart.budget, &chart.p50, &chart.p99] {
+                prop_assert_eq!(line.dots.len(), 1);
+                for (x, y) in &line.dots {
+                    prop_assert!((0.0..=WIDTH).contains(x) && (0.0..=HEIGHT).contains(y));
+                }
+            }
+            prop_assert!(chart.p99.dots[0].1 <= chart.p50.dots[0].1);
+            let p99 = series.minutes()[0].latency_quantile(0.99).unwrap();
+            prop_assert!(chart.latency_top >= p99);
+        }
+
+        #[test]
         fn an_axis_top_is_at_or_above_its_value_and_within_two_and_a_half_times(v in 1u64..10_000_000_000) {
             let top = nice_ceiling(v);
             prop_assert!(top >= v);

@@ -639,20 +639,40 @@ async fn with_two_replicas_on_redis_an_update_sent_to_one_shows_in_the_others_co
 
 #[tokio::test]
 async fn screenshots_of_the_now_page_and_recent_updates() {
-    let app = console_app(false).await;
-    for n in 0..6 {
-        let a = app
-            .post_attributes(
-                json!({"conversationId": SEED_ACTIVE_CALL, "attributes": {"step": n.to_string()}}),
-            )
-            .await;
-        assert_eq!(a.status, 200);
-    }
-    crm_event(
-        &app,
-        json!({"ticket": {"conversation": SEED_CHAT, "tier": "gold"}}),
-    )
+    // A contact center in small: the mirror live, Genesys's limit of 300 enforced, calls coming in
+    // and screen pops by number, a CRM webhook, and an update for a call that has ended.
+    let hooks = hooks_from_toml(CRM);
+    let app = spawn_app_with(move |s| {
+        crate::mirror::with_mirror(s);
+        s.hooks = hooks;
+    })
     .await;
+    app.sim.set_rate_limit(Some(300));
+    let mirror = app.mirror.clone().expect("the mirror is on");
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while !mirror.is_live() {
+        assert!(
+            Instant::now() < give_up,
+            "the mirror's feed never went live"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..5 {
+        let call = app.sim.start_call(i);
+        while mirror.get(&call.conversation).is_none() {
+            assert!(Instant::now() < give_up, "the mirror never saw call {i}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pop = app
+            .post_attributes(json!({"lookup": {"ani": patchbay::sim::Simulator::caller_number(i)}, "attributes": {"screenPop": format!("case-{i}")}}))
+            .await;
+        assert_eq!(pop.status, 200, "{}", pop.body);
+        crm_event(
+            &app,
+            json!({"ticket": {"conversation": call.conversation, "tier": "gold"}}),
+        )
+        .await;
+    }
     app.post_attributes(json!({"conversationId": SEED_ENDED, "attributes": {"vip": "true"}}))
         .await;
     let browser = Browser::start().await;
@@ -666,7 +686,7 @@ async fn screenshots_of_the_now_page_and_recent_updates() {
         .await;
     browser.screenshot("updates.png").await;
     browser.goto(&format!("{}/console/now", app.address)).await;
-    browser.text("#chart").await;
+    assert!(browser.text("#mirror").await.contains("live"));
     browser.screenshot("now.png").await;
 }
 
@@ -697,17 +717,22 @@ mod http {
         cookie.split(';').next().unwrap().to_string()
     }
 
-    /// The form token on a signed-in page.
-    async fn form_token(app: &TestApp, cookie: &str) -> String {
-        let page = client()
-            .get(format!("{}/console/jobs", app.address))
+    /// A console page's HTML, with the session `cookie`.
+    async fn page(app: &TestApp, cookie: &str, path: &str) -> String {
+        client()
+            .get(format!("{}{path}", app.address))
             .header("cookie", cookie)
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The form token on a signed-in page.
+    async fn form_token(app: &TestApp, cookie: &str) -> String {
+        let page = page(app, cookie, "/console/jobs").await;
         let at = page.find("name=\"csrf\" value=\"").expect("a form token") + 19;
         page[at..at + 64].to_string()
     }
@@ -773,6 +798,42 @@ mod http {
     }
 
     #[tokio::test]
+    async fn a_callers_number_is_masked_in_recent_updates_and_its_record() {
+        let app = spawn_app().await;
+        app.sim.add_caller_call();
+        let found = app
+            .post_attributes(
+                json!({"lookup": {"ani": "+13175550123"}, "attributes": {"tier": "gold"}}),
+            )
+            .await;
+        assert_eq!(found.status, 200, "{}", found.body);
+        let missing = app
+            .post_attributes(
+                json!({"lookup": {"ani": "+13175559876"}, "attributes": {"tier": "gold"}}),
+            )
+            .await;
+        assert_eq!(missing.status, 404, "{}", missing.body);
+        let cookie = session(&app).await;
+        let list = page(&app, &cookie, "/console/updates").await;
+        let mut ids = list
+            .match_indices("/console/updates/")
+            .map(|(at, _)| list[at + 17..at + 49].to_string());
+        let (newest, oldest) = (ids.next().unwrap(), ids.next().unwrap());
+        for id in [newest, oldest] {
+            let record = page(&app, &cookie, &format!("/console/updates/{id}")).await;
+            assert!(
+                record.contains("ani …"),
+                "the lookup is shown, masked: {record}"
+            );
+            assert!(
+                !record.contains("3175550123") && !record.contains("3175559876"),
+                "a caller's number in full: {record}"
+            );
+        }
+        assert!(!list.contains("317555"), "{list}");
+    }
+
+    #[tokio::test]
     async fn the_session_cookie_is_secure_behind_tls() {
         let app = spawn_app().await;
         let r = client()
@@ -827,4 +888,38 @@ mod http {
             .unwrap();
         assert_eq!(r.status(), 404, "no admin key, no console");
     }
+}
+
+#[tokio::test]
+async fn the_deployments_stream_of_updates_is_capped_and_read_newest_first() {
+    use patchbay::cluster::journal::RedisJournal;
+    use patchbay::journal::{Journal, JournalStore};
+    let prefix = RedisPrefix::new().await;
+    let mut settings = patchbay::demo::settings_for_simulator("http://127.0.0.1:1", API_KEY);
+    on_redis(&mut settings, &prefix.url, &prefix.name);
+    let redis = patchbay::cluster::Redis::connect(&settings.redis).unwrap();
+    let stream = RedisJournal::new(redis, 50);
+    let journal = Journal::in_memory(1);
+    for n in 0..600 {
+        stream
+            .push(&journal.begin("api", &format!("r{n}")))
+            .await
+            .unwrap();
+    }
+    let recent = stream.recent(50).await.unwrap();
+    let ids: Vec<_> = recent.iter().map(|e| e.request_id.as_str()).collect();
+    let expected: Vec<String> = (550..600).rev().map(|n| format!("r{n}")).collect();
+    assert_eq!(ids, expected);
+    // `MAXLEN ~` trims whole nodes of the stream (100 entries each by default): about 50, never 600.
+    let mut conn = redis::Client::open(prefix.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let len: usize = redis::cmd("XLEN")
+        .arg(format!("{{{}}}:journal", prefix.name))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((50..=200).contains(&len), "{len} entries kept");
 }

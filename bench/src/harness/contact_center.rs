@@ -24,7 +24,7 @@ use super::{
     call_counts, histogram, result, sim_stats_raw, start_gateway_with, start_sim, BenchOptions,
     ScenarioResult, API_KEY,
 };
-use crate::sim::LiveCall;
+use patchbay::sim::LiveCall;
 
 /// Genesys's limit per token, which the simulator enforces here.
 pub const GENESYS_LIMIT: u32 = 300;
@@ -166,7 +166,7 @@ fn start(i: usize, at: Duration) -> (Duration, Step) {
 }
 
 fn pop(i: usize) -> Value {
-    json!({"lookup": {"ani": crate::sim::Simulator::caller_number(i)}, "attributes": {"screenPop": format!("case-{i}")}})
+    json!({"lookup": {"ani": patchbay::sim::Simulator::caller_number(i)}, "attributes": {"screenPop": format!("case-{i}")}})
 }
 
 fn by_purpose(call: &LiveCall, purpose: &str, key: &str) -> Value {

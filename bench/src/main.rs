@@ -1,4 +1,7 @@
-//! `patchbay-bench`: the benchmark. The work lives in `patchbay::bench`.
+//! `patchbay-bench`: the benchmark. The work lives in `harness`; the product is the `patchbay` crate,
+//! whose binary it runs as the simulator and the gateway.
+
+mod harness;
 
 use std::path::PathBuf;
 
@@ -46,10 +49,8 @@ async fn main() -> anyhow::Result<()> {
         "{} is missing: build it with `cargo build --release`",
         binary.display()
     );
-    let out_dir = cli
-        .out
-        .unwrap_or_else(|| patchbay::bench::default_out_dir(&binary));
-    let mut options = patchbay::bench::BenchOptions::new(cli.quick, binary, out_dir);
+    let out_dir = cli.out.unwrap_or_else(|| harness::default_out_dir(&binary));
+    let mut options = harness::BenchOptions::new(cli.quick, binary, out_dir);
     if let Some(d) = cli.duration {
         options.duration = std::time::Duration::from_secs(d);
     }
@@ -58,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
     options.upstream_latency_ms = cli.upstream_latency_ms;
     options.linger_ms = cli.linger_ms;
     options.contact_center_only = cli.contact_center;
-    let clean = patchbay::bench::run(&options, &mut std::io::stdout()).await?;
+    let clean = harness::run(&options, &mut std::io::stdout()).await?;
     if !clean {
         eprintln!("patchbay-bench: some events failed or updates were lost");
         std::process::exit(1);

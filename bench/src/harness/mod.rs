@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::sim::LiveCall;
+use patchbay::sim::LiveCall;
 
 const API_KEY: &str = "bench-key";
 
@@ -260,11 +260,11 @@ async fn start_gateway_with(
         ("PATCHBAY__GENESYS__API_URL", sim.to_string()),
         (
             "PATCHBAY__GENESYS__CLIENT_ID",
-            crate::sim::DEFAULT_CLIENT_ID.to_string(),
+            patchbay::sim::DEFAULT_CLIENT_ID.to_string(),
         ),
         (
             "PATCHBAY__GENESYS__CLIENT_SECRET",
-            crate::sim::DEFAULT_CLIENT_SECRET.to_string(),
+            patchbay::sim::DEFAULT_CLIENT_SECRET.to_string(),
         ),
         ("PATCHBAY__AUTH__API_KEYS", API_KEY.to_string()),
         (
@@ -395,8 +395,8 @@ async fn grant(http: &reqwest::Client, sim: &str) -> anyhow::Result<String> {
     let v: Value = http
         .post(format!("{sim}/oauth/token"))
         .basic_auth(
-            crate::sim::DEFAULT_CLIENT_ID,
-            Some(crate::sim::DEFAULT_CLIENT_SECRET),
+            patchbay::sim::DEFAULT_CLIENT_ID,
+            Some(patchbay::sim::DEFAULT_CLIENT_SECRET),
         )
         .form(&[("grant_type", "client_credentials")])
         .send()
