@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::api::attributes::set_attributes;
 use crate::api::auth::require_api_key;
@@ -101,15 +102,30 @@ fn make_span(request: &Request) -> tracing::Span {
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    let method = request.method().as_str();
+    // OpenTelemetry's HTTP server conventions: `{method} {route}`, the route template, never the
+    // path with its ids. The conventions' attributes are the trace's alone (`set_attribute`), so
+    // log lines keep their own names and no field twice.
+    let name = format!("{method} {route}");
+    let span = tracing::info_span!(
         "request",
+        otel.name = %name,
+        otel.kind = "server",
         method = %request.method(),
         route,
         request_id,
         conversation_id = tracing::field::Empty,
         participant_id = tracing::field::Empty,
         genesys_correlation_id = tracing::field::Empty,
-    )
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    span.set_attribute("http.request.method", method.to_string());
+    span.set_attribute("http.route", route.to_string());
+    // A caller's W3C trace context continues its trace; without one the request starts a trace.
+    let parent = crate::telemetry::context::from_headers(request.headers());
+    crate::telemetry::context::adopt(&span, parent);
+    span
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish.

@@ -82,6 +82,7 @@ pub struct Settings {
     pub lookup: LookupSettings,
     pub mirror: MirrorSettings,
     pub console: ConsoleSettings,
+    pub telemetry: TelemetrySettings,
     pub log: LogSettings,
     pub queue: QueueSettings,
     pub idempotency: IdempotencySettings,
@@ -333,8 +334,42 @@ pub struct ConsoleSettings {
     pub session_ttl_s: u64,
 }
 
-/// The most updates `console.recent` may keep: entries are about 1 KiB each.
-pub const MAX_CONSOLE_RECENT: usize = 100_000;
+/// `[telemetry]`: OpenTelemetry traces, exported over OTLP/HTTP with protobuf.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// The collector's base URL (`/v1/traces` is added); empty: no export, unless the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub otlp_endpoint: String,
+    pub service_name: String,
+    /// `key=value` pairs, comma-separated, added to the resource (as `OTEL_RESOURCE_ATTRIBUTES`).
+    pub resource_attributes: String,
+    /// The share of new traces recorded, 0 to 1; a caller's sampled trace is always continued.
+    pub sampling_ratio: f64,
+    /// Finished spans waiting for export; past it, spans are dropped and counted.
+    pub max_queue_size: usize,
+    pub export_timeout_ms: u64,
+}
+
+impl TelemetrySettings {
+    pub fn export_timeout(&self) -> Duration {
+        Duration::from_millis(self.export_timeout_ms)
+    }
+
+    /// `resource_attributes` as key-values; malformed pairs are refused by `validate`.
+    pub fn resource_attributes(&self) -> Vec<opentelemetry::KeyValue> {
+        self.resource_attributes
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| opentelemetry::KeyValue::new(k.trim().to_string(), v.trim().to_string()))
+            .collect()
+    }
+}
+
+/// The most updates `console.recent` may keep: entries are about 1 KiB each, and a page of Recent
+/// updates reads them all to filter them.
+pub const MAX_CONSOLE_RECENT: usize = 20_000;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -558,6 +593,32 @@ impl Settings {
             return Err(invalid(
                 "console.recent",
                 format!("must be 1 to {MAX_CONSOLE_RECENT}"),
+            ));
+        }
+        let t = &self.telemetry;
+        if !(0.0..=1.0).contains(&t.sampling_ratio) {
+            return Err(invalid("telemetry.sampling_ratio", "must be 0 to 1"));
+        }
+        positive("telemetry.max_queue_size", t.max_queue_size as u64)?;
+        positive("telemetry.export_timeout_ms", t.export_timeout_ms)?;
+        let endpoint = t.otlp_endpoint.trim();
+        if !endpoint.is_empty()
+            && url::Url::parse(endpoint).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL, such as http://otel-collector:4318",
+            ));
+        }
+        if let Some(bad) = t
+            .resource_attributes
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .find(|p| p.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()))
+        {
+            return Err(invalid(
+                "telemetry.resource_attributes",
+                format!("`{}` is not key=value", bad.trim()),
             ));
         }
         if !(60..=7 * 86_400).contains(&self.console.session_ttl_s) {
@@ -828,6 +889,56 @@ mod tests {
             to_env(&[("PATCHBAY__AUTH__ALLOW_ANONYMOUS", "true")])
         )
         .is_ok());
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_a_bad_setting_names_its_key() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert!(s.telemetry.otlp_endpoint.is_empty());
+        assert_eq!(s.telemetry.sampling_ratio, 1.0);
+        let on = Settings::load_with_env(
+            None,
+            env(&[
+                (
+                    "PATCHBAY__TELEMETRY__OTLP_ENDPOINT",
+                    "http://collector:4318",
+                ),
+                ("PATCHBAY__TELEMETRY__RESOURCE_ATTRIBUTES", "a=1, b = two"),
+            ]),
+        )
+        .unwrap();
+        let attrs: Vec<String> = on
+            .telemetry
+            .resource_attributes()
+            .iter()
+            .map(|kv| format!("{}={}", kv.key, kv.value))
+            .collect();
+        assert_eq!(attrs, ["a=1", "b=two"]);
+        for (key, value, named) in [
+            (
+                "PATCHBAY__TELEMETRY__SAMPLING_RATIO",
+                "1.5",
+                "telemetry.sampling_ratio",
+            ),
+            (
+                "PATCHBAY__TELEMETRY__OTLP_ENDPOINT",
+                "collector:4318",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "PATCHBAY__TELEMETRY__RESOURCE_ATTRIBUTES",
+                "a=1,oops",
+                "telemetry.resource_attributes",
+            ),
+            (
+                "PATCHBAY__TELEMETRY__MAX_QUEUE_SIZE",
+                "0",
+                "telemetry.max_queue_size",
+            ),
+        ] {
+            let e = error_of(&[(key, value)]);
+            assert!(e.contains(named), "{e}");
+        }
     }
 
     #[test]

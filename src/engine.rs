@@ -24,6 +24,7 @@ use std::collections::{hash_map, BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -54,6 +55,8 @@ struct Entry {
     verify: bool,
     deadline: Instant,
     reply: Reply,
+    /// The trace of the update's request (or job attempt), which the round that applies it links.
+    trace: opentelemetry::Context,
 }
 
 /// What a caller is told besides its keys: whether they showed, and what showed them.
@@ -279,6 +282,7 @@ impl Engine {
             verify,
             deadline,
             reply,
+            trace: tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current()),
         };
         let start = match self.0.lock_lanes().entry(cid) {
             hash_map::Entry::Occupied(mut lane) => {
@@ -432,8 +436,23 @@ impl Inner {
             {
                 Ok(slots) => {
                     tokio::time::sleep_until(slots[0].max(Instant::now() + linger)).await;
-                    let round =
-                        LAST_CORRELATION.scope(RefCell::new(None), self.round(cid, slots.into()));
+                    // A round is a span of the first waiting update's trace, linked to every
+                    // update it carries (those join as they are written).
+                    let span = tracing::info_span!(
+                        target: crate::telemetry::TRACE_TARGET,
+                        "lane round",
+                        otel.name = "lane round",
+                        updates = tracing::field::Empty,
+                        verified_by = tracing::field::Empty,
+                    );
+                    let first = self
+                        .lock_lanes()
+                        .get(&cid)
+                        .and_then(|pending| pending.first().map(|e| e.trace.clone()));
+                    crate::telemetry::context::adopt(&span, first.unwrap_or_default());
+                    let round = LAST_CORRELATION
+                        .scope(RefCell::new(None), self.round(cid, slots.into()))
+                        .instrument(span);
                     if !round.await {
                         return;
                     }
@@ -512,6 +531,7 @@ impl Inner {
                 tokio::select! {
                     pushed = events.recv() => match pushed {
                         Some(pushed) => {
+                            tracing::Span::current().record("verified_by", "event");
                             waiters = self.answer_pushed(cid, waiters, &pushed, &written, share);
                             if waiters.is_empty() {
                                 return true;
@@ -542,7 +562,12 @@ impl Inner {
                         RefCell::new(std::mem::take(&mut prepaid)),
                         tokio::time::timeout(
                             until.saturating_duration_since(now),
-                            self.updater.read(&cid),
+                            self.updater.read(&cid).instrument(tracing::info_span!(
+                                target: crate::telemetry::TRACE_TARGET,
+                                "verification",
+                                otel.name = "verification",
+                                verification.by = "read",
+                            )),
                         ),
                     ),
                 )
@@ -550,6 +575,7 @@ impl Inner {
             share.calls += 1;
             match read {
                 Ok(Ok(conversation)) => {
+                    tracing::Span::current().record("verified_by", "read");
                     let conversation = Arc::new(conversation);
                     self.remember(cid, &conversation).await;
                     let seen = |p: &str| Some(attributes_of(Some(&conversation), p));
@@ -626,6 +652,9 @@ impl Inner {
         waiters: &mut Vec<Waiter>,
     ) -> usize {
         share.updates += batch.len() as u32;
+        let round = tracing::Span::current();
+        crate::telemetry::context::link(&round, batch.iter().map(|e| e.trace.clone()));
+        round.record("updates", share.updates);
         let groups = merge(batch, self.max_bytes);
         let mut added = 0;
         for group in groups {

@@ -82,7 +82,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { config } => {
             let settings = or_exit(Settings::load(config.as_deref()));
-            telemetry::init(settings.log.format, "info");
+            let traces = telemetry::init_with(settings.log.format, "info", &settings.telemetry)?;
+            let flush = std::time::Duration::from_millis(settings.server.shutdown_timeout_ms) / 5;
             // Stores open first: a process that cannot open them must not bind, or say it serves.
             let state = app::AppState::new(settings)?;
             if state.admin_keys.is_unset() {
@@ -100,6 +101,9 @@ async fn main() -> anyhow::Result<()> {
                 "patchbay is serving"
             );
             app::run(state, listener, app::shutdown_signal()).await?;
+            // Spans still queued go out now, in a bounded time: a collector that is away costs
+            // the exit a fifth of the shutdown budget at most.
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown(flush)).await;
             tracing::info!("stopped");
         }
         Command::Sim {

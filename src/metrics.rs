@@ -48,6 +48,7 @@ pub const MIRROR_LAST_FRAME: &str = "patchbay_mirror_seconds_since_last_frame";
 pub const MIRROR_GAPS: &str = "patchbay_mirror_gaps_total";
 pub const MIRROR_SERVED: &str = "patchbay_mirror_served_total";
 pub const MIRROR_CONFIRMATIONS: &str = "patchbay_mirror_confirmations_total";
+pub const TRACE_SPANS_DROPPED: &str = "patchbay_trace_spans_dropped_total";
 
 /// What each metric is: a counter, a gauge or a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,7 @@ pub enum Kind {
 
 /// Every metric with its `# HELP` text, described once when the recorder is installed.
 pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
+    (TRACE_SPANS_DROPPED, Kind::Counter, "Trace spans not exported, by why: queue_full (the export queue was full) or export_failed (the collector refused them or did not answer)."),
     (HTTP_REQUESTS, Kind::Counter, "Inbound requests by route template, method and status."),
     (HTTP_DURATION, Kind::Histogram, "Inbound request latency in seconds, by route template and method."),
     (GENESYS_CALLS, Kind::Counter, "Genesys API calls (every attempt) by operation and status."),
@@ -132,6 +134,20 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".into());
     let method = request.method().to_string();
     let response = next.run(request).await;
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let span = tracing::Span::current();
+        span.set_attribute(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        );
+        if response.status().is_server_error() {
+            // A server span is an error on a 5xx only (OpenTelemetry's HTTP conventions).
+            span.set_status(opentelemetry::trace::Status::error(
+                response.status().as_str().to_string(),
+            ));
+        }
+    }
     let status = response.status().as_u16().to_string();
     metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status)
         .increment(1);

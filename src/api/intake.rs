@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use super::exchange::{check_attribute_bytes, AttributesResponse};
 use super::problem::ApiError;
@@ -166,7 +167,14 @@ pub async fn address(
         Address::Lookup(lookup) => lookup.clone(),
     };
     entry.lookup = Some(lookup.key.to_string());
-    let (cid, source) = state.finder.find(&lookup, deadline).await?;
+    // The kind of key, never the key: a caller's number stays out of traces.
+    let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "lookup", otel.name = "lookup", lookup.kind = lookup.key.kind().name(), lookup.source = tracing::field::Empty);
+    let (cid, source) = state
+        .finder
+        .find(&lookup, deadline)
+        .instrument(span.clone())
+        .await?;
+    span.record("lookup.source", source.name());
     entry.conversation_id = Some(cid.to_string());
     entry.found_by = Some(source.name().into());
     tracing::info!(conversation_id = %cid, lookup = %lookup.key, found_by = source.name(), "the lookup found the conversation");
@@ -272,7 +280,8 @@ async fn enqueue(
     idempotency: Option<IdempotencyKey>,
     entry: &mut Entry,
 ) -> Result<Response, ApiError> {
-    let stored = StoredUpdate::from(update);
+    let mut stored = StoredUpdate::from(update);
+    stored.trace = crate::telemetry::context::current();
     match state.queue.enqueue(stored, request_id, idempotency).await? {
         Enqueued::Created(job) => {
             state.wake.notify_one();
@@ -299,7 +308,14 @@ async fn admit(
     update: &AttributeUpdate,
     deadline: tokio::time::Instant,
 ) -> Result<(), ApiError> {
-    state.engine.admit(update, deadline).await.map_err(|e| {
+    let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "admission", otel.name = "admission", admitted = tracing::field::Empty);
+    let admitted = state
+        .engine
+        .admit(update, deadline)
+        .instrument(span.clone())
+        .await;
+    span.record("admitted", admitted.is_ok());
+    admitted.map_err(|e| {
         metrics::counter!(crate::metrics::ADMISSION_REFUSALS).increment(1);
         ApiError::from(e)
     })

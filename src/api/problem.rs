@@ -310,6 +310,12 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     let Some(problem) = response.extensions().get::<Problem>().cloned() else {
         return response;
     };
+    // On the trace alone: the log line below says it once.
+    tracing_opentelemetry::OpenTelemetrySpanExt::set_attribute(
+        &tracing::Span::current(),
+        "code",
+        problem.code,
+    );
     if problem.status.is_server_error() {
         tracing::error!(code = problem.code, status = problem.status.as_u16(), cause = %problem.cause, "request failed");
     } else {

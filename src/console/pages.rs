@@ -232,6 +232,9 @@ struct UpdatesPage {
     error: Option<String>,
 }
 
+/// Rows a page of Recent updates shows: the newest that match.
+const ROWS_SHOWN: usize = 200;
+
 const OUTCOMES: &[&str] = &[
     "verified",
     "mismatched",
@@ -273,6 +276,7 @@ pub async fn updates(
                     .as_deref()
                     .is_some_and(|c| c.contains(&conversation))
         })
+        .take(ROWS_SHOWN)
         .map(UpdateRow::from)
         .collect();
     render(UpdatesPage {

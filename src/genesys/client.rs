@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
+use tracing::Instrument;
 use url::Url;
 
 use super::error::GenesysError;
@@ -450,14 +451,74 @@ impl GenesysClient {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // One span an attempt, by OpenTelemetry's HTTP client conventions: the path as a
+            // template, so no id (a conversation's, a channel's) reaches a trace.
+            let span = tracing::info_span!(
+                target: crate::telemetry::TRACE_TARGET,
+                "genesys call",
+                otel.name = tracing::field::Empty,
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = tracing::field::Empty,
+                url.template = tracing::field::Empty,
+                server.address = tracing::field::Empty,
+                http.request.resend_count = attempts - 1,
+                http.response.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                genesys.operation = op,
+                genesys.correlation_id = tracing::field::Empty,
+                patchbay.budget_wait_ms = tracing::field::Empty,
+            );
             let mut request = build(&self.http).header(ACCEPT, "application/json");
             if let Some(token) = token {
                 // The budget counts API calls (Genesys limits them per token); grants are not among them.
-                self.take_budget().await?;
+                let waited = std::time::Instant::now();
+                self.take_budget().instrument(span.clone()).await?;
+                span.record(
+                    "patchbay.budget_wait_ms",
+                    waited.elapsed().as_millis() as u64,
+                );
                 request = request.bearer_auth(token.expose());
             }
             let sent_at = std::time::Instant::now();
-            let result = request.send().await;
+            let result = match request.build() {
+                Ok(request) => {
+                    let template = url_template(request.url().path());
+                    let method = request.method().as_str().to_string();
+                    span.record("otel.name", format!("{method} {template}"));
+                    span.record("http.request.method", method.as_str());
+                    span.record("url.template", template.as_str());
+                    span.record(
+                        "server.address",
+                        request.url().host_str().unwrap_or_default(),
+                    );
+                    self.http.execute(request).instrument(span.clone()).await
+                }
+                Err(e) => Err(e),
+            };
+            match &result {
+                Ok(r) => {
+                    span.record("http.response.status_code", r.status().as_u16());
+                    if let Some(id) = correlation_id(r.headers()) {
+                        span.record("genesys.correlation_id", id.as_str());
+                    }
+                    if !r.status().is_success() {
+                        span.record("error.type", r.status().as_str());
+                        span.record("otel.status_code", "ERROR");
+                    }
+                }
+                Err(e) => {
+                    span.record(
+                        "error.type",
+                        if e.is_timeout() {
+                            "timeout"
+                        } else {
+                            "transport"
+                        },
+                    );
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
             observe(op, &result, sent_at.elapsed());
             let reported = result
                 .as_ref()
@@ -520,6 +581,27 @@ impl GenesysClient {
             }
         }
     }
+}
+
+/// A path as a template: every segment but plain words and the API version becomes `{id}`, so
+/// conversation, participant and channel ids stay out of traces.
+pub fn url_template(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            let word = segment
+                .chars()
+                .all(|c| c.is_ascii_alphabetic() || c == '-' || c == '_');
+            let version = segment
+                .strip_prefix('v')
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            if word || version {
+                segment
+            } else {
+                "{id}"
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// A budget refusal as the caller sees it: rate limited, with the wait (at least a second) to retry.
@@ -626,6 +708,19 @@ fn describe(e: reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_path_template_keeps_the_api_words_and_hides_every_id() {
+        assert_eq!(
+            url_template("/api/v2/conversations/6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a01/participants/0c5a1f0e-8d2b-4c8e-9b1a-1e2f3a4b5c01/attributes"),
+            "/api/v2/conversations/{id}/participants/{id}/attributes"
+        );
+        assert_eq!(
+            url_template("/api/v2/notifications/channels/streaming-0-fmtdmf8cdis7jh14udg5p89t6z/subscriptions"),
+            "/api/v2/notifications/channels/{id}/subscriptions"
+        );
+        assert_eq!(url_template("/oauth/token"), "/oauth/token");
+    }
     use super::*;
 
     #[test]

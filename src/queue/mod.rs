@@ -67,6 +67,10 @@ pub struct StoredUpdate {
     pub attributes: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<bool>,
+    /// The W3C trace context of the request that queued it, so the attempt that applies it, here or
+    /// on another replica after a restart, is a span of that request's trace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trace: BTreeMap<String, String>,
 }
 
 impl From<&AttributeUpdate> for StoredUpdate {
@@ -81,6 +85,7 @@ impl From<&AttributeUpdate> for StoredUpdate {
             purpose,
             attributes: u.attributes.as_map().clone(),
             verify: u.verify,
+            trace: BTreeMap::new(),
         }
     }
 }
@@ -196,6 +201,8 @@ impl Batch {
                 .iter()
                 .filter_map(|j| j.update.verify)
                 .reduce(|a, b| a || b),
+            // Each job's own context stays with its job; the attempt links them all.
+            trace: head.trace.clone(),
         };
         Self {
             jobs,

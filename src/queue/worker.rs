@@ -125,11 +125,24 @@ impl Workers {
     async fn process(&self, batch: Batch, abandon: &CancellationToken) {
         let span = tracing::info_span!(
             "job",
+            otel.name = "job attempt",
             jobs = ?batch.ids(),
+            attempt = batch.jobs[0].attempts,
             conversation_id = %batch.update.conversation_id,
             participant_id = tracing::field::Empty,
             genesys_correlation_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
+        // In the trace of the request that queued the head job, however long ago and wherever; the
+        // jobs merged into it are linked.
+        let contexts: Vec<_> = batch
+            .jobs
+            .iter()
+            .map(|j| crate::telemetry::context::from_kept(&j.update.trace))
+            .collect();
+        crate::telemetry::context::link(&span, contexts.iter().skip(1).cloned());
+        crate::telemetry::context::adopt(&span, contexts.into_iter().next().unwrap_or_default());
         // Instrumented, not entered: a guard held across an await would lend the span to whatever
         // else the thread runs meanwhile.
         self.attempt(batch, abandon).instrument(span).await

@@ -738,7 +738,7 @@ mod http {
     }
 
     #[tokio::test]
-    async fn repeated_wrong_keys_slow_down_and_the_key_never_reaches_the_log_or_a_url() {
+    async fn repeated_wrong_keys_slow_down_and_are_refused_without_saying_why() {
         let app = spawn_app().await;
         for _ in 0..5 {
             assert_eq!(sign_in(&app, "guess").await.status(), 401);

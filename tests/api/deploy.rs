@@ -154,3 +154,22 @@ fn the_image_gives_its_store_directory_to_the_user_it_runs_as() {
     assert!(dockerfile.contains("--chown=65532:65532 /out/var/lib/patchbay /var/lib/patchbay"));
     assert!(dockerfile.contains("PATCHBAY__QUEUE__PATH=/var/lib/patchbay/"));
 }
+
+#[test]
+fn the_tracing_compose_file_sends_the_replicas_traces_to_its_collectors_otlp_http_port() {
+    let compose = read("deploy/compose.tracing.yaml");
+    let collector = read("deploy/otel/collector.yaml");
+    assert!(compose.contains("PATCHBAY__TELEMETRY__OTLP_ENDPOINT: http://otel-collector:4318"));
+    assert!(compose.contains("./otel/collector.yaml:/etc/otelcol/config.yaml"));
+    assert!(
+        collector.contains("endpoint: 0.0.0.0:4318"),
+        "OTLP/HTTP is received"
+    );
+    assert!(collector.contains("receivers: [otlp]"));
+    // The settings the file sets load over the defaults.
+    let mut s = patchbay::demo::settings_for_simulator("http://127.0.0.1:1", API_KEY);
+    s.telemetry.otlp_endpoint = "http://otel-collector:4318".into();
+    s.telemetry.resource_attributes = "deployment.environment=local".into();
+    s.validate()
+        .expect("the compose file's telemetry settings are valid");
+}

@@ -28,6 +28,9 @@ header = "X-Sig"
 secrets = ["hmac-secret-77fe"]
 "#;
 
+const CONSOLE_KEY: &str = "console-admin-key-4f1a";
+const CONSOLE_GUESS: &str = "console-guess-88aa";
+
 async fn post(http: &reqwest::Client, url: String, body: String, headers: &[(&str, &str)]) -> u16 {
     let mut request = http
         .post(url)
@@ -62,12 +65,14 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
         .to_string();
 
     let mut all_logs = String::new();
+    let mut sessions = Vec::new();
     for format in ["json", "pretty"] {
         let env = [
             ("PATCHBAY__LOG__FORMAT", format),
             ("RUST_LOG", "trace"),
             ("PATCHBAY__GENESYS__RETRY__MAX_ATTEMPTS", "4"),
             ("PATCHBAY__LOOKUP__ANALYTICS_WAIT_MS", "200"),
+            ("PATCHBAY__AUTH__ADMIN_KEYS", CONSOLE_KEY),
         ];
         let mut gateway =
             Gateway::in_front_of(&sim_url, &env).with_args(&["--config", &config_arg]);
@@ -170,6 +175,37 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
                 status
             );
         }
+        // The console: a wrong admin key, the right one, and pages read with the session.
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        for (key, status) in [(CONSOLE_GUESS, 401), (CONSOLE_KEY, 303)] {
+            let answer = no_redirects
+                .post(url("/console/sign-in"))
+                .form(&[("key", key)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), status);
+            if let Some(cookie) = answer.headers().get("set-cookie") {
+                let cookie = cookie
+                    .to_str()
+                    .unwrap()
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let page = no_redirects
+                    .get(url("/console/updates"))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(page.status(), 200);
+                sessions.push(cookie.split_once('=').unwrap().1.to_string());
+            }
+        }
         gateway.terminate();
 
         let mut denied = Gateway::in_front_of(
@@ -225,7 +261,11 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
         bad_basic.trim_start_matches("Basic ").to_string(),
         "hmac-secret-77fe".to_string(),
         signature.clone(),
+        CONSOLE_KEY.to_string(),
+        CONSOLE_GUESS.to_string(),
     ];
+    assert_eq!(sessions.len(), 2, "a console session in each format");
+    secrets.extend(sessions);
     let tokens = sim.issued_tokens();
     assert!(tokens.len() >= 3);
     secrets.extend(tokens);

@@ -25,6 +25,7 @@ mod sdk_conformance;
 mod simulator;
 mod startup;
 mod token;
+mod traces;
 mod upstream_failures;
 mod validation;
 mod verification;

@@ -58,6 +58,7 @@ fn update(conversation: &str, participant: &str, attrs: &[(&str, &str)]) -> Stor
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         verify: None,
+        trace: Default::default(),
     }
 }
 

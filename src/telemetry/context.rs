@@ -1,0 +1,126 @@
+//! Trace context across hops: the caller's W3C `traceparent`/`tracestate`, the context a job keeps
+//! for the attempt that applies it, and the HTTP client the OTLP exporter sends with.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct Headers<'a>(&'a axum::http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+struct Carrier<'a>(&'a mut BTreeMap<String, String>);
+
+impl Injector for Carrier<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+}
+
+impl Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// The caller's trace, from its `traceparent` and `tracestate`; empty without them.
+pub fn from_headers(headers: &axum::http::HeaderMap) -> Context {
+    TraceContextPropagator::new().extract(&Headers(headers))
+}
+
+/// The current span's trace context as W3C headers, to keep with a job; empty when no trace is
+/// being recorded.
+pub fn current() -> BTreeMap<String, String> {
+    let mut carrier = BTreeMap::new();
+    let cx = tracing::Span::current().context();
+    if cx.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(&cx, &mut Carrier(&mut carrier));
+    }
+    carrier
+}
+
+/// A context kept by [`current`].
+pub fn from_kept(kept: &BTreeMap<String, String>) -> Context {
+    let mut kept = kept.clone();
+    TraceContextPropagator::new().extract(&Carrier(&mut kept))
+}
+
+/// Makes `parent` (when it holds a trace) the parent of `span`, and records the trace and span ids
+/// on it, so every log line of the span names its trace.
+pub fn adopt(span: &tracing::Span, parent: Context) {
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    if let Some((trace, id)) = ids(span) {
+        span.record("trace_id", trace.as_str());
+        span.record("span_id", id.as_str());
+    }
+}
+
+/// Links `span` to each traced context of `others`: updates that shared its work.
+pub fn link(span: &tracing::Span, others: impl IntoIterator<Item = Context>) {
+    for cx in others {
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            span.add_link(sc);
+        }
+    }
+}
+
+/// The trace and span ids of `span`, as logs print them; `None` when it is not recorded.
+pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+/// The OTLP exporter's HTTP client: the product's own reqwest, with rustls, so an `https://`
+/// collector needs no second TLS stack.
+#[derive(Debug, Clone)]
+pub struct OtlpClient(reqwest::Client);
+
+impl OtlpClient {
+    pub fn new(timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self(
+            reqwest::Client::builder()
+                .use_rustls_tls()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .build()?,
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OtlpClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let request = reqwest::Request::try_from(request)?;
+        let response = self.0.execute(request).await?;
+        let mut answer = http::Response::builder().status(response.status());
+        if let Some(headers) = answer.headers_mut() {
+            *headers = response.headers().clone();
+        }
+        // A collector's answer is small; a large one is cut, never held whole.
+        let body = response.bytes().await?;
+        Ok(answer.body(body.slice(..body.len().min(1 << 20)))?)
+    }
+}
