@@ -23,7 +23,7 @@
 //! - [`app`]: `router(state)` and `serve(listener, router, shutdown)`.
 //! - [`sim`]: an in-memory Genesys Cloud for `sim`, `demo` and the tests.
 //! - [`demo`]: the self-contained demonstration.
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logging, and OpenTelemetry traces over OTLP/HTTP with their context across hops.
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod api;
