@@ -82,6 +82,8 @@ impl Entry {
             mismatches: seen.mismatches,
             shared,
             correlation_id: last_correlation(),
+            // Answered inside its round: the round's span, for the update's own span to link.
+            round: crate::telemetry::context::span_context(&tracing::Span::current()),
         }));
     }
 
@@ -302,6 +304,14 @@ impl Engine {
             .unwrap_or(Err(UpdateError::Upstream(GenesysError::Timeout)))
             .map(|mut outcome| {
                 outcome.resolving_read = resolving_read;
+                // Both ways: the round links the updates it carried, and each update links the
+                // round, so every update's trace leads to the calls it shared.
+                if let Some(round) = outcome.round.take() {
+                    tracing_opentelemetry::OpenTelemetrySpanExt::add_link(
+                        &tracing::Span::current(),
+                        round,
+                    );
+                }
                 outcome
             })
     }

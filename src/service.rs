@@ -110,6 +110,9 @@ pub struct UpdateOutcome {
     /// one): a call beside the round's.
     #[serde(skip)]
     pub resolving_read: bool,
+    /// The span of the lane round that applied it, when traces are recorded.
+    #[serde(skip)]
+    pub round: Option<opentelemetry::trace::SpanContext>,
 }
 
 impl UpdateOutcome {

@@ -82,12 +82,15 @@ pub fn link(span: &tracing::Span, others: impl IntoIterator<Item = Context>) {
     }
 }
 
+/// `span`'s own context, when a trace is being recorded.
+pub fn span_context(span: &tracing::Span) -> Option<opentelemetry::trace::SpanContext> {
+    let sc = span.context().span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
 /// The trace and span ids of `span`, as logs print them; `None` when it is not recorded.
 pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    span_context(span).map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 /// The OTLP exporter's HTTP client: the product's own reqwest, with rustls, so an `https://`

@@ -408,6 +408,14 @@ async fn updates_coalesced_into_one_round_are_linked_to_it() {
             .get(&link.span_id)
             .expect("a link to an update's request");
         assert_eq!(link.trace_id, request.trace_id);
+        // And back: each update's own trace leads to the round that carried it.
+        assert!(
+            request
+                .links
+                .iter()
+                .any(|l| l.span_id == shared.span_id && l.trace_id == shared.trace_id),
+            "the update's span does not link its round"
+        );
     }
     assert_eq!(
         attr(shared, "updates").as_deref(),
