@@ -352,6 +352,17 @@ impl RedisQueue {
         invocation.invoke_async(&mut conn).await.map_err(store)
     }
 
+    /// The jobs of `ids` that still exist, in that order.
+    async fn load_all(&self, ids: Vec<String>) -> Result<Vec<Job>, QueueError> {
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.load(&id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
     async fn load(&self, id: &str) -> Result<Option<Job>, QueueError> {
         let key = self.redis.key(&format!("job:{id}"));
         let h: HashMap<String, String> = self.read(redis::cmd("HGETALL").arg(&key)).await?;
@@ -548,13 +559,7 @@ impl JobQueue for RedisQueue {
                     .arg(limit),
             )
             .await?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(job) = self.load(&id).await? {
-                jobs.push(job);
-            }
-        }
-        Ok(jobs)
+        self.load_all(ids).await
     }
 
     async fn unfinished(&self, limit: usize) -> Result<Vec<Job>, QueueError> {
@@ -566,13 +571,7 @@ impl JobQueue for RedisQueue {
                     .arg(limit.max(1) as i64 - 1),
             )
             .await?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(job) = self.load(&id).await? {
-                jobs.push(job);
-            }
-        }
-        Ok(jobs)
+        self.load_all(ids).await
     }
 
     async fn replay(&self, id: &str) -> Result<bool, QueueError> {

@@ -26,14 +26,6 @@ impl Drop for Browser {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Browser {
     async fn start() -> Self {
         let chromium = std::env::var("PATCHBAY_TEST_CHROMIUM").unwrap_or(CHROMIUM.into());

@@ -308,6 +308,15 @@ pub async fn test_redis_url() -> String {
     url
 }
 
+/// A port nothing listens on now, for a process a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A key prefix no other test run uses.
 pub fn unique_prefix() -> String {
     format!("patchbay-test-{}", uuid::Uuid::new_v4().simple())

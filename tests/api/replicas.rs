@@ -18,14 +18,6 @@ const UPDATES_PER_PARTICIPANT: usize = 40;
 const KILL_AFTER_ACCEPTED: usize = 700;
 const RATE_PER_MINUTE: usize = 12_000;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_act_as_one_service_through_a_sigkill() {
     // Declared first, so the gateways are killed before its keys are swept.

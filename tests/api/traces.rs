@@ -312,23 +312,13 @@ async fn a_job_applied_after_a_restart_is_in_the_trace_of_the_request_that_queue
     sim.clear_faults();
     gateway.start();
     gateway.ready().await;
-    let give_up = Instant::now() + Duration::from_secs(20);
-    loop {
-        let job: serde_json::Value = reqwest::Client::new()
-            .get(format!("{}/v1/jobs/{job_id}", gateway.address))
-            .header("x-api-key", API_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["status"] == "succeeded" {
-            break;
-        }
-        assert!(Instant::now() < give_up, "the job never succeeded: {job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_succeeded(
+        &reqwest::Client::new(),
+        std::slice::from_ref(&gateway.address),
+        std::slice::from_ref(&job_id),
+        Duration::from_secs(20),
+    )
+    .await;
     let spans = received
         .until("the succeeding attempt", |s| {
             s.iter().filter(|s| s.name == "job attempt").any(|a| {
