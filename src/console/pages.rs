@@ -260,11 +260,10 @@ pub async fn updates(
             )
         }
     };
-    let mut sources: Vec<String> = std::iter::once("api".to_string())
+    let sources: Vec<String> = std::iter::once("api".to_string())
         .chain(console.app.hooks.iter().map(|(n, _)| format!("hook:{n}")))
         .chain(std::iter::once("queue".to_string()))
         .collect();
-    sources.dedup();
     let conversation = filter.conversation.trim().to_ascii_lowercase();
     let rows = entries
         .iter()

@@ -269,12 +269,7 @@ async fn a_standard_webhooks_retry_is_answered_from_its_webhook_id() {
 
 #[tokio::test]
 async fn dead_letters_are_listed_for_admins_only_and_replay_applies_them() {
-    let app = spawn_app_with(|s| {
-        s.genesys.retry.max_attempts = 1;
-        s.queue.retry_horizon_s = 1;
-    })
-    .await;
-    app.sim.fail_next(Op::PatchAttributes, 503, 10_000);
+    let app = spawn_app_whose_jobs_die().await;
     let mut ids = Vec::new();
     for (n, (conversation, participant)) in [
         (SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT),
@@ -343,12 +338,7 @@ async fn dead_letters_are_listed_for_admins_only_and_replay_applies_them() {
 
 #[tokio::test]
 async fn a_replayed_older_update_never_overwrites_a_newer_value() {
-    let app = spawn_app_with(|s| {
-        s.genesys.retry.max_attempts = 1;
-        s.queue.retry_horizon_s = 1;
-    })
-    .await;
-    app.sim.fail_next(Op::PatchAttributes, 503, 10_000);
+    let app = spawn_app_whose_jobs_die().await;
     let old = job_id(
         &app.post_async(agent_update(json!({"tier": "silver", "note": "old"})), &[])
             .await,

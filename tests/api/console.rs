@@ -441,12 +441,7 @@ async fn markup_sent_through_a_webhook_renders_as_text_and_the_pages_send_their_
 
 #[tokio::test]
 async fn a_job_killed_by_genesys_faults_is_replayed_from_the_console_and_succeeds() {
-    let app = spawn_app_with(|s| {
-        s.genesys.retry.max_attempts = 1;
-        s.queue.retry_horizon_s = 1;
-    })
-    .await;
-    app.sim.fail_next(Op::PatchAttributes, 503, 10_000);
+    let app = spawn_app_whose_jobs_die().await;
     let body = json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"wrapup": "done"}});
     let accepted = app.post_async(body, &[]).await;
     assert_eq!(accepted.status, 202);
@@ -500,12 +495,7 @@ async fn a_job_killed_by_genesys_faults_is_replayed_from_the_console_and_succeed
 
 #[tokio::test]
 async fn every_dead_job_matching_a_filter_is_replayed_at_once() {
-    let app = spawn_app_with(|s| {
-        s.genesys.retry.max_attempts = 1;
-        s.queue.retry_horizon_s = 1;
-    })
-    .await;
-    app.sim.fail_next(Op::PatchAttributes, 503, 10_000);
+    let app = spawn_app_whose_jobs_die().await;
     let mut ids = Vec::new();
     for (conversation, participant) in [
         (SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT),
