@@ -38,19 +38,70 @@ pub const REGIONS: &[(&str, &str)] = &[
     ("edee1.eusc-pure.cloud", "eusc-de-east-1"),
 ];
 
-/// A start-up failure. Every variant names the offending key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("configuration could not be read: {0}")]
-    Load(#[from] config::ConfigError),
-    #[error("invalid configuration `{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
-    #[error("{path}{table}: {reason}")]
-    File {
-        path: String,
-        table: String,
-        reason: String,
-    },
+/// What is wrong with the configuration: every problem found at once, each naming its key (or the
+/// environment variable that set it), so an operator mends them in one round.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<Problem>);
+
+/// One problem: where (`genesys.region`, `PATCHBAY__GENESYS__CLIENT_SECRT`, `file.toml [hooks.crm]`)
+/// and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "invalid configuration: {}: {}", one.key, one.reason),
+            all => {
+                write!(f, "invalid configuration ({} problems):", all.len())?;
+                for p in all {
+                    write!(f, "\n  - {}: {}", p.key, p.reason)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// One problem at `key`.
+    pub fn at(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self(vec![Problem {
+            key: key.into(),
+            reason: reason.into(),
+        }])
+    }
+
+    pub fn problems(&self) -> &[Problem] {
+        &self.0
+    }
+}
+
+/// A problem that serde or the config crate found while reading the layers: it names the key in
+/// its text (`for key `server.max_body_bytes``), which becomes the problem's key.
+impl From<config::ConfigError> for ConfigError {
+    fn from(e: config::ConfigError) -> Self {
+        let text = e.to_string();
+        let key = text
+            .split_once("for key `")
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(key, _)| key.to_string());
+        match key {
+            Some(key) => {
+                let reason = text
+                    .split_once(" for key `")
+                    .map(|(reason, _)| reason.to_string())
+                    .unwrap_or(text);
+                Self::at(key, reason)
+            }
+            None => Self::at("configuration", text),
+        }
+    }
 }
 
 /// The name of the `[table]` whose body holds byte `offset` of a TOML text.
@@ -63,10 +114,118 @@ fn enclosing_table(text: &str, offset: usize) -> Option<String> {
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
+fn invalid(key: &'static str, reason: impl Into<String>) -> Problem {
+    Problem {
+        key: key.into(),
         reason: reason.into(),
+    }
+}
+
+/// Every key `config/default.toml` documents, set or commented out, as dotted paths
+/// (`genesys.retry.max_attempts`). Webhook routes (`hooks.<name>`) are the operator's own names and
+/// are checked by their own types instead.
+fn known_keys() -> &'static std::collections::BTreeSet<String> {
+    static KEYS: std::sync::OnceLock<std::collections::BTreeSet<String>> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys = std::collections::BTreeSet::new();
+        let mut table = String::new();
+        for line in DEFAULT_TOML.lines() {
+            let line = line.trim_start_matches('#').trim();
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.split_once(']')) {
+                table = name.0.trim().to_string();
+            } else if let Some((key, _)) = line.split_once('=') {
+                let key = key.trim();
+                if !table.is_empty()
+                    && !key.is_empty()
+                    && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                {
+                    keys.insert(format!("{table}.{key}"));
+                }
+            }
+        }
+        keys.retain(|k| !k.starts_with("hooks."));
+        keys
+    })
+}
+
+/// Whether `path` is a key, or inside the operator's own webhook routes.
+fn is_known(path: &str) -> bool {
+    path == "hooks" || path.starts_with("hooks.") || known_keys().contains(path)
+}
+
+/// `; did you mean `genesys.client_secret`?` when a known key is a typo away, else nothing.
+fn nearest(path: &str, shown: impl Fn(&str) -> String) -> String {
+    known_keys()
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(path, k), k))
+        .filter(|(d, k)| *d <= 3.max(k.len() / 5))
+        .min()
+        .map(|(_, k)| format!("; did you mean {}?", shown(k)))
+        .unwrap_or_default()
+}
+
+/// `PATCHBAY__GENESYS__CLIENT_ID` for `genesys.client_id`.
+fn variable_for(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}__{}",
+        key.replace('.', "__").to_ascii_uppercase()
+    )
+}
+
+/// The problem with an environment variable of Patchbay's that sets no key.
+fn unknown_variable(name: &str) -> Option<Problem> {
+    let rest = name.strip_prefix(ENV_PREFIX)?.strip_prefix("__")?;
+    let path = rest.to_ascii_lowercase().replace("__", ".");
+    if is_known(&path) {
+        return None;
+    }
+    Some(Problem {
+        key: name.to_string(),
+        reason: format!(
+            "sets `{path}`, which is not a key{}",
+            nearest(&path, |k| format!("{} (`{k}`)", variable_for(k)))
+        ),
+    })
+}
+
+/// Takes the keys that are not known out of a configuration file's `table`, each a problem.
+fn prune_unknown(table: &mut toml::Table, prefix: &str, file: &str, problems: &mut Vec<Problem>) {
+    table.retain(|key, value| {
+        let path = if prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if path == "hooks" || path.starts_with("hooks.") {
+            return true;
+        }
+        if let toml::Value::Table(inner) = value {
+            if known_keys()
+                .iter()
+                .any(|k| k.starts_with(&format!("{path}.")))
+            {
+                prune_unknown(inner, &path, file, problems);
+                return true;
+            }
+        }
+        if known_keys().contains(&path) {
+            return true;
+        }
+        problems.push(Problem {
+            key: format!("{file}: {path}"),
+            reason: format!("is not a key{}", nearest(&path, |k| format!("`{k}`"))),
+        });
+        false
+    });
+}
+
+/// Every problem as one error, or none.
+fn any(problems: Vec<Problem>) -> Result<(), ConfigError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError(problems))
     }
 }
 
@@ -409,35 +568,47 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Every layer, deserialized (unknown keys and bad types refused), not yet validated.
+    /// Every layer, deserialized, not yet validated. Unknown keys, in the file or the environment,
+    /// are all reported, each with the nearest known key; they are left out so that the rest is
+    /// still read and checked in the same round.
     fn read(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let env: config::Map<String, String> = env.into_iter().collect();
+        let mut problems = Vec::new();
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(name, _)| match unknown_variable(name) {
+                Some(problem) => {
+                    problems.push(problem);
+                    false
+                }
+                None => true,
+            })
+            .collect();
         let mut builder = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_TOML,
             config::FileFormat::Toml,
         ));
         if let Some(path) = file {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::at(&shown, format!("cannot be read: {e}")))?;
             // Parse errors only give a line; name the table it is in, which names the route too.
-            if let Ok(text) = std::fs::read_to_string(path) {
-                if let Err(e) = text.parse::<toml::Table>() {
-                    let table = e
-                        .span()
-                        .and_then(|span| enclosing_table(&text, span.start))
-                        .map(|t| format!(" in table [{t}]"))
-                        .unwrap_or_default();
-                    return Err(ConfigError::File {
-                        path: path.display().to_string(),
-                        table,
-                        reason: e.message().to_string(),
-                    });
-                }
-            }
-            builder = builder.add_source(config::File::from(path).required(true));
+            let mut table = text.parse::<toml::Table>().map_err(|e| {
+                let table = e
+                    .span()
+                    .and_then(|span| enclosing_table(&text, span.start))
+                    .map(|t| format!(" [{t}]"))
+                    .unwrap_or_default();
+                ConfigError::at(format!("{shown}{table}"), e.message())
+            })?;
+            prune_unknown(&mut table, "", &shown, &mut problems);
+            let pruned =
+                toml::to_string(&table).map_err(|e| ConfigError::at(&shown, e.to_string()))?;
+            builder = builder.add_source(config::File::from_str(&pruned, config::FileFormat::Toml));
         }
-        let settings: Settings = builder
+        let read = builder
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("__")
@@ -448,9 +619,20 @@ impl Settings {
                     .try_parsing(true)
                     .source(Some(env)),
             )
-            .build()?
-            .try_deserialize()?;
-        Ok(settings)
+            .build()
+            .and_then(|c| c.try_deserialize::<Settings>());
+        match read {
+            Ok(settings) if problems.is_empty() => Ok(settings),
+            Ok(settings) => {
+                // The rest is checked too, so one round shows everything.
+                settings.check(&mut problems);
+                Err(ConfigError(problems))
+            }
+            Err(e) => {
+                problems.extend(ConfigError::from(e).0);
+                Err(ConfigError(problems))
+            }
+        }
     }
 
     /// The defaults alone, validated except for the rules a real deployment must satisfy by hand.
@@ -467,10 +649,16 @@ impl Settings {
 
     /// The rules serde cannot express: ranges, known regions and cross-field constraints.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.check(&mut problems);
+        any(problems)
+    }
+
+    fn check(&self, problems: &mut Vec<Problem>) {
         let g = &self.genesys;
         if !REGIONS.iter().any(|(domain, _)| *domain == g.region) {
             let valid: Vec<_> = REGIONS.iter().map(|(d, _)| *d).collect();
-            return Err(invalid(
+            problems.push(invalid(
                 "genesys.region",
                 format!(
                     "`{}` is not a Genesys Cloud region; valid regions are: {}",
@@ -485,55 +673,68 @@ impl Settings {
         ] {
             if let Some(url) = url {
                 if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-                    return Err(invalid(key, "must be an http(s) base URL"));
+                    problems.push(invalid(key, "must be an http(s) base URL"));
                 }
             }
         }
         if g.client_id.trim().is_empty() {
-            return Err(invalid(
+            problems.push(invalid(
                 "genesys.client_id",
                 "is required: the id of an OAuth client with the client-credentials grant",
             ));
         }
         if g.client_secret.expose_secret().is_empty() {
-            return Err(invalid(
+            problems.push(invalid(
                 "genesys.client_secret",
                 "is required: the secret of the OAuth client",
             ));
         }
-        positive("genesys.timeout_ms", g.timeout_ms)?;
-        positive("server.request_timeout_ms", self.server.request_timeout_ms)?;
-        positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
+        positive(problems, "genesys.timeout_ms", g.timeout_ms);
         positive(
+            problems,
+            "server.request_timeout_ms",
+            self.server.request_timeout_ms,
+        );
+        positive(
+            problems,
+            "server.max_body_bytes",
+            self.server.max_body_bytes as u64,
+        );
+        positive(
+            problems,
             "limits.max_attributes_bytes",
             self.limits.max_attributes_bytes as u64,
-        )?;
+        );
         let r = &g.retry;
         if !(1..=10).contains(&r.max_attempts) {
-            return Err(invalid(
+            problems.push(invalid(
                 "genesys.retry.max_attempts",
                 "must be between 1 and 10",
             ));
         }
-        positive("genesys.retry.base_delay_ms", r.base_delay_ms)?;
+        positive(problems, "genesys.retry.base_delay_ms", r.base_delay_ms);
         if r.max_delay_ms < r.base_delay_ms {
-            return Err(invalid(
+            problems.push(invalid(
                 "genesys.retry.max_delay_ms",
                 "must not be below genesys.retry.base_delay_ms",
             ));
         }
         if self.verify.enabled {
-            positive("verify.timeout_ms", self.verify.timeout_ms)?;
-            positive("verify.poll_initial_ms", self.verify.poll_initial_ms)?;
+            positive(problems, "verify.timeout_ms", self.verify.timeout_ms);
+            positive(
+                problems,
+                "verify.poll_initial_ms",
+                self.verify.poll_initial_ms,
+            );
             if self.verify.timeout_ms >= self.server.request_timeout_ms {
-                return Err(invalid(
+                problems.push(invalid(
                     "verify.timeout_ms",
                     "must be below server.request_timeout_ms, or no answer could carry the verification",
                 ));
             }
         }
         if self.auth.api_keys.is_empty() && !self.auth.allow_anonymous {
-            return Err(invalid(
+            problems.push(invalid(
                 "auth.api_keys",
                 "no inbound credential is configured; set auth.api_keys, or auth.allow_anonymous = true to run without one",
             ));
@@ -544,7 +745,7 @@ impl Settings {
             .iter()
             .any(|k| k.expose_secret().trim().is_empty())
         {
-            return Err(invalid("auth.api_keys", "keys must not be empty"));
+            problems.push(invalid("auth.api_keys", "keys must not be empty"));
         }
         if self
             .auth
@@ -552,7 +753,7 @@ impl Settings {
             .iter()
             .any(|k| k.expose_secret().trim().is_empty())
         {
-            return Err(invalid("auth.admin_keys", "keys must not be empty"));
+            problems.push(invalid("auth.admin_keys", "keys must not be empty"));
         }
         if self.auth.admin_keys.iter().any(|a| {
             self.auth
@@ -560,52 +761,61 @@ impl Settings {
                 .iter()
                 .any(|k| k.expose_secret() == a.expose_secret())
         }) {
-            return Err(invalid(
+            problems.push(invalid(
                 "auth.admin_keys",
                 "an admin key must not also be an ingest key (auth.api_keys)",
             ));
         }
         positive(
+            problems,
             "server.shutdown_timeout_ms",
             self.server.shutdown_timeout_ms,
-        )?;
-        self.validate_store()?;
-        positive("idempotency.ttl_s", self.idempotency.ttl_s)?;
+        );
+        self.check_store(problems);
+        positive(problems, "idempotency.ttl_s", self.idempotency.ttl_s);
         if g.rate_per_minute < 3 {
             // A synchronous update may need three calls (resolve, write, read back) at once.
-            return Err(invalid("genesys.rate_per_minute", "must be at least 3"));
+            problems.push(invalid("genesys.rate_per_minute", "must be at least 3"));
         }
         if !(1..=MAX_LOOKBACK_DAYS).contains(&self.lookup.lookback_days) {
-            return Err(invalid(
+            problems.push(invalid(
                 "lookup.lookback_days",
                 format!("must be 1 to {MAX_LOOKBACK_DAYS}"),
             ));
         }
         if !(1..=MAX_LOOKUP_CANDIDATES).contains(&self.lookup.max_candidates) {
-            return Err(invalid(
+            problems.push(invalid(
                 "lookup.max_candidates",
                 format!("must be 1 to {MAX_LOOKUP_CANDIDATES}"),
             ));
         }
-        positive("lookup.analytics_retry_ms", self.lookup.analytics_retry_ms)?;
-        self.validate_mirror()?;
+        positive(
+            problems,
+            "lookup.analytics_retry_ms",
+            self.lookup.analytics_retry_ms,
+        );
+        self.check_mirror(problems);
         if !(1..=MAX_CONSOLE_RECENT).contains(&self.console.recent) {
-            return Err(invalid(
+            problems.push(invalid(
                 "console.recent",
                 format!("must be 1 to {MAX_CONSOLE_RECENT}"),
             ));
         }
         let t = &self.telemetry;
         if !(0.0..=1.0).contains(&t.sampling_ratio) {
-            return Err(invalid("telemetry.sampling_ratio", "must be 0 to 1"));
+            problems.push(invalid("telemetry.sampling_ratio", "must be 0 to 1"));
         }
-        positive("telemetry.max_queue_size", t.max_queue_size as u64)?;
-        positive("telemetry.export_timeout_ms", t.export_timeout_ms)?;
+        positive(
+            problems,
+            "telemetry.max_queue_size",
+            t.max_queue_size as u64,
+        );
+        positive(problems, "telemetry.export_timeout_ms", t.export_timeout_ms);
         let endpoint = t.otlp_endpoint.trim();
         if !endpoint.is_empty()
             && url::Url::parse(endpoint).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
         {
-            return Err(invalid(
+            problems.push(invalid(
                 "telemetry.otlp_endpoint",
                 "must be an http:// or https:// URL, such as http://otel-collector:4318",
             ));
@@ -616,45 +826,48 @@ impl Settings {
             .filter(|p| !p.trim().is_empty())
             .find(|p| p.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()))
         {
-            return Err(invalid(
+            problems.push(invalid(
                 "telemetry.resource_attributes",
                 format!("`{}` is not key=value", bad.trim()),
             ));
         }
         if !(60..=7 * 86_400).contains(&self.console.session_ttl_s) {
-            return Err(invalid(
+            problems.push(invalid(
                 "console.session_ttl_s",
                 "must be 60 to 604800 (a week)",
             ));
         }
         // Webhook routes are checked where they are compiled, when the application state is built
         // at start (before the listener binds), so configuration does not depend on the HTTP layer.
-        Ok(())
     }
 
-    fn validate_mirror(&self) -> Result<(), ConfigError> {
+    fn check_mirror(&self, problems: &mut Vec<Problem>) {
         let m = &self.mirror;
         if !m.enabled {
-            return Ok(());
+            return;
         }
         if let MirrorQueues::Listed(ids) = &m.queues {
             if ids.is_empty() {
-                return Err(invalid(
+                problems.push(invalid(
                     "mirror.queues",
                     "must be \"all\" or a non-empty list of queue ids",
                 ));
             }
             if let Some(bad) = ids.iter().find(|id| uuid::Uuid::parse_str(id).is_err()) {
-                return Err(invalid(
+                problems.push(invalid(
                     "mirror.queues",
                     format!("`{bad}` is not a queue id (a UUID)"),
                 ));
             }
         }
-        positive("mirror.queue_refresh_ms", m.queue_refresh_ms)?;
-        positive("mirror.max_conversations", m.max_conversations as u64)?;
+        positive(problems, "mirror.queue_refresh_ms", m.queue_refresh_ms);
+        positive(
+            problems,
+            "mirror.max_conversations",
+            m.max_conversations as u64,
+        );
         if !(1..=MAX_NOTIFICATION_CHANNELS).contains(&m.max_channels) {
-            return Err(invalid(
+            problems.push(invalid(
                 "mirror.max_channels",
                 format!(
                     "must be 1 to {MAX_NOTIFICATION_CHANNELS}, Genesys's channels per OAuth client"
@@ -662,60 +875,62 @@ impl Settings {
             ));
         }
         if m.max_frame_bytes < 1 << 20 {
-            return Err(invalid(
+            problems.push(invalid(
                 "mirror.max_frame_bytes",
                 "must be at least 1048576: a conversation event carries every participant and attribute",
             ));
         }
         if m.liveness_ms < 1000 {
-            return Err(invalid("mirror.liveness_ms", "must be at least 1000"));
+            problems.push(invalid("mirror.liveness_ms", "must be at least 1000"));
         }
-        positive("mirror.reconnect_max_ms", m.reconnect_max_ms)?;
-        Ok(())
+        positive(problems, "mirror.reconnect_max_ms", m.reconnect_max_ms);
     }
 
     /// The store's rules: what opening the queue needs, and nothing else.
     pub fn validate_store(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.check_store(&mut problems);
+        any(problems)
+    }
+
+    fn check_store(&self, problems: &mut Vec<Problem>) {
         let q = &self.queue;
         if !(1..=256).contains(&q.workers) {
-            return Err(invalid("queue.workers", "must be between 1 and 256"));
+            problems.push(invalid("queue.workers", "must be between 1 and 256"));
         }
-        positive("queue.max_batch", q.max_batch as u64)?;
-        positive("queue.retry_horizon_s", q.retry_horizon_s)?;
-        positive("queue.backoff_base_ms", q.backoff_base_ms)?;
-        positive("queue.poll_interval_ms", q.poll_interval_ms)?;
-        positive("queue.lease_s", q.lease_s)?;
+        positive(problems, "queue.max_batch", q.max_batch as u64);
+        positive(problems, "queue.retry_horizon_s", q.retry_horizon_s);
+        positive(problems, "queue.backoff_base_ms", q.backoff_base_ms);
+        positive(problems, "queue.poll_interval_ms", q.poll_interval_ms);
+        positive(problems, "queue.lease_s", q.lease_s);
         if q.backoff_max_ms < q.backoff_base_ms {
-            return Err(invalid(
+            problems.push(invalid(
                 "queue.backoff_max_ms",
                 "must not be below queue.backoff_base_ms",
             ));
         }
         if q.path.as_os_str().is_empty() {
-            return Err(invalid("queue.path", "must name a file"));
+            problems.push(invalid("queue.path", "must name a file"));
         }
         if q.backend == QueueBackend::Redis {
             let url = self.redis.url.expose_secret();
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(invalid("redis.url", "must be a redis:// or rediss:// URL"));
+                problems.push(invalid("redis.url", "must be a redis:// or rediss:// URL"));
             }
             if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
-                return Err(invalid(
+                problems.push(invalid(
                     "redis.key_prefix",
                     "must be non-empty, without braces or spaces",
                 ));
             }
-            positive("redis.timeout_ms", self.redis.timeout_ms)?;
+            positive(problems, "redis.timeout_ms", self.redis.timeout_ms);
         }
-        Ok(())
     }
 }
 
-fn positive(key: &'static str, value: u64) -> Result<(), ConfigError> {
+fn positive(problems: &mut Vec<Problem>, key: &'static str, value: u64) {
     if value == 0 {
-        Err(invalid(key, "must be greater than 0"))
-    } else {
-        Ok(())
+        problems.push(invalid(key, "must be greater than 0"));
     }
 }
 
@@ -835,6 +1050,108 @@ mod tests {
     fn an_unknown_key_fails_naming_it() {
         let e = error_of(&[("PATCHBAY__SERVER__LISTN", "x")]);
         assert!(e.contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn a_mistyped_variable_is_named_with_the_nearest_key() {
+        let e = Settings::load_with_env(None, env(&[("PATCHBAY__GENESYS__CLIENT_SECRT", "s")]))
+            .unwrap_err();
+        assert_eq!(
+            e.problems(),
+            &[Problem {
+                key: "PATCHBAY__GENESYS__CLIENT_SECRT".into(),
+                reason: "sets `genesys.client_secrt`, which is not a key; did you mean \
+                         PATCHBAY__GENESYS__CLIENT_SECRET (`genesys.client_secret`)?"
+                    .into()
+            }]
+        );
+        let far = error_of(&[("PATCHBAY__NOTHING__LIKE_IT", "x")]);
+        assert!(!far.contains("did you mean"), "{far}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = Settings::load_with_env(
+            None,
+            env(&[
+                ("PATCHBAY__GENESYS__CLIENT_SECRT", "s"),
+                ("PATCHBAY__GENESYS__REGION", "mypurecloud.moon"),
+                ("PATCHBAY__QUEUE__WORKERS", "0"),
+                ("PATCHBAY__LOOKUP__MAX_CANDIDATES", "0"),
+            ]),
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "PATCHBAY__GENESYS__CLIENT_SECRT",
+                "genesys.region",
+                "queue.workers",
+                "lookup.max_candidates"
+            ]
+        );
+        let text = e.to_string();
+        assert!(
+            text.starts_with("invalid configuration (4 problems):"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_file_is_named_with_the_file_and_the_nearest_key() {
+        let dir = std::env::temp_dir().join(format!("patchbay-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("patchbay.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:1\"\n\n[genesys.retry]\nmax_atempts = 2\n",
+        )
+        .unwrap();
+        let e = Settings::load_with_env(Some(&file), env(&[])).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(e.problems().len(), 1, "{e}");
+        let p = &e.problems()[0];
+        assert!(
+            p.key.ends_with("patchbay.toml: genesys.retry.max_atempts"),
+            "{p:?}"
+        );
+        assert!(
+            p.reason
+                .contains("did you mean `genesys.retry.max_attempts`?"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn every_key_of_the_defaults_is_known() {
+        let defaults: toml::Table = DEFAULT_TOML.parse().unwrap();
+        fn leaves(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+            for (k, v) in table {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(t) => leaves(t, &path, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        let mut all = Vec::new();
+        leaves(&defaults, "", &mut all);
+        assert!(all.len() > 50);
+        for key in all {
+            assert!(known_keys().contains(&key), "{key}");
+        }
+        for optional in [
+            "server.admin_listen",
+            "genesys.login_url",
+            "genesys.api_url",
+        ] {
+            assert!(known_keys().contains(optional), "{optional}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -19,9 +20,28 @@ struct Cli {
     command: Command,
 }
 
+/// What `serve --help` adds: where settings come from, and the keys a real org needs.
+const SERVE_HELP: &str = "\
+Settings, each layer over the one before:
+  1. config/default.toml, compiled in: every key, commented
+  2. the file given with --config
+  3. environment variables PATCHBAY__<SECTION>__<KEY>, e.g.
+       PATCHBAY__GENESYS__CLIENT_SECRET sets genesys.client_secret
+       PATCHBAY__GENESYS__RETRY__MAX_ATTEMPTS sets genesys.retry.max_attempts
+     lists are comma-separated: PATCHBAY__AUTH__API_KEYS=key1,key2
+
+Required:
+  genesys.client_id, genesys.client_secret   an OAuth client with the client-credentials grant
+  genesys.region                             e.g. mypurecloud.ie (default mypurecloud.com)
+  auth.api_keys                              the callers' keys, or auth.allow_anonymous = true
+
+Every problem is reported at once, naming its key or variable; the exit status is then 2.
+RUST_LOG filters the logs (default info).";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
+    #[command(after_long_help = SERVE_HELP, after_help = SERVE_HELP)]
     Serve {
         /// A TOML file layered over config/default.toml (environment variables still win).
         #[arg(long, short)]
@@ -66,22 +86,26 @@ enum Command {
     },
 }
 
-/// The settings, or exit 2 with the configuration error (it names the key).
-fn or_exit(loaded: Result<Settings, patchbay::config::ConfigError>) -> Settings {
-    match loaded {
-        Ok(s) => s,
+/// The exit status of every failure to start (a bad setting or route, a store that does not
+/// open, a port that cannot be bound): one, whatever the cause, with one message style.
+const CANNOT_START: u8 = 2;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse().command).await {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("patchbay: {e}");
-            std::process::exit(2);
+            // `{:#}`: the cause chain on one line, as every start-up failure is shown.
+            eprintln!("patchbay: {e:#}");
+            ExitCode::from(CANNOT_START)
         }
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Serve { config } => {
-            let settings = or_exit(Settings::load(config.as_deref()));
+            let settings = Settings::load(config.as_deref())?;
             let traces = telemetry::init_with(settings.log.format, "info", &settings.telemetry)?;
             let flush = std::time::Duration::from_millis(settings.server.shutdown_timeout_ms) / 5;
             // Stores open first: a process that cannot open them must not bind, or say it serves.
@@ -145,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Replay { config, all, id } => {
             // Only the store's settings: replaying needs neither Genesys nor an inbound key.
-            let settings = or_exit(Settings::load_for_store(config.as_deref()));
+            let settings = Settings::load_for_store(config.as_deref())?;
             telemetry::init(settings.log.format, "warn");
             let queue = app::open_queue(&settings, None)?;
             if all {
@@ -156,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
                     println!("job {id} queued again");
                 } else {
                     eprintln!("patchbay: job {id} is not dead (or does not exist)");
-                    std::process::exit(1);
+                    return Ok(ExitCode::FAILURE);
                 }
             }
         }
@@ -164,9 +188,9 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init(LogFormat::Pretty, "warn");
             let ok = patchbay::demo::run(&mut std::io::stdout()).await?;
             if !ok {
-                std::process::exit(1);
+                return Ok(ExitCode::FAILURE);
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -26,7 +26,7 @@ pub const JOBS_FINISHED: &str = "patchbay_jobs_finished_total";
 pub const RATE_BUDGET_WAITS: &str = "patchbay_rate_budget_waits_total";
 pub const REDIS_FALLBACKS: &str = "patchbay_redis_fallbacks_total";
 /// Where the token stands as Genesys last reported it (`inin-ratelimit-*`).
-pub const GENESYS_BUDGET_COUNT: &str = "patchbay_genesys_ratelimit_count";
+pub const GENESYS_BUDGET_CALLS: &str = "patchbay_genesys_ratelimit_calls";
 pub const GENESYS_BUDGET_ALLOWED: &str = "patchbay_genesys_ratelimit_allowed";
 pub const GENESYS_BUDGET_RESET: &str = "patchbay_genesys_ratelimit_reset_seconds";
 /// Lookups by key kind and outcome (`cached`, `found`, `shared`, `not_found`, `ambiguous`, `failed`).
@@ -75,7 +75,7 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (JOBS_FINISHED, Kind::Counter, "Job outcomes, by whether the store recorded them."),
     (RATE_BUDGET_WAITS, Kind::Counter, "Genesys calls that waited for the rate budget."),
     (REDIS_FALLBACKS, Kind::Counter, "Times a replica fell back to its own state while Redis was unreachable, by what."),
-    (GENESYS_BUDGET_COUNT, Kind::Gauge, "Calls in the token's current window, as Genesys last reported (inin-ratelimit-count)."),
+    (GENESYS_BUDGET_CALLS, Kind::Gauge, "Calls in the token's current window, as Genesys last reported (inin-ratelimit-count)."),
     (GENESYS_BUDGET_ALLOWED, Kind::Gauge, "Calls the token is allowed in its window, as Genesys last reported (inin-ratelimit-allowed)."),
     (GENESYS_BUDGET_RESET, Kind::Gauge, "Seconds until the token's window resets, as Genesys last reported (inin-ratelimit-reset)."),
     (LOOKUPS, Kind::Counter, "Lookups of a live conversation, by key kind and outcome."),
@@ -181,7 +181,7 @@ pub fn mirror_served(what: &'static str, by_mirror: bool) {
 
 /// Where the token stands, as Genesys reported it on its latest answer.
 pub fn genesys_budget(count: u32, allowed: u32, reset: Duration) {
-    metrics::gauge!(GENESYS_BUDGET_COUNT).set(f64::from(count));
+    metrics::gauge!(GENESYS_BUDGET_CALLS).set(f64::from(count));
     metrics::gauge!(GENESYS_BUDGET_ALLOWED).set(f64::from(allowed));
     metrics::gauge!(GENESYS_BUDGET_RESET).set(reset.as_secs_f64());
 }

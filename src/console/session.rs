@@ -151,9 +151,9 @@ impl Sessions {
             *f = Failures::default();
         }
         match f.count.checked_sub(FREE_FAILURES) {
-            None | Some(0) => Duration::ZERO,
+            None => Duration::ZERO,
             Some(n) => FIRST_DELAY
-                .saturating_mul(2u32.saturating_pow(n - 1))
+                .saturating_mul(2u32.saturating_pow(n))
                 .min(MAX_DELAY),
         }
     }
@@ -200,16 +200,16 @@ mod tests {
     }
 
     #[test]
-    fn the_brake_starts_after_a_few_wrong_keys_doubles_and_is_capped() {
+    fn the_brake_holds_the_attempt_after_three_wrong_keys_doubles_and_is_capped() {
         let s = sessions("admin");
         let mut delays = Vec::new();
         for _ in 0..10 {
             delays.push(s.brake());
             s.failed();
         }
-        assert_eq!(&delays[..4], &[Duration::ZERO; 4]);
-        assert_eq!(delays[4], FIRST_DELAY);
-        assert_eq!(delays[5], FIRST_DELAY * 2);
+        assert_eq!(&delays[..3], &[Duration::ZERO; 3]);
+        assert_eq!(delays[3], FIRST_DELAY, "the fourth wrong key waits");
+        assert_eq!(delays[4], FIRST_DELAY * 2);
         assert_eq!(delays[9], MAX_DELAY);
         s.succeeded();
         assert_eq!(s.brake(), Duration::ZERO);

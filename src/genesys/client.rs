@@ -132,8 +132,12 @@ pub(super) async fn decode<T: serde::de::DeserializeOwned>(
     let correlation = correlation_id(response.headers());
     response.json::<T>().await.map_err(|e| {
         GenesysError::InvalidResponse(format!(
-            "{what} body did not decode ({}; correlation id {correlation:?})",
-            describe(e)
+            "{what} body did not decode ({}{})",
+            describe(e),
+            match correlation {
+                Some(id) => format!("; correlation id {id}"),
+                None => String::new(),
+            }
         ))
     })
 }
@@ -462,7 +466,9 @@ impl GenesysClient {
                 http.request.method = tracing::field::Empty,
                 url.template = tracing::field::Empty,
                 server.address = tracing::field::Empty,
-                http.request.resend_count = attempts - 1,
+                // Integers, as OpenTelemetry's conventions type them: tracing-opentelemetry
+                // records a `u64` as text, so these are `i64`.
+                http.request.resend_count = i64::from(attempts - 1),
                 http.response.status_code = tracing::field::Empty,
                 error.type = tracing::field::Empty,
                 genesys.operation = op,
@@ -498,7 +504,7 @@ impl GenesysClient {
             };
             match &result {
                 Ok(r) => {
-                    span.record("http.response.status_code", r.status().as_u16());
+                    span.record("http.response.status_code", i64::from(r.status().as_u16()));
                     if let Some(id) = correlation_id(r.headers()) {
                         span.record("genesys.correlation_id", id.as_str());
                     }

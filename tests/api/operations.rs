@@ -212,10 +212,43 @@ async fn metrics_show_the_calls_saved_the_budget_genesys_reports_and_the_updates
     assert!(metric(&text, "patchbay_reads_reused_total") >= 1.0);
     assert!(metric(&text, "patchbay_admission_refusals_total") >= 1.0);
     for gauge in [
-        "patchbay_genesys_ratelimit_count",
+        "patchbay_genesys_ratelimit_calls",
         "patchbay_genesys_ratelimit_allowed",
         "patchbay_genesys_ratelimit_reset_seconds",
     ] {
         metric(&text, gauge);
     }
+    promtool_accepts(&text);
+}
+
+/// Prometheus's own linter reads the scrape: names, types, units and help as Prometheus wants them
+/// (a gauge must not end in `_count`, a counter must end in `_total`).
+fn promtool_accepts(scrape: &str) {
+    use std::io::Write;
+    let promtool = std::env::var("PATCHBAY_TEST_PROMTOOL").unwrap_or("promtool".into());
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the scrape is checked by Prometheus's promtool ({promtool}: {e}). Install Debian's \
+                 prometheus package (.ci/run does), or set PATCHBAY_TEST_PROMTOOL"
+            )
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

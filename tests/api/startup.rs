@@ -3,15 +3,25 @@
 use std::process::Command;
 
 fn serve_with(env: &[(&str, &str)]) -> (bool, String) {
+    let (code, all) = serve_exit(env);
+    (code == Some(0), all)
+}
+
+/// Runs `patchbay serve` with only `env` of Patchbay's, returning its exit code and everything it
+/// wrote.
+fn serve_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
     cmd.arg("serve").env_remove("RUST_LOG");
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PATCHBAY__")) {
+        cmd.env_remove(k);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
     // Both streams: the logs go to one, the start-up error to the other.
     (
-        out.status.success(),
+        out.status.code(),
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -53,6 +63,75 @@ fn serve_refuses_an_unknown_key() {
     let (ok, stderr) = serve_with(&env);
     assert!(!ok);
     assert!(stderr.contains("timeout"), "{stderr}");
+}
+
+#[test]
+fn every_start_up_failure_is_one_line_style_and_exit_status_2_naming_what_to_mend() {
+    let mut typo = CREDENTIALS.to_vec();
+    typo.push(("PATCHBAY__GENESYS__CLIENT_SECRT", "x"));
+    typo.push(("PATCHBAY__QUEUE__WORKERS", "0"));
+    let (code, all) = serve_exit(&typo);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(
+        all.starts_with("patchbay: invalid configuration (2 problems):"),
+        "{all}"
+    );
+    assert!(
+        all.contains("PATCHBAY__GENESYS__CLIENT_SECRT: sets `genesys.client_secrt`, which is not a key; did you mean PATCHBAY__GENESYS__CLIENT_SECRET"),
+        "{all}"
+    );
+    assert!(
+        all.contains("queue.workers: must be between 1 and 256"),
+        "{all}"
+    );
+
+    let mut routes = CREDENTIALS.to_vec();
+    routes.push(("PATCHBAY__HOOKS__CRM__PURPOSE", "customer"));
+    routes.push(("PATCHBAY__HOOKS__ZENDESK__PURPOSE", "customer"));
+    let (code, all) = serve_exit(&routes);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(all.starts_with("patchbay: invalid configuration"), "{all}");
+    assert!(
+        all.contains("(2 problems)"),
+        "every route's problem at once: {all}"
+    );
+    assert!(
+        all.contains("hooks.crm:") && all.contains("hooks.zendesk:"),
+        "{all}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let dir = std::env::temp_dir().join(format!("patchbay-bind-{}", uuid::Uuid::new_v4().simple()));
+    let path = dir.join("q.sqlite3").display().to_string();
+    let mut bind = CREDENTIALS.to_vec();
+    bind.push(("PATCHBAY__SERVER__LISTEN", &listen));
+    bind.push(("PATCHBAY__QUEUE__PATH", &path));
+    let (code, all) = serve_exit(&bind);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, Some(2), "{all}");
+    let last = all.lines().last().unwrap_or_default();
+    assert!(last.starts_with("patchbay: cannot listen on"), "{all}");
+    assert!(!all.contains("Error:"), "Rust's own error form: {all}");
+}
+
+#[test]
+fn serve_help_names_the_environment_variables_and_the_required_keys() {
+    let out = Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needed in [
+        "PATCHBAY__<SECTION>__<KEY>",
+        "PATCHBAY__GENESYS__CLIENT_SECRET",
+        "genesys.client_id",
+        "genesys.client_secret",
+        "auth.api_keys",
+        "config/default.toml",
+    ] {
+        assert!(help.contains(needed), "`{needed}` missing from:\n{help}");
+    }
 }
 
 #[test]

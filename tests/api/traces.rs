@@ -93,6 +93,18 @@ fn attr(span: &Span, key: &str) -> Option<String> {
         .map(|kv| text(&kv.value))
 }
 
+/// An attribute that must be an integer, as OpenTelemetry's conventions type it (a status code, a
+/// resend count): `None` when it is absent or of another type.
+fn int_attr(span: &Span, key: &str) -> Option<i64> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            Any::IntValue(i) => Some(*i),
+            _ => None,
+        })
+}
+
 fn hex(id: &[u8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -173,10 +185,7 @@ async fn a_synchronous_update_is_one_trace_from_the_request_to_each_genesys_call
         attr(request, "http.route").as_deref(),
         Some("/v1/attributes")
     );
-    assert_eq!(
-        attr(request, "http.response.status_code").as_deref(),
-        Some("200")
-    );
+    assert_eq!(int_attr(request, "http.response.status_code"), Some(200));
     assert!(
         request.parent_span_id.is_empty(),
         "no traceparent: a new trace"
@@ -210,13 +219,11 @@ async fn a_synchronous_update_is_one_trace_from_the_request_to_each_genesys_call
         Some("/api/v2/conversations/{id}/participants/{id}/attributes")
     );
     assert_eq!(
-        attr(patch[0], "http.response.status_code").as_deref(),
-        Some("202")
+        int_attr(patch[0], "http.response.status_code"),
+        Some(202),
+        "an integer, so a collector's `>= 500` finds Genesys's failures"
     );
-    assert_eq!(
-        attr(patch[0], "http.request.resend_count").as_deref(),
-        Some("0")
-    );
+    assert_eq!(int_attr(patch[0], "http.request.resend_count"), Some(0));
     assert!(attr(patch[0], "genesys.correlation_id").is_some_and(|c| !c.is_empty()));
     let verification = children(&spans, round[0], "verification");
     assert_eq!(verification.len(), 1);
@@ -274,6 +281,47 @@ async fn an_inbound_traceparent_continues_the_callers_trace_and_shutdown_flushes
     let request = request_span(&spans, "caller-chosen-id").unwrap();
     assert_eq!(hex(&request.trace_id), trace);
     assert_eq!(hex(&request.parent_span_id), parent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_and_metrics_scrapes_make_no_span() {
+    let (_sim, sim_url) = sim().await;
+    let (collector, received) = receiver().await;
+    let mut gateway = traced_gateway(&sim_url, &collector, &[]);
+    gateway.start();
+    gateway.ready().await;
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/readyz", "/metrics", "/healthz"] {
+        let answer = http
+            .get(format!("{}{path}", gateway.address))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{path}: {}", answer.status());
+    }
+    let answer = post_json(
+        format!("{}/v1/attributes", gateway.address),
+        json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"a": "b"}}),
+        &[("x-request-id", "after-the-probes")],
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+    gateway.terminate();
+    let spans = received
+        .until("the update", |s| {
+            request_span(s, "after-the-probes").is_some()
+        })
+        .await;
+    let probes: Vec<_> = spans
+        .iter()
+        .filter(|s| {
+            ["/healthz", "/readyz", "/metrics"]
+                .iter()
+                .any(|p| s.name.ends_with(p))
+        })
+        .map(|s| s.name.clone())
+        .collect();
+    assert!(probes.is_empty(), "probe spans: {probes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

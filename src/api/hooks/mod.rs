@@ -22,6 +22,7 @@ use crate::api::exchange::{read_body, request_id};
 use crate::api::intake::{self, Intake};
 use crate::api::state::AppState;
 use crate::api::ApiError;
+use crate::config::{ConfigError, Problem};
 use auth::{HookAuth, Inbound};
 use mapping::Mapping;
 use settings::HookSettings;
@@ -37,14 +38,6 @@ pub struct HookRoute {
 #[derive(Clone, Default)]
 pub struct HookRoutes(Arc<BTreeMap<String, HookRoute>>);
 
-/// A route that cannot be served, named.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid webhook route `hooks.{name}`: {reason}")]
-pub struct HookConfigError {
-    pub name: String,
-    pub reason: String,
-}
-
 /// Route names become URL segments and environment variable parts: keep them plain.
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -55,34 +48,42 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl HookRoutes {
+    /// Every route, compiled; or every problem of every route, each at `hooks.<name>`.
     pub fn compile(
         hooks: &BTreeMap<String, HookSettings>,
         global_keys: &[SecretString],
-    ) -> Result<Self, HookConfigError> {
+    ) -> Result<Self, ConfigError> {
         let mut routes = BTreeMap::new();
+        let mut problems = Vec::new();
         for (name, settings) in hooks {
-            let error = |reason: String| HookConfigError {
-                name: name.clone(),
-                reason,
+            let mut problem = |reason: String| {
+                problems.push(Problem {
+                    key: format!("hooks.{name}"),
+                    reason,
+                })
             };
             if !valid_name(name) {
-                return Err(error(
-                    "a route name is lower-case letters, digits, `-` and `_`".into(),
-                ));
+                problem("a route name is lower-case letters, digits, `-` and `_`".into());
             }
-            let mapping = Mapping::compile(settings).map_err(error)?;
+            let mapping = Mapping::compile(settings).map_err(&mut problem);
             let auth = HookAuth::compile(settings.auth.as_ref(), global_keys)
-                .map_err(|reason| error(format!("auth: {reason}")))?;
-            routes.insert(
-                name.clone(),
-                HookRoute {
-                    mapping,
-                    auth,
-                    mode: settings.mode,
-                },
-            );
+                .map_err(|reason| problem(format!("auth: {reason}")));
+            if let (Ok(mapping), Ok(auth)) = (mapping, auth) {
+                routes.insert(
+                    name.clone(),
+                    HookRoute {
+                        mapping,
+                        auth,
+                        mode: settings.mode,
+                    },
+                );
+            }
         }
-        Ok(Self(Arc::new(routes)))
+        if problems.is_empty() {
+            Ok(Self(Arc::new(routes)))
+        } else {
+            Err(ConfigError(problems))
+        }
     }
 
     /// Every route, by name.
