@@ -25,9 +25,6 @@ macro_rules! uuid_id {
             pub fn new(id: Uuid) -> Self {
                 Self(id)
             }
-            pub fn as_uuid(&self) -> Uuid {
-                self.0
-            }
         }
 
         impl FromStr for $name {

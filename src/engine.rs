@@ -19,7 +19,6 @@
 //! ([`Visibility`]): Genesys applies a PATCH asynchronously, and a read that still sees the old value
 //! is a call spent for nothing.
 
-use std::cell::RefCell;
 use std::collections::{hash_map, BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,9 +30,8 @@ use tokio::time::Instant;
 
 use crate::config::DeliverySettings;
 use crate::domain::{AttributeMap, AttributeUpdate, ConversationId, Purpose, Target};
-use crate::genesys::client::{DEADLINE, LAST_CORRELATION, PREPAID};
 use crate::genesys::model::Conversation;
-use crate::genesys::GenesysError;
+use crate::genesys::{CallContext, GenesysError};
 use crate::mirror::{Confirmation, Evidence, Mirror, Pushed, Trust, Watch};
 use crate::service::{
     compare, slot_wait, CallShare, Mismatch, UpdateError, UpdateOutcome, Updater,
@@ -70,7 +68,7 @@ struct Seen {
 impl Entry {
     /// Answers its caller: the participant's attributes as seen (or as written, unverified), and
     /// the keys that did not read back as written.
-    fn answer(self, cid: ConversationId, seen: Seen, shared: CallShare) {
+    fn answer(self, cid: ConversationId, seen: Seen, shared: &CallShare) {
         let _ = self.reply.send(Ok(UpdateOutcome {
             conversation_id: cid,
             participant_id: self.participant,
@@ -80,8 +78,8 @@ impl Entry {
             resolving_read: false,
             attributes: seen.attributes,
             mismatches: seen.mismatches,
-            shared,
-            correlation_id: last_correlation(),
+            correlation_id: shared.correlation_id.clone(),
+            shared: shared.clone(),
             // Answered inside its round: the round's span, for the update's own span to link.
             round: crate::telemetry::context::span_context(&tracing::Span::current()),
         }));
@@ -234,7 +232,12 @@ impl Engine {
         cid: ConversationId,
         deadline: Instant,
     ) -> Result<Arc<Conversation>, UpdateError> {
-        let conversation = Arc::new(DEADLINE.scope(deadline, self.0.updater.read(&cid)).await?);
+        let conversation = Arc::new(
+            self.0
+                .updater
+                .read(&mut CallContext::until(deadline), &cid)
+                .await?,
+        );
         self.0.remember(cid, &conversation).await;
         Ok(conversation)
     }
@@ -261,9 +264,7 @@ impl Engine {
                     // A refused PATCH finds it again from a fresh read.
                     Some(participant) => (participant, Some(purpose.clone()), true),
                     None => {
-                        let (conversation, reused) = DEADLINE
-                            .scope(deadline, self.0.read_for_resolve(cid))
-                            .await?;
+                        let (conversation, reused) = self.0.read_for_resolve(cid, deadline).await?;
                         let participant = Updater::resolve(&conversation, cid, purpose)?;
                         resolving_read = !reused;
                         (participant, reused.then(|| purpose.clone()), false)
@@ -347,20 +348,31 @@ impl Inner {
     }
 
     /// A read of the conversation no older than `delivery.read_reuse_ms`, and whether it was
-    /// reused (made before this update came).
+    /// reused (made before this update came). A new read is made by `deadline`; one already in
+    /// flight for another update is shared, under that update's deadline.
     async fn read_for_resolve(
         &self,
         cid: ConversationId,
+        deadline: Instant,
     ) -> Result<(Arc<Conversation>, bool), UpdateError> {
         let Some(reads) = &self.reads else {
-            return self.updater.read(&cid).await.map(|c| (Arc::new(c), false));
+            return self
+                .updater
+                .read(&mut CallContext::until(deadline), &cid)
+                .await
+                .map(|c| (Arc::new(c), false));
         };
         if let Some(conversation) = reads.get(&cid).await {
             metrics::counter!(READS_REUSED).increment(1);
             return Ok((conversation, true));
         }
         reads
-            .try_get_with(cid, async { self.updater.read(&cid).await.map(Arc::new) })
+            .try_get_with(cid, async {
+                self.updater
+                    .read(&mut CallContext::until(deadline), &cid)
+                    .await
+                    .map(Arc::new)
+            })
             .await
             .map(|c| (c, false))
             .map_err(|e: Arc<UpdateError>| (*e).clone())
@@ -384,8 +396,8 @@ impl Inner {
                 entry.fail(err.clone());
                 continue;
             };
-            let found = DEADLINE
-                .scope(entry.deadline, self.read_for_resolve(cid))
+            let found = self
+                .read_for_resolve(cid, entry.deadline)
                 .await
                 .and_then(|(conversation, _)| Updater::resolve(&conversation, cid, &purpose));
             match found {
@@ -460,9 +472,7 @@ impl Inner {
                         .get(&cid)
                         .and_then(|pending| pending.first().map(|e| e.trace.clone()));
                     crate::telemetry::context::adopt(&span, first.unwrap_or_default());
-                    let round = LAST_CORRELATION
-                        .scope(RefCell::new(None), self.round(cid, slots.into()))
-                        .instrument(span);
+                    let round = self.round(cid, slots.into()).instrument(span);
                     if !round.await {
                         return;
                     }
@@ -530,7 +540,7 @@ impl Inner {
                 waiters.drain(..).partition(|w| w.give_up <= now);
             waiters = live;
             for w in expired {
-                self.answer_unverified(cid, w, last_read.as_deref(), share);
+                self.answer_unverified(cid, w, last_read.as_deref(), &share);
             }
             if waiters.is_empty() {
                 // Updates that came during the reads start the next round, after the linger.
@@ -542,7 +552,7 @@ impl Inner {
                     pushed = events.recv() => match pushed {
                         Some(pushed) => {
                             tracing::Span::current().record("verified_by", "event");
-                            waiters = self.answer_pushed(cid, waiters, &pushed, &written, share);
+                            waiters = self.answer_pushed(cid, waiters, &pushed, &written, &share);
                             if waiters.is_empty() {
                                 return true;
                             }
@@ -565,24 +575,20 @@ impl Inner {
             if read_at >= until {
                 continue;
             }
-            let read = DEADLINE
-                .scope(
-                    until,
-                    PREPAID.scope(
-                        RefCell::new(std::mem::take(&mut prepaid)),
-                        tokio::time::timeout(
-                            until.saturating_duration_since(now),
-                            self.updater.read(&cid).instrument(tracing::info_span!(
-                                target: crate::telemetry::TRACE_TARGET,
-                                "verification",
-                                otel.name = "verification",
-                                verification.by = "read",
-                            )),
-                        ),
-                    ),
-                )
-                .await;
-            share.calls += 1;
+            let mut cx = CallContext::prepaid(until, std::mem::take(&mut prepaid));
+            let read = tokio::time::timeout(
+                until.saturating_duration_since(now),
+                self.updater
+                    .read(&mut cx, &cid)
+                    .instrument(tracing::info_span!(
+                        target: crate::telemetry::TRACE_TARGET,
+                        "verification",
+                        otel.name = "verification",
+                        verification.by = "read",
+                    )),
+            )
+            .await;
+            share.spent(&cx);
             match read {
                 Ok(Ok(conversation)) => {
                     tracing::Span::current().record("verified_by", "read");
@@ -590,7 +596,7 @@ impl Inner {
                     self.remember(cid, &conversation).await;
                     let seen = |p: &str| Some(attributes_of(Some(&conversation), p));
                     waiters =
-                        self.answer_seen(cid, waiters, &seen, Confirmation::Read, &written, share);
+                        self.answer_seen(cid, waiters, &seen, Confirmation::Read, &written, &share);
                     if waiters.is_empty() {
                         self.visibility.seen(read_at - patched_at, first_read);
                     }
@@ -674,19 +680,13 @@ impl Inner {
                 .map(|e| e.deadline)
                 .min()
                 .unwrap_or_else(Instant::now);
-            let prepaid: VecDeque<Instant> = slot.take().into_iter().collect();
+            let mut cx = CallContext::prepaid(deadline, slot.take());
             let sent = Instant::now();
-            let result = DEADLINE
-                .scope(
-                    deadline,
-                    PREPAID.scope(
-                        RefCell::new(prepaid),
-                        self.updater
-                            .write(&cid, &group.participant, &group.attributes),
-                    ),
-                )
+            let result = self
+                .updater
+                .write(&mut cx, &cid, &group.participant, &group.attributes)
                 .await;
-            share.calls += 1;
+            share.spent(&cx);
             if group.entries.len() > 1 {
                 metrics::counter!(COALESCED).increment(group.entries.len() as u64 - 1);
             }
@@ -713,7 +713,7 @@ impl Inner {
                                 attributes: written,
                                 mismatches: Vec::new(),
                             };
-                            entry.answer(cid, seen, *share);
+                            entry.answer(cid, seen, share);
                         }
                     }
                 }
@@ -746,7 +746,7 @@ impl Inner {
         waiters: Vec<Waiter>,
         pushed: &Pushed,
         written: &Written,
-        share: CallShare,
+        share: &CallShare,
     ) -> Vec<Waiter> {
         let (eligible, mut left): (Vec<_>, Vec<_>) =
             waiters.into_iter().partition(|w| w.sent <= pushed.received);
@@ -799,7 +799,7 @@ impl Inner {
         seen: &dyn Fn(&str) -> Option<BTreeMap<String, String>>,
         by: Confirmation,
         written: &Written,
-        share: CallShare,
+        share: &CallShare,
     ) -> Vec<Waiter> {
         let mut left = Vec::new();
         for w in waiters {
@@ -839,7 +839,7 @@ impl Inner {
         cid: ConversationId,
         w: Waiter,
         last_read: Option<&Conversation>,
-        share: CallShare,
+        share: &CallShare,
     ) {
         metrics::counter!(crate::metrics::VERIFICATIONS, "outcome" => "unverified").increment(1);
         tracing::warn!(
@@ -869,14 +869,6 @@ fn attributes_of(
         .and_then(|c| c.participant(participant))
         .map(|p| p.attributes.clone())
         .unwrap_or_default()
-}
-
-/// The correlation id of the round's latest Genesys answer.
-fn last_correlation() -> Option<String> {
-    LAST_CORRELATION
-        .try_with(|last| last.borrow().clone())
-        .ok()
-        .flatten()
 }
 
 /// The keys of `entry` that its write still stands for, and those a later update overwrote.

@@ -28,8 +28,8 @@ use crate::config::LookupSettings;
 use crate::domain::lookup::{Lookup, LookupKey, Pick};
 use crate::domain::ConversationId;
 use crate::engine::Engine;
-use crate::genesys::client::DEADLINE;
 use crate::genesys::model::{media_list, Conversation};
+use crate::genesys::CallContext;
 use crate::mirror::Trust;
 use crate::service::{UpdateError, CALL_ALLOWANCE};
 
@@ -374,8 +374,8 @@ impl Finder {
         let interval = interval(OffsetDateTime::now_utc(), self.settings.lookback_days);
         let body = query(lookup, &interval, self.settings.max_candidates);
         loop {
-            let answer = DEADLINE
-                .scope(deadline, genesys.query_conversation_details(&body))
+            let answer = genesys
+                .query_conversation_details(&mut CallContext::until(deadline), &body)
                 .await
                 .map_err(UpdateError::Upstream)?;
             let mut live: Vec<(Option<String>, ConversationId)> = Vec::new();

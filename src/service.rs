@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use crate::config::VerifySettings;
 use crate::domain::{AttributeMap, AttributeUpdate, ConversationId, Purpose, Target};
 use crate::genesys::model::{Conversation, Participant};
-use crate::genesys::{GenesysClient, GenesysError};
+use crate::genesys::{CallContext, GenesysClient, GenesysError};
 
 /// What a request's calls need after the last of them may start: the call itself, and a read-back
 /// that may have to be repeated while the write becomes visible.
@@ -126,11 +126,23 @@ impl UpdateOutcome {
     }
 }
 
-/// Genesys calls shared by the updates of one lane's round: its PATCHes and reads, and its updates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Genesys calls shared by the updates of one lane's round: its PATCHes and reads, and its updates,
+/// with the correlation id of Genesys's latest answer to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallShare {
     pub calls: u32,
     pub updates: u32,
+    pub correlation_id: Option<String>,
+}
+
+impl CallShare {
+    /// Adds what a call's context spent, and its correlation id when Genesys sent one.
+    pub fn spent(&mut self, cx: &CallContext) {
+        self.calls += cx.calls();
+        if let Some(id) = cx.correlation_id() {
+            self.correlation_id = Some(id.to_string());
+        }
+    }
 }
 
 /// Applies updates through one [`GenesysClient`].
@@ -185,9 +197,13 @@ impl Updater {
     }
 
     /// `GET` the conversation; a 404 is the caller's `ConversationNotFound`.
-    pub async fn read(&self, cid: &ConversationId) -> Result<Conversation, UpdateError> {
+    pub async fn read(
+        &self,
+        cx: &mut CallContext,
+        cid: &ConversationId,
+    ) -> Result<Conversation, UpdateError> {
         self.genesys
-            .get_conversation(cid)
+            .get_conversation(cx, cid)
             .await
             .map_err(|e| match e.status() {
                 Some(404) => UpdateError::ConversationNotFound(*cid),
@@ -214,19 +230,20 @@ impl Updater {
     /// participant is gone is explained from a fresh read.
     pub async fn write(
         &self,
+        cx: &mut CallContext,
         cid: &ConversationId,
         participant_id: &str,
         attributes: &AttributeMap,
     ) -> Result<(), UpdateError> {
         match self
             .genesys
-            .patch_participant_attributes(cid, participant_id, attributes)
+            .patch_participant_attributes(cx, cid, participant_id, attributes)
             .await
         {
             Ok(()) => Ok(()),
             // Genesys's answer for a gone conversation or participant is not settled: read and tell the truth.
             Err(err) => Err(match err.status() {
-                Some(400 | 404 | 409) => self.explain(cid, participant_id, err).await,
+                Some(400 | 404 | 409) => self.explain(cx, cid, participant_id, err).await,
                 _ => err.into(),
             }),
         }
@@ -235,11 +252,12 @@ impl Updater {
     /// Turns a refused PATCH into what is really the matter, from a fresh read of the conversation.
     async fn explain(
         &self,
+        cx: &mut CallContext,
         cid: &ConversationId,
         pid: &str,
         original: GenesysError,
     ) -> UpdateError {
-        match self.read(cid).await {
+        match self.read(cx, cid).await {
             Err(UpdateError::ConversationNotFound(c)) => UpdateError::ConversationNotFound(c),
             Ok(conversation) if conversation.is_ended() => UpdateError::ConversationEnded(*cid),
             Ok(conversation) if conversation.participant(pid).is_none() => {

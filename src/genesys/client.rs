@@ -1,5 +1,6 @@
 //! The one Genesys Cloud client: a pooled rustls HTTP client, the token cache and the retry policy.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
@@ -19,16 +20,56 @@ use super::token::{AccessToken, TokenCache};
 use crate::config::GenesysSettings;
 use crate::domain::{AttributeMap, ConversationId};
 
-tokio::task_local! {
-    /// When the work that makes a Genesys call must be done: a synchronous request's deadline, or a
-    /// job's share of its lease. A call waits for the rate budget only until then.
-    pub static DEADLINE: tokio::time::Instant;
-    /// Slots of the rate budget reserved ahead for the calls of this task (a lane's round), earliest
-    /// first: its calls take these before asking the budget again.
-    pub static PREPAID: std::cell::RefCell<std::collections::VecDeque<tokio::time::Instant>>;
-    /// The correlation id of the latest Genesys answer in this task, for work done on behalf of a
-    /// request in another task (a lane), whose span cannot be reached from there.
-    pub static LAST_CORRELATION: std::cell::RefCell<Option<String>>;
+/// What one piece of work gives its Genesys calls, and what they give back: when they must be done
+/// (a synchronous request's deadline, a job's share of its lease, a verification's give-up), the
+/// budget slots reserved ahead for them (a lane's round), earliest first, and, as they are made, the
+/// API calls sent and Genesys's latest correlation id. Every call takes one, so none waits for the
+/// budget past a deadline it was not given.
+#[derive(Debug)]
+pub struct CallContext {
+    deadline: tokio::time::Instant,
+    prepaid: VecDeque<tokio::time::Instant>,
+    sent: u32,
+    correlation_id: Option<String>,
+}
+
+impl CallContext {
+    /// Calls that must be done by `deadline`, taking their budget as they go.
+    pub fn until(deadline: tokio::time::Instant) -> Self {
+        Self::prepaid(deadline, Vec::new())
+    }
+
+    /// Calls that spend `slots`, reserved ahead, before asking the budget again.
+    pub fn prepaid(
+        deadline: tokio::time::Instant,
+        slots: impl IntoIterator<Item = tokio::time::Instant>,
+    ) -> Self {
+        Self {
+            deadline,
+            prepaid: slots.into_iter().collect(),
+            sent: 0,
+            correlation_id: None,
+        }
+    }
+
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+
+    /// API calls sent so far, retries included: what Genesys counts against the token.
+    pub fn calls(&self) -> u32 {
+        self.sent
+    }
+
+    /// The correlation id of Genesys's latest answer, for its support.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+
+    /// Slots reserved and not spent: handed on to the next context of the same round.
+    pub fn into_unspent(self) -> VecDeque<tokio::time::Instant> {
+        self.prepaid
+    }
 }
 
 /// Where the token stands: calls Genesys counted in its window, the limit that applies to this call,
@@ -36,9 +77,6 @@ tokio::task_local! {
 pub const RATELIMIT_COUNT: &str = "inin-ratelimit-count";
 pub const RATELIMIT_ALLOWED: &str = "inin-ratelimit-allowed";
 pub const RATELIMIT_RESET: &str = "inin-ratelimit-reset";
-
-/// How long a call may wait for the rate budget when no deadline is set.
-const DEFAULT_BUDGET_WAIT: Duration = Duration::from_secs(30);
 
 /// Genesys tags every answer with this id; its support asks for it.
 pub const CORRELATION_HEADER: &str = "ININ-Correlation-Id";
@@ -205,11 +243,12 @@ impl GenesysClient {
     /// `GET /api/v2/conversations/{conversationId}`.
     pub async fn get_conversation(
         &self,
+        cx: &mut CallContext,
         id: &ConversationId,
     ) -> Result<Conversation, GenesysError> {
         let url = self.api_url(&format!("/api/v2/conversations/{id}"));
         let response = self
-            .send_api("get_conversation", |http| http.get(url.clone()))
+            .send_api(cx, "get_conversation", |http| http.get(url.clone()))
             .await?;
         decode(response, "conversation").await
     }
@@ -217,11 +256,12 @@ impl GenesysClient {
     /// `POST /api/v2/analytics/conversations/details/query` with `query` (a `ConversationQuery`).
     pub async fn query_conversation_details(
         &self,
+        cx: &mut CallContext,
         query: &serde_json::Value,
     ) -> Result<AnalyticsConversationQueryResponse, GenesysError> {
         let url = self.api_url("/api/v2/analytics/conversations/details/query");
         let response = self
-            .send_api("query_conversation_details", |http| {
+            .send_api(cx, "query_conversation_details", |http| {
                 http.post(url.clone()).json(query)
             })
             .await?;
@@ -233,6 +273,7 @@ impl GenesysClient {
     /// Any 2xx means accepted, never verified: only a read-back proves the write.
     pub async fn patch_participant_attributes(
         &self,
+        cx: &mut CallContext,
         conversation: &ConversationId,
         participant: &str,
         attributes: &AttributeMap,
@@ -243,7 +284,7 @@ impl GenesysClient {
         let body = ParticipantAttributes {
             attributes: attributes.as_map().clone(),
         };
-        self.send_api("patch_participant_attributes", |http| {
+        self.send_api(cx, "patch_participant_attributes", |http| {
             http.patch(url.clone()).json(&body)
         })
         .await
@@ -264,7 +305,7 @@ impl GenesysClient {
         let base = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base}/oauth/token"));
         let response = self
-            .send_with_retry("token_grant", None, |http| {
+            .send_with_retry(None, "token_grant", None, |http| {
                 http.post(url.clone())
                     .basic_auth(&self.client_id, Some(self.client_secret.expose_secret()))
                     .form(&[("grant_type", "client_credentials")])
@@ -331,8 +372,8 @@ impl GenesysClient {
         }
     }
 
-    /// Reserves `calls` slots of the rate budget, the last within `max_wait`, to spend through
-    /// [`PREPAID`]. Refused, nothing is reserved: the caller can be answered at once.
+    /// Reserves `calls` slots of the rate budget, the last within `max_wait`, to spend through a
+    /// [`CallContext::prepaid`]. Refused, nothing is reserved: the caller can be answered at once.
     pub async fn reserve_calls(
         &self,
         calls: u32,
@@ -352,20 +393,16 @@ impl GenesysClient {
             .map_err(rate_limited)
     }
 
-    /// The slot this call may use: a prepaid one, or one from the budget within the task's deadline
-    /// (past it, the call is `RateLimited`).
-    async fn take_budget(&self) -> Result<(), GenesysError> {
-        let prepaid = PREPAID
-            .try_with(|slots| slots.borrow_mut().pop_front())
-            .ok()
-            .flatten();
-        if let Some(slot) = prepaid {
+    /// The slot this call may use: a prepaid one, or one from the budget within the context's
+    /// deadline (past it, the call is `RateLimited`).
+    async fn take_budget(&self, cx: &mut CallContext) -> Result<(), GenesysError> {
+        if let Some(slot) = cx.prepaid.pop_front() {
             tokio::time::sleep_until(slot).await;
             return Ok(());
         }
-        let max_wait = DEADLINE
-            .try_with(|d| d.saturating_duration_since(tokio::time::Instant::now()))
-            .unwrap_or(DEFAULT_BUDGET_WAIT);
+        let max_wait = cx
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
         self.budget.acquire(max_wait).await.map_err(rate_limited)
     }
 
@@ -411,6 +448,7 @@ impl GenesysClient {
     /// An API call with a bearer token; a 401 drops the token and tries once more with a new one.
     pub(super) async fn send_api<F>(
         &self,
+        cx: &mut CallContext,
         op: &'static str,
         build: F,
     ) -> Result<Response, GenesysError>
@@ -420,7 +458,10 @@ impl GenesysClient {
         let mut renewed = false;
         loop {
             let token = self.token().await?;
-            match self.send_with_retry(op, Some(&token), &build).await {
+            match self
+                .send_with_retry(Some(&mut *cx), op, Some(&token), &build)
+                .await
+            {
                 Err(GenesysError::Auth { status: 401, .. }) if !renewed => {
                     tracing::info!(op, "Genesys refused the cached token; renewing it once");
                     self.invalidate(&token).await;
@@ -434,6 +475,7 @@ impl GenesysClient {
     /// One logical call under the retry policy.
     async fn send_with_retry<F>(
         &self,
+        mut cx: Option<&mut CallContext>,
         op: &'static str,
         token: Option<&AccessToken>,
         build: F,
@@ -476,10 +518,11 @@ impl GenesysClient {
                 patchbay.budget_wait_ms = tracing::field::Empty,
             );
             let mut request = build(&self.http).header(ACCEPT, "application/json");
-            if let Some(token) = token {
+            if let (Some(token), Some(cx)) = (token, cx.as_deref_mut()) {
                 // The budget counts API calls (Genesys limits them per token); grants are not among them.
                 let waited = std::time::Instant::now();
-                self.take_budget().instrument(span.clone()).await?;
+                self.take_budget(cx).instrument(span.clone()).await?;
+                cx.sent += 1;
                 span.record(
                     "patchbay.budget_wait_ms",
                     waited.elapsed().as_millis() as u64,
@@ -525,7 +568,7 @@ impl GenesysClient {
                     span.record("otel.status_code", "ERROR");
                 }
             }
-            observe(op, &result, sent_at.elapsed());
+            observe(op, &result, sent_at.elapsed(), cx.as_deref_mut());
             let reported = result
                 .as_ref()
                 .ok()
@@ -619,9 +662,14 @@ fn rate_limited(wait: WaitTooLong) -> GenesysError {
 }
 
 /// Counts and logs one attempt, with its correlation id, on a debug event of its own. The id is also
-/// kept as the round's last, which the outcome carries to the request's span: recording it on the
+/// kept in the call's context, which the outcome carries to the request's span: recording it on the
 /// span here would repeat the field on every line, once per call.
-fn observe(op: &'static str, result: &Result<Response, reqwest::Error>, elapsed: Duration) {
+fn observe(
+    op: &'static str,
+    result: &Result<Response, reqwest::Error>,
+    elapsed: Duration,
+    cx: Option<&mut CallContext>,
+) {
     let status = match result {
         Ok(r) => r.status().as_u16().to_string(),
         Err(e) if e.is_timeout() => "timeout".into(),
@@ -631,8 +679,8 @@ fn observe(op: &'static str, result: &Result<Response, reqwest::Error>, elapsed:
         .as_ref()
         .ok()
         .and_then(|r| correlation_id(r.headers()));
-    if let Some(id) = &correlation {
-        let _ = LAST_CORRELATION.try_with(|last| *last.borrow_mut() = Some(id.clone()));
+    if let (Some(id), Some(cx)) = (&correlation, cx) {
+        cx.correlation_id = Some(id.clone());
     }
     tracing::debug!(
         op,

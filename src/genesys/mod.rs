@@ -10,6 +10,7 @@ pub mod stream;
 pub mod token;
 
 pub use client::{
-    GenesysClient, CORRELATION_HEADER, RATELIMIT_ALLOWED, RATELIMIT_COUNT, RATELIMIT_RESET,
+    CallContext, GenesysClient, CORRELATION_HEADER, RATELIMIT_ALLOWED, RATELIMIT_COUNT,
+    RATELIMIT_RESET,
 };
 pub use error::GenesysError;

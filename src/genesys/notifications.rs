@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::client::{decode, GenesysClient};
+use super::client::{decode, CallContext, GenesysClient};
 use super::GenesysError;
 
 /// Queues asked for a page; Genesys's queue listing pages past it.
@@ -95,10 +95,10 @@ struct QueueListing {
 impl GenesysClient {
     /// `POST /api/v2/notifications/channels`: a new channel. A client holds at most 20; Genesys
     /// evicts the least recently used past that.
-    pub async fn create_channel(&self) -> Result<Channel, GenesysError> {
+    pub async fn create_channel(&self, cx: &mut CallContext) -> Result<Channel, GenesysError> {
         let url = self.api_url("/api/v2/notifications/channels");
         let response = self
-            .send_api("create_channel", |http| http.post(url.clone()))
+            .send_api(cx, "create_channel", |http| http.post(url.clone()))
             .await?;
         let body: ChannelBody = decode(response, "channel").await?;
         Ok(Channel {
@@ -109,10 +109,14 @@ impl GenesysClient {
     }
 
     /// `HEAD /api/v2/notifications/channels/{channelId}`: whether the channel still exists.
-    pub async fn channel_exists(&self, channel: &Channel) -> Result<bool, GenesysError> {
+    pub async fn channel_exists(
+        &self,
+        cx: &mut CallContext,
+        channel: &Channel,
+    ) -> Result<bool, GenesysError> {
         let url = self.api_url(&format!("/api/v2/notifications/channels/{}", channel.id()));
         match self
-            .send_api("channel_exists", |http| http.head(url.clone()))
+            .send_api(cx, "channel_exists", |http| http.head(url.clone()))
             .await
         {
             Ok(_) => Ok(true),
@@ -126,26 +130,35 @@ impl GenesysClient {
     /// instead of failing the whole request; the answer says which, and why.
     pub async fn subscribe(
         &self,
+        cx: &mut CallContext,
         channel: &Channel,
         topics: &[String],
     ) -> Result<Vec<TopicState>, GenesysError> {
-        self.subscriptions("subscribe", reqwest::Method::PUT, channel, topics)
+        self.subscriptions(cx, "subscribe", reqwest::Method::PUT, channel, topics)
             .await
     }
 
     /// `POST …/channels/{channelId}/subscriptions?ignoreErrors=true`: `topics` join the channel's.
     pub async fn add_subscriptions(
         &self,
+        cx: &mut CallContext,
         channel: &Channel,
         topics: &[String],
     ) -> Result<Vec<TopicState>, GenesysError> {
-        self.subscriptions("add_subscriptions", reqwest::Method::POST, channel, topics)
-            .await
+        self.subscriptions(
+            cx,
+            "add_subscriptions",
+            reqwest::Method::POST,
+            channel,
+            topics,
+        )
+        .await
     }
 
     /// A subscription call, `method` (PUT replaces the list, POST adds to it), with `ignoreErrors`.
     async fn subscriptions(
         &self,
+        cx: &mut CallContext,
         op: &'static str,
         method: reqwest::Method,
         channel: &Channel,
@@ -157,7 +170,7 @@ impl GenesysClient {
         ));
         let body: Vec<serde_json::Value> = topics.iter().map(|t| json!({"id": t})).collect();
         let response = self
-            .send_api(op, |http| {
+            .send_api(cx, op, |http| {
                 http.request(method.clone(), url.clone())
                     .query(&[("ignoreErrors", "true")])
                     .json(&body)
@@ -169,7 +182,11 @@ impl GenesysClient {
 
     /// When `channel` lapses now, as `GET /api/v2/notifications/channels` lists it: subscribing
     /// extends a channel's life, and the subscription's answer does not say until when.
-    pub async fn channel_expires(&self, channel: &Channel) -> Result<Option<String>, GenesysError> {
+    pub async fn channel_expires(
+        &self,
+        cx: &mut CallContext,
+        channel: &Channel,
+    ) -> Result<Option<String>, GenesysError> {
         #[derive(Deserialize)]
         struct Listing {
             #[serde(default)]
@@ -177,7 +194,7 @@ impl GenesysClient {
         }
         let url = self.api_url("/api/v2/notifications/channels");
         let response = self
-            .send_api("list_channels", |http| {
+            .send_api(cx, "list_channels", |http| {
                 http.get(url.clone())
                     .query(&[("includechannels", "oauthclient")])
             })
@@ -191,12 +208,15 @@ impl GenesysClient {
     }
 
     /// `GET /api/v2/routing/queues`, every page: the queues whose conversations to follow.
-    pub async fn routing_queues(&self) -> Result<Vec<QueueRef>, GenesysError> {
+    pub async fn routing_queues(
+        &self,
+        cx: &mut CallContext,
+    ) -> Result<Vec<QueueRef>, GenesysError> {
         let url = self.api_url("/api/v2/routing/queues");
         let mut queues = Vec::new();
         for page in 1..=MAX_QUEUE_PAGES {
             let response = self
-                .send_api("routing_queues", |http| {
+                .send_api(cx, "routing_queues", |http| {
                     http.get(url.clone()).query(&[
                         ("pageSize", QUEUE_PAGE_SIZE.to_string()),
                         ("pageNumber", page.to_string()),

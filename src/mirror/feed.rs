@@ -30,7 +30,17 @@ use crate::config::{MirrorQueues, MirrorSettings, MAX_CHANNEL_TOPICS};
 use crate::genesys::notifications::{Channel, Rejections, TopicState};
 use crate::genesys::retry::equal_jitter;
 use crate::genesys::stream::{self, Frame, Received, Socket};
-use crate::genesys::{GenesysClient, GenesysError};
+use crate::genesys::{CallContext, GenesysClient, GenesysError};
+
+/// How long one of the feed's REST calls may wait for the rate budget. The feed is background
+/// work: it waits its turn behind updates whose callers are waiting, and a call that cannot be had
+/// in this time fails and is tried again under the feed's backoff.
+const FEED_CALL_WAIT: Duration = Duration::from_secs(30);
+
+/// The context of one of the feed's calls.
+fn feed_call() -> CallContext {
+    CallContext::until(Instant::now() + FEED_CALL_WAIT)
+}
 
 /// How long a slot outlives its last renewal; its holder renews it three times as often.
 pub const SLOT_TTL: Duration = Duration::from_secs(30);
@@ -135,7 +145,7 @@ impl Feed {
             MirrorQueues::Listed(ids) => ids.clone(),
             MirrorQueues::All => self
                 .genesys
-                .routing_queues()
+                .routing_queues(&mut feed_call())
                 .await?
                 .into_iter()
                 .map(|q| q.id)
@@ -311,7 +321,7 @@ impl Runner {
     /// Holds channels while `slot` is this replica's: a new channel each time one is gone.
     async fn hold(&mut self, slot: &Slot, failures: &mut u32) -> Ended {
         loop {
-            let mut channel = match self.feed.genesys.create_channel().await {
+            let mut channel = match self.feed.genesys.create_channel(&mut feed_call()).await {
                 Ok(channel) => channel,
                 Err(e) => {
                     *failures += 1;
@@ -374,11 +384,20 @@ impl Runner {
     ) -> Result<(usize, Instant), GenesysError> {
         let mut topics = self.topics.borrow().clone();
         topics.extend(detail.iter().cloned());
-        let states = self.feed.genesys.subscribe(channel, &topics).await?;
+        let states = self
+            .feed
+            .genesys
+            .subscribe(&mut feed_call(), channel, &topics)
+            .await?;
         let permitted = self.report(&states);
         if again {
             // The subscription extended the channel's life; the listing says until when.
-            match self.feed.genesys.channel_expires(channel).await {
+            match self
+                .feed
+                .genesys
+                .channel_expires(&mut feed_call(), channel)
+                .await
+            {
                 Ok(expires) => channel.expires = expires.or(channel.expires.take()),
                 Err(e) => tracing::warn!(error = %e, "could not read the channel's new expiry"),
             }
@@ -541,7 +560,10 @@ impl Runner {
                             return Ended::ChannelGone;
                         }
                         if !matches!(
-                            self.feed.genesys.channel_exists(channel).await,
+                            self.feed
+                                .genesys
+                                .channel_exists(&mut feed_call(), channel)
+                                .await,
                             Ok(true) | Err(GenesysError::RateLimited { .. })
                         ) {
                             return Ended::ChannelGone;
@@ -599,7 +621,12 @@ impl Runner {
             }
             return;
         }
-        match self.feed.genesys.add_subscriptions(channel, &new).await {
+        match self
+            .feed
+            .genesys
+            .add_subscriptions(&mut feed_call(), channel, &new)
+            .await
+        {
             Ok(states) => {
                 let added = self.report(&states);
                 detail.extend(new);

@@ -295,12 +295,6 @@ impl Simulator {
 
     // ----- set-up and fault injection -----
 
-    pub fn set_credentials(&self, id: &str, secret: &str) {
-        let mut s = self.lock();
-        s.client_id = id.into();
-        s.client_secret = secret.into();
-    }
-
     /// The `expires_in` of granted tokens.
     pub fn set_token_lifetime(&self, seconds: u64) {
         self.lock().token_lifetime_s = seconds;

@@ -152,3 +152,46 @@ n = "/n"
         .await;
     assert_eq!(second.status, 202, "{}", second.body);
 }
+
+#[tokio::test]
+async fn a_genesys_call_reports_what_it_spent_and_waits_for_the_budget_only_until_its_deadline() {
+    use patchbay::genesys::{CallContext, GenesysError};
+    let app = spawn_app().await;
+    let settings = patchbay::demo::settings_for_simulator(&app.sim_url, API_KEY).genesys;
+    let budget = patchbay::cluster::limiter::RateBudget::new(
+        patchbay::cluster::limiter::Budget { per_minute: 3 },
+        None,
+    );
+    let client =
+        patchbay::genesys::GenesysClient::new(&settings, std::sync::Arc::new(budget), None)
+            .unwrap();
+    let cid = SEED_ACTIVE_CALL.parse().unwrap();
+    let mut cx = CallContext::until(tokio::time::Instant::now() + Duration::from_secs(5));
+    for _ in 0..3 {
+        client.get_conversation(&mut cx, &cid).await.unwrap();
+    }
+    assert_eq!(cx.calls(), 3, "every call sent is counted");
+    assert!(cx.correlation_id().is_some_and(|id| !id.is_empty()));
+    // The window is spent: a call given half a second is refused at once, never held for a
+    // default wait it was not given.
+    let started = Instant::now();
+    let mut short = CallContext::until(tokio::time::Instant::now() + Duration::from_millis(500));
+    let refused = client.get_conversation(&mut short, &cid).await;
+    assert!(
+        matches!(
+            refused,
+            Err(GenesysError::RateLimited {
+                retry_after: Some(_),
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(short.calls(), 0, "nothing was sent");
+    assert_eq!(app.sim.count("get_conversation"), 3);
+}

@@ -162,6 +162,20 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_string()
     }
 
+    /// Waits for the navigation a click started to land on `wanted`: WebDriver's click returns
+    /// once the click is dispatched, not once the next page is there.
+    async fn lands_on(&self, wanted: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let path = self.path().await;
+            if path == wanted {
+                return;
+            }
+            assert!(Instant::now() < deadline, "on {path}, never on {wanted}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn text(&self, css: &str) -> String {
         self.client
             .wait()
@@ -293,7 +307,7 @@ async fn signing_in_refuses_a_wrong_key_without_saying_why_then_takes_the_admin_
     );
 
     browser.sign_in(&app, ADMIN_KEY).await;
-    assert_eq!(browser.path().await, "/console/now");
+    browser.lands_on("/console/now").await;
     assert!(browser
         .text("#budget")
         .await
@@ -326,7 +340,7 @@ async fn signing_in_refuses_a_wrong_key_without_saying_why_then_takes_the_admin_
         .click()
         .await
         .unwrap();
-    assert_eq!(browser.path().await, "/console/sign-in");
+    browser.lands_on("/console/sign-in").await;
     browser
         .goto(&format!("{}/console/updates", app.address))
         .await;
@@ -429,8 +443,8 @@ async fn updates_from_the_api_and_a_webhook_route_show_with_their_outcome_and_ca
         .click()
         .await
         .unwrap();
-    assert!(browser.path().await.starts_with("/console/updates/"));
     let record = browser.text("#record").await;
+    assert!(browser.path().await.starts_with("/console/updates/"));
     for wanted in [
         SEED_ACTIVE_CALL,
         SEED_ACTIVE_CALL_CUSTOMER,

@@ -54,6 +54,13 @@ impl Client {
     }
 }
 
+/// A context for one test call: ten seconds to be made.
+fn cx() -> patchbay::genesys::CallContext {
+    patchbay::genesys::CallContext::until(
+        tokio::time::Instant::now() + std::time::Duration::from_secs(10),
+    )
+}
+
 #[tokio::test]
 async fn a_channel_is_made_subscribed_and_listed_with_refused_topics_named() {
     let app = spawn_app().await;
@@ -234,12 +241,16 @@ async fn the_client_makes_a_channel_subscribes_and_names_what_was_refused() {
     app.sim
         .refuse_topics("v2.detail.events.", "analytics:conversationDetail:view");
     let genesys = genesys_client(&app);
-    let channel = genesys.create_channel().await.unwrap();
+    let channel = genesys.create_channel(&mut cx()).await.unwrap();
     assert!(channel.connect_uri().ends_with(channel.id()));
     assert!(!format!("{channel:?}").contains(channel.id()));
     let detail = format!("v2.detail.events.conversation.{SEED_ACTIVE_CALL}.attributes");
     let states = genesys
-        .subscribe(&channel, &[queue_topic(SEED_QUEUE), detail.clone()])
+        .subscribe(
+            &mut cx(),
+            &channel,
+            &[queue_topic(SEED_QUEUE), detail.clone()],
+        )
         .await
         .unwrap();
     assert_eq!(states.len(), 2);
@@ -257,12 +268,12 @@ async fn the_client_makes_a_channel_subscribes_and_names_what_was_refused() {
     let mut rejections = patchbay::genesys::notifications::Rejections::default();
     assert_eq!(rejections.report(&states), 1);
     assert_eq!(rejections.report(&states), 0, "reported once");
-    assert!(genesys.channel_exists(&channel).await.unwrap());
+    assert!(genesys.channel_exists(&mut cx(), &channel).await.unwrap());
     // Twenty more channels evict this one, the least recently used.
     for _ in 0..MAX_CHANNELS {
-        genesys.create_channel().await.unwrap();
+        genesys.create_channel(&mut cx()).await.unwrap();
     }
-    assert!(!genesys.channel_exists(&channel).await.unwrap());
+    assert!(!genesys.channel_exists(&mut cx(), &channel).await.unwrap());
 }
 
 #[tokio::test]
@@ -274,7 +285,10 @@ async fn the_client_reads_every_page_of_the_routing_queues() {
             &format!("Queue {n:03}"),
         );
     }
-    let queues = genesys_client(&app).routing_queues().await.unwrap();
+    let queues = genesys_client(&app)
+        .routing_queues(&mut cx())
+        .await
+        .unwrap();
     assert_eq!(queues.len(), 151);
     assert_eq!(queues[0].name.as_deref(), Some("Queue 000"));
     assert_eq!(app.sim.count("list_queues"), 2, "two pages of 100");
@@ -284,7 +298,7 @@ async fn the_client_reads_every_page_of_the_routing_queues() {
 async fn a_failed_channel_call_never_shows_the_channel_id() {
     let app = spawn_app().await;
     let genesys = genesys_client(&app);
-    let channel = genesys.create_channel().await.unwrap();
+    let channel = genesys.create_channel(&mut cx()).await.unwrap();
     // The API host stops answering: the transport error must not carry the URL, and with it the id.
     let mut settings = patchbay::demo::settings_for_simulator(&app.sim_url, API_KEY);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -294,7 +308,7 @@ async fn a_failed_channel_call_never_shows_the_channel_id() {
     settings.genesys.retry.max_attempts = 1;
     let offline = genesys_client_for(&settings.genesys);
     let error = offline
-        .subscribe(&channel, &[queue_topic(SEED_QUEUE)])
+        .subscribe(&mut cx(), &channel, &[queue_topic(SEED_QUEUE)])
         .await
         .unwrap_err();
     let text = error.to_string();
@@ -329,9 +343,9 @@ type Socket =
 /// A channel subscribed to the seed queue's conversations, and its open socket.
 async fn seed_queue_socket(app: &TestApp) -> (Channel, Socket) {
     let genesys = genesys_client(app);
-    let channel = genesys.create_channel().await.unwrap();
+    let channel = genesys.create_channel(&mut cx()).await.unwrap();
     genesys
-        .subscribe(&channel, &[queue_topic(SEED_QUEUE)])
+        .subscribe(&mut cx(), &channel, &[queue_topic(SEED_QUEUE)])
         .await
         .unwrap();
     let (socket, _) = tokio_tungstenite::connect_async(channel.connect_uri())
