@@ -12,9 +12,12 @@ WORKDIR /src
 # placeholder, or cargo refuses to read it.
 COPY Cargo.toml Cargo.lock ./
 COPY bench/Cargo.toml bench/
-RUN mkdir -p src tests/api benches bench/src \
+COPY crates/core/Cargo.toml crates/core/
+COPY crates/sim/Cargo.toml crates/sim/
+RUN mkdir -p src tests/api benches bench/src crates/core/src crates/sim/src \
     && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
     && echo 'fn main() {}' > bench/src/main.rs \
+    && echo '' > crates/core/src/lib.rs && echo '' > crates/sim/src/lib.rs \
     && echo 'fn main() {}' > tests/api/main.rs && echo 'fn main() {}' > benches/hot_paths.rs \
     && cargo fetch --locked
 COPY . .

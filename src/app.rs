@@ -1,15 +1,10 @@
-//! The application: the pure `router(state)`, and `run`/`serve` with graceful shutdown.
-
-use std::future::Future;
-use std::time::Duration;
+//! The HTTP surface: the pure `router(state)` with its middleware in order, and the shutdown signal.
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -17,13 +12,14 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::api::attributes::set_attributes;
 use crate::api::auth::require_api_key;
+pub use crate::api::exchange::REQUEST_ID_HEADER;
 pub use crate::api::health::Readiness;
 use crate::api::health::{healthz, metrics_router, readyz};
 use crate::api::hooks;
 use crate::api::jobs;
 use crate::api::problem::render_problems;
 use crate::api::state::drain_guard;
-pub use crate::api::state::{open_queue, AppState, Drain, REQUEST_ID_HEADER};
+pub use crate::api::state::{AppState, Drain};
 use crate::api::ApiError;
 
 /// The whole HTTP surface, with its middleware, and no I/O.
@@ -130,126 +126,9 @@ fn make_span(request: &Request) -> tracing::Span {
     span.set_attribute("http.request.method", method.to_string());
     span.set_attribute("http.route", route.to_string());
     // A caller's W3C trace context continues its trace; without one the request starts a trace.
-    let parent = crate::telemetry::context::from_headers(request.headers());
-    crate::telemetry::context::adopt(&span, parent);
+    let parent = patchbay_core::trace::from_headers(request.headers());
+    patchbay_core::trace::adopt(&span, parent);
     span
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Share of the shutdown budget given to requests and jobs in flight; the rest is for closing up.
-const DRAIN_SHARE: f64 = 0.8;
-
-/// Runs the gateway: recovers jobs a previous process left running, starts the workers, and serves
-/// until `shutdown` resolves. Then intake stops (503 `shutting_down`), requests in flight finish,
-/// workers finish or release their job, and this returns within `server.shutdown_timeout_ms`.
-pub async fn run(
-    state: AppState,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    match state.queue.recover().await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            jobs = n,
-            "resuming jobs that were running when the last process stopped"
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "could not recover running jobs; they run again when their lease ends")
-        }
-    }
-    let budget = Duration::from_millis(state.settings.server.shutdown_timeout_ms);
-    let drain_budget = budget.mul_f64(DRAIN_SHARE);
-    let signal = CancellationToken::new();
-    let stop = CancellationToken::new();
-    let abandon = CancellationToken::new();
-    let workers = state.workers().spawn(stop.clone(), abandon.clone());
-    // The mirror's feed runs until shutdown begins; updates in flight then verify by reads.
-    let feed = state
-        .feed
-        .clone()
-        .map(|feed| feed.spawn(signal.child_token()));
-
-    tokio::spawn({
-        let signal = signal.clone();
-        async move {
-            shutdown.await;
-            signal.cancel();
-        }
-    });
-    tokio::spawn({
-        let (signal, abandon) = (signal.clone(), abandon.clone());
-        async move {
-            signal.cancelled().await;
-            tokio::time::sleep(drain_budget).await;
-            abandon.cancel();
-        }
-    });
-    let drain = state.drain.clone();
-    let graceful = {
-        let signal = signal.clone();
-        async move {
-            signal.cancelled().await;
-            tracing::info!("shutting down: refusing new requests, finishing those in flight");
-            drain.begin();
-            stop.cancel();
-            let _ = tokio::time::timeout(drain_budget, drain.idle()).await;
-        }
-    };
-    if crate::console::enabled(&state) {
-        tokio::spawn(crate::console::sample_budget(
-            state.clone(),
-            signal.child_token(),
-        ));
-    }
-    if let Some(admin) = state.settings.server.admin_listen {
-        let mut metrics = metrics_router().with_state(state.clone());
-        if crate::console::enabled(&state) {
-            metrics = metrics.nest_service("/console", crate::console::router(&state));
-        }
-        let admin_signal = signal.clone();
-        let admin_listener = TcpListener::bind(admin).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("server.admin_listen {admin}: {e}"))
-        })?;
-        tokio::spawn(async move {
-            let stop = async move { admin_signal.cancelled().await };
-            let _ = axum::serve(admin_listener, metrics)
-                .with_graceful_shutdown(stop)
-                .await;
-        });
-    }
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(graceful);
-    let deadline = async {
-        signal.cancelled().await;
-        tokio::time::sleep(budget).await;
-    };
-    let served = tokio::select! {
-        served = server => served,
-        _ = deadline => {
-            tracing::warn!("shutdown deadline reached with connections still open");
-            Ok(())
-        }
-    };
-    let remaining = budget.saturating_sub(drain_budget);
-    if let Some(feed) = feed {
-        let _ = tokio::time::timeout(remaining / 4, feed).await;
-    }
-    if tokio::time::timeout(remaining, futures::future::join_all(workers))
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown deadline reached with workers still running; their jobs run again at the next start");
-    }
-    served
 }
 
 /// Resolves on SIGTERM or ctrl-c.

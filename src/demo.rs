@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::api::hooks::settings::hooks_from_toml;
-use crate::app::{run as run_gateway, AppState};
 use crate::config::Settings;
 use crate::queue::sqlite::IN_MEMORY_STORE;
 use crate::sim::{self, Simulator};
+use crate::startup::Application;
 
 /// One sample event and what a correct gateway answers.
 struct Event {
@@ -99,12 +99,11 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     settings.queue.path = IN_MEMORY_STORE.into();
     settings.validate()?;
     let poll_initial_ms = settings.verify.poll_initial_ms;
-    let listener = TcpListener::bind(settings.server.listen).await?;
-    let gateway = format!("http://{}", listener.local_addr()?);
-    let state = AppState::new(settings)?;
-    let mirror = state.engine.mirror().cloned();
+    let application = Application::build(settings).await?;
+    let gateway = format!("http://{}", application.address());
+    let mirror = application.state().engine.mirror().cloned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(run_gateway(state, listener, async {
+    let server = tokio::spawn(application.run_until(async {
         let _ = stopped.await;
     }));
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use patchbay::config::{LogFormat, Settings};
-use patchbay::{app, sim, telemetry};
+use patchbay::{app, sim, telemetry, Application};
 
 #[derive(Parser)]
 #[command(
@@ -108,23 +108,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let settings = Settings::load(config.as_deref())?;
             let traces = telemetry::init_with(settings.log.format, "info", &settings.telemetry)?;
             let flush = std::time::Duration::from_millis(settings.server.shutdown_timeout_ms) / 5;
-            // Stores open first: a process that cannot open them must not bind, or say it serves.
-            let state = app::AppState::new(settings)?;
+            // Stores open first, then both listeners bind: a process that cannot do either must
+            // not say it serves.
+            let application = Application::build(settings).await?;
+            let state = application.state();
             if state.admin_keys.is_unset() {
                 tracing::warn!(
                     "no admin key is configured: the dead-letter endpoints answer 401 until auth.admin_keys is set, and /console is not served"
                 );
             }
-            let listen = state.settings.server.listen;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+            let console = patchbay::console::enabled(state).then(|| {
+                let at = application.admin_address().unwrap_or(application.address());
+                format!("http://{at}/console")
+            });
+            // Its own target, so a log filtered to warnings can still say where it serves.
             tracing::info!(
-                listen = %listener.local_addr()?,
+                target: "patchbay::serving",
+                listen = %application.address(),
+                admin = application.admin_address().map(|a| a.to_string()).unwrap_or_default(),
+                console = console.unwrap_or_default(),
                 api = %state.settings.genesys.api_base(),
                 "patchbay is serving"
             );
-            app::run(state, listener, app::shutdown_signal()).await?;
+            application.run_until(app::shutdown_signal()).await?;
             // Spans still queued go out now, in a bounded time: a collector that is away costs
             // the exit a fifth of the shutdown budget at most.
             let _ = tokio::task::spawn_blocking(move || traces.shutdown(flush)).await;
@@ -171,7 +177,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             // Only the store's settings: replaying needs neither Genesys nor an inbound key.
             let settings = Settings::load_for_store(config.as_deref())?;
             telemetry::init(settings.log.format, "warn");
-            let queue = app::open_queue(&settings, None)?;
+            let queue = patchbay::startup::open_queue(&settings, None)?;
             if all {
                 let n = queue.replay_all().await?;
                 println!("{n} dead job(s) queued again");

@@ -1,6 +1,7 @@
 //! `POST /v1/attributes`: parse the request, apply it, and answer with what Genesys shows.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -21,68 +22,187 @@ use crate::domain::{
     UpdateRequest,
 };
 
-/// The inbound body, before parsing into an [`AttributeUpdate`]. Its fields are [`REQUEST_SHAPE`]'s.
-#[derive(Debug, Deserialize)]
+/// The inbound body, before parsing into an [`AttributeUpdate`]. This one struct is the request's
+/// definition: serde reads it, [`REQUEST_SHAPE`] takes its field names from serde, and the OpenAPI
+/// document is derived from it, with the rules between fields that [`Self::parse_request`]
+/// enforces added by [`request_rules`].
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
     expecting = "a JSON object with `attributes` and a `conversationId` or a `lookup`"
 )]
+#[schema(as = AttributesRequest)]
 pub struct AttributesRequest {
+    /// The live conversation. Exactly one of `conversationId` and `lookup`.
     #[serde(default)]
+    #[schema(
+        nullable = false,
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        example = "6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a01"
+    )]
     pub conversation_id: Option<String>,
     /// Instead of `conversationId`: what to find the live conversation by.
     #[serde(default)]
+    #[schema(nullable = false)]
     pub lookup: Option<LookupRequest>,
+    /// The participant to write to. Absent (or empty): the purpose selects one.
     #[serde(default)]
+    #[schema(
+        nullable = false,
+        pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     pub participant_id: Option<String>,
+    /// A Genesys participant purpose, in any letter case; `customer` by default.
     #[serde(default)]
+    #[schema(nullable = false, schema_with = purpose_schema)]
     pub purpose: Option<String>,
+    /// At least one attribute: strings are written as they are, numbers and booleans as their JSON
+    /// text. The UTF-8 bytes of keys and values must fit `limits.max_attributes_bytes` (2048 by
+    /// default; 422 `attributes_too_large` beyond).
+    #[schema(schema_with = attributes_schema)]
     pub attributes: serde_json::Value,
+    /// Overrides `verify.enabled` for this update.
     #[serde(default)]
+    #[schema(nullable = false)]
     pub verify: Option<bool>,
 }
 
 /// `lookup`: exactly one of `userId`, `ani` and `externalContactId`, with an optional `mediaType`
 /// (default `voice`) and `pick` (`"latest"` takes the newest of several matches).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
     expecting = "an object with one of `userId`, `ani` and `externalContactId`"
 )]
+#[schema(as = Lookup)]
 pub struct LookupRequest {
+    /// The agent's Genesys user id: their live conversation (the agent by default).
     #[serde(default)]
+    #[schema(
+        nullable = false,
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub user_id: Option<String>,
+    /// The number the customer called from, with its country code: `+13175550123`; the parser
+    /// also takes `tel:+13175550123` and spaces, dashes, dots and parentheses between digits.
     #[serde(default)]
+    #[schema(
+        nullable = false,
+        pattern = "^\\+?[1-9][0-9]{7,14}$",
+        example = "+13175550123"
+    )]
     pub ani: Option<String>,
+    /// The Genesys external contact on the conversation.
     #[serde(default)]
+    #[schema(
+        nullable = false,
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub external_contact_id: Option<String>,
+    /// `voice` by default.
     #[serde(default)]
+    #[schema(nullable = false, schema_with = media_type_schema)]
     pub media_type: Option<String>,
+    /// `latest`: the newest of several matches, instead of 409 `ambiguous_lookup`.
     #[serde(default)]
+    #[schema(nullable = false, schema_with = pick_schema)]
     pub pick: Option<String>,
 }
 
-/// What `POST /v1/attributes` takes, field by field, so a misspelling is refused by name.
-pub const REQUEST_SHAPE: Shape = Shape {
-    what: "a JSON object with `attributes` and a `conversationId` or a `lookup`",
-    fields: &[
-        "conversationId",
-        "lookup",
-        "participantId",
-        "purpose",
-        "attributes",
-        "verify",
-    ],
-    nested: &[("lookup", &LOOKUP_SHAPE)],
-};
+/// One of `values`, as text.
+fn one_of(values: &[&'static str]) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
 
-pub const LOOKUP_SHAPE: Shape = Shape {
-    what: "an object with one of `userId`, `ani` and `externalContactId`",
-    fields: &["userId", "ani", "externalContactId", "mediaType", "pick"],
-    nested: &[],
-};
+fn purpose_schema() -> utoipa::openapi::Object {
+    one_of(crate::domain::PURPOSES)
+}
+
+fn media_type_schema() -> utoipa::openapi::Object {
+    one_of(crate::domain::lookup::MEDIA_TYPES)
+}
+
+fn pick_schema() -> utoipa::openapi::Object {
+    one_of(&["latest"])
+}
+
+/// A non-empty object of named strings, numbers and booleans.
+fn attributes_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    use utoipa::openapi::OneOfBuilder;
+    let scalar = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .min_properties(Some(1))
+        .additional_properties(Some(AdditionalProperties::RefOr(scalar.into())))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("\\S")),
+        ))
+        .build()
+}
+
+/// The rules between fields that [`AttributesRequest::parse_request`] and
+/// [`LookupRequest::parse`] enforce, as JSON Schema for the document: a request names exactly one
+/// of `conversationId` and `lookup`; a lookup exactly one key. Each is a `oneOf` of the derived
+/// object, every alternative requiring its own field and allowing none of the others.
+pub fn request_rules(schemas: &mut serde_json::Map<String, serde_json::Value>) {
+    fn exactly_one(schema: &mut serde_json::Value, alternatives: &[&str]) {
+        let base = schema.clone();
+        let branches = alternatives
+            .iter()
+            .map(|chosen| {
+                let mut branch = base.clone();
+                if let Some(properties) = branch["properties"].as_object_mut() {
+                    properties
+                        .retain(|name, _| name == chosen || !alternatives.contains(&name.as_str()));
+                }
+                let mut required: Vec<serde_json::Value> =
+                    branch["required"].as_array().cloned().unwrap_or_default();
+                required.push((*chosen).into());
+                branch["required"] = required.into();
+                branch["additionalProperties"] = false.into();
+                branch
+            })
+            .collect::<Vec<_>>();
+        let mut rules = serde_json::Map::new();
+        if let Some(description) = base.get("description") {
+            rules.insert("description".into(), description.clone());
+        }
+        rules.insert("oneOf".into(), branches.into());
+        *schema = rules.into();
+    }
+    if let Some(request) = schemas.get_mut("AttributesRequest") {
+        exactly_one(request, &["conversationId", "lookup"]);
+    }
+    if let Some(lookup) = schemas.get_mut("Lookup") {
+        exactly_one(lookup, &["userId", "ani", "externalContactId"]);
+    }
+}
+
+/// What `POST /v1/attributes` takes, field by field, so a misspelling is refused by name.
+pub static REQUEST_SHAPE: LazyLock<Shape> = LazyLock::new(|| {
+    Shape::of::<AttributesRequest>(
+        "a JSON object with `attributes` and a `conversationId` or a `lookup`",
+        vec![("lookup", &*LOOKUP_SHAPE)],
+    )
+});
+
+pub static LOOKUP_SHAPE: LazyLock<Shape> = LazyLock::new(|| {
+    Shape::of::<LookupRequest>(
+        "an object with one of `userId`, `ani` and `externalContactId`",
+        Vec::new(),
+    )
+});
 
 impl LookupRequest {
     pub fn parse(&self) -> Result<Lookup, ApiError> {
@@ -164,12 +284,12 @@ impl AttributesRequest {
 
 /// The handler: parse, then hand over to [`intake::accept`].
 #[utoipa::path(post, path = "/v1/attributes", tag = "attributes",
-    request_body(content = crate::api::openapi::AttributesRequestDoc, content_type = "application/json"),
+    request_body(content = AttributesRequest, content_type = "application/json"),
     params(
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the job is committed"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within idempotency.ttl_s answers with the original job or answer"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. A repeat within idempotency.ttl_s answers with the original job or answer"),
     ),
-    responses(crate::api::openapi::WriteResponses),
+    responses(crate::api::responses::WriteResponses),
     security(("bearer" = []), ("apiKey" = []))
 )]
 pub async fn set_attributes(
@@ -248,21 +368,6 @@ mod tests {
         assert!(
             parse(json!({"conversationId": CID, "attributes": {"k": "x".repeat(2047)}})).is_ok()
         );
-    }
-
-    #[test]
-    fn every_field_the_shape_names_is_one_the_request_takes() {
-        // The strict struct is the backstop: a name in the shape it does not know fails here.
-        let nulls = |shape: &Shape| -> serde_json::Value {
-            shape
-                .fields
-                .iter()
-                .map(|f| (f.to_string(), serde_json::Value::Null))
-                .collect::<serde_json::Map<_, _>>()
-                .into()
-        };
-        serde_json::from_value::<AttributesRequest>(nulls(&REQUEST_SHAPE)).unwrap();
-        serde_json::from_value::<LookupRequest>(nulls(&LOOKUP_SHAPE)).unwrap();
     }
 
     proptest! {

@@ -16,7 +16,54 @@ pub struct Shape {
     /// Every field the object may carry, spelled as on the wire.
     pub fields: &'static [&'static str],
     /// Fields whose value, when present and not null, is an object of its own shape.
-    pub nested: &'static [(&'static str, &'static Shape)],
+    pub nested: Vec<(&'static str, &'static Shape)>,
+}
+
+impl Shape {
+    /// The shape of `T` as its derived `Deserialize` reads it: the fields are serde's own wire
+    /// names, so the check, the parser and the OpenAPI document (derived from the same struct)
+    /// cannot disagree.
+    pub fn of<T: DeserializeOwned>(
+        what: &'static str,
+        nested: Vec<(&'static str, &'static Shape)>,
+    ) -> Self {
+        Self {
+            what,
+            fields: serde_fields::<T>(),
+            nested,
+        }
+    }
+}
+
+/// The field names a derived `Deserialize` asks for. Serde passes them to `deserialize_struct`;
+/// this deserializer keeps them and stops. No crate exposes them: serde's derive keeps its `FIELDS`
+/// constant private.
+fn serde_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    struct Fields(Option<&'static [&'static str]>);
+    impl<'de> de::Deserializer<'de> for &mut Fields {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(de::Error::custom("fields read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut fields = Fields(None);
+    let _ = T::deserialize(&mut fields);
+    fields.0.expect("a struct with named fields")
 }
 
 /// How alike two field names must be (Jaro–Winkler, case-insensitive) for one to be suggested for
@@ -57,7 +104,7 @@ fn check(object: &Map<String, Value>, shape: &Shape, within: Option<&str>) -> Re
     if let Some(field) = object.keys().find(|k| !shape.fields.contains(&k.as_str())) {
         return Err(unknown("field", field, within, shape.fields));
     }
-    for (name, inner) in shape.nested {
+    for (name, inner) in &shape.nested {
         match object.get(*name) {
             None | Some(Value::Null) => {}
             Some(Value::Object(o)) => check(o, inner, Some(name))?,
@@ -105,16 +152,30 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const INNER: Shape = Shape {
+    static INNER: Shape = Shape {
         what: "an object with `x`",
         fields: &["x"],
-        nested: &[],
+        nested: Vec::new(),
     };
-    const OUTER: Shape = Shape {
+    static OUTER: std::sync::LazyLock<Shape> = std::sync::LazyLock::new(|| Shape {
         what: "a JSON object with `purpose` and `inner`",
         fields: &["purpose", "conversationId", "inner"],
-        nested: &[("inner", &INNER)],
-    };
+        nested: vec![("inner", &INNER)],
+    });
+
+    #[test]
+    fn a_shape_names_the_fields_serde_reads_as_they_are_spelled_on_the_wire() {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            conversation_id: String,
+            #[serde(rename = "type")]
+            kind: u8,
+        }
+        assert_eq!(serde_fields::<Wire>(), ["conversationId", "type"]);
+        let read: Wire = serde_json::from_str(r#"{"conversationId": "c", "type": 1}"#).unwrap();
+        assert_eq!((read.conversation_id.as_str(), read.kind), ("c", 1));
+    }
 
     fn detail(bytes: &str) -> String {
         match parse::<Value>(bytes.as_bytes(), &OUTER) {

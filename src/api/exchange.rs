@@ -14,6 +14,9 @@ use super::problem::ApiError;
 use crate::domain::AttributeMap;
 use crate::service::{Mismatch, UpdateOutcome};
 
+/// The header that carries a request's id, the caller's or one made for it.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// The 200 answer.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -90,11 +93,7 @@ pub fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<By
 
 pub fn request_id(headers: &HeaderMap, id: Option<&RequestId>) -> String {
     id.and_then(|id| id.header_value().to_str().ok())
-        .or_else(|| {
-            headers
-                .get(crate::api::state::REQUEST_ID_HEADER)
-                .and_then(|v| v.to_str().ok())
-        })
+        .or_else(|| headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()))
         .unwrap_or_default()
         .to_owned()
 }

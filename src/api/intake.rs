@@ -95,11 +95,12 @@ impl Intake {
     }
 }
 
-/// The 202 body.
-#[derive(Serialize)]
+/// The 202 body: the job, and where it stands.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Accepted<'a> {
+pub struct Accepted<'a> {
     job_id: &'a str,
+    #[schema(value_type = crate::queue::JobStatus)]
     status: &'a str,
 }
 
@@ -252,11 +253,7 @@ pub async fn accept(
             let p = ApiError::Update(e.clone()).problem();
             Some(StoredResponse {
                 status: p.status.as_u16(),
-                body: serde_json::json!({
-                    "type": format!("{}{}", super::problem::PROBLEM_TYPE_BASE, p.code),
-                    "title": p.title, "status": p.status.as_u16(), "detail": p.detail, "code": p.code,
-                })
-                .to_string(),
+                body: serde_json::to_string(&p.body(None)).expect("problem bodies serialize"),
                 content_type: "application/problem+json".into(),
             })
         }
@@ -281,7 +278,7 @@ async fn enqueue(
     entry: &mut Entry,
 ) -> Result<Response, ApiError> {
     let mut stored = StoredUpdate::from(update);
-    stored.trace = crate::telemetry::context::current();
+    stored.trace = patchbay_core::trace::current();
     match state.queue.enqueue(stored, request_id, idempotency).await? {
         Enqueued::Created(job) => {
             state.wake.notify_one();

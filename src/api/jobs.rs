@@ -67,10 +67,10 @@ impl From<Job> for JobView {
     params(("id" = String, Path, description = "The jobId of a 202 answer")),
     responses(
         (status = 200, description = "The job", body = JobView),
-        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json",
+        (status = 401, description = "unauthorized", body = crate::api::problem::ProblemBody, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"patchbay\"`"))),
-        (status = 404, description = "job_not_found", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "job_not_found", body = crate::api::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::problem::ProblemBody, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
@@ -140,15 +140,15 @@ const MAX_PAGE: usize = 500;
 /// Dead jobs, in acceptance order, paged (admin keys only).
 #[utoipa::path(get, path = "/v1/dead-letters", tag = "jobs",
     params(
-        ("after" = Option<String>, Query, description = "The last jobId of the previous page"),
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("after" = Option<String>, Query, min_length = 1, description = "The last jobId of the previous page"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
     ),
     responses(
         (status = 200, description = "A page of dead jobs", body = DeadLetters),
-        (status = 400, description = "invalid_request", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json",
+        (status = 400, description = "invalid_request", body = crate::api::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = crate::api::problem::ProblemBody, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"patchbay\"`"))),
-        (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::problem::ProblemBody, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
@@ -175,13 +175,13 @@ pub async fn dead_letters(
 #[utoipa::path(post, path = "/v1/dead-letters/{id}/replay", tag = "jobs",
     params(("id" = String, Path, description = "A dead job's jobId")),
     responses(
-        (status = 202, description = "Queued again", body = crate::api::openapi::AcceptedDoc,
+        (status = 202, description = "Queued again", body = crate::api::intake::Accepted,
             headers(("Location" = String, description = "/v1/jobs/<jobId>"))),
-        (status = 401, description = "unauthorized", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json",
+        (status = 401, description = "unauthorized", body = crate::api::problem::ProblemBody, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"patchbay\"`"))),
-        (status = 404, description = "job_not_found", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "not_dead", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "job_not_found", body = crate::api::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "not_dead", body = crate::api::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "queue_unavailable, shutting_down", body = crate::api::problem::ProblemBody, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]

@@ -1,203 +1,20 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations and the types they use, so it
-//! cannot drift from the code. Served at `GET /openapi.json`.
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and the very types they parse
+//! and answer with, so it cannot drift from the code. Served at `GET /openapi.json`.
 
+use axum::extract::State;
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
+use super::attributes::{request_rules, AttributesRequest, LookupRequest};
 use super::exchange::{AttributesResponse, MismatchBody};
+use super::hooks::HookRoutes;
+use super::intake::Accepted;
 use super::jobs::{DeadLetters, JobView};
+use super::problem::{ProblemBody, PROBLEM_CODES};
+use super::state::AppState;
 use crate::api::health::Readiness;
 use crate::queue::{JobStatus, StoredProblem};
-
-/// Every problem `code` Patchbay answers with.
-pub const PROBLEM_CODES: &[&str] = &[
-    "invalid_request",
-    "unauthorized",
-    "not_found",
-    "method_not_allowed",
-    "conversation_not_found",
-    "participant_not_found",
-    "job_not_found",
-    "conversation_ended",
-    "ambiguous_lookup",
-    "idempotency_in_progress",
-    "not_dead",
-    "payload_too_large",
-    "attributes_too_large",
-    "idempotency_key_reused",
-    "rate_limited",
-    "upstream_auth_failed",
-    "upstream_error",
-    "queue_unavailable",
-    "shutting_down",
-    "upstream_timeout",
-];
-
-/// An RFC 9457 problem, as every error is answered (`application/problem+json`).
-#[derive(ToSchema)]
-#[schema(as = Problem)]
-#[allow(dead_code)]
-pub struct ProblemDoc {
-    /// A URI naming the problem type: `https://patchbay.dev/problems/<code>`.
-    #[schema(rename = "type")]
-    kind: String,
-    title: String,
-    status: u16,
-    /// A sentence for people; never internals.
-    detail: String,
-    /// Stable and machine-readable.
-    #[schema(inline, value_type = String, example = "conversation_ended")]
-    code: String,
-    /// The request's id, as in the `x-request-id` header.
-    #[schema(rename = "requestId")]
-    request_id: String,
-}
-
-/// A Genesys participant purpose (`crate::domain::PURPOSES`; any letter case is accepted).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-#[schema(as = Purpose, rename_all = "lowercase")]
-pub enum PurposeDoc {
-    Customer,
-    Agent,
-    User,
-    External,
-    Acd,
-    Ivr,
-    Api,
-    Botflow,
-    Campaign,
-    Dialer,
-    Fax,
-    Group,
-    Inbound,
-    Manual,
-    Outbound,
-    Station,
-    Voicemail,
-    Voicesurveyflow,
-    Workflow,
-}
-
-/// An attribute value: strings are written as they are; numbers and booleans as their JSON text.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-#[schema(as = AttributeValue)]
-pub enum AttributeValueDoc {
-    String(String),
-    Number(f64),
-    Boolean(bool),
-}
-
-/// The body of `POST /v1/attributes`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-#[schema(as = AttributesRequest)]
-pub struct AttributesRequestDoc {
-    /// The live conversation. Required unless `lookup` is sent instead.
-    #[schema(
-        rename = "conversationId",
-        nullable = false,
-        example = "6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a01",
-        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-    )]
-    conversation_id: Option<String>,
-    /// Instead of `conversationId`: find the live conversation.
-    #[schema(nullable = false)]
-    lookup: Option<LookupDoc>,
-    /// The participant to write to. Absent (or empty): the purpose selects one.
-    #[schema(
-        rename = "participantId",
-        nullable = false,
-        pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
-    )]
-    participant_id: Option<String>,
-    /// A Genesys participant purpose; `customer` by default.
-    #[schema(nullable = false)]
-    purpose: Option<PurposeDoc>,
-    /// At least one attribute. UTF-8 bytes of keys and values within `limits.max_attributes_bytes`.
-    attributes: std::collections::BTreeMap<String, AttributeValueDoc>,
-    /// Override `verify.enabled`.
-    #[schema(nullable = false)]
-    verify: Option<bool>,
-}
-
-/// Exactly one of `userId`, `ani` and `externalContactId`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-#[schema(as = Lookup)]
-pub struct LookupDoc {
-    /// The agent's Genesys user id: their live conversation (the agent by default).
-    #[schema(rename = "userId", nullable = false)]
-    user_id: Option<String>,
-    /// The number the customer called from, with its country code: `+13175550123`, `13175550123`,
-    /// `tel:+13175550123`; spaces, dashes, dots and parentheses are ignored.
-    #[schema(nullable = false, example = "+13175550123")]
-    ani: Option<String>,
-    /// The Genesys external contact on the conversation.
-    #[schema(rename = "externalContactId", nullable = false)]
-    external_contact_id: Option<String>,
-    /// `voice` by default.
-    #[schema(rename = "mediaType", nullable = false)]
-    media_type: Option<String>,
-    /// `latest`: the newest of several matches, instead of 409 `ambiguous_lookup`.
-    #[schema(nullable = false)]
-    pick: Option<String>,
-}
-
-/// The 202 answer of an asynchronous request.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-#[schema(as = Accepted)]
-pub struct AcceptedDoc {
-    #[schema(rename = "jobId")]
-    job_id: String,
-    status: JobStatus,
-}
-
-/// The answers of the two write endpoints, `POST /v1/attributes` and `POST /v1/hooks/{name}`.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
-pub enum WriteResponses {
-    /// Written, and read back from Genesys
-    #[response(status = 200)]
-    Written(AttributesResponse),
-    /// Accepted for asynchronous delivery: committed durably
-    #[response(status = 202, headers(("Location" = String, description = "/v1/jobs/<jobId>")))]
-    Accepted(AcceptedDoc),
-    /// invalid_request
-    #[response(status = 400, content_type = "application/problem+json")]
-    BadRequest(ProblemDoc),
-    /// unauthorized
-    #[response(status = 401, content_type = "application/problem+json",
-        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"patchbay\"`; on a webhook route, `Basic` or `Signature` by its scheme")))]
-    Unauthorized(ProblemDoc),
-    /// conversation_not_found, participant_not_found, or (hooks) not_found
-    #[response(status = 404, content_type = "application/problem+json")]
-    NotFound(ProblemDoc),
-    /// conversation_ended, idempotency_in_progress
-    #[response(status = 409, content_type = "application/problem+json")]
-    Conflict(ProblemDoc),
-    /// payload_too_large
-    #[response(status = 413, content_type = "application/problem+json")]
-    PayloadTooLarge(ProblemDoc),
-    /// attributes_too_large, idempotency_key_reused
-    #[response(status = 422, content_type = "application/problem+json")]
-    Unprocessable(ProblemDoc),
-    /// rate_limited (with Retry-After)
-    #[response(status = 429, content_type = "application/problem+json")]
-    RateLimited(ProblemDoc),
-    /// upstream_auth_failed, upstream_error
-    #[response(status = 502, content_type = "application/problem+json")]
-    BadGateway(ProblemDoc),
-    /// queue_unavailable, shutting_down (with Retry-After)
-    #[response(status = 503, content_type = "application/problem+json")]
-    Unavailable(ProblemDoc),
-    /// upstream_timeout
-    #[response(status = 504, content_type = "application/problem+json")]
-    Timeout(ProblemDoc),
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -218,7 +35,7 @@ pub enum WriteResponses {
         openapi_json,
     ),
     components(schemas(
-        AttributesRequestDoc, LookupDoc, AttributeValueDoc, PurposeDoc, AttributesResponse, MismatchBody, ProblemDoc, AcceptedDoc,
+        AttributesRequest, LookupRequest, AttributesResponse, MismatchBody, ProblemBody, Accepted,
         JobView, JobStatus, StoredProblem, DeadLetters, Readiness
     )),
     modifiers(&Security, &ProblemCodes),
@@ -294,22 +111,52 @@ impl Modify for ProblemCodes {
                     .into(),
             );
         }
-        // The request bodies refuse fields they do not name (a misspelling must not pass as absent).
-        for name in ["AttributesRequest", "Lookup"] {
-            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
-                object.additional_properties = Some(Box::new(
-                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
-                ));
-            }
-        }
     }
 }
+
+/// The document: what utoipa derives, with the rules between fields the parser enforces.
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        request_rules(schemas);
+    }
+    doc
+}
+
+/// The document for this deployment: each configured webhook route is a path of its own, whose
+/// body is the schema its mapping derives (what the generic `/v1/hooks/{name}` cannot say).
+pub fn document_for(routes: &HookRoutes) -> serde_json::Value {
+    let mut doc = document();
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return doc;
+    };
+    let Some(generic) = paths.get(GENERIC_HOOK).cloned() else {
+        return doc;
+    };
+    if routes.names().next().is_none() {
+        return doc;
+    }
+    paths.remove(GENERIC_HOOK);
+    for (name, route) in routes.iter() {
+        let mut item = generic.clone();
+        let post = &mut item["post"];
+        if let Some(params) = post["parameters"].as_array_mut() {
+            params.retain(|p| p["in"] != "path");
+        }
+        post["operationId"] = format!("hook_{name}").into();
+        post["requestBody"]["content"]["application/json"]["schema"] = route.mapping.body_schema();
+        paths.insert(format!("/v1/hooks/{name}"), item);
+    }
+    doc
+}
+
+const GENERIC_HOOK: &str = "/v1/hooks/{name}";
 
 /// The OpenAPI document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "This document", content_type = "application/json")))]
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi_json(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(document_for(&state.hooks))
 }
 
 #[cfg(test)]
@@ -317,44 +164,106 @@ mod tests {
     use super::*;
     use crate::api::ApiError;
 
+    /// The properties every alternative of a `oneOf` schema names, together.
+    fn properties(schema: &serde_json::Value) -> std::collections::BTreeSet<String> {
+        schema["oneOf"]
+            .as_array()
+            .expect("a oneOf of alternatives")
+            .iter()
+            .flat_map(|branch| branch["properties"].as_object().unwrap().keys().cloned())
+            .collect()
+    }
+
     #[test]
-    fn the_document_names_every_purpose_and_problem_code() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
-        let purposes = &doc["components"]["schemas"]["Purpose"]["enum"];
-        let listed: Vec<&str> = purposes
+    fn the_document_takes_the_requests_fields_and_rules_from_the_parsers_own_structs() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for (body, shape, alternatives) in [
+            (
+                "AttributesRequest",
+                &*crate::api::attributes::REQUEST_SHAPE,
+                vec!["conversationId", "lookup"],
+            ),
+            (
+                "Lookup",
+                &*crate::api::attributes::LOOKUP_SHAPE,
+                vec!["userId", "ani", "externalContactId"],
+            ),
+        ] {
+            let schema = &schemas[body];
+            assert_eq!(
+                properties(schema),
+                shape.fields.iter().map(|f| f.to_string()).collect(),
+                "{body}: the document and the parser name the same fields"
+            );
+            let branches = schema["oneOf"].as_array().unwrap();
+            assert_eq!(branches.len(), alternatives.len(), "{body}");
+            for (branch, chosen) in branches.iter().zip(&alternatives) {
+                assert_eq!(branch["additionalProperties"], false, "{body}");
+                let required = branch["required"].as_array().unwrap();
+                assert!(required.iter().any(|r| r == chosen), "{body}: {chosen}");
+                for other in alternatives.iter().filter(|a| *a != chosen) {
+                    assert!(
+                        branch["properties"].get(*other).is_none(),
+                        "{body}: {other}"
+                    );
+                }
+            }
+        }
+        let request = &schemas["AttributesRequest"]["oneOf"][0]["properties"];
+        let purposes: Vec<&str> = request["purpose"]["enum"]
             .as_array()
             .unwrap()
             .iter()
             .map(|p| p.as_str().unwrap())
             .collect();
-        assert_eq!(listed, crate::domain::PURPOSES);
-        let codes = &doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"];
+        assert_eq!(purposes, crate::domain::PURPOSES);
+        assert_eq!(request["attributes"]["minProperties"], 1);
+        assert!(request["conversationId"]["pattern"].is_string());
+        let codes = &schemas["Problem"]["properties"]["code"]["enum"];
         assert_eq!(codes.as_array().unwrap().len(), PROBLEM_CODES.len());
-        for body in ["AttributesRequest", "Lookup"] {
-            let schema = &doc["components"]["schemas"][body];
-            assert_eq!(schema["additionalProperties"], false, "{body}");
-            let documented: Vec<&str> = schema["properties"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(String::as_str)
-                .collect();
-            let taken = match body {
-                "Lookup" => crate::api::attributes::LOOKUP_SHAPE.fields,
-                _ => crate::api::attributes::REQUEST_SHAPE.fields,
-            };
-            assert_eq!(
-                documented.iter().collect::<std::collections::BTreeSet<_>>(),
-                taken.iter().collect(),
-                "{body}: the document and the parser name the same fields"
-            );
-        }
         for scheme in ["bearer", "apiKey", "basic", "signature"] {
             assert!(
                 doc["components"]["securitySchemes"][scheme].is_object(),
                 "{scheme}"
             );
         }
+    }
+
+    #[test]
+    fn every_answer_of_a_write_declares_its_headers() {
+        let doc = document();
+        let responses = &doc["paths"]["/v1/attributes"]["post"]["responses"];
+        for (status, answer) in responses.as_object().unwrap() {
+            assert!(answer["headers"]["x-request-id"].is_object(), "{status}");
+        }
+        for status in ["429", "503"] {
+            assert!(
+                responses[status]["headers"]["Retry-After"].is_object(),
+                "{status}"
+            );
+        }
+        assert!(responses["200"]["headers"]["Idempotent-Replayed"].is_object());
+    }
+
+    #[test]
+    fn the_readmes_table_of_problem_codes_is_the_code_list() {
+        let readme = include_str!("../../README.md");
+        // The table's rows: `| `code` | status | meaning |`, with a 4xx or 5xx status.
+        let listed: std::collections::BTreeSet<&str> = readme
+            .lines()
+            .filter_map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                let status: u16 = cells.get(2)?.parse().ok()?;
+                let code = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                (400..600).contains(&status).then_some(code)
+            })
+            .collect();
+        let table: std::collections::BTreeSet<&str> = PROBLEM_CODES.iter().copied().collect();
+        assert_eq!(
+            listed, table,
+            "README's problem codes and PROBLEM_CODES differ"
+        );
     }
 
     #[test]

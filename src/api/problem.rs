@@ -110,16 +110,64 @@ pub struct Problem {
     pub cause: String,
 }
 
-#[derive(Serialize)]
+/// Every problem `code` Patchbay answers with.
+pub const PROBLEM_CODES: &[&str] = &[
+    "invalid_request",
+    "unauthorized",
+    "not_found",
+    "method_not_allowed",
+    "conversation_not_found",
+    "participant_not_found",
+    "job_not_found",
+    "conversation_ended",
+    "ambiguous_lookup",
+    "idempotency_in_progress",
+    "not_dead",
+    "payload_too_large",
+    "attributes_too_large",
+    "idempotency_key_reused",
+    "rate_limited",
+    "upstream_auth_failed",
+    "upstream_error",
+    "queue_unavailable",
+    "shutting_down",
+    "upstream_timeout",
+];
+
+/// An RFC 9457 problem, as every error is answered (`application/problem+json`): the one body,
+/// written by [`render_problems`] and kept with an idempotent answer, and documented in OpenAPI.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ProblemBody<'a> {
+#[schema(as = Problem)]
+pub struct ProblemBody<'a> {
+    /// A URI naming the problem type: `https://patchbay.dev/problems/<code>`.
     #[serde(rename = "type")]
     kind: String,
     title: &'a str,
     status: u16,
+    /// A sentence for people; never internals.
     detail: &'a str,
+    /// Stable and machine-readable: one of [`PROBLEM_CODES`].
+    #[schema(example = "conversation_ended")]
     code: &'a str,
-    request_id: &'a str,
+    /// The request's id, as in the `x-request-id` header; absent from an answer replayed for an
+    /// `Idempotency-Key`, which keeps the first request's body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+impl Problem {
+    /// The body callers get: the request's id when there is one.
+    pub fn body<'a>(&'a self, request_id: Option<&'a str>) -> ProblemBody<'a> {
+        ProblemBody {
+            kind: format!("{PROBLEM_TYPE_BASE}{}", self.code),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            request_id,
+        }
+    }
 }
 
 impl ApiError {
@@ -321,14 +369,7 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     } else {
         tracing::info!(code = problem.code, status = problem.status.as_u16(), cause = %problem.cause, "request refused");
     }
-    let body = ProblemBody {
-        kind: format!("{PROBLEM_TYPE_BASE}{}", problem.code),
-        title: problem.title,
-        status: problem.status.as_u16(),
-        detail: &problem.detail,
-        code: problem.code,
-        request_id: &request_id,
-    };
+    let body = problem.body(Some(&request_id));
     let (mut parts, _) = response.into_parts();
     parts.headers.insert(
         header::CONTENT_TYPE,

@@ -2,8 +2,8 @@
 //! containers; and, when `[telemetry] otlp_endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`) is set,
 //! OpenTelemetry traces exported over OTLP/HTTP with protobuf.
 
-pub mod context;
 mod export;
+pub mod otlp_client;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -23,9 +23,7 @@ use crate::config::{LogFormat, TelemetrySettings};
 /// request line, which carries a notification channel's id, a secret that opens its socket.
 const QUIET: &[&str] = &["tungstenite=info", "tokio_tungstenite=info"];
 
-/// The target of spans made for traces alone (a lane's round, each Genesys call): they are
-/// exported, and never change what a log line shows as its current span.
-pub const TRACE_TARGET: &str = "patchbay::trace";
+pub use patchbay_core::trace::TRACE_TARGET;
 
 /// Installs the global subscriber, logs only. `RUST_LOG` wins over `default_filter`, but not over
 /// [`QUIET`].
@@ -80,7 +78,7 @@ fn provider(settings: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_http_client(context::OtlpClient::new(settings.export_timeout())?)
+        .with_http_client(otlp_client::OtlpClient::new(settings.export_timeout())?)
         .with_timeout(settings.export_timeout());
     let endpoint = settings.otlp_endpoint.trim();
     if !endpoint.is_empty() {

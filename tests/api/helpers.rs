@@ -3,11 +3,10 @@
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 
-use patchbay::app::run;
 use patchbay::config::Settings;
 use patchbay::demo::settings_for_simulator;
 use patchbay::sim::Simulator;
-use patchbay::AppState;
+use patchbay::Application;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -32,6 +31,8 @@ fn init_tracing() {
 
 pub struct TestApp {
     pub address: String,
+    /// `server.admin_listen`'s address as bound, when the test set one.
+    pub admin_address: Option<String>,
     pub sim: Simulator,
     pub sim_url: String,
     pub http: reqwest::Client,
@@ -80,17 +81,18 @@ pub async fn spawn_app_on(sim: Simulator, adjust: impl FnOnce(&mut Settings)) ->
     settings.mirror.enabled = false;
     adjust(&mut settings);
     settings.validate().expect("test settings are valid");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
     let queue_path = settings.queue.path.clone();
-    let state = AppState::new(settings).unwrap();
-    let mirror = state.engine.mirror().cloned();
+    let application = Application::build(settings).await.unwrap();
+    let address = format!("http://{}", application.address());
+    let admin_address = application.admin_address().map(|a| format!("http://{a}"));
+    let mirror = application.state().engine.mirror().cloned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(run(state, listener, async {
+    let server = tokio::spawn(application.run_until(async {
         let _ = stopped.await;
     }));
     TestApp {
         address,
+        admin_address,
         sim,
         sim_url,
         http: reqwest::Client::new(),
@@ -321,15 +323,6 @@ pub async fn test_redis_url() -> String {
     url
 }
 
-/// A port nothing listens on now, for a process a test starts.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A key prefix no other test run uses.
 pub fn unique_prefix() -> String {
     format!("patchbay-test-{}", uuid::Uuid::new_v4().simple())
@@ -418,12 +411,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(env: Vec<(String, String)>, port: u16) -> Self {
+    /// A gateway process with `env`. Without `PATCHBAY__SERVER__LISTEN` it listens on a port the
+    /// system chooses, which [`Gateway::start`] reads from the gateway's own start-up line.
+    pub fn new(mut env: Vec<(String, String)>) -> Self {
+        if !env.iter().any(|(k, _)| k == LISTEN) {
+            env.push((LISTEN.into(), "127.0.0.1:0".into()));
+        }
         Self {
             env,
             args: Vec::new(),
             child: None,
-            address: format!("http://127.0.0.1:{port}"),
+            address: String::new(),
             log: std::env::temp_dir().join(format!(
                 "patchbay-gateway-{}.log",
                 uuid::Uuid::new_v4().simple()
@@ -433,15 +431,9 @@ impl Gateway {
 
     /// A gateway in front of `sim_url` with test-speed settings; `extra` overrides or adds variables.
     pub fn in_front_of(sim_url: &str, extra: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let store =
             std::env::temp_dir().join(format!("patchbay-gw-{}", uuid::Uuid::new_v4().simple()));
         let mut env: std::collections::BTreeMap<String, String> = [
-            ("PATCHBAY__SERVER__LISTEN", format!("127.0.0.1:{port}")),
             ("PATCHBAY__GENESYS__LOGIN_URL", sim_url.to_string()),
             ("PATCHBAY__GENESYS__API_URL", sim_url.to_string()),
             (
@@ -468,7 +460,7 @@ impl Gateway {
         for (k, v) in extra {
             env.insert(k.to_string(), v.to_string());
         }
-        Self::new(env.into_iter().collect(), port)
+        Self::new(env.into_iter().collect())
     }
 
     /// Extra command-line arguments after `serve`.
@@ -477,20 +469,45 @@ impl Gateway {
         self
     }
 
+    /// Starts the process and waits for its start-up line, which names the address it bound. A
+    /// restart listens on the same address again, as a restarted replica would.
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
+        let logged_before = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
-        cmd.arg("serve").args(&self.args).env("RUST_LOG", "warn");
-        let child = cmd
+        // The start-up line is logged at info under its own target, whatever else is quiet.
+        cmd.arg("serve")
+            .args(&self.args)
+            .env("RUST_LOG", "warn,patchbay::serving=info");
+        let mut child = cmd
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("the patchbay binary starts");
+        let started = std::time::Instant::now();
+        let address = loop {
+            let text = self.log_text();
+            if let Some(address) = serving_address(&text[logged_before.min(text.len())..]) {
+                break address;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the gateway exited ({status}) before serving:\n{text}");
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(15),
+                "the gateway never said where it serves:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        self.address = format!("http://{address}");
+        if let Some((_, listen)) = self.env.iter_mut().find(|(k, _)| k == LISTEN) {
+            *listen = address;
+        }
         self.child = Some(child);
     }
 
@@ -534,6 +551,25 @@ impl Gateway {
             child.wait().unwrap();
         }
     }
+}
+
+const LISTEN: &str = "PATCHBAY__SERVER__LISTEN";
+
+/// The address on the gateway's start-up line (`patchbay is serving`), in either log format.
+fn serving_address(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("patchbay is serving"))?;
+    let at = line
+        .find("listen=")
+        .map(|i| i + "listen=".len())
+        .or_else(|| {
+            line.find("\"listen\":\"")
+                .map(|i| i + "\"listen\":\"".len())
+        })?;
+    let address: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    (!address.is_empty()).then_some(address)
 }
 
 impl Drop for Gateway {

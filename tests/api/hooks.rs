@@ -575,7 +575,7 @@ fn a_broken_mapping_fails_start_up_naming_the_route() {
         let mut settings = patchbay::demo::settings_for_simulator("http://127.0.0.1:1", API_KEY);
         settings.hooks = hooks_from_toml(toml);
         settings.validate().expect("the rest is valid");
-        let e = patchbay::AppState::new(settings).err().expect("start-up fails").to_string();
+        let e = patchbay::startup::build_state(settings).err().expect("start-up fails").to_string();
         assert!(e.contains("hooks.crm") && e.contains(why), "{toml}: {e}");
     }
 }

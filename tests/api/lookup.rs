@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use patchbay::genesys::model::Conversation;
+use patchbay::sim::wire::Conversation;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -170,7 +170,7 @@ async fn an_analytics_hit_the_read_shows_is_no_longer_a_match_is_not_written() {
     let (cid, _, _, mut c) = call(7, "+13175550128", 60);
     c.participants[0].end_time = Some(now_iso(0));
     c.participants[0]
-        .media
+        .communications
         .insert("calls".into(), json!([{"state": "disconnected"}]));
     app.sim.insert_conversation(c);
     app.post_attributes(by(json!({"ani": "+13175550128"})))

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use patchbay::genesys::model::Conversation;
 use patchbay::mirror::Trust;
+use patchbay::sim::wire::Conversation;
 use patchbay::Settings;
 use serde_json::{json, Value};
 

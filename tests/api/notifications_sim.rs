@@ -434,7 +434,7 @@ async fn a_channels_socket_beats_answers_pings_and_pushes_each_change_of_a_queue
 
     // A call's end is pushed too.
     app.sim.end_conversation(SEED_ACTIVE_CALL);
-    let ended: patchbay::genesys::model::Conversation =
+    let ended: patchbay::sim::wire::Conversation =
         serde_json::from_value(next_event(&mut socket).await["eventBody"].clone()).unwrap();
     assert!(ended.is_ended());
 

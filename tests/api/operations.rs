@@ -59,20 +59,17 @@ async fn metrics_count_requests_genesys_calls_tokens_verifications_and_the_queue
 
 #[tokio::test]
 async fn metrics_move_to_the_admin_address_when_one_is_set() {
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let app = spawn_app_with(move |s| s.server.admin_listen = Some(admin)).await;
+    let app =
+        spawn_app_with(|s| s.server.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await;
     app.get("/metrics").await.assert_problem(404, "not_found");
-    let mut text = String::new();
-    for _ in 0..50 {
-        if let Ok(r) = reqwest::get(format!("http://{admin}/metrics")).await {
-            text = r.text().await.unwrap();
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // Bound before the app runs: the address is ready when the app is handed back.
+    let admin = app.admin_address.as_deref().expect("an admin listener");
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("patchbay_"), "{text}");
 }
 

@@ -30,9 +30,7 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
 
     let mut gateways: Vec<Gateway> = (0..3)
         .map(|n| {
-            let port = free_port();
             let env: Vec<(String, String)> = [
-                ("PATCHBAY__SERVER__LISTEN", format!("127.0.0.1:{port}")),
                 ("PATCHBAY__GENESYS__LOGIN_URL", sim_url.clone()),
                 ("PATCHBAY__GENESYS__API_URL", sim_url.clone()),
                 (
@@ -66,7 +64,7 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-            let mut g = Gateway::new(env, port);
+            let mut g = Gateway::new(env);
             g.start();
             g
         })

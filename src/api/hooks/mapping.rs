@@ -314,6 +314,93 @@ impl Mapping {
 }
 
 /// The text at `pointer`; numbers are accepted as their JSON text (some senders send ids as numbers).
+/// A UUID as Genesys writes its ids.
+const UUID: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+impl Mapping {
+    /// The JSON Schema of the events this route takes, from its own pointers: every pointer the
+    /// mapping needs is a required path to a value of the kind it must find there, every optional
+    /// one an optional path. The OpenAPI document serves it for the route, so a sender (or a
+    /// fuzzer) reads what the mapping will refuse.
+    pub fn body_schema(&self) -> Value {
+        let mut root = serde_json::json!({"type": "object"});
+        let uuid = serde_json::json!({"type": "string", "pattern": UUID});
+        let scalar = serde_json::json!({"oneOf": [
+            {"type": "string"}, {"type": "number"}, {"type": "boolean"}
+        ]});
+        if let Some(p) = &self.conversation_id {
+            place(&mut root, p, uuid.clone(), true);
+        }
+        if let Some(l) = &self.lookup {
+            let key = match l.kind {
+                KeyKind::Ani => {
+                    serde_json::json!({"type": "string", "pattern": "^\\+?[1-9][0-9]{7,14}$"})
+                }
+                KeyKind::UserId | KeyKind::ExternalContactId => uuid.clone(),
+            };
+            // With a conversation id to go by, the lookup is the fallback and its key optional.
+            place(&mut root, &l.pointer, key, self.conversation_id.is_none());
+        }
+        if let Some(p) = &self.participant_id {
+            place(&mut root, p, uuid.clone(), false);
+        }
+        if let Some(PurposeSource::Pointer(p)) = &self.purpose {
+            let purposes = serde_json::json!({"type": "string", "enum": crate::domain::PURPOSES});
+            place(&mut root, p, purposes, false);
+        }
+        if let Some(from) = &self.attributes_from {
+            let mut object = serde_json::json!({
+                "type": "object",
+                "additionalProperties": scalar.clone(),
+                "propertyNames": {"pattern": "\\S"}
+            });
+            if self.attributes.is_empty() {
+                object["minProperties"] = 1.into();
+            }
+            place(&mut root, from, object, true);
+        }
+        for source in self.attributes.values() {
+            if let ValueSource::Pointer { pointer, optional } = source {
+                place(&mut root, pointer, scalar.clone(), !optional);
+            }
+        }
+        root
+    }
+}
+
+/// Puts `leaf` at `pointer` in the object schema `root`, the objects on the way made as needed, and
+/// each step required when `required`.
+fn place(root: &mut Value, pointer: &Pointer, leaf: Value, required: bool) {
+    let tokens: Vec<String> = pointer
+        .as_str()
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let mut node = root;
+    for (i, token) in tokens.iter().enumerate() {
+        if required {
+            let list = node["required"].as_array_mut();
+            match list {
+                Some(list) if list.iter().any(|r| r == token.as_str()) => {}
+                Some(list) => list.push(token.as_str().into()),
+                None => node["required"] = serde_json::json!([token]),
+            }
+        }
+        if !node["properties"].is_object() {
+            node["properties"] = serde_json::json!({});
+        }
+        let last = i + 1 == tokens.len();
+        let child = &mut node["properties"][token.as_str()];
+        if last {
+            *child = leaf.clone();
+        } else if !child.is_object() || child.get("type") != Some(&Value::from("object")) {
+            *child = serde_json::json!({"type": "object"});
+        }
+        node = child;
+    }
+}
+
 fn optional_text(pointer: &Pointer, event: &Value) -> Result<Option<String>, MappingError> {
     match pointer.find(event) {
         None => Ok(None),

@@ -3,18 +3,16 @@
 
 pub mod auth;
 pub mod mapping;
+pub mod routes;
 /// The routes' configuration lives with the rest of the configuration.
 pub use crate::config::hooks as settings;
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+pub use routes::{HookRoute, HookRoutes};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
-use secrecy::SecretString;
 use tower_http::request_id::RequestId;
 
 use crate::api::body;
@@ -22,83 +20,7 @@ use crate::api::exchange::{read_body, request_id};
 use crate::api::intake::{self, Intake};
 use crate::api::state::AppState;
 use crate::api::ApiError;
-use crate::config::{ConfigError, Problem};
 use auth::{HookAuth, Inbound};
-use mapping::Mapping;
-use settings::HookSettings;
-
-/// One compiled route.
-pub struct HookRoute {
-    pub mapping: Mapping,
-    pub auth: HookAuth,
-    pub mode: settings::HookMode,
-}
-
-/// Every configured route, by name.
-#[derive(Clone, Default)]
-pub struct HookRoutes(Arc<BTreeMap<String, HookRoute>>);
-
-/// Route names become URL segments and environment variable parts: keep them plain.
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
-
-impl HookRoutes {
-    /// Every route, compiled; or every problem of every route, each at `hooks.<name>`.
-    pub fn compile(
-        hooks: &BTreeMap<String, HookSettings>,
-        global_keys: &[SecretString],
-    ) -> Result<Self, ConfigError> {
-        let mut routes = BTreeMap::new();
-        let mut problems = Vec::new();
-        for (name, settings) in hooks {
-            let mut problem = |reason: String| {
-                problems.push(Problem {
-                    key: format!("hooks.{name}"),
-                    reason,
-                })
-            };
-            if !valid_name(name) {
-                problem("a route name is lower-case letters, digits, `-` and `_`".into());
-            }
-            let mapping = Mapping::compile(settings).map_err(&mut problem);
-            let auth = HookAuth::compile(settings.auth.as_ref(), global_keys)
-                .map_err(|reason| problem(format!("auth: {reason}")));
-            if let (Ok(mapping), Ok(auth)) = (mapping, auth) {
-                routes.insert(
-                    name.clone(),
-                    HookRoute {
-                        mapping,
-                        auth,
-                        mode: settings.mode,
-                    },
-                );
-            }
-        }
-        if problems.is_empty() {
-            Ok(Self(Arc::new(routes)))
-        } else {
-            Err(ConfigError(problems))
-        }
-    }
-
-    /// Every route, by name.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &HookRoute)> {
-        self.0.iter()
-    }
-
-    pub fn get(&self, name: &str) -> Option<&HookRoute> {
-        self.0.get(name)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &String> {
-        self.0.keys()
-    }
-}
 
 /// `POST /v1/hooks/<name>`: authenticate the raw body, then parse, map and apply.
 #[utoipa::path(post, path = "/v1/hooks/{name}", tag = "attributes",
@@ -106,10 +28,10 @@ impl HookRoutes {
     request_body(content = Object, content_type = "application/json"),
     params(
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the job is committed"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within idempotency.ttl_s answers with the original job or answer"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. A repeat within idempotency.ttl_s answers with the original job or answer"),
         ("name" = String, Path, description = "The route's name, as configured in [hooks.<name>]", example = "crm"),
     ),
-    responses(crate::api::openapi::WriteResponses),
+    responses(crate::api::responses::WriteResponses),
     security(("bearer" = []), ("apiKey" = []), ("basic" = []), ("signature" = []))
 )]
 pub async fn receive(

@@ -6,7 +6,7 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::genesys::model::{
+use crate::wire::{
     AnalyticsConversation, AnalyticsConversationQueryResponse, AnalyticsParticipant,
     AnalyticsSession, Conversation, Participant, MEDIA_TYPE_LISTS,
 };
@@ -29,19 +29,19 @@ fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
 fn participant(p: &Participant) -> AnalyticsParticipant {
     let sessions = MEDIA_TYPE_LISTS
         .iter()
-        .filter(|(_, list)| p.media.get(*list).is_some_and(|v| v.is_array()))
+        .filter(|(_, list)| p.communications.get(*list).is_some_and(|v| v.is_array()))
         .map(|(media_type, _)| AnalyticsSession {
             media_type: Some(media_type.to_string()),
-            ani: p.field("ani").map(str::to_string),
-            dnis: p.field("dnis").map(str::to_string),
+            ani: p.ani.clone(),
+            dnis: p.dnis.clone(),
             direction: None,
         })
         .collect();
     AnalyticsParticipant {
         participant_id: p.id.clone(),
         purpose: p.purpose.clone(),
-        user_id: p.field("userId").map(str::to_string),
-        external_contact_id: p.field("externalContactId").map(str::to_string),
+        user_id: p.user_id.clone(),
+        external_contact_id: p.external_contact_id.clone(),
         sessions,
     }
 }
@@ -173,6 +173,6 @@ pub fn answer<'a>(
             .take(size)
             .map(|(_, a)| a)
             .collect(),
-        total_hits: Some(total),
+        total_hits: total,
     })
 }

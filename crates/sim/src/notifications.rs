@@ -16,9 +16,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::routes::error;
 use super::Simulator;
-use crate::genesys::stream::{attributes_topic, queue_topic};
+use crate::errors::error;
+use crate::wire::{attributes_topic, queue_topic};
 
 /// Channels one OAuth client may hold; creating one more evicts one.
 pub const MAX_CHANNELS: usize = 20;
@@ -222,7 +222,7 @@ fn envelope(topic: &str, body: Value) -> String {
 }
 
 /// A conversation as a queue-conversation event carries it: each caller's number as `address`.
-fn queue_event_body(c: &crate::genesys::model::Conversation) -> Value {
+fn queue_event_body(c: &crate::wire::Conversation) -> Value {
     let mut body = serde_json::to_value(c).expect("conversations serialize");
     if let Some(participants) = body["participants"].as_array_mut() {
         for p in participants {

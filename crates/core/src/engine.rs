@@ -81,7 +81,7 @@ impl Entry {
             correlation_id: shared.correlation_id.clone(),
             shared: shared.clone(),
             // Answered inside its round: the round's span, for the update's own span to link.
-            round: crate::telemetry::context::span_context(&tracing::Span::current()),
+            round: crate::trace::span_context(&tracing::Span::current()),
         }));
     }
 
@@ -461,7 +461,7 @@ impl Inner {
                     // A round is a span of the first waiting update's trace, linked to every
                     // update it carries (those join as they are written).
                     let span = tracing::info_span!(
-                        target: crate::telemetry::TRACE_TARGET,
+                        target: crate::trace::TRACE_TARGET,
                         "lane round",
                         otel.name = "lane round",
                         updates = tracing::field::Empty,
@@ -471,7 +471,7 @@ impl Inner {
                         .lock_lanes()
                         .get(&cid)
                         .and_then(|pending| pending.first().map(|e| e.trace.clone()));
-                    crate::telemetry::context::adopt(&span, first.unwrap_or_default());
+                    crate::trace::adopt(&span, first.unwrap_or_default());
                     let round = self.round(cid, slots.into()).instrument(span);
                     if !round.await {
                         return;
@@ -581,7 +581,7 @@ impl Inner {
                 self.updater
                     .read(&mut cx, &cid)
                     .instrument(tracing::info_span!(
-                        target: crate::telemetry::TRACE_TARGET,
+                        target: crate::trace::TRACE_TARGET,
                         "verification",
                         otel.name = "verification",
                         verification.by = "read",
@@ -669,7 +669,7 @@ impl Inner {
     ) -> usize {
         share.updates += batch.len() as u32;
         let round = tracing::Span::current();
-        crate::telemetry::context::link(&round, batch.iter().map(|e| e.trace.clone()));
+        crate::trace::link(&round, batch.iter().map(|e| e.trace.clone()));
         round.record("updates", share.updates);
         let groups = merge(batch, self.max_bytes);
         let mut added = 0;

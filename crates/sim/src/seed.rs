@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::genesys::model::Conversation;
+use crate::wire::Conversation;
 
 /// A live voice call: customer, IVR and queue (both done) and an agent.
 pub const SEED_ACTIVE_CALL: &str = "6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a01";
@@ -154,7 +154,7 @@ pub fn transfer(c: &mut Conversation, to: &str) {
         .filter(|p| p.purpose.as_deref() == Some("agent") && p.is_connected())
     {
         p.end_time = Some(at.into());
-        if let Some(serde_json::Value::Array(items)) = p.media.get_mut("calls") {
+        if let Some(serde_json::Value::Array(items)) = p.communications.get_mut("calls") {
             for item in items {
                 item["state"] = json!("disconnected");
             }
@@ -179,8 +179,8 @@ pub fn end(c: &mut Conversation) {
     for p in &mut c.participants {
         p.end_time
             .get_or_insert_with(|| "2026-11-24T12:00:00.000Z".into());
-        for list in crate::genesys::model::MEDIA_LISTS {
-            if let Some(serde_json::Value::Array(items)) = p.media.get_mut(*list) {
+        for list in crate::wire::MEDIA_LISTS {
+            if let Some(serde_json::Value::Array(items)) = p.communications.get_mut(*list) {
                 for item in items {
                     item["state"] = json!("disconnected");
                 }

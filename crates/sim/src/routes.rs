@@ -14,8 +14,8 @@ use base64::Engine;
 use serde_json::json;
 
 use super::{Op, PendingWrite, RecordedCall, Simulator, Standing};
-use crate::genesys::model::ErrorBody;
-use crate::genesys::{CORRELATION_HEADER, RATELIMIT_ALLOWED, RATELIMIT_COUNT, RATELIMIT_RESET};
+use crate::errors::{error, CorrelationId};
+use crate::wire::{CORRELATION_HEADER, RATELIMIT_ALLOWED, RATELIMIT_COUNT, RATELIMIT_RESET};
 
 /// The media types with their own attributes endpoint.
 const MEDIA_TYPES: &[&str] = &["calls", "callbacks", "chats", "emails", "messages"];
@@ -168,27 +168,6 @@ async fn observe(State(sim): State<Simulator>, request: Request, next: Next) -> 
         at: arrived,
     });
     response
-}
-
-/// The id an error body used as `contextId`, so the header can carry the same one.
-#[derive(Clone)]
-struct CorrelationId(String);
-
-pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let context = uuid::Uuid::new_v4().to_string();
-    let body = ErrorBody {
-        message: Some(message.into()),
-        code: Some(code.into()),
-        status: Some(status.as_u16()),
-        context_id: Some(context.clone()),
-        message_with_params: Some(message.into()),
-        message_params: Some(Default::default()),
-        details: vec![],
-        errors: vec![],
-    };
-    let mut r = (status, Json(body)).into_response();
-    r.extensions_mut().insert(CorrelationId(context));
-    r
 }
 
 fn bad_credentials() -> Response {

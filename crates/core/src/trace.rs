@@ -1,8 +1,8 @@
 //! Trace context across hops: the caller's W3C `traceparent`/`tracestate`, the context a job keeps
-//! for the attempt that applies it, and the HTTP client the OTLP exporter sends with.
+//! for the attempt that applies it, and the links between updates that shared their calls. What
+//! exports the spans is the server's.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
@@ -10,7 +10,11 @@ use opentelemetry::Context;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-struct Headers<'a>(&'a axum::http::HeaderMap);
+/// The target of spans made for traces alone (a lane's round, each Genesys call): they are
+/// exported, and never change what a log line shows as its current span.
+pub const TRACE_TARGET: &str = "patchbay::trace";
+
+struct Headers<'a>(&'a http::HeaderMap);
 
 impl Extractor for Headers<'_> {
     fn get(&self, key: &str) -> Option<&str> {
@@ -39,7 +43,7 @@ impl Extractor for Carrier<'_> {
 }
 
 /// The caller's trace, from its `traceparent` and `tracestate`; empty without them.
-pub fn from_headers(headers: &axum::http::HeaderMap) -> Context {
+pub fn from_headers(headers: &http::HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&Headers(headers))
 }
 
@@ -91,39 +95,4 @@ pub fn span_context(span: &tracing::Span) -> Option<opentelemetry::trace::SpanCo
 /// The trace and span ids of `span`, as logs print them; `None` when it is not recorded.
 pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
     span_context(span).map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
-}
-
-/// The OTLP exporter's HTTP client: the product's own reqwest, with rustls, so an `https://`
-/// collector needs no second TLS stack.
-#[derive(Debug, Clone)]
-pub struct OtlpClient(reqwest::Client);
-
-impl OtlpClient {
-    pub fn new(timeout: Duration) -> anyhow::Result<Self> {
-        Ok(Self(
-            reqwest::Client::builder()
-                .use_rustls_tls()
-                .timeout(timeout)
-                .connect_timeout(timeout)
-                .build()?,
-        ))
-    }
-}
-
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for OtlpClient {
-    async fn send_bytes(
-        &self,
-        request: http::Request<bytes::Bytes>,
-    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
-        let request = reqwest::Request::try_from(request)?;
-        let response = self.0.execute(request).await?;
-        let mut answer = http::Response::builder().status(response.status());
-        if let Some(headers) = answer.headers_mut() {
-            *headers = response.headers().clone();
-        }
-        // A collector's answer is small; a large one is cut, never held whole.
-        let body = response.bytes().await?;
-        Ok(answer.body(body.slice(..body.len().min(1 << 20)))?)
-    }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use url::Url;
 
 /// The commented defaults, compiled in so the binary starts from any working directory.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// The environment prefix: `PATCHBAY__GENESYS__CLIENT_ID` sets `genesys.client_id`.
 pub const ENV_PREFIX: &str = "PATCHBAY";

@@ -500,7 +500,7 @@ impl GenesysClient {
             // One span an attempt, by OpenTelemetry's HTTP client conventions: the path as a
             // template, so no id (a conversation's, a channel's) reaches a trace.
             let span = tracing::info_span!(
-                target: crate::telemetry::TRACE_TARGET,
+                target: crate::trace::TRACE_TARGET,
                 "genesys call",
                 otel.name = tracing::field::Empty,
                 otel.kind = "client",

@@ -139,10 +139,10 @@ impl Workers {
         let contexts: Vec<_> = batch
             .jobs
             .iter()
-            .map(|j| crate::telemetry::context::from_kept(&j.update.trace))
+            .map(|j| crate::trace::from_kept(&j.update.trace))
             .collect();
-        crate::telemetry::context::link(&span, contexts.iter().skip(1).cloned());
-        crate::telemetry::context::adopt(&span, contexts.into_iter().next().unwrap_or_default());
+        crate::trace::link(&span, contexts.iter().skip(1).cloned());
+        crate::trace::adopt(&span, contexts.into_iter().next().unwrap_or_default());
         // Instrumented, not entered: a guard held across an await would lend the span to whatever
         // else the thread runs meanwhile.
         self.attempt(batch, abandon).instrument(span).await

@@ -4,9 +4,11 @@
 //! is also how Genesys's SDKs derive the login URL from a base path that has no `api.` in it.
 
 mod analytics;
+mod errors;
 pub mod notifications;
 mod routes;
 mod seed;
+pub mod wire;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::genesys::model::Conversation;
+pub use crate::wire::Conversation;
 
 pub use seed::{
     SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT, SEED_ACTIVE_CALL_CUSTOMER, SEED_CALLER_AGENT,
@@ -436,7 +438,7 @@ impl Simulator {
                     "live call (added)"
                 });
             out.push_str(&format!("  {} {role}\n", c.id));
-            if let Some(ani) = c.participants.iter().find_map(|p| p.field("ani")) {
+            if let Some(ani) = c.participants.iter().find_map(|p| p.ani.as_deref()) {
                 out.push_str(&format!("      caller {ani}\n"));
             }
             for p in &c.participants {
@@ -507,7 +509,7 @@ impl Simulator {
     pub fn analytics_query(
         &self,
         query: &serde_json::Value,
-    ) -> Result<crate::genesys::model::AnalyticsConversationQueryResponse, String> {
+    ) -> Result<crate::wire::AnalyticsConversationQueryResponse, String> {
         let s = self.lock();
         let now = Instant::now();
         let caught_up = s.conversations.iter().filter(|(id, _)| {

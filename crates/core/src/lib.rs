@@ -1,0 +1,34 @@
+//! Patchbay's core: everything that sets Genesys Cloud participant attributes and proves they
+//! landed, without a web server. The server crate (`patchbay`) puts HTTP, the console and
+//! telemetry export around it; nothing here knows of them.
+//!
+//! Map of the crate, from the bottom up:
+//! - [`domain`]: ids, purposes, attribute maps and lookup keys, valid by construction.
+//! - [`config`]: layered, validated settings, every problem reported at once.
+//! - [`genesys`]: the Genesys Cloud client: token cache, retry policy, wire models, errors, and the
+//!   [`genesys::CallContext`] every call takes (its deadline and budget in, what it spent out).
+//! - [`service`]: the Genesys operations an update is made of: resolve, write, explain, compare.
+//! - [`engine`]: the delivery engine: one lane per conversation, coalescing, shared reads, admission.
+//! - [`mirror`]: the newest snapshot of each conversation the notifications feed showed, and the
+//!   feed that keeps it.
+//! - [`lookup`]: finding the live conversation from a user id, a caller's number or an external
+//!   contact.
+//! - [`queue`]: the asynchronous mode: durable jobs, workers, idempotency keys, dead letters.
+//! - [`journal`]: recent updates (what each became, what it cost) and the minute figures behind the
+//!   console.
+//! - [`cluster`]: several replicas on Redis: shared queue, token, rate budget, channel slots, finds.
+//! - [`metrics`]: the metrics' names and the helpers that record them.
+//! - [`trace`]: trace context across hops (a caller's `traceparent`, a job's kept context).
+
+pub mod cluster;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod genesys;
+pub mod journal;
+pub mod lookup;
+pub mod metrics;
+pub mod mirror;
+pub mod queue;
+pub mod service;
+pub mod trace;
