@@ -59,6 +59,41 @@ fn end_session(port: u16, session: &str) {
     }
 }
 
+/// The port on chromedriver's "started successfully on port N" line. The rest of what it writes is
+/// read and dropped on a thread of its own, so it never blocks on a full pipe.
+fn driver_port(stdout: std::process::ChildStdout) -> u16 {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let port = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split_once("started successfully on port ")
+                .and_then(|(_, rest)| rest.trim_end_matches('.').trim().parse().ok())
+        })
+        .expect("chromedriver says which port it took");
+    std::thread::spawn(move || lines.for_each(drop));
+    port
+}
+
+/// axe-core's script, from the npm registry (`.ci/run` installs the pinned version into
+/// target/axe), or where `PATCHBAY_TEST_AXE` says.
+fn axe_source() -> String {
+    let path = std::env::var("PATCHBAY_TEST_AXE").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/axe/node_modules/axe-core/axe.min.js"
+        )
+        .into()
+    });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the console's accessibility is checked by axe-core ({path}: {e}). Install it with \
+             `npm install --prefix target/axe axe-core@4.14.1` (.ci/run does), or set PATCHBAY_TEST_AXE"
+        )
+    })
+}
+
 /// Processes whose command line names `needle`, read from /proc.
 fn processes_naming(needle: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -86,17 +121,18 @@ impl Browser {
                  does), or set PATCHBAY_TEST_CHROMIUM / PATCHBAY_TEST_CHROMEDRIVER"
             );
         }
-        let port = free_port();
-        let child = {
+        let mut child = {
             use std::os::unix::process::CommandExt;
+            // Port 0: chromedriver takes a port the system chooses, and says which.
             Command::new(&driver)
-                .arg(format!("--port={port}"))
+                .arg("--port=0")
                 .process_group(0)
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("chromedriver starts")
         };
+        let port = driver_port(child.stdout.take().expect("piped"));
         let mut caps = serde_json::Map::new();
         let profile = tempfile_dir();
         caps.insert(
@@ -156,6 +192,29 @@ impl Browser {
             .click()
             .await
             .unwrap();
+    }
+
+    /// axe-core's serious and critical findings on the page shown, against WCAG 2.1 A and AA: each
+    /// as its rule and the elements it found.
+    async fn accessibility_findings(&self, axe: &str) -> Vec<String> {
+        self.client
+            .execute(axe, vec![])
+            .await
+            .expect("axe-core loads");
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+                   .then(r => done(r.violations
+                     .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                     .map(v => v.id + ' (' + v.impact + '): ' + v.nodes.map(n => n.target.join(' ')).join(', '))))
+                   .catch(e => done(['axe failed: ' + e]));",
+                vec![],
+            )
+            .await
+            .expect("axe-core runs");
+        serde_json::from_value(found).expect("a list of findings")
     }
 
     async fn path(&self) -> String {
@@ -283,6 +342,157 @@ async fn a_browser_the_tests_start_leaves_no_process_behind_even_when_a_test_pan
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_page_passes_axe_core_without_a_serious_or_critical_finding() {
+    let axe = axe_source();
+    let app = spawn_app_whose_jobs_die().await;
+    let body = json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"wrapup": "done"}});
+    for _ in 0..2 {
+        let accepted = app.post_async(body.clone(), &[]).await;
+        let id = accepted.body["jobId"].as_str().unwrap().to_string();
+        app.wait_for_job(&id, "dead").await;
+    }
+    let browser = Browser::start().await;
+    let mut report = Vec::new();
+    browser
+        .goto(&format!("{}/console/sign-in", app.address))
+        .await;
+    report.push(("sign-in", browser.accessibility_findings(&axe).await));
+    browser.sign_in(&app, "not-the-key").await;
+    assert_eq!(browser.text("#refused").await, "Sign-in failed.");
+    report.push((
+        "sign-in refused",
+        browser.accessibility_findings(&axe).await,
+    ));
+    browser.sign_in(&app, ADMIN_KEY).await;
+    browser.lands_on("/console/now").await;
+    for page in ["now", "updates", "jobs", "routes"] {
+        browser
+            .goto(&format!("{}/console/{page}", app.address))
+            .await;
+        let headings = browser.client.find_all(Locator::Css("h1")).await.unwrap();
+        assert_eq!(headings.len(), 1, "{page}: one h1");
+        report.push((page, browser.accessibility_findings(&axe).await));
+    }
+    browser
+        .goto(&format!("{}/console/updates", app.address))
+        .await;
+    let open = browser
+        .client
+        .find(Locator::Css("#updates a.open"))
+        .await
+        .expect("a recorded update to open");
+    open.click().await.unwrap();
+    browser.text("#record").await;
+    report.push((
+        "an update's record",
+        browser.accessibility_findings(&axe).await,
+    ));
+    let findings: Vec<_> = report.iter().filter(|(_, f)| !f.is_empty()).collect();
+    assert!(findings.is_empty(), "axe-core found: {findings:#?}");
+
+    // Every dead job's button says which job it replays.
+    browser.goto(&format!("{}/console/jobs", app.address)).await;
+    let mut names = Vec::new();
+    for button in browser
+        .client
+        .find_all(Locator::Css("button.replay"))
+        .await
+        .unwrap()
+    {
+        names.push(button.attr("aria-label").await.unwrap().unwrap_or_default());
+    }
+    assert_eq!(names.len(), 2);
+    assert!(
+        names.iter().all(|n| n.starts_with("Replay job ")),
+        "{names:?}"
+    );
+    assert_ne!(names[0], names[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sign_in_is_announced_and_tied_to_the_key_field() {
+    let app = console_app(false).await;
+    let browser = Browser::start().await;
+    browser.sign_in(&app, "not-the-key").await;
+    let refused = browser
+        .client
+        .find(Locator::Css("#refused"))
+        .await
+        .expect("the refusal");
+    assert_eq!(
+        refused.attr("role").await.unwrap().as_deref(),
+        Some("alert")
+    );
+    let field = browser.client.find(Locator::Css("#key")).await.unwrap();
+    assert_eq!(
+        field.attr("aria-describedby").await.unwrap().as_deref(),
+        Some("refused")
+    );
+    assert_eq!(
+        field.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyboard_focus_in_the_live_part_stays_on_its_control_when_the_part_refreshes() {
+    let app = console_app(false).await;
+    let first = json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"n": 1}});
+    assert_eq!(app.post_attributes(first).await.status, 200);
+    let browser = Browser::start().await;
+    browser.sign_in(&app, ADMIN_KEY).await;
+    browser.lands_on("/console/now").await;
+    browser
+        .goto(&format!("{}/console/updates", app.address))
+        .await;
+    let link = browser
+        .client
+        .find(Locator::Css("#updates a.open"))
+        .await
+        .expect("a row to open");
+    let href = link.attr("href").await.unwrap().expect("a link");
+    browser
+        .client
+        .execute("document.querySelector('#updates a.open').focus();", vec![])
+        .await
+        .unwrap();
+    let rows = browser
+        .client
+        .find_all(Locator::Css("#updates tbody tr"))
+        .await
+        .unwrap()
+        .len();
+    // A new update changes the live part: the next refresh replaces it.
+    let second = json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"n": 2}});
+    assert_eq!(app.post_attributes(second).await.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while browser
+        .client
+        .find_all(Locator::Css("#updates tbody tr"))
+        .await
+        .unwrap()
+        .len()
+        == rows
+    {
+        assert!(Instant::now() < deadline, "the live part never refreshed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let focused = browser
+        .client
+        .execute(
+            "return document.activeElement.getAttribute('href');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        focused.as_str(),
+        Some(href.as_str()),
+        "focus stays on the same row's link"
+    );
 }
 
 #[tokio::test]
@@ -933,9 +1143,8 @@ mod http {
     #[tokio::test]
     async fn the_console_is_served_on_the_admin_listener_when_there_is_one_and_only_with_an_admin_key(
     ) {
-        let admin_port = free_port();
-        let app = spawn_app_with(move |s| {
-            s.server.admin_listen = Some(format!("127.0.0.1:{admin_port}").parse().unwrap());
+        let app = spawn_app_with(|s| {
+            s.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
         })
         .await;
         let public = client()
@@ -944,20 +1153,12 @@ mod http {
             .await
             .unwrap();
         assert_eq!(public.status(), 404, "not on the public listener");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let admin = loop {
-            match client()
-                .get(format!("http://127.0.0.1:{admin_port}/console/sign-in"))
-                .send()
-                .await
-            {
-                Ok(r) => break r,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "{e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
+        let admin = app.admin_address.as_deref().expect("an admin listener");
+        let admin = client()
+            .get(format!("{admin}/console/sign-in"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(admin.status(), 200);
 
         let keyless = spawn_app_with(|s| s.auth.admin_keys.clear()).await;
