@@ -55,7 +55,7 @@ impl Client {
 }
 
 /// A context for one test call: ten seconds to be made.
-fn cx() -> patchbay::genesys::CallContext {
+pub fn cx() -> patchbay::genesys::CallContext {
     patchbay::genesys::CallContext::until(
         tokio::time::Instant::now() + std::time::Duration::from_secs(10),
     )
@@ -231,7 +231,7 @@ fn genesys_client_for(
 }
 
 /// Patchbay's own Genesys client, in front of the app's simulator.
-fn genesys_client(app: &TestApp) -> patchbay::genesys::GenesysClient {
+pub fn genesys_client(app: &TestApp) -> patchbay::genesys::GenesysClient {
     genesys_client_for(&patchbay::demo::settings_for_simulator(&app.sim_url, API_KEY).genesys)
 }
 
@@ -317,7 +317,7 @@ async fn a_failed_channel_call_never_shows_the_channel_id() {
 }
 
 /// A notification channel's socket, as the tests read it.
-trait Frames:
+pub trait Frames:
     futures::Stream<
         Item = Result<
             tokio_tungstenite::tungstenite::Message,
@@ -341,7 +341,7 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A channel subscribed to the seed queue's conversations, and its open socket.
-async fn seed_queue_socket(app: &TestApp) -> (Channel, Socket) {
+pub async fn seed_queue_socket(app: &TestApp) -> (Channel, Socket) {
     let genesys = genesys_client(app);
     let channel = genesys.create_channel(&mut cx()).await.unwrap();
     genesys
@@ -355,7 +355,7 @@ async fn seed_queue_socket(app: &TestApp) -> (Channel, Socket) {
 }
 
 /// The next text frame as JSON, within two seconds.
-async fn next_frame(socket: &mut impl Frames) -> Value {
+pub async fn next_frame(socket: &mut impl Frames) -> Value {
     use futures::StreamExt;
     loop {
         let message = tokio::time::timeout(std::time::Duration::from_secs(2), socket.next())

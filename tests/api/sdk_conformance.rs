@@ -54,6 +54,7 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
         SEED_ACTIVE_CALL_CUSTOMER,
         &[("vip".into(), "true".into())],
     );
+    let frames = serde_json::to_string(&live_frames().await).unwrap();
     let out = tokio::task::spawn_blocking(move || {
         run_command(
             Command::new(python)
@@ -70,7 +71,8 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
                 .env("QUEUE_TOPIC", &topics.0)
                 .env("REFUSED_TOPIC", &topics.1)
                 .env("QUEUE_EVENT", queue_event)
-                .env("ATTRIBUTES_EVENT", attributes_event),
+                .env("ATTRIBUTES_EVENT", attributes_event)
+                .env("FRAMES", frames),
         )
     })
     .await
@@ -86,6 +88,17 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
     assert_eq!(findings["queueEvent"]["address"], "tel:+13175550142");
     assert_eq!(findings["queueEvent"]["callState"], "connected");
     assert_eq!(findings["attributesEvent"], "true");
+    assert_eq!(
+        findings["frames"],
+        json!({
+            "channel.metadata": ["WebSocket Heartbeat", "pong"],
+            "v2.routing.queues.conversations": "QueueConversationEventTopicConversation",
+            "v2.detail.events.conversation.attributes": "AttributeDetailEventTopicAttributeUpdateEvent",
+            "v2.system.socket_closing": "SystemMessageSystemMessage",
+            "v2.system.no_longer_subscribed": "SystemMessageSystemMessage",
+        }),
+        "every kind of frame the simulator sends, read by the SDK"
+    );
 
     // The SDK made the same calls Patchbay makes: a grant, the attributes PATCH, a GET.
     let sdk_calls: Vec<_> = app
@@ -107,4 +120,59 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
         .stored_attributes(SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_CUSTOMER)
         .unwrap();
     assert!(stored.contains(&("sdkNumber".into(), "7".into())));
+}
+
+/// One frame of every kind the simulator pushes on a channel's socket, as sent: a heartbeat, the
+/// pong to a ping, a queue conversation event, an attributes detail event, `socket_closing` and
+/// `no_longer_subscribed`.
+async fn live_frames() -> Vec<serde_json::Value> {
+    use crate::notifications_sim::{cx, genesys_client, next_frame, seed_queue_socket};
+    use futures::SinkExt;
+    let app = spawn_app().await;
+    app.sim.set_heartbeat(std::time::Duration::from_millis(100));
+    let (channel, mut socket) = seed_queue_socket(&app).await;
+    let detail = format!("v2.detail.events.conversation.{SEED_ACTIVE_CALL}.attributes");
+    genesys_client(&app)
+        .add_subscriptions(&mut cx(), &channel, &[detail])
+        .await
+        .unwrap();
+    let mut frames = Vec::new();
+    let take = |frame: serde_json::Value, frames: &mut Vec<serde_json::Value>| {
+        let topic = frame["topicName"].as_str().unwrap_or_default().to_string();
+        let message = frame["eventBody"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let seen = |f: &serde_json::Value| {
+            f["topicName"] == topic.as_str()
+                && (topic != "channel.metadata" || f["eventBody"]["message"] == message.as_str())
+        };
+        if !frames.iter().any(seen) {
+            frames.push(frame);
+        }
+    };
+    // A heartbeat, then the pong to a ping.
+    take(next_frame(&mut socket).await, &mut frames);
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            r#"{"message":"ping"}"#.into(),
+        ))
+        .await
+        .unwrap();
+    let written = app
+        .post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_CUSTOMER, "attributes": {"tier": "gold"}}))
+        .await;
+    assert_eq!(written.status, 200, "{}", written.body);
+    app.sim
+        .announce_socket_closing(std::time::Duration::from_secs(5));
+    app.sim.evict_channels();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while frames.len() < 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "frames seen: {frames:#?}"
+        );
+        take(next_frame(&mut socket).await, &mut frames);
+    }
+    frames
 }

@@ -117,6 +117,34 @@ attributes_event = deserialize(attributes_frame["eventBody"], "AttributeDetailEv
 assert isinstance(attributes_event, gc.AttributeDetailEventTopicAttributeUpdateEvent), type(attributes_event)
 assert attributes_event.conversation_id == conversation_id, attributes_event
 
+# Every kind of frame the simulator pushes on a live socket. Each topic's event body is read with
+# the SDK's model for it. The SDK has none for `channel.metadata` (heartbeats and pongs): those are
+# read as the bare `{"message": …}` the Notifications API documents.
+frame_kinds = {}
+for frame in json.loads(os.environ["FRAMES"]):
+    assert set(frame) >= {"topicName", "eventBody"}, frame
+    topic = frame["topicName"]
+    if topic == "channel.metadata":
+        body = deserialize(frame["eventBody"], "dict(str, str)")
+        assert body["message"] in ("WebSocket Heartbeat", "pong"), body
+        frame_kinds.setdefault(topic, []).append(body["message"])
+        continue
+    parts = topic.split(".")
+    if topic.startswith("v2.routing.queues.") and topic.endswith(".conversations"):
+        kind, model = "v2.routing.queues.conversations", "QueueConversationEventTopicConversation"
+    elif topic.startswith("v2.detail.events.conversation.") and topic.endswith(".attributes"):
+        kind, model = "v2.detail.events.conversation.attributes", "AttributeDetailEventTopicAttributeUpdateEvent"
+    elif topic == "v2.system.socket_closing":
+        kind, model = topic, "SystemMessageSystemMessage"
+    elif topic.startswith("v2.system.no_longer_subscribed."):
+        kind, model = "v2.system.no_longer_subscribed", "SystemMessageSystemMessage"
+    else:
+        raise AssertionError(f"a frame kind this check does not know: {topic}")
+    read = deserialize(frame["eventBody"], model)
+    assert isinstance(read, getattr(gc, model)), (topic, type(read))
+    frame_kinds[kind] = model
+frame_kinds["channel.metadata"] = sorted(set(frame_kinds.get("channel.metadata", [])), key=lambda m: m != "WebSocket Heartbeat")
+
 # A wrong token must surface as the SDK's ApiException with Genesys's 401.
 api_client.access_token = "not-a-token"
 try:
@@ -130,4 +158,5 @@ print(json.dumps({"participant": participant.id, "purpose": participant.purpose,
                   "lookup": hit.conversation_id, "topics": states,
                   "queueEvent": {"id": event.id, "address": event_customer.address,
                                  "callState": call_state},
-                  "attributesEvent": attributes_event.attributes.get("vip")}))
+                  "attributesEvent": attributes_event.attributes.get("vip"),
+                  "frames": frame_kinds}))
