@@ -186,12 +186,40 @@ impl Browser {
         field.clear().await.unwrap();
         field.send_keys(key).await.unwrap();
         self.client
+            .execute("window.patchbayBeforeSignIn = true;", vec![])
+            .await
+            .unwrap();
+        self.client
             .find(Locator::Css("#sign-in"))
             .await
             .unwrap()
             .click()
             .await
             .unwrap();
+        self.next_page_loaded().await;
+    }
+
+    /// Waits until the page a click navigated to has replaced the one marked before it, and has
+    /// loaded: WebDriver's click returns once the click is dispatched, not once the next page is
+    /// there (a wrong key lands on the same path, so the path cannot tell).
+    async fn next_page_loaded(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let loaded = self
+                .client
+                .execute(
+                    "return window.patchbayBeforeSignIn === undefined && document.readyState === 'complete';",
+                    vec![],
+                )
+                .await
+                .map(|v| v == serde_json::Value::Bool(true))
+                .unwrap_or(false);
+            if loaded {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the next page never loaded");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// axe-core's serious and critical findings on the page shown, against WCAG 2.1 A and AA: each

@@ -940,4 +940,162 @@ mod tests {
         }
         assert_eq!(v.first_read(), Duration::ZERO, "back to at once");
     }
+
+    /// An entry for `participant` writing `attributes`, with nobody waiting for its answer.
+    fn entry(participant: &str, attributes: &[(&str, &str)]) -> Entry {
+        let object = attributes
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        Entry {
+            participant: participant.into(),
+            found_in_reused: None,
+            from_mirror: false,
+            attributes: AttributeMap::from_json(&object).unwrap(),
+            verify: true,
+            deadline: Instant::now(),
+            reply: oneshot::channel().0,
+            trace: opentelemetry::Context::new(),
+        }
+    }
+
+    fn pairs(map: &AttributeMap) -> Vec<(String, String)> {
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    #[test]
+    fn merging_groups_a_batch_by_participant_in_order_and_the_later_key_wins() {
+        let batch = vec![
+            entry("a", &[("k", "1"), ("x", "a")]),
+            entry("b", &[("k", "b")]),
+            entry("a", &[("k", "2")]),
+        ];
+        let groups = merge(batch, 2048);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].participant, "a");
+        assert_eq!(
+            pairs(&groups[0].attributes),
+            [("k".into(), "2".into()), ("x".into(), "a".into())]
+        );
+        assert_eq!(groups[0].entries.len(), 2);
+        assert_eq!(groups[1].participant, "b");
+    }
+
+    #[test]
+    fn a_group_that_would_outgrow_the_limit_is_closed_and_a_new_one_started() {
+        let big = "v".repeat(30);
+        let batch = vec![
+            entry("a", &[("one", &big)]),
+            entry("a", &[("two", &big)]),
+            entry("a", &[("one", "short")]),
+        ];
+        // 33 bytes each: two do not fit in 45, and the third (8 bytes) fits with the second.
+        let groups = merge(batch, 45);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].entries.len(), 1);
+        assert_eq!(groups[1].entries.len(), 2);
+        assert!(groups.iter().all(|g| g.attributes.byte_len() <= 45));
+    }
+
+    #[test]
+    fn an_entry_stands_for_its_keys_no_later_write_changed() {
+        let mine = entry("a", &[("k", "1"), ("x", "a"), ("y", "same")]);
+        let written: Written = [
+            (("a".to_string(), "k".to_string()), "2".to_string()),
+            (("a".to_string(), "y".to_string()), "same".to_string()),
+            (("b".to_string(), "x".to_string()), "other".to_string()),
+        ]
+        .into();
+        let (own, overwritten) = split_own(&mine, &written);
+        assert_eq!(
+            pairs(&own),
+            [("x".into(), "a".into()), ("y".into(), "same".into())]
+        );
+        assert_eq!(pairs(&overwritten), [("k".into(), "1".into())]);
+    }
+
+    fn batch() -> impl proptest::strategy::Strategy<Value = Vec<(u8, Vec<(u8, u8)>)>> {
+        proptest::collection::vec(
+            (0u8..3, proptest::collection::vec((0u8..6, 0u8..4), 1..4)),
+            0..12,
+        )
+    }
+
+    fn entries(raw: &[(u8, Vec<(u8, u8)>)]) -> Vec<Entry> {
+        raw.iter()
+            .map(|(p, attrs)| {
+                let attrs: Vec<(String, String)> = attrs
+                    .iter()
+                    .map(|(k, v)| (format!("key{k}"), "v".repeat(usize::from(*v) + 1)))
+                    .collect();
+                let refs: Vec<(&str, &str)> = attrs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                entry(&format!("p{p}"), &refs)
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merging_keeps_every_entry_once_in_order_within_the_limit_and_later_keys_win(
+            raw in batch(),
+            max_bytes in 24usize..80,
+        ) {
+            let batch = entries(&raw);
+            let expected: Vec<(String, Vec<(String, String)>)> = batch
+                .iter()
+                .map(|e| (e.participant.clone(), pairs(&e.attributes)))
+                .collect();
+            let groups = merge(batch, max_bytes);
+            // Every entry once, and each participant's entries in acceptance order.
+            let mut seen: Vec<(String, Vec<(String, String)>)> = Vec::new();
+            for g in &groups {
+                let mut folded: Option<AttributeMap> = None;
+                for e in &g.entries {
+                    proptest::prop_assert_eq!(&e.participant, &g.participant);
+                    folded = Some(match folded {
+                        Some(f) => f.merged(&e.attributes),
+                        None => e.attributes.clone(),
+                    });
+                    seen.push((e.participant.clone(), pairs(&e.attributes)));
+                }
+                proptest::prop_assert_eq!(pairs(&folded.unwrap()), pairs(&g.attributes));
+                proptest::prop_assert!(g.attributes.byte_len() <= max_bytes || g.entries.len() == 1);
+            }
+            proptest::prop_assert_eq!(seen.len(), expected.len());
+            for p in 0..3u8 {
+                let name = format!("p{p}");
+                let of = |list: &[(String, Vec<(String, String)>)]| -> Vec<Vec<(String, String)>> {
+                    list.iter().filter(|(q, _)| *q == name).map(|(_, a)| a.clone()).collect()
+                };
+                proptest::prop_assert_eq!(of(&seen), of(&expected));
+            }
+        }
+
+        #[test]
+        fn an_entrys_keys_are_split_into_its_own_and_the_overwritten_and_nothing_else(
+            raw in batch(),
+        ) {
+            let batch = entries(&raw);
+            let mut written = Written::new();
+            for e in &batch {
+                for (k, v) in e.attributes.iter() {
+                    written.insert((e.participant.clone(), k.clone()), v.clone());
+                }
+            }
+            for e in &batch {
+                let (own, overwritten) = split_own(e, &written);
+                proptest::prop_assert_eq!(own.len() + overwritten.len(), e.attributes.len());
+                proptest::prop_assert_eq!(pairs(&own.merged(&overwritten)), pairs(&e.attributes));
+                for (k, v) in own.iter() {
+                    proptest::prop_assert_eq!(written.get(&(e.participant.clone(), k.clone())), Some(v));
+                }
+                for (k, v) in overwritten.iter() {
+                    proptest::prop_assert_ne!(written.get(&(e.participant.clone(), k.clone())), Some(v));
+                }
+            }
+        }
+    }
 }

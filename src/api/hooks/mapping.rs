@@ -427,12 +427,18 @@ mod tests {
 
     const CID: &str = "6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a01";
 
+    /// A route's settings from the body of its `[hooks.<name>]` table, read as start-up reads it.
     fn settings(toml: &str) -> HookSettings {
-        config::Config::builder()
-            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
-            .build()
+        let table: Vec<String> = toml
+            .lines()
+            .map(|line| match line.trim_start().strip_prefix('[') {
+                Some(rest) => format!("[hooks.test.{rest}"),
+                None => line.to_string(),
+            })
+            .collect();
+        crate::config::hooks::hooks_from_toml(&format!("[hooks.test]\n{}", table.join("\n")))
             .unwrap()
-            .try_deserialize()
+            .remove("test")
             .unwrap()
     }
 

@@ -39,15 +39,31 @@ pub fn is_retryable_status(status: u16) -> Option<RetryReason> {
     }
 }
 
-/// Exponential backoff with "equal jitter": after `attempts_made` failures, a random point in the
-/// upper half of `base` doubled each time, at most `max`. Replicas that failed together do not
-/// retry together.
-pub fn equal_jitter(base: Duration, attempts_made: u32, max: Duration) -> Duration {
-    let step = base
-        .saturating_mul(2u32.saturating_pow(attempts_made.saturating_sub(1).min(30)))
-        .min(max);
-    let half = step / 2;
-    half + rand::rng().random_range(Duration::ZERO..=half)
+/// The one backoff: exponential with "equal jitter". After `attempts_made` failures, a random point
+/// in the upper half of `base` doubled each time, at most `max`, so replicas that failed together do
+/// not retry together. Genesys calls, jobs and the feed's reconnections all wait by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait after `attempts_made` failures.
+    pub fn delay(&self, attempts_made: u32) -> Duration {
+        let step = self
+            .base
+            .saturating_mul(2u32.saturating_pow(attempts_made.saturating_sub(1).min(30)))
+            .min(self.max);
+        let half = step / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+
+    /// The wait after `attempts_made` failures, and never shorter than what Genesys asked for.
+    pub fn delay_at_least(&self, attempts_made: u32, retry_after: Option<Duration>) -> Duration {
+        self.delay(attempts_made)
+            .max(retry_after.unwrap_or_default())
+    }
 }
 
 /// A bounded schedule: attempts, total time, and the longest Retry-After worth waiting for.
@@ -97,7 +113,11 @@ impl RetryPolicy {
                 }
                 wait
             }
-            _ => equal_jitter(self.base_delay, attempts_made, self.max_delay),
+            _ => Backoff {
+                base: self.base_delay,
+                max: self.max_delay,
+            }
+            .delay(attempts_made),
         };
         if elapsed + delay > self.max_elapsed {
             return None;
@@ -171,6 +191,30 @@ mod tests {
         #[test]
         fn attempts_never_exceed_the_maximum(attempt in 4u32..100) {
             prop_assert_eq!(policy().next_delay(RetryReason::ServerError, attempt, Duration::ZERO, None), None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::Backoff;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    proptest! {
+        #[test]
+        fn a_backoff_stays_in_the_upper_half_of_its_step_and_honours_retry_after(
+            attempts in 1u32..64,
+            after_ms in 0u64..10_000,
+        ) {
+            let b = Backoff { base: Duration::from_millis(1000), max: Duration::from_secs(300) };
+            let step = Duration::from_millis(1000)
+                .saturating_mul(2u32.saturating_pow((attempts - 1).min(30)))
+                .min(Duration::from_secs(300));
+            let d = b.delay(attempts);
+            prop_assert!(d >= step / 2 && d <= step);
+            let after = Duration::from_millis(after_ms);
+            prop_assert!(b.delay_at_least(attempts, Some(after)) >= after);
         }
     }
 }

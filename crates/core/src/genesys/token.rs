@@ -136,7 +136,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn concurrent_callers_share_one_grant() {
         let cache = TokenCache::new(Duration::from_secs(1), Duration::from_secs(1));
         let grants = Arc::new(AtomicUsize::new(0));

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::Mirror;
 use crate::config::{MirrorQueues, MirrorSettings, MAX_CHANNEL_TOPICS};
 use crate::genesys::notifications::{Channel, Rejections, TopicState};
-use crate::genesys::retry::equal_jitter;
+use crate::genesys::retry::Backoff;
 use crate::genesys::stream::{self, Frame, Received, Socket};
 use crate::genesys::{CallContext, GenesysClient, GenesysError};
 
@@ -249,11 +249,11 @@ impl Feed {
     }
 
     fn backoff(&self, failures: u32) -> Duration {
-        equal_jitter(
-            BACKOFF_BASE,
-            failures,
-            Duration::from_millis(self.settings.reconnect_max_ms),
-        )
+        Backoff {
+            base: BACKOFF_BASE,
+            max: Duration::from_millis(self.settings.reconnect_max_ms),
+        }
+        .delay(failures)
     }
 }
 

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +11,7 @@ use tracing::Instrument;
 use super::{now_ms, Batch, JobQueue, StoredProblem};
 use crate::config::QueueSettings;
 use crate::engine::Engine;
+use crate::genesys::retry::Backoff;
 use crate::genesys::GenesysError;
 use crate::journal::Journal;
 use crate::service::{UpdateError, UpdateOutcome};
@@ -44,25 +44,6 @@ pub trait Presenter: Send + Sync {
     fn problem(&self, error: UpdateError) -> StoredProblem;
     /// The problem of a stored job that no longer parses.
     fn invalid_job(&self) -> StoredProblem;
-}
-
-/// The schedule between attempts of one job: doubling, capped, with equal jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl Backoff {
-    pub fn delay(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
-        let step = self
-            .base
-            .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(30)))
-            .min(self.max);
-        let half = step / 2;
-        let jittered = half + rand::rng().random_range(Duration::ZERO..=half);
-        jittered.max(retry_after.unwrap_or_default())
-    }
 }
 
 /// Everything a worker needs.
@@ -220,7 +201,7 @@ impl Workers {
                     base: Duration::from_millis(self.settings.backoff_base_ms),
                     max: Duration::from_millis(self.settings.backoff_max_ms),
                 };
-                let delay = backoff.delay(head.attempts, retry_after);
+                let delay = backoff.delay_at_least(head.attempts, retry_after);
                 tracing::warn!(error = %error, attempts = head.attempts, delay_ms = delay.as_millis() as u64, "job failed; will retry");
                 let text = error.to_string();
                 let problem = self.presenter.problem(error);
@@ -270,24 +251,6 @@ impl Workers {
         if let Err(e) = result {
             // The job stays running in the store; its lease, or the next start, makes it runnable again.
             tracing::error!(error = %e, "could not record a job's outcome");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn backoff_stays_within_its_step_and_honours_retry_after(attempts in 1u32..64, after_ms in 0u64..10_000) {
-            let b = Backoff { base: Duration::from_millis(1000), max: Duration::from_secs(300) };
-            let step = Duration::from_millis(1000).saturating_mul(2u32.saturating_pow((attempts - 1).min(30))).min(Duration::from_secs(300));
-            let d = b.delay(attempts, None);
-            prop_assert!(d >= step / 2 && d <= step);
-            let after = Duration::from_millis(after_ms);
-            prop_assert!(b.delay(attempts, Some(after)) >= after);
         }
     }
 }
