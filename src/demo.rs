@@ -101,7 +101,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let poll_initial_ms = settings.verify.poll_initial_ms;
     let application = Application::build(settings).await?;
     let gateway = format!("http://{}", application.address());
-    let mirror = application.state().engine.mirror().cloned();
+    let mirror = application.state().org.mirror().cloned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(application.run_until(async {
         let _ = stopped.await;

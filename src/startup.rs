@@ -19,24 +19,15 @@ use crate::api::hooks::HookRoutes;
 use crate::api::jobs::JobAnswers;
 use crate::api::state::{AppState, Drain};
 use crate::app::router;
-use crate::cluster::channels::Slots;
 use crate::cluster::journal::RedisJournal;
-use crate::cluster::limiter::{Budget, RateBudget};
 use crate::cluster::queue::RedisQueue;
-use crate::cluster::token::SharedToken;
 use crate::cluster::Redis;
 use crate::config::{QueueBackend, Settings};
-use crate::engine::Engine;
-use crate::genesys::shared::TokenStore;
-use crate::genesys::GenesysClient;
 use crate::journal::{replica_name, Journal, JournalStore, Ring};
-use crate::lookup::Finder;
-use crate::mirror::feed::Feed;
-use crate::mirror::Mirror;
+use crate::org::Org;
 use crate::queue::sqlite::SqliteQueue;
 use crate::queue::worker::Workers;
 use crate::queue::JobQueue;
-use crate::service::Updater;
 
 /// The gateway, built and bound, not yet serving.
 pub struct Application {
@@ -119,6 +110,7 @@ impl Application {
         let workers = workers(&state).spawn(stop.clone(), abandon.clone());
         // The mirror's feed runs until shutdown begins; updates in flight then verify by reads.
         let feed = state
+            .org
             .feed
             .clone()
             .map(|feed| feed.spawn(signal.child_token()));
@@ -206,17 +198,9 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         QueueBackend::Redis => Some(Redis::connect(&settings.redis)?),
         QueueBackend::Sqlite => None,
     };
-    // The budget and the token are the deployment's on Redis, this process's otherwise.
-    let budget = RateBudget::new(
-        Budget {
-            per_minute: settings.genesys.rate_per_minute,
-        },
-        redis.clone(),
-    );
-    let shared_token = redis
-        .clone()
-        .map(|r| Arc::new(SharedToken::new(r)) as Arc<dyn TokenStore>);
-    let genesys = GenesysClient::new(&settings.genesys, Arc::new(budget), shared_token)?;
+    // Everything of the Genesys org, built once: on Redis its token, budget, channel slots and
+    // finds are the deployment's.
+    let org = Org::build(&settings, redis.clone())?;
     let hooks = HookRoutes::compile(&settings.hooks, &settings.auth.api_keys)?;
     let queue = open_queue(&settings, redis.clone())?;
     let auth = &settings.auth;
@@ -226,25 +210,6 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         .chain(&auth.admin_keys)
         .cloned()
         .collect();
-    let mut engine = Engine::new(
-        Updater::new(genesys, settings.verify.clone()),
-        settings.delivery.clone(),
-        settings.limits.max_attributes_bytes,
-    );
-    let mut feed = None;
-    if settings.mirror.enabled {
-        let mirror = Mirror::new(settings.mirror.max_conversations);
-        engine = engine.with_mirror(
-            mirror.clone(),
-            settings.mirror.confirm(settings.verify.timeout_ms),
-        );
-        feed = Some(Feed::new(
-            engine.updater().shared_genesys(),
-            mirror,
-            settings.mirror.clone(),
-            Arc::new(Slots::new(settings.mirror.max_channels, redis.clone())),
-        ));
-    }
     let console = &settings.console;
     let store: Arc<dyn JournalStore> = match &redis {
         Some(redis) => Arc::new(RedisJournal::new(redis.clone(), console.recent)),
@@ -254,8 +219,7 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     Ok(AppState {
         journal,
         hooks,
-        finder: Finder::new(engine.clone(), settings.lookup.clone(), redis.clone()),
-        engine,
+        org,
         api_keys: ApiKeys::new(&auth.api_keys, auth.allow_anonymous, "auth.api_keys"),
         admin_keys: ApiKeys::new(&auth.admin_keys, false, "auth.admin_keys"),
         reader_keys: ApiKeys::new(
@@ -266,7 +230,6 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         queue,
         wake: Arc::new(Notify::new()),
         drain: Drain::default(),
-        feed,
         settings: Arc::new(settings),
     })
 }
@@ -296,7 +259,7 @@ pub fn open_queue(settings: &Settings, redis: Option<Redis>) -> anyhow::Result<A
 fn workers(state: &AppState) -> Workers {
     Workers {
         queue: state.queue.clone(),
-        engine: state.engine.clone(),
+        engine: state.org.engine.clone(),
         settings: state.settings.queue.clone(),
         wake: state.wake.clone(),
         presenter: Arc::new(JobAnswers),

@@ -35,7 +35,7 @@ pub async fn render_metrics(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "queue figures unavailable for /metrics"),
     }
-    if let Some(mirror) = state.engine.mirror() {
+    if let Some(mirror) = state.org.mirror() {
         use crate::metrics::{
             MIRROR_CHANNELS, MIRROR_CONVERSATIONS, MIRROR_LAST_FRAME, MIRROR_LIVE, MIRROR_TOPICS,
         };
@@ -83,7 +83,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "queue_unavailable"
     };
     checks.insert("queue".into(), queue_check.into());
-    let genesys = state.engine.updater().genesys().ready().await;
+    let genesys = state.org.genesys().ready().await;
     let genesys_check = match &genesys {
         Ok(()) => "ok".to_string(),
         Err(e) => {

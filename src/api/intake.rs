@@ -171,6 +171,7 @@ pub async fn address(
     // The kind of key, never the key: a caller's number stays out of traces.
     let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "lookup", otel.name = "lookup", lookup.kind = lookup.key.kind().name(), lookup.source = tracing::field::Empty);
     let (cid, source) = state
+        .org
         .finder
         .find(&lookup, deadline)
         .instrument(span.clone())
@@ -307,6 +308,7 @@ async fn admit(
 ) -> Result<(), ApiError> {
     let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "admission", otel.name = "admission", admitted = tracing::field::Empty);
     let admitted = state
+        .org
         .engine
         .admit(update, deadline)
         .instrument(span.clone())
@@ -326,7 +328,7 @@ async fn submit(
 ) -> Result<crate::service::UpdateOutcome, ApiError> {
     let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
     Ok(
-        tokio::time::timeout(timeout, state.engine.submit(update, deadline))
+        tokio::time::timeout(timeout, state.org.engine.submit(update, deadline))
             .await
             .map_err(|_| ApiError::RequestTimeout)??,
     )
@@ -356,6 +358,7 @@ async fn apply_now(
                 .expect("matched above");
             tracing::info!(conversation_id = %refused, error = %e, "Genesys refused the conversation the mirror named; looking it up through the REST API");
             let (cid, source) = state
+                .org
                 .finder
                 .find_by_rest(&lookup, refused, deadline)
                 .await?;

@@ -13,20 +13,16 @@ use super::auth::ApiKeys;
 use super::hooks::routes::HookRoutes;
 use super::ApiError;
 use crate::config::Settings;
-use crate::engine::Engine;
 use crate::journal::Journal;
-use crate::lookup::Finder;
-use crate::mirror::feed::Feed;
+use crate::org::Org;
 use crate::queue::JobQueue;
 
 /// What every handler shares. Cloning is cheap.
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
-    /// Applies every update, synchronous or queued.
-    pub engine: Engine,
-    /// Finds the conversation of an update addressed by a lookup.
-    pub finder: Finder,
+    /// The Genesys org every update goes to: its client, engine, lookups, mirror and feed.
+    pub org: Org,
     pub api_keys: ApiKeys,
     /// Admin endpoints: `auth.admin_keys` only.
     pub admin_keys: ApiKeys,
@@ -37,8 +33,6 @@ pub struct AppState {
     /// Wakes an idle worker when a job is enqueued.
     pub wake: Arc<Notify>,
     pub drain: Drain,
-    /// The live mirror's feed, when `mirror.enabled`; started at start-up.
-    pub feed: Option<Feed>,
     /// Recent updates, for the console: this process's, or the deployment's on Redis.
     pub journal: Journal,
 }

@@ -163,7 +163,7 @@ pub async fn sample_budget(state: AppState, stop: CancellationToken) {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let view = state.engine.updater().genesys().budget_view().await;
+        let view = state.org.genesys().budget_view().await;
         state
             .journal
             .series()

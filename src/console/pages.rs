@@ -153,7 +153,7 @@ struct NowPage {
 
 pub async fn now(State(console): State<Console>, session: SignedIn) -> Response {
     let app = &console.app;
-    let view = app.engine.updater().genesys().budget_view().await;
+    let view = app.org.genesys().budget_view().await;
     let s = view.standing;
     app.journal.series().note_budget(s.used, s.limit);
     let percent = (f64::from(s.used) * 100.0 / f64::from(s.limit.max(1))).round() as u32;
@@ -168,7 +168,7 @@ pub async fn now(State(console): State<Console>, session: SignedIn) -> Response 
             .map(|(r, age)| (r.count, r.allowed, r.reset.as_secs(), age.as_secs())),
     };
     let (updates, calls, codes) = app.journal.series().totals(5);
-    let mirror = app.engine.mirror().map(|m| {
+    let mirror = app.org.mirror().map(|m| {
         let status = m.status();
         MirrorPanel {
             live: status.live,

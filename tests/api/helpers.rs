@@ -85,7 +85,7 @@ pub async fn spawn_app_on(sim: Simulator, adjust: impl FnOnce(&mut Settings)) ->
     let application = Application::build(settings).await.unwrap();
     let address = format!("http://{}", application.address());
     let admin_address = application.admin_address().map(|a| format!("http://{a}"));
-    let mirror = application.state().engine.mirror().cloned();
+    let mirror = application.state().org.mirror().cloned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(application.run_until(async {
         let _ = stopped.await;

@@ -16,6 +16,7 @@ mod lookup;
 mod mirror;
 mod notifications_sim;
 mod operations;
+mod orgs;
 mod queue_contract;
 mod redis_deployment;
 mod redis_restart;

@@ -13,6 +13,8 @@
 //!   feed that keeps it.
 //! - [`lookup`]: finding the live conversation from a user id, a caller's number or an external
 //!   contact.
+//! - [`org`]: one Genesys org as one value: its settings, client, token, budget, engine, mirror and
+//!   feed, and lookups.
 //! - [`queue`]: the asynchronous mode: durable jobs, workers, idempotency keys, dead letters.
 //! - [`journal`]: recent updates (what each became, what it cost) and the minute figures behind the
 //!   console.
@@ -29,6 +31,7 @@ pub mod journal;
 pub mod lookup;
 pub mod metrics;
 pub mod mirror;
+pub mod org;
 pub mod queue;
 pub mod service;
 pub mod trace;

@@ -1,0 +1,84 @@
+//! One Genesys Cloud org: everything Patchbay holds for it (its settings, its client with the token
+//! and the rate budget, the delivery engine and the mirror it verifies by, the mirror's feed, and
+//! lookups with their finds) as one value, built once at start and passed in. Nothing of an org is
+//! reached through a global, so a second org is a second `Org`.
+
+use std::sync::Arc;
+
+use crate::cluster::channels::Slots;
+use crate::cluster::limiter::{Budget, RateBudget};
+use crate::cluster::token::SharedToken;
+use crate::cluster::Redis;
+use crate::config::{GenesysSettings, Settings};
+use crate::engine::Engine;
+use crate::genesys::shared::TokenStore;
+use crate::genesys::GenesysClient;
+use crate::lookup::Finder;
+use crate::mirror::feed::Feed;
+use crate::mirror::Mirror;
+use crate::service::Updater;
+
+/// One org, whole. Cloning is cheap: clones share the client, the caches and the mirror.
+#[derive(Clone)]
+pub struct Org {
+    /// The org's region, client, budget and retry policy, as configured.
+    pub settings: Arc<GenesysSettings>,
+    /// Applies every update to this org: its client, token, budget and mirror.
+    pub engine: Engine,
+    /// Finds this org's live conversations by user, number or external contact.
+    pub finder: Finder,
+    /// The mirror's feed, when `mirror.enabled`; started with the server.
+    pub feed: Option<Feed>,
+}
+
+impl Org {
+    /// The org `settings` name. With `redis`, its token, budget, channel slots and finds are the
+    /// deployment's; without, this process's.
+    pub fn build(settings: &Settings, redis: Option<Redis>) -> Result<Self, reqwest::Error> {
+        let budget = RateBudget::new(
+            Budget {
+                per_minute: settings.genesys.rate_per_minute,
+            },
+            redis.clone(),
+        );
+        let shared_token = redis
+            .clone()
+            .map(|r| Arc::new(SharedToken::new(r)) as Arc<dyn TokenStore>);
+        let genesys = GenesysClient::new(&settings.genesys, Arc::new(budget), shared_token)?;
+        let mut engine = Engine::new(
+            Updater::new(genesys, settings.verify.clone()),
+            settings.delivery.clone(),
+            settings.limits.max_attributes_bytes,
+        );
+        let mut feed = None;
+        if settings.mirror.enabled {
+            let mirror = Mirror::new(settings.mirror.max_conversations);
+            engine = engine.with_mirror(
+                mirror.clone(),
+                settings.mirror.confirm(settings.verify.timeout_ms),
+            );
+            feed = Some(Feed::new(
+                engine.updater().shared_genesys(),
+                mirror,
+                settings.mirror.clone(),
+                Arc::new(Slots::new(settings.mirror.max_channels, redis.clone())),
+            ));
+        }
+        Ok(Self {
+            settings: Arc::new(settings.genesys.clone()),
+            finder: Finder::new(engine.clone(), settings.lookup.clone(), redis),
+            engine,
+            feed,
+        })
+    }
+
+    /// The org's Genesys client.
+    pub fn genesys(&self) -> &GenesysClient {
+        self.engine.updater().genesys()
+    }
+
+    /// The org's live mirror, when on.
+    pub fn mirror(&self) -> Option<&Mirror> {
+        self.engine.mirror()
+    }
+}
