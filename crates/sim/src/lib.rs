@@ -1,7 +1,19 @@
 //! An in-memory Genesys Cloud org that speaks the real shapes, with faults tests can inject.
 //!
 //! It serves the login host (`POST /oauth/token`) and the API host (`/api/v2/...`) on one port, which
-//! is also how Genesys's SDKs derive the login URL from a base path that has no `api.` in it.
+//! is also how Genesys's SDKs derive the login URL from a base path that has no `api.` in it. It
+//! depends on no other crate of the workspace: what it says is written from Genesys's own SDK models,
+//! never from Patchbay's client, so a misreading in the client is not repeated here.
+//!
+//! Map of the crate:
+//! - [`Simulator`] (this file): the org's state, and the controls tests and the benchmark use to
+//!   seed it and inject faults (latency, 429s, 5xx, lost events, revoked tokens, …).
+//! - [`wire`]: the wire shapes, header names and topic names, from the SDK's models.
+//! - `routes`: the REST API: the grant, conversations, attributes, the rate limit, the call log.
+//! - `analytics`: the conversation details query.
+//! - [`notifications`]: channels, subscriptions, queues and each channel's WebSocket.
+//! - `seed`: the conversations a fresh simulator holds, with fixed ids.
+//! - `errors`: Genesys's `ErrorBody` answer.
 
 mod analytics;
 mod errors;
