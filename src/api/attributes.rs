@@ -119,7 +119,7 @@ fn one_of(values: &[&'static str]) -> utoipa::openapi::Object {
         .build()
 }
 
-fn purpose_schema() -> utoipa::openapi::Object {
+pub fn purpose_schema() -> utoipa::openapi::Object {
     one_of(crate::domain::PURPOSES)
 }
 
@@ -131,24 +131,35 @@ fn pick_schema() -> utoipa::openapi::Object {
     one_of(&["latest"])
 }
 
-/// A non-empty object of named strings, numbers and booleans.
-fn attributes_schema() -> utoipa::openapi::Object {
-    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
-    use utoipa::openapi::OneOfBuilder;
-    let scalar = OneOfBuilder::new()
+/// An attribute's value: a string, a number or a boolean.
+pub fn scalar_schema() -> utoipa::openapi::OneOf {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    utoipa::openapi::OneOfBuilder::new()
         .item(ObjectBuilder::new().schema_type(Type::String))
         .item(ObjectBuilder::new().schema_type(Type::Number))
-        .item(ObjectBuilder::new().schema_type(Type::Boolean));
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .build()
+}
+
+/// Named attribute values, every name with a character that is not a space.
+pub fn attribute_map_schema() -> utoipa::openapi::schema::ObjectBuilder {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
     ObjectBuilder::new()
         .schema_type(Type::Object)
-        .min_properties(Some(1))
-        .additional_properties(Some(AdditionalProperties::RefOr(scalar.into())))
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::OneOf(
+            scalar_schema(),
+        )))))
         .property_names(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .pattern(Some("\\S")),
         ))
-        .build()
+}
+
+/// A non-empty object of named strings, numbers and booleans.
+fn attributes_schema() -> utoipa::openapi::Object {
+    attribute_map_schema().min_properties(Some(1)).build()
 }
 
 /// The rules between fields that [`AttributesRequest::parse_request`] and

@@ -375,7 +375,7 @@ async fn apply_now(
     };
     let update = &addressed.update;
     // The engine recorded the participant on the span when it resolved it; each field once a line.
-    if let Some(id) = &outcome.correlation_id {
+    if let Some(id) = &outcome.shared.correlation_id {
         tracing::Span::current().record("genesys_correlation_id", id.as_str());
     }
     let found_by = addressed.found_by();

@@ -120,6 +120,26 @@ pub fn document() -> serde_json::Value {
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         request_rules(schemas);
     }
+    // The request-id middleware sets `x-request-id` on every answer of every endpoint: said once,
+    // here, rather than on each response.
+    let request_id = serde_json::json!({
+        "description": "The request's id: the caller's, or one made for it",
+        "schema": {"type": "string"}
+    });
+    let operations = doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let responses = operation
+            .get_mut("responses")
+            .and_then(|r| r.as_object_mut());
+        for response in responses.into_iter().flat_map(|r| r.values_mut()) {
+            response["headers"]["x-request-id"] = request_id.clone();
+        }
+    }
     doc
 }
 

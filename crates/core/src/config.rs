@@ -87,18 +87,11 @@ impl ConfigError {
 impl From<config::ConfigError> for ConfigError {
     fn from(e: config::ConfigError) -> Self {
         let text = e.to_string();
-        let key = text
-            .split_once("for key `")
-            .and_then(|(_, rest)| rest.split_once('`'))
-            .map(|(key, _)| key.to_string());
-        match key {
-            Some(key) => {
-                let reason = text
-                    .split_once(" for key `")
-                    .map(|(reason, _)| reason.to_string())
-                    .unwrap_or(text);
-                Self::at(key, reason)
-            }
+        match text
+            .split_once(" for key `")
+            .and_then(|(reason, rest)| Some((reason, rest.split_once('`')?.0)))
+        {
+            Some((reason, key)) => Self::at(key, reason),
             None => Self::at("configuration", text),
         }
     }
@@ -149,9 +142,15 @@ fn known_keys() -> &'static std::collections::BTreeSet<String> {
     })
 }
 
+/// Whether `path` is the operator's own webhook routes or inside them: their names are free, and
+/// their fields are checked by their own types.
+fn in_routes(path: &str) -> bool {
+    path == "hooks" || path.starts_with("hooks.")
+}
+
 /// Whether `path` is a key, or inside the operator's own webhook routes.
 fn is_known(path: &str) -> bool {
-    path == "hooks" || path.starts_with("hooks.") || known_keys().contains(path)
+    in_routes(path) || known_keys().contains(path)
 }
 
 /// `; did you mean `genesys.client_secret`?` when a known key is a typo away, else nothing.
@@ -197,7 +196,7 @@ fn prune_unknown(table: &mut toml::Table, prefix: &str, file: &str, problems: &m
         } else {
             format!("{prefix}.{key}")
         };
-        if path == "hooks" || path.starts_with("hooks.") {
+        if in_routes(&path) {
             return true;
         }
         if let toml::Value::Table(inner) = value {

@@ -78,7 +78,6 @@ impl Entry {
             resolving_read: false,
             attributes: seen.attributes,
             mismatches: seen.mismatches,
-            correlation_id: shared.correlation_id.clone(),
             shared: shared.clone(),
             // Answered inside its round: the round's span, for the update's own span to link.
             round: crate::trace::span_context(&tracing::Span::current()),

@@ -94,12 +94,10 @@ pub struct UpdateOutcome {
     /// The participant's attributes as last read back; what was written when verification is off.
     pub attributes: BTreeMap<String, String>,
     pub mismatches: Vec<Mismatch>,
-    /// The Genesys calls this update took part in, and how many updates shared them.
+    /// The Genesys calls this update took part in, how many updates shared them, and the
+    /// `ININ-Correlation-Id` of the latest answer among them.
     #[serde(skip)]
     pub shared: CallShare,
-    /// The `ININ-Correlation-Id` of the latest Genesys answer behind this outcome.
-    #[serde(skip)]
-    pub correlation_id: Option<String>,
     /// What showed the write, when it was verified: an event the mirror received, or a read.
     #[serde(skip)]
     pub verified_by: Option<Confirmation>,

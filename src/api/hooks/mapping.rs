@@ -313,51 +313,48 @@ impl Mapping {
     }
 }
 
-/// The text at `pointer`; numbers are accepted as their JSON text (some senders send ids as numbers).
-/// A UUID as Genesys writes its ids.
-const UUID: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
-
 impl Mapping {
     /// The JSON Schema of the events this route takes, from its own pointers: every pointer the
     /// mapping needs is a required path to a value of the kind it must find there, every optional
     /// one an optional path. The OpenAPI document serves it for the route, so a sender (or a
     /// fuzzer) reads what the mapping will refuse.
     pub fn body_schema(&self) -> Value {
+        // The request body's own schemas, so a route and `POST /v1/attributes` say the same.
+        use crate::api::attributes as request;
+        let lookup = json(<request::LookupRequest as utoipa::PartialSchema>::schema());
+        let kind_of = |field: &str| {
+            let mut schema = lookup["properties"][field].clone();
+            if let Some(o) = schema.as_object_mut() {
+                o.retain(|k, _| k == "type" || k == "pattern");
+            }
+            schema
+        };
         let mut root = serde_json::json!({"type": "object"});
-        let uuid = serde_json::json!({"type": "string", "pattern": UUID});
-        let scalar = serde_json::json!({"oneOf": [
-            {"type": "string"}, {"type": "number"}, {"type": "boolean"}
-        ]});
+        let uuid = kind_of("userId");
+        let scalar = json(request::scalar_schema());
         if let Some(p) = &self.conversation_id {
             place(&mut root, p, uuid.clone(), true);
         }
         if let Some(l) = &self.lookup {
             let key = match l.kind {
-                KeyKind::Ani => {
-                    serde_json::json!({"type": "string", "pattern": "^\\+?[1-9][0-9]{7,14}$"})
-                }
+                KeyKind::Ani => kind_of("ani"),
                 KeyKind::UserId | KeyKind::ExternalContactId => uuid.clone(),
             };
             // With a conversation id to go by, the lookup is the fallback and its key optional.
             place(&mut root, &l.pointer, key, self.conversation_id.is_none());
         }
         if let Some(p) = &self.participant_id {
-            place(&mut root, p, uuid.clone(), false);
+            place(&mut root, p, uuid, false);
         }
         if let Some(PurposeSource::Pointer(p)) = &self.purpose {
-            let purposes = serde_json::json!({"type": "string", "enum": crate::domain::PURPOSES});
-            place(&mut root, p, purposes, false);
+            place(&mut root, p, json(request::purpose_schema()), false);
         }
         if let Some(from) = &self.attributes_from {
-            let mut object = serde_json::json!({
-                "type": "object",
-                "additionalProperties": scalar.clone(),
-                "propertyNames": {"pattern": "\\S"}
-            });
+            let mut object = request::attribute_map_schema();
             if self.attributes.is_empty() {
-                object["minProperties"] = 1.into();
+                object = object.min_properties(Some(1));
             }
-            place(&mut root, from, object, true);
+            place(&mut root, from, json(object.build()), true);
         }
         for source in self.attributes.values() {
             if let ValueSource::Pointer { pointer, optional } = source {
@@ -366,6 +363,11 @@ impl Mapping {
         }
         root
     }
+}
+
+/// A schema as the JSON the document carries.
+fn json(schema: impl serde::Serialize) -> Value {
+    serde_json::to_value(schema).expect("schemas serialize")
 }
 
 /// Puts `leaf` at `pointer` in the object schema `root`, the objects on the way made as needed, and
@@ -401,6 +403,7 @@ fn place(root: &mut Value, pointer: &Pointer, leaf: Value, required: bool) {
     }
 }
 
+/// The text at `pointer`; numbers are accepted as their JSON text (some senders send ids as numbers).
 fn optional_text(pointer: &Pointer, event: &Value) -> Result<Option<String>, MappingError> {
     match pointer.find(event) {
         None => Ok(None),

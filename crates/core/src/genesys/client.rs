@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
 use url::Url;
 
-use super::error::GenesysError;
+use super::error::{Correlation, GenesysError};
 use super::model::{
     AnalyticsConversationQueryResponse, Conversation, ErrorBody, ParticipantAttributes,
     TokenResponse,
@@ -52,10 +52,6 @@ impl CallContext {
         }
     }
 
-    pub fn deadline(&self) -> tokio::time::Instant {
-        self.deadline
-    }
-
     /// API calls sent so far, retries included: what Genesys counts against the token.
     pub fn calls(&self) -> u32 {
         self.sent
@@ -64,11 +60,6 @@ impl CallContext {
     /// The correlation id of Genesys's latest answer, for its support.
     pub fn correlation_id(&self) -> Option<&str> {
         self.correlation_id.as_deref()
-    }
-
-    /// Slots reserved and not spent: handed on to the next context of the same round.
-    pub fn into_unspent(self) -> VecDeque<tokio::time::Instant> {
-        self.prepaid
     }
 }
 
@@ -172,10 +163,7 @@ pub(super) async fn decode<T: serde::de::DeserializeOwned>(
         GenesysError::InvalidResponse(format!(
             "{what} body did not decode ({}{})",
             describe(e),
-            match correlation {
-                Some(id) => format!("; correlation id {id}"),
-                None => String::new(),
-            }
+            Correlation(&correlation)
         ))
     })
 }
@@ -305,7 +293,7 @@ impl GenesysClient {
         let base = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base}/oauth/token"));
         let response = self
-            .send_with_retry(None, "token_grant", None, |http| {
+            .send_with_retry("token_grant", None, |http| {
                 http.post(url.clone())
                     .basic_auth(&self.client_id, Some(self.client_secret.expose_secret()))
                     .form(&[("grant_type", "client_credentials")])
@@ -459,7 +447,7 @@ impl GenesysClient {
         loop {
             let token = self.token().await?;
             match self
-                .send_with_retry(Some(&mut *cx), op, Some(&token), &build)
+                .send_with_retry(op, Some((&token, &mut *cx)), &build)
                 .await
             {
                 Err(GenesysError::Auth { status: 401, .. }) if !renewed => {
@@ -473,18 +461,20 @@ impl GenesysClient {
     }
 
     /// One logical call under the retry policy.
+    /// `api` is the token and the call's context of an API call; a token grant has neither: it is
+    /// not charged to the budget.
     async fn send_with_retry<F>(
         &self,
-        mut cx: Option<&mut CallContext>,
         op: &'static str,
-        token: Option<&AccessToken>,
+        mut api: Option<(&AccessToken, &mut CallContext)>,
         build: F,
     ) -> Result<Response, GenesysError>
     where
         F: Fn(&reqwest::Client) -> RequestBuilder,
     {
         let started = Instant::now();
-        let own_limit = token.is_some() && limited_on_its_own(op);
+        let api_call = api.is_some();
+        let own_limit = api_call && limited_on_its_own(op);
         if own_limit {
             if let Some(wait) = self.budget.operation_paused(op).await {
                 // Refused at once: Genesys would only answer 429 again.
@@ -518,7 +508,7 @@ impl GenesysClient {
                 patchbay.budget_wait_ms = tracing::field::Empty,
             );
             let mut request = build(&self.http).header(ACCEPT, "application/json");
-            if let (Some(token), Some(cx)) = (token, cx.as_deref_mut()) {
+            if let Some((token, cx)) = api.as_mut() {
                 // The budget counts API calls (Genesys limits them per token); grants are not among them.
                 let waited = std::time::Instant::now();
                 self.take_budget(cx).instrument(span.clone()).await?;
@@ -568,11 +558,16 @@ impl GenesysClient {
                     span.record("otel.status_code", "ERROR");
                 }
             }
-            observe(op, &result, sent_at.elapsed(), cx.as_deref_mut());
+            observe(
+                op,
+                &result,
+                sent_at.elapsed(),
+                api.as_mut().map(|(_, cx)| &mut **cx),
+            );
             let reported = result
                 .as_ref()
                 .ok()
-                .filter(|_| token.is_some())
+                .filter(|_| api_call)
                 .and_then(|r| reported_standing(r.headers()));
             // A limit lower than the token's budget applies to this call: the operation's own.
             let own_standing =
@@ -586,7 +581,7 @@ impl GenesysClient {
             }
             // A 429 is the token's when Genesys reports the token's window spent.
             let token_spent = !own_standing && reported.is_some_and(|r| r.count >= r.allowed);
-            let attempt = classify(result, token.is_some()).await;
+            let attempt = classify(result, api_call).await;
             match attempt {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Unauthorized(err) | Attempt::Fail(err) => return Err(err),
@@ -601,7 +596,7 @@ impl GenesysClient {
                     return Err(err);
                 }
                 Attempt::Retry(reason, wait, err) => {
-                    if reason == RetryReason::RateLimited && token.is_some() {
+                    if reason == RetryReason::RateLimited && api_call {
                         // Every replica pauses, not only this call.
                         self.budget
                             .pause(wait.unwrap_or(super::retry::DEFAULT_RETRY_AFTER))

@@ -39,7 +39,7 @@ pub enum GenesysError {
 
 /// `; correlation id X` when Genesys sent one, nothing otherwise: a log line says what is known,
 /// never Rust's `None`.
-struct Correlation<'a>(&'a Option<String>);
+pub(crate) struct Correlation<'a>(pub(crate) &'a Option<String>);
 
 impl std::fmt::Display for Correlation<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,11 +91,8 @@ impl std::fmt::Display for GenesysError {
                 correlation_id,
             } => write!(
                 f,
-                "Genesys answered HTTP {status} after retries{}",
-                match correlation_id {
-                    Some(id) => format!(" (correlation id {id})"),
-                    None => String::new(),
-                }
+                "Genesys answered HTTP {status} (after retries{})",
+                Correlation(correlation_id)
             ),
             GenesysError::Timeout => write!(f, "Genesys did not answer in time"),
             GenesysError::Transport(e) => write!(f, "could not reach Genesys: {e}"),

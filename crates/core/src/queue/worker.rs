@@ -170,7 +170,7 @@ impl Workers {
         match outcome {
             Ok(outcome) => {
                 // The engine recorded the participant when it resolved it.
-                if let Some(id) = &outcome.correlation_id {
+                if let Some(id) = &outcome.shared.correlation_id {
                     span.record("genesys_correlation_id", id.as_str());
                 }
                 tracing::info!(
