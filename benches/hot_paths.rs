@@ -4,10 +4,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use patchbay::api::attributes::{AttributesRequest, REQUEST_SHAPE};
 use patchbay::api::body;
 use patchbay::api::hooks::auth::{HookAuth, Inbound};
 use patchbay::api::hooks::mapping::Mapping;
+use patchbay::api::request::{AttributesRequest, REQUEST_SHAPE};
 use patchbay::config::hooks::hooks_from_toml;
 use patchbay::domain::AttributeMap;
 use serde_json::json;

@@ -9,9 +9,9 @@ use tokio::net::TcpListener;
 
 use crate::api::hooks::settings::hooks_from_toml;
 use crate::config::Settings;
-use crate::queue::sqlite::IN_MEMORY_STORE;
 use crate::sim::{self, Simulator};
 use crate::startup::Application;
+use crate::store::queue::sqlite::IN_MEMORY_STORE;
 
 /// One sample event and what a correct gateway answers.
 struct Event {

@@ -23,7 +23,7 @@ pub mod startup;
 pub mod telemetry;
 
 pub use patchbay_core::{
-    cluster, config, domain, engine, genesys, journal, lookup, mirror, org, queue, service, trace,
+    config, domain, engine, genesys, journal, lookup, mirror, org, service, store, trace, worker,
 };
 #[cfg(feature = "simulator")]
 pub use patchbay_sim as sim;

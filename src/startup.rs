@@ -19,15 +19,16 @@ use crate::api::hooks::HookRoutes;
 use crate::api::jobs::JobAnswers;
 use crate::api::state::{AppState, Drain};
 use crate::app::router;
-use crate::cluster::journal::RedisJournal;
-use crate::cluster::queue::RedisQueue;
-use crate::cluster::Redis;
 use crate::config::{QueueBackend, Settings};
-use crate::journal::{replica_name, Journal, JournalStore, Ring};
+use crate::journal::{replica_name, Journal};
 use crate::org::Org;
-use crate::queue::sqlite::SqliteQueue;
-use crate::queue::worker::Workers;
-use crate::queue::JobQueue;
+use crate::store::journal::redis::RedisJournal;
+use crate::store::journal::{ring::Ring, JournalStore};
+use crate::store::queue::redis::RedisQueue;
+use crate::store::queue::sqlite::SqliteQueue;
+use crate::store::queue::JobQueue;
+use crate::store::Redis;
+use crate::worker::Workers;
 
 /// The gateway, built and bound, not yet serving.
 pub struct Application {

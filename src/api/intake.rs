@@ -15,8 +15,8 @@ use crate::domain::lookup::Lookup;
 use crate::domain::{Address, AttributeUpdate, UpdateRequest};
 use crate::journal::{Entry, Outcome};
 use crate::lookup::Source;
-use crate::queue::worker::is_transient;
-use crate::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
+use crate::store::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
+use crate::worker::is_transient;
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// Idempotency keys are opaque, but bounded: they are stored.
@@ -100,7 +100,7 @@ impl Intake {
 #[serde(rename_all = "camelCase")]
 pub struct Accepted<'a> {
     job_id: &'a str,
-    #[schema(value_type = crate::queue::JobStatus)]
+    #[schema(value_type = crate::store::queue::JobStatus)]
     status: &'a str,
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::problem::ApiError;
 use crate::api::state::AppState;
-use crate::queue::{Job, JobStatus, StoredProblem};
+use crate::store::queue::{Job, JobStatus, StoredProblem};
 
 /// A job as callers see it.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -204,7 +204,7 @@ pub async fn replay(
 /// Jobs keep what a synchronous caller would have been answered: the same body, the same problem.
 pub struct JobAnswers;
 
-impl crate::queue::worker::Presenter for JobAnswers {
+impl crate::worker::Presenter for JobAnswers {
     fn result(
         &self,
         outcome: crate::service::UpdateOutcome,
@@ -214,19 +214,19 @@ impl crate::queue::worker::Presenter for JobAnswers {
         serde_json::to_value(answer).expect("answers serialize")
     }
 
-    fn problem(&self, error: crate::service::UpdateError) -> crate::queue::StoredProblem {
+    fn problem(&self, error: crate::service::UpdateError) -> crate::store::queue::StoredProblem {
         stored_problem(ApiError::from(error))
     }
 
-    fn invalid_job(&self) -> crate::queue::StoredProblem {
+    fn invalid_job(&self) -> crate::store::queue::StoredProblem {
         stored_problem(ApiError::InvalidRequest("the stored job is invalid".into()))
     }
 }
 
 /// The caller-visible problem of an error, as a failed or dead job keeps it.
-fn stored_problem(error: ApiError) -> crate::queue::StoredProblem {
+fn stored_problem(error: ApiError) -> crate::store::queue::StoredProblem {
     let p = error.problem();
-    crate::queue::StoredProblem {
+    crate::store::queue::StoredProblem {
         code: p.code.to_string(),
         status: p.status.as_u16(),
         title: p.title.to_string(),

@@ -10,6 +10,7 @@ pub mod intake;
 pub mod jobs;
 pub mod openapi;
 pub mod problem;
+pub mod request;
 pub mod responses;
 pub mod state;
 

@@ -6,15 +6,15 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::attributes::{request_rules, AttributesRequest, LookupRequest};
 use super::exchange::{AttributesResponse, MismatchBody};
 use super::hooks::HookRoutes;
 use super::intake::Accepted;
 use super::jobs::{DeadLetters, JobView};
 use super::problem::{ProblemBody, PROBLEM_CODES};
+use super::request::{request_rules, AttributesRequest, LookupRequest};
 use super::state::AppState;
 use crate::api::health::Readiness;
-use crate::queue::{JobStatus, StoredProblem};
+use crate::store::queue::{JobStatus, StoredProblem};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -201,12 +201,12 @@ mod tests {
         for (body, shape, alternatives) in [
             (
                 "AttributesRequest",
-                &*crate::api::attributes::REQUEST_SHAPE,
+                &*crate::api::request::REQUEST_SHAPE,
                 vec!["conversationId", "lookup"],
             ),
             (
                 "Lookup",
-                &*crate::api::attributes::LOOKUP_SHAPE,
+                &*crate::api::request::LOOKUP_SHAPE,
                 vec!["userId", "ani", "externalContactId"],
             ),
         ] {

@@ -55,8 +55,8 @@ pub enum ApiError {
     NotDead,
 }
 
-impl From<crate::queue::QueueError> for ApiError {
-    fn from(e: crate::queue::QueueError) -> Self {
+impl From<crate::store::queue::QueueError> for ApiError {
+    fn from(e: crate::store::queue::QueueError) -> Self {
         ApiError::QueueUnavailable(e.to_string())
     }
 }

@@ -15,7 +15,7 @@ use super::ApiError;
 use crate::config::Settings;
 use crate::journal::Journal;
 use crate::org::Org;
-use crate::queue::JobQueue;
+use crate::store::queue::JobQueue;
 
 /// What every handler shares. Cloning is cheap.
 #[derive(Clone)]

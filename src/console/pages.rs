@@ -145,7 +145,7 @@ struct NowPage {
     updates_5m: u64,
     codes: Vec<(String, u64)>,
     mirror: Option<MirrorPanel>,
-    queue: Option<crate::queue::QueueStats>,
+    queue: Option<crate::store::queue::QueueStats>,
     chart: Chart,
     width: f64,
     height: f64,
@@ -325,7 +325,7 @@ pub async fn update(
 #[template(path = "console/jobs.html")]
 struct JobsPage {
     chrome: Chrome,
-    stats: Option<crate::queue::QueueStats>,
+    stats: Option<crate::store::queue::QueueStats>,
     unfinished: Vec<JobRow>,
     dead: Vec<JobRow>,
     dead_codes: Vec<String>,

@@ -2,7 +2,7 @@
 //! the budget and the chart's points. Templates escape every value they print.
 
 use crate::journal::{Entry, Minute, Outcome};
-use crate::queue::Job;
+use crate::store::queue::Job;
 
 /// `HH:MM:SS` (UTC) of a time in ms since the epoch.
 pub fn clock(ms: i64) -> String {

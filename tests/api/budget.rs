@@ -155,16 +155,14 @@ n = "/n"
 
 #[tokio::test]
 async fn a_genesys_call_reports_what_it_spent_and_waits_for_the_budget_only_until_its_deadline() {
-    use patchbay::genesys::{CallContext, GenesysError};
+    use patchbay::genesys::{CallContext, GenesysClient, GenesysError};
+    use patchbay::store::budget::{local::LocalBudget, Budget};
+    use patchbay::store::token::local::LocalToken;
+    use std::sync::Arc;
     let app = spawn_app().await;
     let settings = patchbay::demo::settings_for_simulator(&app.sim_url, API_KEY).genesys;
-    let budget = patchbay::cluster::limiter::RateBudget::new(
-        patchbay::cluster::limiter::Budget { per_minute: 3 },
-        None,
-    );
-    let client =
-        patchbay::genesys::GenesysClient::new(&settings, std::sync::Arc::new(budget), None)
-            .unwrap();
+    let budget = LocalBudget::new(Budget { per_minute: 3 });
+    let client = GenesysClient::new(&settings, Arc::new(budget), Arc::new(LocalToken)).unwrap();
     let cid = SEED_ACTIVE_CALL.parse().unwrap();
     let mut cx = CallContext::until(tokio::time::Instant::now() + Duration::from_secs(5));
     for _ in 0..3 {

@@ -1201,12 +1201,13 @@ mod http {
 
 #[tokio::test]
 async fn the_deployments_stream_of_updates_is_capped_and_read_newest_first() {
-    use patchbay::cluster::journal::RedisJournal;
-    use patchbay::journal::{Journal, JournalStore};
+    use patchbay::journal::Journal;
+    use patchbay::store::journal::redis::RedisJournal;
+    use patchbay::store::journal::JournalStore;
     let prefix = RedisPrefix::new().await;
     let mut settings = patchbay::demo::settings_for_simulator("http://127.0.0.1:1", API_KEY);
     on_redis(&mut settings, &prefix.url, &prefix.name);
-    let redis = patchbay::cluster::Redis::connect(&settings.redis).unwrap();
+    let redis = patchbay::store::Redis::connect(&settings.redis).unwrap();
     let stream = RedisJournal::new(redis, 50);
     let journal = Journal::in_memory(1);
     for n in 0..600 {

@@ -365,7 +365,7 @@ impl RedisPrefix {
 }
 
 /// Keys of the Redis at `url` under the prefix `name` (`{name}:…`, as
-/// `patchbay::cluster::Redis::key` makes them).
+/// `patchbay::store::Redis::key` makes them).
 pub fn keys_under(url: &str, name: &str) -> Vec<String> {
     let Ok(mut conn) = redis::Client::open(url)
         .and_then(|c| c.get_connection_with_timeout(std::time::Duration::from_secs(2)))

@@ -25,6 +25,7 @@ mod schemathesis;
 mod sdk_conformance;
 mod simulator;
 mod startup;
+mod store_contract;
 mod token;
 mod traces;
 mod upstream_failures;

@@ -221,13 +221,13 @@ async fn routing_queues_are_listed_a_page_at_a_time() {
 fn genesys_client_for(
     settings: &patchbay::config::GenesysSettings,
 ) -> patchbay::genesys::GenesysClient {
-    let budget = patchbay::cluster::limiter::RateBudget::new(
-        patchbay::cluster::limiter::Budget {
-            per_minute: 600_000,
-        },
-        None,
-    );
-    patchbay::genesys::GenesysClient::new(settings, std::sync::Arc::new(budget), None).unwrap()
+    use patchbay::store::budget::{local::LocalBudget, Budget};
+    use patchbay::store::token::local::LocalToken;
+    use std::sync::Arc;
+    let budget = LocalBudget::new(Budget {
+        per_minute: 600_000,
+    });
+    patchbay::genesys::GenesysClient::new(settings, Arc::new(budget), Arc::new(LocalToken)).unwrap()
 }
 
 /// Patchbay's own Genesys client, in front of the app's simulator.

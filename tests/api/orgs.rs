@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use patchbay::api::attributes::AttributesRequest;
+use patchbay::api::request::AttributesRequest;
 use patchbay::demo::settings_for_simulator;
 use patchbay::org::Org;
 use patchbay::sim::Simulator;

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use patchbay::cluster::queue::RedisQueue;
-use patchbay::cluster::Redis;
 use patchbay::config::RedisSettings;
-use patchbay::queue::sqlite::SqliteQueue;
-use patchbay::queue::{
+use patchbay::store::queue::redis::RedisQueue;
+use patchbay::store::queue::sqlite::SqliteQueue;
+use patchbay::store::queue::{
     now_ms, Begun, Enqueued, IdempotencyKey, Job, JobQueue, JobStatus, StoredProblem,
     StoredResponse, StoredUpdate,
 };
+use patchbay::store::Redis;
 
 use crate::helpers::*;
 

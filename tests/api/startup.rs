@@ -183,8 +183,8 @@ async fn the_demo_gets_every_answer_right() {
 
 #[tokio::test]
 async fn patchbay_replay_requeues_dead_jobs_in_the_shared_store() {
-    use patchbay::queue::sqlite::SqliteQueue;
-    use patchbay::queue::{Enqueued, JobQueue, JobStatus, StoredProblem, StoredUpdate};
+    use patchbay::store::queue::sqlite::SqliteQueue;
+    use patchbay::store::queue::{Enqueued, JobQueue, JobStatus, StoredProblem, StoredUpdate};
     use std::time::Duration;
 
     let dir =
@@ -211,7 +211,13 @@ async fn patchbay_replay_requeues_dead_jobs_in_the_shared_store() {
     };
     // A horizon of zero: the first transient failure kills the job.
     queue
-        .retry(&batch, patchbay::queue::now_ms() + 1000, 0, "503", problem)
+        .retry(
+            &batch,
+            patchbay::store::queue::now_ms() + 1000,
+            0,
+            "503",
+            problem,
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -15,14 +15,14 @@
 //!   contact.
 //! - [`org`]: one Genesys org as one value: its settings, client, token, budget, engine, mirror and
 //!   feed, and lookups.
-//! - [`queue`]: the asynchronous mode: durable jobs, workers, idempotency keys, dead letters.
+//! - [`worker`]: the asynchronous mode's workers: they run the queue's jobs through the engine.
 //! - [`journal`]: recent updates (what each became, what it cost) and the minute figures behind the
 //!   console.
-//! - [`cluster`]: several replicas on Redis: shared queue, token, rate budget, channel slots, finds.
+//! - [`store`]: what is kept, by concern (queue, journal, budget, token, channel slots, finds), each
+//!   in this process or on Redis for several replicas, behind one trait.
 //! - [`metrics`]: the metrics' names and the helpers that record them.
 //! - [`trace`]: trace context across hops (a caller's `traceparent`, a job's kept context).
 
-pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod engine;
@@ -32,6 +32,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod mirror;
 pub mod org;
-pub mod queue;
 pub mod service;
+pub mod store;
 pub mod trace;
+pub mod worker;

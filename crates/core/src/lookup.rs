@@ -15,15 +15,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::cluster::found::FoundCache;
-use crate::cluster::Redis;
 use crate::config::LookupSettings;
 use crate::domain::lookup::{Lookup, LookupKey, Pick};
 use crate::domain::ConversationId;
@@ -32,6 +29,7 @@ use crate::genesys::model::{media_list, Conversation};
 use crate::genesys::CallContext;
 use crate::mirror::Trust;
 use crate::service::{UpdateError, CALL_ALLOWANCE};
+use crate::store::finds::Finds;
 
 /// The largest page the details query returns (Genesys's developer-center blog on the details query;
 /// the README's lookup section lists each published limit and its source).
@@ -106,7 +104,7 @@ type Flights = HashMap<(Lookup, Path), WeakShared<FlightFuture>>;
 pub struct Finder {
     engine: Engine,
     settings: LookupSettings,
-    found: FoundCache,
+    found: Arc<dyn Finds>,
     /// The lookups being resolved now, by key. Held weakly: a flight every waiter gave up on is
     /// dropped, and the next lookup starts its own rather than resuming one past its deadline.
     flights: Arc<Mutex<Flights>>,
@@ -191,9 +189,8 @@ pub fn query(lookup: &Lookup, interval: &str, page_size: u32) -> serde_json::Val
 }
 
 impl Finder {
-    /// A finder whose finds are shared with every replica on `shared`, when there is one.
-    pub fn new(engine: Engine, settings: LookupSettings, shared: Option<Redis>) -> Self {
-        let found = FoundCache::new(Duration::from_millis(settings.cache_ms), shared);
+    /// A finder that keeps its finds in `found`: this process's, or every replica's.
+    pub fn new(engine: Engine, settings: LookupSettings, found: Arc<dyn Finds>) -> Self {
         Self {
             engine,
             settings,

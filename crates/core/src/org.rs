@@ -5,18 +5,28 @@
 
 use std::sync::Arc;
 
-use crate::cluster::channels::Slots;
-use crate::cluster::limiter::{Budget, RateBudget};
-use crate::cluster::token::SharedToken;
-use crate::cluster::Redis;
+use std::time::Duration;
+
 use crate::config::{GenesysSettings, Settings};
 use crate::engine::Engine;
-use crate::genesys::shared::TokenStore;
 use crate::genesys::GenesysClient;
 use crate::lookup::Finder;
 use crate::mirror::feed::Feed;
 use crate::mirror::Mirror;
 use crate::service::Updater;
+use crate::store::budget::{local::LocalBudget, redis::RedisBudget, Budget, CallBudget};
+use crate::store::channels::{local::LocalSlots, redis::RedisSlots, ChannelSlots};
+use crate::store::finds::{local::LocalFinds, redis::RedisFinds, Finds};
+use crate::store::token::{local::LocalToken, redis::RedisToken, TokenStore};
+use crate::store::Redis;
+
+/// An org's stores: its budget, token, finds and channel slots.
+type Stores = (
+    Arc<dyn CallBudget>,
+    Arc<dyn TokenStore>,
+    Arc<dyn Finds>,
+    Arc<dyn ChannelSlots>,
+);
 
 /// One org, whole. Cloning is cheap: clones share the client, the caches and the mirror.
 #[derive(Clone)]
@@ -35,16 +45,27 @@ impl Org {
     /// The org `settings` name. With `redis`, its token, budget, channel slots and finds are the
     /// deployment's; without, this process's.
     pub fn build(settings: &Settings, redis: Option<Redis>) -> Result<Self, reqwest::Error> {
-        let budget = RateBudget::new(
-            Budget {
-                per_minute: settings.genesys.rate_per_minute,
-            },
-            redis.clone(),
-        );
-        let shared_token = redis
-            .clone()
-            .map(|r| Arc::new(SharedToken::new(r)) as Arc<dyn TokenStore>);
-        let genesys = GenesysClient::new(&settings.genesys, Arc::new(budget), shared_token)?;
+        let budget = Budget {
+            per_minute: settings.genesys.rate_per_minute,
+        };
+        let finds = LocalFinds::new(Duration::from_millis(settings.lookup.cache_ms));
+        let slots = settings.mirror.max_channels;
+        // Each store is this process's, or the deployment's on Redis.
+        let (budget, token, finds, slots): Stores = match &redis {
+            None => (
+                Arc::new(LocalBudget::new(budget)),
+                Arc::new(LocalToken),
+                Arc::new(finds),
+                Arc::new(LocalSlots::new(slots)),
+            ),
+            Some(r) => (
+                Arc::new(RedisBudget::new(budget, r.clone())),
+                Arc::new(RedisToken::new(r.clone())),
+                Arc::new(RedisFinds::new(finds, r.clone())),
+                Arc::new(RedisSlots::new(slots, r.clone())),
+            ),
+        };
+        let genesys = GenesysClient::new(&settings.genesys, budget, token)?;
         let mut engine = Engine::new(
             Updater::new(genesys, settings.verify.clone()),
             settings.delivery.clone(),
@@ -61,12 +82,12 @@ impl Org {
                 engine.updater().shared_genesys(),
                 mirror,
                 settings.mirror.clone(),
-                Arc::new(Slots::new(settings.mirror.max_channels, redis.clone())),
+                slots,
             ));
         }
         Ok(Self {
             settings: Arc::new(settings.genesys.clone()),
-            finder: Finder::new(engine.clone(), settings.lookup.clone(), redis),
+            finder: Finder::new(engine.clone(), settings.lookup.clone(), finds),
             engine,
             feed,
         })

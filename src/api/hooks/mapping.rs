@@ -320,7 +320,7 @@ impl Mapping {
     /// fuzzer) reads what the mapping will refuse.
     pub fn body_schema(&self) -> Value {
         // The request body's own schemas, so a route and `POST /v1/attributes` say the same.
-        use crate::api::attributes as request;
+        use crate::api::request;
         let lookup = json(<request::LookupRequest as utoipa::PartialSchema>::schema());
         let kind_of = |field: &str| {
             let mut schema = lookup["properties"][field].clone();

@@ -15,10 +15,11 @@ use super::model::{
     TokenResponse,
 };
 use super::retry::{is_retryable_status, RetryPolicy, RetryReason};
-use super::shared::{CallBudget, Reported, SharedTokenError, TokenStore, WaitTooLong};
 use super::token::{AccessToken, TokenCache};
 use crate::config::GenesysSettings;
 use crate::domain::{AttributeMap, ConversationId};
+use crate::store::budget::{CallBudget, Reported, Standing, WaitTooLong};
+use crate::store::token::{TokenError, TokenStore};
 
 /// What one piece of work gives its Genesys calls, and what they give back: when they must be done
 /// (a synchronous request's deadline, a job's share of its lease, a verification's give-up), the
@@ -82,8 +83,8 @@ pub struct GenesysClient {
     client_id: String,
     client_secret: SecretString,
     tokens: TokenCache,
-    /// The deployment's token, when replicas share one.
-    shared_token: Option<std::sync::Arc<dyn TokenStore>>,
+    /// Where the token is kept: for this process, or for every replica.
+    token_store: std::sync::Arc<dyn TokenStore>,
     margin: Duration,
     budget: std::sync::Arc<dyn CallBudget>,
     /// The latest standing Genesys reported, `count << 32 | allowed` (0 before any answer), read by
@@ -97,7 +98,7 @@ pub struct GenesysClient {
 /// The budget as Patchbay keeps it, beside what Genesys last reported of the token.
 #[derive(Debug, Clone, Copy)]
 pub struct BudgetView {
-    pub standing: super::shared::Standing,
+    pub standing: Standing,
     /// Genesys's `inin-ratelimit-*` on its latest answer to this replica, and how long ago it came.
     pub reported: Option<(Reported, Duration)>,
 }
@@ -188,12 +189,11 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl GenesysClient {
-    /// A client for the org in `settings`, spending `budget`; with `shared_token`, the token is the
-    /// deployment's.
+    /// A client for the org in `settings`, spending `budget`, its token kept in `token_store`.
     pub fn new(
         settings: &GenesysSettings,
         budget: std::sync::Arc<dyn CallBudget>,
-        shared_token: Option<std::sync::Arc<dyn TokenStore>>,
+        token_store: std::sync::Arc<dyn TokenStore>,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
@@ -212,7 +212,7 @@ impl GenesysClient {
                 Duration::from_secs(settings.token_expiry_margin_s),
                 Duration::from_millis(settings.auth_failure_cache_ms),
             ),
-            shared_token,
+            token_store,
             margin: Duration::from_secs(settings.token_expiry_margin_s),
             budget,
             standing: Default::default(),
@@ -315,32 +315,30 @@ impl GenesysClient {
         ))
     }
 
-    /// The cached token; on a miss, the deployment's (from Redis) or a new grant.
     /// Whether a token can be had: the cached one, or a grant (whose failure is cached briefly, so
     /// readiness probes never hammer the login service).
     pub async fn ready(&self) -> Result<(), GenesysError> {
         self.token().await.map(drop)
     }
 
+    /// The cached token; on a miss, the store's, which grants one when it has none.
     async fn token(&self) -> Result<std::sync::Arc<AccessToken>, GenesysError> {
         self.tokens
             .get(|| async {
-                let Some(shared) = &self.shared_token else {
-                    return self.grant().await;
-                };
-                // A Redis error here came before any grant: a slow answer is worth one more try
+                let store = &self.token_store;
+                // A store error here came before any grant: a slow answer is worth one more try
                 // before this replica grants a token of its own.
-                let mut shared_result = shared.get(self.margin, Box::pin(self.grant())).await;
-                if let Err(SharedTokenError::Store(e)) = &shared_result {
+                let mut stored = store.get(self.margin, Box::pin(self.grant())).await;
+                if let Err(TokenError::Store(e)) = &stored {
                     if e.transient {
-                        shared_result = shared.get(self.margin, Box::pin(self.grant())).await;
+                        stored = store.get(self.margin, Box::pin(self.grant())).await;
                     }
                 }
-                match shared_result {
-                    // The local cache takes the margin off again: give back what Redis took off.
+                match stored {
+                    // The local cache takes the margin off again: give back what the store took off.
                     Ok((token, usable)) => Ok((token, usable + self.margin)),
-                    Err(SharedTokenError::Grant(e)) => Err(e),
-                    Err(SharedTokenError::Store(e)) => {
+                    Err(TokenError::Grant(e)) => Err(e),
+                    Err(TokenError::Store(e)) => {
                         metrics::counter!(crate::metrics::REDIS_FALLBACKS, "what" => "token").increment(1);
                         tracing::warn!(error = %e, "Redis is unreachable: granting a token for this replica alone");
                         self.grant().await
@@ -353,10 +351,8 @@ impl GenesysClient {
     /// Drops a refused token here and, if still current, for the whole deployment.
     async fn invalidate(&self, stale: &AccessToken) {
         self.tokens.invalidate(stale).await;
-        if let Some(shared) = &self.shared_token {
-            if let Err(e) = shared.invalidate(stale.expose()).await {
-                tracing::warn!(error = %e, "could not drop the refused token in Redis");
-            }
+        if let Err(e) = self.token_store.invalidate(stale.expose()).await {
+            tracing::warn!(error = %e, "could not drop the refused token in Redis");
         }
     }
 

@@ -5,7 +5,6 @@ pub mod error;
 pub mod model;
 pub mod notifications;
 pub mod retry;
-pub mod shared;
 pub mod stream;
 pub mod token;
 

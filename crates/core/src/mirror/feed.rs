@@ -31,6 +31,7 @@ use crate::genesys::notifications::{Channel, Rejections, TopicState};
 use crate::genesys::retry::Backoff;
 use crate::genesys::stream::{self, Frame, Received, Socket};
 use crate::genesys::{CallContext, GenesysClient, GenesysError};
+use crate::store::channels::{ChannelSlots, Slot, SLOT_TTL};
 
 /// How long one of the feed's REST calls may wait for the rate budget. The feed is background
 /// work: it waits its turn behind updates whose callers are waiting, and a call that cannot be had
@@ -40,25 +41,6 @@ const FEED_CALL_WAIT: Duration = Duration::from_secs(30);
 /// The context of one of the feed's calls.
 fn feed_call() -> CallContext {
     CallContext::until(Instant::now() + FEED_CALL_WAIT)
-}
-
-/// How long a slot outlives its last renewal; its holder renews it three times as often.
-pub const SLOT_TTL: Duration = Duration::from_secs(30);
-
-/// One slot held: the right to keep one channel connected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Slot(pub u32);
-
-/// The deployment's channel slots (`cluster::channels` keeps them, on Redis or in this process):
-/// a replica holds a channel only while it holds a slot, so the deployment never connects more
-/// channels than Genesys allows.
-#[async_trait::async_trait]
-pub trait ChannelSlots: Send + Sync {
-    /// A free slot, if the deployment has one.
-    async fn acquire(&self) -> Option<Slot>;
-    /// Keeps `slot`; `false` when it is no longer this replica's.
-    async fn renew(&self, slot: &Slot) -> bool;
-    async fn release(&self, slot: Slot);
 }
 
 /// The first backoff step.

@@ -1,4 +1,6 @@
-//! Asynchronous mode: a durable job queue behind one interface, its workers, and idempotency keys.
+//! The durable job queue of the asynchronous mode, behind one interface: embedded SQLite for a single
+//! replica ([`sqlite`]), or Redis for several ([`redis`]). The workers that run its jobs are the
+//! `worker` module.
 //!
 //! A job is accepted only once it is committed to the store, so the `202 Accepted` a caller receives
 //! survives a crash one instant later. Jobs of one conversation (a *lane*) run strictly in the order
@@ -6,8 +8,8 @@
 //! keys winning. The store also remembers, per target and key, the acceptance sequence of the value
 //! last written, so a job replayed from the dead letters never overwrites a newer value.
 
+pub mod redis;
 pub mod sqlite;
-pub mod worker;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

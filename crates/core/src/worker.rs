@@ -8,13 +8,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{now_ms, Batch, JobQueue, StoredProblem};
 use crate::config::QueueSettings;
 use crate::engine::Engine;
 use crate::genesys::retry::Backoff;
 use crate::genesys::GenesysError;
 use crate::journal::Journal;
 use crate::service::{UpdateError, UpdateOutcome};
+use crate::store::queue::{now_ms, Batch, JobQueue, QueueError, StoredProblem};
 
 /// Whether a failure may go away by itself: 429, 5xx, timeouts, and Genesys refusing Patchbay's own
 /// credentials (an operator can fix those while the job waits).
@@ -241,7 +241,7 @@ impl Workers {
         }
     }
 
-    fn record(&self, result: Result<(), super::QueueError>) {
+    fn record(&self, result: Result<(), QueueError>) {
         let outcome = if result.is_ok() {
             "recorded"
         } else {

@@ -13,9 +13,9 @@ use std::time::Duration;
 use redis::Script;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Redis, DELETE_IF_EQUAL};
-use crate::genesys::shared::{Grant, SharedTokenError, StoreError, TokenStore};
+use super::{usable, Grant, TokenError, TokenStore};
 use crate::genesys::GenesysError;
+use crate::store::{Redis, StoreError, DELETE_IF_EQUAL};
 
 /// Longer than a grant can take (its timeout and retries), so a live holder keeps the lock.
 const LOCK_TTL: Duration = Duration::from_secs(15);
@@ -31,37 +31,29 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 "#;
 
-impl From<redis::RedisError> for StoreError {
-    fn from(e: redis::RedisError) -> Self {
-        StoreError {
-            transient: e.is_timeout() || e.is_connection_dropped() || e.is_io_error(),
-            message: e.to_string(),
-        }
-    }
+fn store_error(e: redis::RedisError) -> TokenError {
+    TokenError::Store(e.into())
 }
 
-fn store_error(e: redis::RedisError) -> SharedTokenError {
-    SharedTokenError::Store(e.into())
-}
-
+/// One token for every replica.
 #[derive(Clone, Debug)]
-pub struct SharedToken {
+pub struct RedisToken {
     redis: Redis,
 }
 
-impl SharedToken {
+impl RedisToken {
     pub fn new(redis: Redis) -> Self {
         Self { redis }
     }
 }
 
 #[async_trait::async_trait]
-impl TokenStore for SharedToken {
+impl TokenStore for RedisToken {
     async fn get<'a>(
         &self,
         margin: Duration,
         grant: Grant<'a>,
-    ) -> Result<(SecretString, Duration), SharedTokenError> {
+    ) -> Result<(SecretString, Duration), TokenError> {
         let (key, lock) = (self.redis.key("token"), self.redis.key("token:lock"));
         let mut conn = self.redis.conn.clone();
         let mut grant = Some(grant);
@@ -91,12 +83,12 @@ impl TokenStore for SharedToken {
                 // The grant is done: whatever Redis does now, the token is used rather than lost
                 // (a second grant for it would be the thing this module exists to prevent).
                 if let Ok((token, expires_in)) = &result {
-                    let usable = expires_in.saturating_sub(margin).max(*expires_in / 2);
+                    let ttl = usable(*expires_in, margin);
                     let stored: Result<(), _> = redis::cmd("SET")
                         .arg(&key)
                         .arg(token.expose_secret())
                         .arg("PX")
-                        .arg(usable.as_millis().max(1) as u64)
+                        .arg(ttl.as_millis().max(1) as u64)
                         .query_async(&mut conn)
                         .await;
                     if let Err(e) = stored {
@@ -110,13 +102,11 @@ impl TokenStore for SharedToken {
                     .invoke_async(&mut conn)
                     .await;
                 return result
-                    .map(|(token, expires_in)| {
-                        (token, expires_in.saturating_sub(margin).max(expires_in / 2))
-                    })
-                    .map_err(SharedTokenError::Grant);
+                    .map(|(token, expires_in)| (token, usable(expires_in, margin)))
+                    .map_err(TokenError::Grant);
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(SharedTokenError::Grant(GenesysError::Timeout));
+                return Err(TokenError::Grant(GenesysError::Timeout));
             }
             tokio::time::sleep(POLL).await;
         }

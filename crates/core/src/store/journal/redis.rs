@@ -1,9 +1,11 @@
 //! The journal on Redis: one capped stream (`XADD … MAXLEN ~ N`) that every replica writes its
 //! updates to and every replica's console reads, newest first.
 
-use crate::cluster::Redis;
-use crate::journal::{Entry, JournalStore};
+use super::JournalStore;
+use crate::journal::entry::Entry;
+use crate::store::Redis;
 
+/// The journal every replica shares.
 pub struct RedisJournal {
     redis: Redis,
     capacity: usize,

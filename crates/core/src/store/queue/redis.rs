@@ -17,11 +17,11 @@ use std::collections::HashMap;
 
 use redis::Script;
 
-use super::Redis;
-use crate::queue::{
+use super::{
     now_ms, Batch, Begun, Enqueued, IdempotencyKey, Job, JobQueue, QueueError, QueueStats,
     StoredProblem, StoredResponse, StoredUpdate,
 };
+use crate::store::Redis;
 
 /// How long finished jobs stay readable at `GET /v1/jobs/<id>`.
 const FINISHED_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;

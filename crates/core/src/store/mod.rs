@@ -1,13 +1,21 @@
-//! Running as several replicas on Redis: the shared queue, the shared OAuth token, the
-//! deployment-wide rate budget and what lookups found.
+//! What Patchbay keeps, grouped by concern. Each concern is one trait with two versions side by
+//! side: this process's, for a single replica with no server, and Redis's, for several replicas
+//! sharing one deployment. Callers hold the trait; start-up picks the version.
 //!
-//! Every key lives under `{<redis.key_prefix>}:`. The braces are a Redis Cluster hash tag: all keys
-//! share one slot, so the Lua scripts that keep the queue consistent may touch any of them.
+//! - [`queue`]: durable jobs, idempotency keys and dead letters (SQLite, or Redis).
+//! - [`journal`]: the recent updates the console shows (a ring, or a capped stream).
+//! - [`budget`]: the token's calls in any 60 s, and Genesys's pauses.
+//! - [`token`]: the OAuth token (granted for this process, or one for every replica).
+//! - [`channels`]: the notification channel slots Genesys allows per OAuth client.
+//! - [`finds`]: what lookups found, kept for a short while.
+//!
+//! On Redis every key lives under `{<redis.key_prefix>}:`. The braces are a Redis Cluster hash tag:
+//! all keys share one slot, so the Lua scripts that keep the queue consistent may touch any of them.
 
+pub mod budget;
 pub mod channels;
-pub mod found;
+pub mod finds;
 pub mod journal;
-pub mod limiter;
 pub mod queue;
 pub mod token;
 
@@ -23,6 +31,24 @@ pub(crate) const DELETE_IF_EQUAL: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
+
+/// A Redis store could not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    pub message: String,
+    /// A slow or dropped answer, worth one more try.
+    pub transient: bool,
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError {
+            transient: e.is_timeout() || e.is_connection_dropped() || e.is_io_error(),
+            message: e.to_string(),
+        }
+    }
+}
 
 /// A connection to Redis that reconnects by itself, and the key prefix of this deployment.
 #[derive(Clone)]

@@ -1,33 +1,19 @@
-//! What lookups found, remembered for a short while: by this replica, and on Redis by every replica,
-//! so a CRM's burst for one record costs one analytics query however the load balancer spreads it.
-//!
-//! The cache only saves queries; it is never trusted. Every use is confirmed by a read, and a call
-//! that ended is forgotten everywhere. So Redis being slow or down costs queries, never correctness:
-//! its errors are logged and the lookup goes on without it.
-
-use std::time::Duration;
+//! The finds of every replica, on Redis, behind this replica's own: a find is looked for here
+//! first, then on Redis. Redis errors are logged and the lookup goes on without it.
 
 use sha2::{Digest, Sha256};
 
-use super::Redis;
+use super::local::LocalFinds;
+use super::Finds;
 use crate::domain::lookup::{Lookup, LookupKey, Pick};
 use crate::domain::ConversationId;
+use crate::store::{Redis, DELETE_IF_EQUAL};
 
-/// Lookups' finds, kept for `ttl`; a zero `ttl` keeps nothing.
-#[derive(Clone)]
-pub struct FoundCache {
-    local: moka::future::Cache<Lookup, ConversationId>,
-    shared: Option<Redis>,
-    ttl: Duration,
-}
-
-impl std::fmt::Debug for FoundCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FoundCache")
-            .field("ttl", &self.ttl)
-            .field("shared", &self.shared.is_some())
-            .finish_non_exhaustive()
-    }
+/// Finds shared by every replica, with this replica's in front.
+#[derive(Clone, Debug)]
+pub struct RedisFinds {
+    local: LocalFinds,
+    redis: Redis,
 }
 
 /// The Redis key name of `lookup`: a digest, so no caller's number is stored in the clear.
@@ -48,31 +34,24 @@ fn key_name(lookup: &Lookup) -> String {
     format!("lookup:{}", hex::encode(Sha256::digest(canonical)))
 }
 
-impl FoundCache {
-    /// A cache for `ttl` (none when zero), shared on `shared` when the deployment runs on Redis.
-    pub fn new(ttl: Duration, shared: Option<Redis>) -> Self {
-        Self {
-            local: moka::future::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(ttl.max(Duration::from_millis(1)))
-                .build(),
-            shared,
-            ttl,
-        }
+impl RedisFinds {
+    pub fn new(local: LocalFinds, redis: Redis) -> Self {
+        Self { local, redis }
     }
+}
 
-    /// What a replica found for `lookup` within the last `ttl`, if any.
-    pub async fn get(&self, lookup: &Lookup) -> Option<ConversationId> {
-        if self.ttl.is_zero() {
+#[async_trait::async_trait]
+impl Finds for RedisFinds {
+    async fn get(&self, lookup: &Lookup) -> Option<ConversationId> {
+        if self.local.ttl().is_zero() {
             return None;
         }
         if let Some(cid) = self.local.get(lookup).await {
             return Some(cid);
         }
-        let redis = self.shared.as_ref()?;
-        let mut conn = redis.conn.clone();
+        let mut conn = self.redis.conn.clone();
         let found: Option<String> = match redis::cmd("GET")
-            .arg(redis.key(&key_name(lookup)))
+            .arg(self.redis.key(&key_name(lookup)))
             .query_async(&mut conn)
             .await
         {
@@ -83,21 +62,20 @@ impl FoundCache {
             }
         };
         let cid = found?.parse::<ConversationId>().ok()?;
-        self.local.insert(lookup.clone(), cid).await;
+        self.local.insert(lookup, cid).await;
         Some(cid)
     }
 
-    /// Remembers that `lookup` found `cid`.
-    pub async fn insert(&self, lookup: &Lookup, cid: ConversationId) {
-        if self.ttl.is_zero() {
+    async fn insert(&self, lookup: &Lookup, cid: ConversationId) {
+        let ttl = self.local.ttl();
+        if ttl.is_zero() {
             return;
         }
-        self.local.insert(lookup.clone(), cid).await;
-        let Some(redis) = &self.shared else { return };
-        let mut conn = redis.conn.clone();
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        self.local.insert(lookup, cid).await;
+        let mut conn = self.redis.conn.clone();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let stored: Result<(), _> = redis::cmd("SET")
-            .arg(redis.key(&key_name(lookup)))
+            .arg(self.redis.key(&key_name(lookup)))
             .arg(cid.to_string())
             .arg("PX")
             .arg(ttl_ms)
@@ -108,16 +86,11 @@ impl FoundCache {
         }
     }
 
-    /// Forgets that `lookup` found `stale`, on every replica: the call ended or no longer matches.
-    /// A newer find (another replica's, after the caller called again) is kept.
-    pub async fn forget(&self, lookup: &Lookup, stale: ConversationId) {
-        if self.local.get(lookup).await == Some(stale) {
-            self.local.invalidate(lookup).await;
-        }
-        let Some(redis) = &self.shared else { return };
-        let mut conn = redis.conn.clone();
-        let dropped: Result<i64, _> = redis::Script::new(super::DELETE_IF_EQUAL)
-            .key(redis.key(&key_name(lookup)))
+    async fn forget(&self, lookup: &Lookup, stale: ConversationId) {
+        self.local.forget(lookup, stale).await;
+        let mut conn = self.redis.conn.clone();
+        let dropped: Result<i64, _> = redis::Script::new(DELETE_IF_EQUAL)
+            .key(self.redis.key(&key_name(lookup)))
             .arg(stale.to_string())
             .invoke_async(&mut conn)
             .await;

@@ -1,0 +1,277 @@
+//! One contract per store, two versions: every store's tests run against this process's version and
+//! the Redis one, so a single replica and a deployment of several behave alike. (The queue's
+//! contract is `queue_contract`.)
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use patchbay::config::RedisSettings;
+use patchbay::domain::lookup::{Lookup, LookupKey, MediaType, Pick};
+use patchbay::domain::ConversationId;
+use patchbay::journal::Journal;
+use patchbay::store::budget::{local::LocalBudget, redis::RedisBudget, Budget, CallBudget};
+use patchbay::store::channels::{local::LocalSlots, redis::RedisSlots, ChannelSlots};
+use patchbay::store::finds::{local::LocalFinds, redis::RedisFinds, Finds};
+use patchbay::store::journal::{redis::RedisJournal, ring::Ring, JournalStore};
+use patchbay::store::token::{local::LocalToken, redis::RedisToken, TokenStore};
+use patchbay::store::Redis;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::helpers::*;
+
+/// A Redis connection under a prefix of its own, deleted when the prefix is dropped.
+async fn redis() -> (Redis, RedisPrefix) {
+    let prefix = RedisPrefix::new().await;
+    let settings = RedisSettings {
+        url: prefix.url.clone().into(),
+        key_prefix: prefix.name.clone(),
+        timeout_ms: 1000,
+    };
+    (Redis::connect(&settings).unwrap(), prefix)
+}
+
+/// Each version of a store, named, with the Redis prefix that must outlive it.
+async fn both<T: ?Sized>(
+    local: Arc<T>,
+    on_redis: impl FnOnce(Redis) -> Arc<T>,
+) -> Vec<(&'static str, Arc<T>, Option<RedisPrefix>)> {
+    let (redis, prefix) = redis().await;
+    vec![
+        ("this process", local, None),
+        ("redis", on_redis(redis), Some(prefix)),
+    ]
+}
+
+#[tokio::test]
+async fn a_budget_lets_a_full_minute_go_at_once_and_refuses_the_next_call_with_the_wait() {
+    let budget = Budget { per_minute: 3 };
+    for (name, store, _prefix) in both::<dyn CallBudget>(Arc::new(LocalBudget::new(budget)), |r| {
+        Arc::new(RedisBudget::new(budget, r))
+    })
+    .await
+    {
+        let slots = store.reserve(3, Duration::ZERO).await.unwrap();
+        assert_eq!(slots.len(), 3, "{name}");
+        let refused = store.reserve(1, Duration::from_secs(1)).await.unwrap_err();
+        assert!(
+            refused.0 > Duration::from_secs(55) && refused.0 <= Duration::from_secs(60),
+            "{name}: the 4th call waits for the 1st to leave the minute, not {:?}",
+            refused.0
+        );
+        // A refusal reserves nothing, and a check never does.
+        assert!(
+            store.check(1, Duration::from_secs(61)).await.is_ok(),
+            "{name}"
+        );
+        assert_eq!(store.standing().await.used, 3, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_budget_paused_by_a_429_holds_every_call_back_and_an_operations_pause_only_that_one() {
+    let budget = Budget { per_minute: 300 };
+    for (name, store, _prefix) in both::<dyn CallBudget>(Arc::new(LocalBudget::new(budget)), |r| {
+        Arc::new(RedisBudget::new(budget, r))
+    })
+    .await
+    {
+        store
+            .pause_operation("analytics", Duration::from_secs(20))
+            .await;
+        let left = store.operation_paused("analytics").await.expect(name);
+        assert!(left > Duration::from_secs(18), "{name}: {left:?}");
+        assert_eq!(store.operation_paused("conversation").await, None, "{name}");
+        store.reserve(1, Duration::ZERO).await.expect(name);
+
+        store.pause(Duration::from_secs(30)).await;
+        let refused = store.reserve(1, Duration::from_secs(1)).await.unwrap_err();
+        assert!(refused.0 > Duration::from_secs(28), "{name}: {refused:?}");
+        assert!(store.standing().await.paused_for.is_some(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_budget_takes_genesys_at_its_word_a_lower_limit_and_calls_it_counted_elsewhere() {
+    let budget = Budget { per_minute: 300 };
+    for (name, store, _prefix) in both::<dyn CallBudget>(Arc::new(LocalBudget::new(budget)), |r| {
+        Arc::new(RedisBudget::new(budget, r))
+    })
+    .await
+    {
+        store
+            .observe(patchbay::store::budget::Reported {
+                count: 4,
+                allowed: 5,
+                reset: Duration::from_secs(40),
+            })
+            .await;
+        let standing = store.standing().await;
+        assert_eq!((standing.used, standing.limit), (4, 5), "{name}");
+        store.reserve(1, Duration::ZERO).await.expect(name);
+        assert!(store.reserve(1, Duration::ZERO).await.is_err(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn channel_slots_never_pass_the_limit_and_a_released_one_is_free_again() {
+    for (name, store, _prefix) in both::<dyn ChannelSlots>(Arc::new(LocalSlots::new(2)), |r| {
+        Arc::new(RedisSlots::new(2, r))
+    })
+    .await
+    {
+        let a = store.acquire().await.expect(name);
+        let b = store.acquire().await.expect(name);
+        assert_ne!(a, b, "{name}");
+        assert!(store.acquire().await.is_none(), "{name}");
+        assert!(store.renew(&b).await, "{name}");
+        store.release(a).await;
+        assert!(store.acquire().await.is_some(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn on_redis_channel_slots_are_the_deployments_not_each_replicas() {
+    let (redis, _prefix) = redis().await;
+    let (one, two) = (RedisSlots::new(1, redis.clone()), RedisSlots::new(1, redis));
+    let held = one.acquire().await.unwrap();
+    assert!(two.acquire().await.is_none(), "one slot for the deployment");
+    assert!(
+        !two.renew(&held).await,
+        "a replica cannot keep another's slot"
+    );
+    one.release(held).await;
+    assert!(two.acquire().await.is_some());
+}
+
+fn lookup(number: &str) -> Lookup {
+    Lookup {
+        key: LookupKey::Ani(FromStr::from_str(number).unwrap()),
+        media_type: MediaType::voice(),
+        pick: Pick::Only,
+    }
+}
+
+fn cid(n: u8) -> ConversationId {
+    format!("6f1d8c62-3b3e-4f0a-9a57-2d4c8e1b7a{n:02}")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn finds_are_kept_and_a_stale_one_is_forgotten_but_never_a_newer_one() {
+    let ttl = Duration::from_secs(60);
+    for (name, store, _prefix) in both::<dyn Finds>(Arc::new(LocalFinds::new(ttl)), |r| {
+        Arc::new(RedisFinds::new(LocalFinds::new(ttl), r))
+    })
+    .await
+    {
+        let (caller, other) = (lookup("+13175550123"), lookup("+13175550999"));
+        assert_eq!(store.get(&caller).await, None, "{name}");
+        store.insert(&caller, cid(1)).await;
+        assert_eq!(store.get(&caller).await, Some(cid(1)), "{name}");
+        assert_eq!(store.get(&other).await, None, "{name}");
+        // Forgetting an older find keeps the newer one.
+        store.forget(&caller, cid(2)).await;
+        assert_eq!(store.get(&caller).await, Some(cid(1)), "{name}");
+        store.forget(&caller, cid(1)).await;
+        assert_eq!(store.get(&caller).await, None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn finds_with_no_time_to_live_keep_nothing() {
+    for (name, store, _prefix) in
+        both::<dyn Finds>(Arc::new(LocalFinds::new(Duration::ZERO)), |r| {
+            Arc::new(RedisFinds::new(LocalFinds::new(Duration::ZERO), r))
+        })
+        .await
+    {
+        store.insert(&lookup("+13175550123"), cid(1)).await;
+        assert_eq!(store.get(&lookup("+13175550123")).await, None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn on_redis_one_replicas_find_serves_another_and_its_forgetting_reaches_every_replica() {
+    let (redis, _prefix) = redis().await;
+    let ttl = Duration::from_secs(60);
+    let one = RedisFinds::new(LocalFinds::new(ttl), redis.clone());
+    let two = RedisFinds::new(LocalFinds::new(ttl), redis.clone());
+    let caller = lookup("+13175550123");
+    one.insert(&caller, cid(1)).await;
+    assert_eq!(two.get(&caller).await, Some(cid(1)));
+    two.forget(&caller, cid(1)).await;
+    // A replica that has not seen the find yet asks Redis, which forgot it.
+    let three = RedisFinds::new(LocalFinds::new(ttl), redis);
+    assert_eq!(three.get(&caller).await, None);
+}
+
+#[tokio::test]
+async fn a_journal_answers_the_newest_entries_first_and_no_more_than_asked() {
+    for (name, store, _prefix) in both::<dyn JournalStore>(Arc::new(Ring::new(50)), |r| {
+        Arc::new(RedisJournal::new(r, 50))
+    })
+    .await
+    {
+        let journal = Journal::new(store.clone(), "replica-a", false, 50);
+        for n in 0..5 {
+            let mut entry = journal.begin("api", &format!("request-{n}"));
+            entry.writes(&BTreeMap::from([("vip".into(), "true".into())]));
+            store.push(&entry).await.expect(name);
+        }
+        let recent = store.recent(3).await.expect(name);
+        let ids: Vec<_> = recent.iter().map(|e| e.request_id.as_str()).collect();
+        assert_eq!(ids, ["request-4", "request-3", "request-2"], "{name}");
+        assert_eq!(recent[0].replica, "replica-a", "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_store_answers_with_the_grants_token_less_the_margin_and_grants_nothing_more() {
+    let margin = Duration::from_secs(60);
+    for (name, store, _prefix) in
+        both::<dyn TokenStore>(Arc::new(LocalToken), |r| Arc::new(RedisToken::new(r))).await
+    {
+        let grants = AtomicU32::new(0);
+        let grant = || {
+            grants.fetch_add(1, Ordering::SeqCst);
+            async { Ok((SecretString::from("token-1"), Duration::from_secs(3600))) }
+        };
+        let (token, usable) = store.get(margin, Box::pin(grant())).await.expect(name);
+        assert_eq!(token.expose_secret(), "token-1", "{name}");
+        assert!(
+            usable <= Duration::from_secs(3540) && usable > Duration::from_secs(3530),
+            "{name}: {usable:?}"
+        );
+        assert_eq!(grants.load(Ordering::SeqCst), 1, "{name}");
+        store.invalidate("token-1").await.expect(name);
+    }
+}
+
+#[tokio::test]
+async fn on_redis_the_token_is_granted_once_for_every_replica_and_dropped_only_while_still_refused()
+{
+    let (redis, _prefix) = redis().await;
+    let (one, two) = (RedisToken::new(redis.clone()), RedisToken::new(redis));
+    let margin = Duration::from_secs(60);
+    let granted = |token: &'static str| {
+        Box::pin(async move { Ok((SecretString::from(token), Duration::from_secs(3600))) })
+    };
+    let (first, _) = one.get(margin, granted("token-1")).await.unwrap();
+    let (seen, _) = two.get(margin, granted("token-2")).await.unwrap();
+    assert_eq!(
+        seen.expose_secret(),
+        first.expose_secret(),
+        "no second grant"
+    );
+    // A refusal of a token already replaced drops nothing.
+    two.invalidate("some-older-token").await.unwrap();
+    let (still, _) = two.get(margin, granted("token-3")).await.unwrap();
+    assert_eq!(still.expose_secret(), "token-1");
+    two.invalidate("token-1").await.unwrap();
+    let (renewed, _) = one.get(margin, granted("token-4")).await.unwrap();
+    assert_eq!(renewed.expose_secret(), "token-4");
+}
