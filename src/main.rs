@@ -169,7 +169,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             println!("Conversations it holds (ids, then each participant's purpose and id):");
             print!("{}", simulator.describe());
-            axum::serve(listener, simulator.router())
+            axum::serve(sim::without_nagle(listener), simulator.router())
                 .with_graceful_shutdown(app::shutdown_signal())
                 .await?;
         }

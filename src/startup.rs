@@ -156,12 +156,13 @@ impl Application {
             let admin_signal = signal.clone();
             tokio::spawn(async move {
                 let stop = async move { admin_signal.cancelled().await };
-                let _ = axum::serve(admin, metrics)
+                let _ = axum::serve(without_nagle(admin), metrics)
                     .with_graceful_shutdown(stop)
                     .await;
             });
         }
-        let server = axum::serve(listener, router(state)).with_graceful_shutdown(graceful);
+        let server =
+            axum::serve(without_nagle(listener), router(state)).with_graceful_shutdown(graceful);
         let deadline = async {
             signal.cancelled().await;
             tokio::time::sleep(budget).await;
@@ -266,4 +267,16 @@ fn workers(state: &AppState) -> Workers {
         presenter: Arc::new(JobAnswers),
         journal: state.journal.clone(),
     }
+}
+
+/// `listener`, its connections sending each write at once: an answer on a kept-alive connection
+/// must not wait, under Nagle's algorithm, for the caller's delayed ACK of the previous one (tens
+/// of milliseconds of an Architect action's few seconds).
+fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }

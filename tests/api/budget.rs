@@ -31,7 +31,7 @@ fn header(r: &reqwest::Response, name: &str) -> String {
         .to_string()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_simulator_limits_each_token_and_reports_where_it_stands_on_every_answer() {
     let sim = Simulator::new();
     sim.set_rate_limit(Some(3));
@@ -153,7 +153,7 @@ n = "/n"
     assert_eq!(second.status, 202, "{}", second.body);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_genesys_call_reports_what_it_spent_and_waits_for_the_budget_only_until_its_deadline() {
     use patchbay::genesys::{CallContext, GenesysClient, GenesysError};
     use patchbay::store::budget::{local::LocalBudget, Budget};

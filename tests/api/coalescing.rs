@@ -21,7 +21,7 @@ fn by_purpose(key: &str, value: &str) -> Value {
     json!({"conversationId": SEED_ACTIVE_CALL, "purpose": "agent", "attributes": {key: value}})
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn concurrent_updates_to_one_participant_cost_one_patch_and_one_read_and_all_are_verified() {
     // The linger is far longer than the time the requests take to arrive together.
     let app = spawn_app_with(|s| s.delivery.linger_ms = 400).await;
@@ -42,7 +42,7 @@ async fn concurrent_updates_to_one_participant_cost_one_patch_and_one_read_and_a
     assert_eq!(writes[0].attributes.len(), n, "{:?}", writes[0]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_key_a_later_update_overwrote_is_answered_as_a_mismatch_with_the_newer_value() {
     let app = spawn_app_with(|s| s.delivery.linger_ms = 600).await;
     let first = app.post_attributes(to_the_agent("tier", "silver"));
@@ -70,7 +70,7 @@ async fn a_key_a_later_update_overwrote_is_answered_as_a_mismatch_with_the_newer
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn merged_updates_never_exceed_the_attribute_limit() {
     let app = spawn_app_with(|s| {
         s.delivery.linger_ms = 400;
@@ -93,7 +93,7 @@ async fn merged_updates_never_exceed_the_attribute_limit() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_young_read_finds_the_participant_without_another_get() {
     let app = spawn_app().await;
     let first = app.post_attributes(by_purpose("a", "1")).await;
@@ -108,7 +108,7 @@ async fn a_young_read_finds_the_participant_without_another_get() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_read_older_than_the_reuse_age_is_made_again() {
     let app = spawn_app_with(|s| s.delivery.read_reuse_ms = 200).await;
     app.post_attributes(by_purpose("a", "1")).await;
@@ -118,7 +118,7 @@ async fn a_read_older_than_the_reuse_age_is_made_again() {
     assert_eq!(app.sim.count("get_conversation"), 4);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_patch_refused_after_a_reused_read_reads_afresh_and_writes_to_the_participant_now_there()
 {
     let app = spawn_app().await;

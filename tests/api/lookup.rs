@@ -41,7 +41,7 @@ fn by(lookup: Value) -> Value {
     json!({"lookup": lookup, "attributes": {"crmCase": "00042"}})
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_update_addressed_by_the_callers_number_is_written_to_the_customer_of_its_call() {
     let app = spawn_app().await;
     let (cid, customer, _, c) = call(1, "tel:+13175550123", 30);
@@ -55,7 +55,7 @@ async fn an_update_addressed_by_the_callers_number_is_written_to_the_customer_of
     assert_eq!(answer.body["verified"], true);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_number_genesys_holds_as_bare_digits_is_found_from_any_form() {
     let app = spawn_app().await;
     let (cid, _, _, c) = call(2, "13175550124", 30);
@@ -66,7 +66,7 @@ async fn a_number_genesys_holds_as_bare_digits_is_found_from_any_form() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_agents_user_id_finds_the_agent_and_an_external_contact_the_customer() {
     let app = spawn_app().await;
     let (cid, customer, agent, c) = call(3, "+13175550125", 30);
@@ -86,7 +86,7 @@ async fn an_agents_user_id_finds_the_agent_and_an_external_contact_the_customer(
     assert_eq!(answer.body["participantId"], customer, "{}", answer.body);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn what_is_not_a_phone_number_or_not_one_lookup_is_a_400() {
     let app = spawn_app().await;
     for lookup in [
@@ -110,7 +110,7 @@ async fn what_is_not_a_phone_number_or_not_one_lookup_is_a_400() {
     assert_eq!(app.sim.count("analytics_query"), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn no_live_match_is_a_404_that_says_what_was_searched_without_the_whole_number() {
     let app = spawn_app_with(|s| s.lookup.analytics_wait_ms = 300).await;
     let answer = app
@@ -122,7 +122,7 @@ async fn no_live_match_is_a_404_that_says_what_was_searched_without_the_whole_nu
     assert!(!detail.contains("5550199"), "{detail}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn several_live_matches_are_a_409_listing_them_unless_the_latest_is_asked_for() {
     let app = spawn_app().await;
     let (older, ..) = call(4, "+13175550126", 120);
@@ -145,7 +145,7 @@ async fn several_live_matches_are_a_409_listing_them_unless_the_latest_is_asked_
     assert_eq!(answer.body["conversationId"], newer);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_call_analytics_does_not_show_yet_is_found_once_it_does() {
     let app = spawn_app_with(|s| {
         s.lookup.analytics_retry_ms = 100;
@@ -163,7 +163,7 @@ async fn a_call_analytics_does_not_show_yet_is_found_once_it_does() {
     assert!(app.sim.count("analytics_query") > 1, "it asked again");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_analytics_hit_the_read_shows_is_no_longer_a_match_is_not_written() {
     let app = spawn_app_with(|s| s.lookup.analytics_wait_ms = 200).await;
     // The caller hung up; the agent is still on the call, so analytics still lists it.
@@ -180,7 +180,7 @@ async fn an_analytics_hit_the_read_shows_is_no_longer_a_match_is_not_written() {
     assert!(app.sim.writes().iter().all(|w| w.conversation != cid));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_found_call_is_remembered_until_it_ends() {
     let app = spawn_app_with(|s| s.lookup.analytics_wait_ms = 200).await;
     let (first, _, _, c) = call(8, "+13175550129", 60);
@@ -282,7 +282,7 @@ async fn replicas_on_redis_share_what_a_lookup_found_and_what_ended() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_lookups_calls_count_against_the_genesys_budget() {
     // The query, its confirming read, the PATCH and the read back: 4 calls, the whole budget.
     let app = spawn_app_with(|s| s.genesys.rate_per_minute = 4).await;
@@ -304,7 +304,7 @@ async fn a_lookups_calls_count_against_the_genesys_budget() {
     answer.assert_problem(429, "rate_limited");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_webhook_route_finds_the_call_from_the_number_in_its_event() {
     let app = spawn_app_with_hooks(
         "[hooks.crm]\n[hooks.crm.lookup]\nani = \"/contact/phone\"\n[hooks.crm.attributes]\nvip = \"/contact/vip\"",
@@ -329,7 +329,7 @@ async fn a_webhook_route_finds_the_call_from_the_number_in_its_event() {
         .assert_problem(400, "invalid_request");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_lookup_searches_voice_calls_unless_it_names_another_media_type() {
     let app = spawn_app_with(|s| s.lookup.analytics_wait_ms = 200).await;
     let (cid, _, _, c) = call(12, "+13175550132", 30);
@@ -353,7 +353,7 @@ fn lookups(text: &str, kind: &str, outcome: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn metrics_count_lookups_by_kind_and_how_they_ended() {
     let app = spawn_app_with(|s| s.lookup.analytics_wait_ms = 200).await;
     let (_, _, _, c) = call(30, "+13175550150", 60);
@@ -376,7 +376,7 @@ fn update_by_id() -> Value {
     json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"byId": "yes"}})
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn lookups_past_analytics_own_limit_are_refused_at_once_and_updates_by_id_go_on() {
     // Analytics allows this token 2 queries a minute; the token itself has plenty.
     let sim = patchbay::sim::Simulator::new();
@@ -412,7 +412,7 @@ async fn lookups_past_analytics_own_limit_are_refused_at_once_and_updates_by_id_
     assert_eq!(answer.body["verified"], true);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_429_from_analytics_is_answered_at_once_and_pauses_only_lookups() {
     let sim = patchbay::sim::Simulator::new();
     sim.rate_limit_next(patchbay::sim::Op::AnalyticsQuery, 7, 1);
@@ -441,7 +441,7 @@ async fn a_429_from_analytics_is_answered_at_once_and_pauses_only_lookups() {
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_query_answer_that_reports_the_tokens_window_spent_holds_back_every_call() {
     // The token's limit is 10 a minute, as the gateway's budget says; no limit of the query's own.
     let sim = patchbay::sim::Simulator::new();

@@ -113,7 +113,7 @@ fn by_number(ani: &str, value: &str) -> Value {
     json!({"lookup": {"ani": ani}, "attributes": {"vip": value}})
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_screen_pop_by_the_callers_number_costs_one_call_the_patch() {
     let app = mirrored_app(|_| {}).await;
     let (cid, customer, _) = start_call(&app, 1, "tel:+13175550101").await;
@@ -144,7 +144,7 @@ async fn a_screen_pop_by_the_callers_number_costs_one_call_the_patch() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_participant_addressed_by_purpose_is_found_in_the_mirror_without_a_read() {
     let app = mirrored_app(|_| {}).await;
     let (cid, _, agent) = start_call(&app, 2, "tel:+13175550102").await;
@@ -163,7 +163,7 @@ async fn a_participant_addressed_by_purpose_is_found_in_the_mirror_without_a_rea
     assert_eq!(since(&app, before).patches, 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn after_a_gap_a_lookup_takes_analytics_and_a_call_of_the_gap_is_found_there() {
     let app = mirrored_app(|_| {}).await;
     start_call(&app, 3, "tel:+13175550103").await;
@@ -187,7 +187,7 @@ async fn after_a_gap_a_lookup_takes_analytics_and_a_call_of_the_gap_is_found_the
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_write_is_verified_by_the_detail_event_when_no_queue_event_comes() {
     let app = mirrored_app(|_| {}).await;
     app.sim.set_write_events(false);
@@ -217,7 +217,7 @@ async fn a_write_is_verified_by_the_detail_event_when_no_queue_event_comes() {
     assert_eq!(since(&app, before), ONLY_THE_PATCH);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_write_no_event_shows_is_verified_by_one_read() {
     let app = mirrored_app(|_| {}).await;
     app.sim.set_write_events(false);
@@ -232,7 +232,7 @@ async fn a_write_no_event_shows_is_verified_by_one_read() {
     assert_eq!(since(&app, before).reads, 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_write_genesys_accepts_but_never_applies_is_answered_unverified() {
     let app = mirrored_app(|_| {}).await;
     let (cid, customer, _) = start_call(&app, 7, "tel:+13175550107").await;
@@ -246,7 +246,7 @@ async fn a_write_genesys_accepts_but_never_applies_is_answered_unverified() {
     assert_eq!(answer.body["mismatches"][0]["key"], "vip");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_call_whose_end_event_was_lost_is_never_answered_verified() {
     let app = mirrored_app(|_| {}).await;
     let (cid, _, _) = start_call(&app, 8, "tel:+13175550108").await;
@@ -270,7 +270,7 @@ async fn a_call_whose_end_event_was_lost_is_never_answered_verified() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn socket_closing_moves_to_a_new_socket_with_no_gap_and_no_update_lost() {
     let app = mirrored_app(|_| {}).await;
     let (cid, customer, _) = start_call(&app, 10, "tel:+13175550110").await;
@@ -294,7 +294,7 @@ async fn socket_closing_moves_to_a_new_socket_with_no_gap_and_no_update_lost() {
     assert!(mirror(&app).is_live());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_evicted_channel_is_replaced_and_the_mirror_is_live_again() {
     let app = mirrored_app(|_| {}).await;
     let first = app.sim.notifications().channel_ids();
@@ -312,7 +312,7 @@ async fn an_evicted_channel_is_replaced_and_the_mirror_is_live_again() {
     assert_eq!(answer.body["foundBy"], "mirror", "{}", answer.body);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_channel_gone_without_a_word_is_found_gone_by_its_404_and_replaced() {
     let app = mirrored_app(|_| {}).await;
     let first = app.sim.notifications().channel_ids();
@@ -330,7 +330,7 @@ async fn a_channel_gone_without_a_word_is_found_gone_by_its_404_and_replaced() {
     start_call(&app, 21, "tel:+13175550121").await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn refused_queue_topics_leave_every_update_to_the_rest_path() {
     let sim = patchbay::sim::Simulator::new();
     sim.refuse_topics("v2.routing.queues.", "routing:queue:view");
@@ -385,7 +385,7 @@ async fn three_replicas_on_redis_stay_within_the_deployments_channels() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_socket_gone_silent_is_replaced_after_the_liveness_window() {
     let app = mirrored_app(|_| {}).await;
     let (cid, _, _) = start_call(&app, 15, "tel:+13175550115").await;
@@ -401,7 +401,7 @@ async fn a_socket_gone_silent_is_replaced_after_the_liveness_window() {
     start_call(&app, 16, "tel:+13175550116").await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_channel_is_subscribed_again_before_it_expires() {
     let sim = patchbay::sim::Simulator::new();
     sim.set_channel_lifetime(Duration::from_secs(4));
@@ -419,7 +419,7 @@ async fn a_channel_is_subscribed_again_before_it_expires() {
     assert_eq!(mirror(&app).status().gaps, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_conversation_event_of_several_mebibytes_reaches_the_mirror() {
     let app = mirrored_app(|_| {}).await;
     let (cid, _, _, mut c) = call(17, "tel:+13175550117");
@@ -436,7 +436,7 @@ async fn a_conversation_event_of_several_mebibytes_reaches_the_mirror() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_late_event_verifies_within_confirm_ms_and_past_it_a_read_decides() {
     let app = mirrored_app(|_| {}).await;
     let (cid, customer, _) = start_call(&app, 19, "tel:+13175550119").await;

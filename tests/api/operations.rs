@@ -8,7 +8,7 @@ fn agent_update() -> serde_json::Value {
     json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"vip": true}})
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn metrics_count_requests_genesys_calls_tokens_verifications_and_the_queue_by_template() {
     let app = spawn_app().await;
     assert_eq!(app.post_attributes(agent_update()).await.status, 200);
@@ -57,7 +57,7 @@ async fn metrics_count_requests_genesys_calls_tokens_verifications_and_the_queue
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn metrics_move_to_the_admin_address_when_one_is_set() {
     let app =
         spawn_app_with(|s| s.server.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await;
@@ -73,7 +73,7 @@ async fn metrics_move_to_the_admin_address_when_one_is_set() {
     assert!(text.contains("patchbay_"), "{text}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn readyz_is_ready_with_a_token_and_a_queue_and_healthz_stays_live() {
     let app = spawn_app().await;
     let ready = app.get("/readyz").await;
@@ -84,7 +84,7 @@ async fn readyz_is_ready_with_a_token_and_a_queue_and_healthz_stays_live() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn readyz_is_not_ready_when_genesys_refuses_the_client_and_probes_do_not_hammer_login() {
     let app = spawn_app_with(|s| s.genesys.client_secret = "wrong".to_string().into()).await;
     for _ in 0..5 {
@@ -182,7 +182,7 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn metrics_show_the_calls_saved_the_budget_genesys_reports_and_the_updates_refused_for_it() {
     // A budget of 5 calls; the recorder is the process's, so figures only ever grow past ours.
     let app = spawn_app_with(|s| {
@@ -204,7 +204,8 @@ async fn metrics_show_the_calls_saved_the_budget_genesys_reports_and_the_updates
         .await
         .assert_problem(429, "rate_limited");
     let text = app.get("/metrics").await.body.as_str().unwrap().to_string();
-    assert!(metric(&text, "patchbay_updates_total") >= 6.0);
+    // Five reached the engine; the refused one never did.
+    assert!(metric(&text, "patchbay_updates_total") >= 5.0, "{text}");
     assert!(metric(&text, "patchbay_updates_coalesced_total") >= 3.0);
     assert!(metric(&text, "patchbay_reads_reused_total") >= 1.0);
     assert!(metric(&text, "patchbay_admission_refusals_total") >= 1.0);

@@ -208,7 +208,7 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
     assert_eq!(sim.grants(), 1);
 
     // The budget: no minute over rate_per_minute, whichever replica made the calls.
-    let mut times: Vec<Instant> = ["get_conversation", "patch_attributes"]
+    let mut times: Vec<tokio::time::Instant> = ["get_conversation", "patch_attributes"]
         .iter()
         .flat_map(|op| sim.call_times(op))
         .collect();

@@ -11,7 +11,7 @@ fn update(value: usize) -> serde_json::Value {
     json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"n": value}})
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_token_is_granted_once_and_reused() {
     let app = spawn_app().await;
     for n in 0..5 {
@@ -20,7 +20,7 @@ async fn the_token_is_granted_once_and_reused() {
     assert_eq!(app.sim.grants(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn concurrent_requests_against_an_empty_cache_cause_exactly_one_grant() {
     let app = spawn_app().await;
     // Slow grants widen the window in which every request finds the cache empty.
@@ -32,7 +32,7 @@ async fn concurrent_requests_against_an_empty_cache_cause_exactly_one_grant() {
     assert_eq!(app.sim.count("token"), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_revoked_token_is_replaced_once_and_the_call_retried() {
     let app = spawn_app().await;
     assert_eq!(app.post_attributes(update(1)).await.status, 200);
@@ -51,7 +51,7 @@ async fn a_revoked_token_is_replaced_once_and_the_call_retried() {
     assert_eq!(statuses, vec![202, 401, 202]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_short_lived_token_is_renewed_before_it_expires() {
     let app = spawn_app_with(|s| s.genesys.token_expiry_margin_s = 1).await;
     app.sim.set_token_lifetime(2);
@@ -63,7 +63,7 @@ async fn a_short_lived_token_is_renewed_before_it_expires() {
     assert!(app.sim.calls().iter().all(|c| c.status != 401));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rejected_client_credentials_are_upstream_auth_failed_and_not_retried_in_a_loop() {
     for reject_status in [400, 401] {
         let app = spawn_app_with(|s| s.genesys.client_secret = "wrong".to_string().into()).await;
@@ -83,7 +83,7 @@ async fn rejected_client_credentials_are_upstream_auth_failed_and_not_retried_in
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_token_refused_even_when_fresh_is_upstream_auth_failed() {
     let app = spawn_app().await;
     app.sim.fail_next(Op::PatchAttributes, 401, 2);

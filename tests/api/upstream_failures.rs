@@ -1,6 +1,8 @@
 //! Genesys failing: rate limits, server errors, timeouts, missing and ended conversations.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use patchbay::sim::Op;
 use serde_json::json;
@@ -20,7 +22,7 @@ fn patch_statuses(app: &TestApp) -> Vec<u16> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_429_waits_its_retry_after_then_succeeds() {
     let app = spawn_app().await;
     app.sim.rate_limit_next(Op::PatchAttributes, 1, 1);
@@ -34,7 +36,7 @@ async fn a_429_waits_its_retry_after_then_succeeds() {
     assert_eq!(patch_statuses(&app), vec![429, 202]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_429_that_persists_is_rate_limited_with_retry_after() {
     let app = spawn_app_with(|s| s.genesys.retry.max_attempts = 2).await;
     app.sim.rate_limit_next(Op::PatchAttributes, 1, 5);
@@ -44,7 +46,7 @@ async fn a_429_that_persists_is_rate_limited_with_retry_after() {
     assert_eq!(patch_statuses(&app), vec![429, 429]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_retry_after_beyond_the_bound_is_answered_at_once() {
     let app = spawn_app().await;
     app.sim.rate_limit_next(Op::PatchAttributes, 120, 1);
@@ -55,7 +57,7 @@ async fn a_retry_after_beyond_the_bound_is_answered_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_transient_5xx_is_retried() {
     let app = spawn_app().await;
     app.sim.fail_next(Op::PatchAttributes, 503, 2);
@@ -64,7 +66,7 @@ async fn a_transient_5xx_is_retried() {
     assert_eq!(patch_statuses(&app), vec![503, 503, 202]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_persistent_5xx_ends_after_the_bounded_attempts() {
     let app = spawn_app_with(|s| s.genesys.retry.max_attempts = 3).await;
     app.sim.fail_next(Op::PatchAttributes, 500, 100);
@@ -78,7 +80,7 @@ async fn a_persistent_5xx_ends_after_the_bounded_attempts() {
         .contains("correlation"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_5xx_on_the_read_before_the_write_is_retried_too() {
     let app = spawn_app().await;
     app.sim.fail_next(Op::GetConversation, 502, 1);
@@ -88,7 +90,7 @@ async fn a_5xx_on_the_read_before_the_write_is_retried_too() {
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_genesys_that_does_not_answer_in_time_is_upstream_timeout() {
     let app = spawn_app_with(|s| {
         s.genesys.timeout_ms = 100;
@@ -103,7 +105,7 @@ async fn a_genesys_that_does_not_answer_in_time_is_upstream_timeout() {
         .assert_problem(504, "upstream_timeout");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_unknown_conversation_is_conversation_not_found() {
     let app = spawn_app().await;
     let missing = "11111111-2222-3333-4444-555555555555";
@@ -115,7 +117,7 @@ async fn an_unknown_conversation_is_conversation_not_found() {
         .assert_problem(404, "conversation_not_found");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_unknown_participant_is_participant_not_found() {
     let app = spawn_app().await;
     app.post_attributes(json!({
@@ -132,7 +134,7 @@ async fn an_unknown_participant_is_participant_not_found() {
     assert_eq!(app.sim.count("patch_attributes"), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_ended_conversation_is_conversation_ended_whatever_genesys_answers() {
     for status in [400, 404, 409] {
         let app = spawn_app().await;
@@ -153,7 +155,7 @@ async fn an_ended_conversation_is_conversation_ended_whatever_genesys_answers() 
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_ended_conversation_found_by_purpose_is_never_written() {
     let app = spawn_app().await;
     app.post_attributes(json!({"conversationId": SEED_ENDED, "attributes": {"a": "b"}}))
@@ -162,7 +164,7 @@ async fn an_ended_conversation_found_by_purpose_is_never_written() {
     assert_eq!(app.api_calls(), vec!["get_conversation"]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_conversation_that_ends_during_the_call_is_reported_as_ended() {
     let app = spawn_app().await;
     app.sim.end_conversation(SEED_ACTIVE_CALL);
@@ -171,7 +173,7 @@ async fn a_conversation_that_ends_during_the_call_is_reported_as_ended() {
         .assert_problem(409, "conversation_ended");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_request_over_its_overall_deadline_is_upstream_timeout() {
     let app = spawn_app_with(|s| {
         s.server.request_timeout_ms = 300;

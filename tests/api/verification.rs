@@ -10,7 +10,7 @@ fn update() -> serde_json::Value {
     json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"vip": true, "tier": "gold"}})
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_eventually_consistent_write_is_verified_once_it_shows() {
     let app = spawn_app().await;
     app.sim.set_visibility_delay(Duration::from_millis(300));
@@ -22,7 +22,7 @@ async fn an_eventually_consistent_write_is_verified_once_it_shows() {
     assert!(app.sim.count("get_conversation") > 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_write_that_never_shows_is_200_unverified_with_every_missing_key() {
     let app = spawn_app_with(|s| s.verify.timeout_ms = 400).await;
     app.sim.set_visibility_delay(Duration::from_secs(3600));
@@ -39,7 +39,7 @@ async fn a_write_that_never_shows_is_200_unverified_with_every_missing_key() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_value_overwritten_by_someone_else_is_a_mismatch_with_its_actual_value() {
     let app = spawn_app_with(|s| s.verify.timeout_ms = 300).await;
     app.post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"tier": "silver"}}))
@@ -54,7 +54,7 @@ async fn a_value_overwritten_by_someone_else_is_a_mismatch_with_its_actual_value
     assert_eq!(answer.body["attributes"]["tier"], "silver");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn verification_can_be_skipped_per_request_or_by_configuration() {
     let app = spawn_app().await;
     let mut body = update();
@@ -74,7 +74,7 @@ async fn verification_can_be_skipped_per_request_or_by_configuration() {
     assert_eq!(app.post_attributes(body).await.body["verified"], true);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_first_read_back_learns_how_long_genesys_takes_so_later_writes_verify_in_one_read() {
     let app = spawn_app_with(|s| {
         s.verify.poll_initial_ms = 20;

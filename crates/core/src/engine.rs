@@ -141,8 +141,9 @@ struct Inner {
     settings: DeliverySettings,
     max_bytes: usize,
     /// Recent conversation reads, for finding participants by purpose; one GET for concurrent misses.
-    /// `None` when `delivery.read_reuse_ms` is 0.
-    reads: Option<moka::future::Cache<ConversationId, Arc<Conversation>>>,
+    /// `None` when `delivery.read_reuse_ms` is 0. Each read keeps when it was made: its age is
+    /// measured on the runtime's clock (the cache's own time to live only bounds memory).
+    reads: Option<moka::future::Cache<ConversationId, (Arc<Conversation>, Instant)>>,
     /// Updates pending in each lane that has a task running it. An entry exists exactly while its
     /// task runs.
     lanes: Mutex<HashMap<ConversationId, Vec<Entry>>>,
@@ -203,12 +204,7 @@ impl Engine {
         let mut calls = self.0.updater.calls_needed(update);
         let mirrored = self.0.mirrored(&update.conversation_id).is_some();
         if matches!(update.target, Target::Purpose(_))
-            && (mirrored
-                || self
-                    .0
-                    .reads
-                    .as_ref()
-                    .is_some_and(|reads| reads.contains_key(&update.conversation_id)))
+            && (mirrored || self.0.young_read(&update.conversation_id).await.is_some())
         {
             calls -= 1;
         }
@@ -342,8 +338,22 @@ impl Inner {
     /// Keeps `conversation`, just read, for updates that follow to find their participant in.
     async fn remember(&self, cid: ConversationId, conversation: &Arc<Conversation>) {
         if let Some(reads) = &self.reads {
-            reads.insert(cid, conversation.clone()).await;
+            reads
+                .insert(cid, (conversation.clone(), Instant::now()))
+                .await;
         }
+    }
+
+    /// The kept read of `cid`, if it is younger than `delivery.read_reuse_ms`. An older one is
+    /// dropped, so the next read is made afresh.
+    async fn young_read(&self, cid: &ConversationId) -> Option<Arc<Conversation>> {
+        let reads = self.reads.as_ref()?;
+        let (conversation, read_at) = reads.get(cid).await?;
+        if read_at.elapsed() < self.settings.read_reuse() {
+            return Some(conversation);
+        }
+        reads.invalidate(cid).await;
+        None
     }
 
     /// A read of the conversation no older than `delivery.read_reuse_ms`, and whether it was
@@ -361,7 +371,7 @@ impl Inner {
                 .await
                 .map(|c| (Arc::new(c), false));
         };
-        if let Some(conversation) = reads.get(&cid).await {
+        if let Some(conversation) = self.young_read(&cid).await {
             metrics::counter!(READS_REUSED).increment(1);
             return Ok((conversation, true));
         }
@@ -370,10 +380,10 @@ impl Inner {
                 self.updater
                     .read(&mut CallContext::until(deadline), &cid)
                     .await
-                    .map(Arc::new)
+                    .map(|c| (Arc::new(c), Instant::now()))
             })
             .await
-            .map(|c| (c, false))
+            .map(|(c, _)| (c, false))
             .map_err(|e: Arc<UpdateError>| (*e).clone())
     }
 

@@ -24,10 +24,11 @@ pub mod wire;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 pub use crate::wire::Conversation;
 
@@ -302,7 +303,7 @@ impl Simulator {
         let addr = listener.local_addr().expect("listener has an address");
         let router = self.router();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let _ = axum::serve(without_nagle(listener), router).await;
         });
         format!("http://{addr}")
     }
@@ -599,4 +600,16 @@ impl Simulator {
         }
         Some(attrs.into_iter().collect())
     }
+}
+
+/// `listener`, its connections sending each write at once. An event frame written just after a
+/// pong would otherwise wait, under Nagle's algorithm, for the client's delayed ACK of the pong:
+/// tens of milliseconds Genesys does not add.
+pub fn without_nagle(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }

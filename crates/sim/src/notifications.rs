@@ -5,7 +5,7 @@
 //! and one WebSocket per channel: heartbeats, a pong for a ping, a second connection dropping the
 //! first, and a queue-conversation event (the whole conversation) on every change.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::Simulator;
 use crate::errors::error;
@@ -34,7 +35,8 @@ pub const DEFAULT_QUEUE_PAGE: usize = 25;
 struct Channel {
     id: String,
     topics: Vec<String>,
-    expires: time::OffsetDateTime,
+    /// On the runtime's clock, so a test that pauses time sees channels lapse.
+    expires: Instant,
     last_used: Instant,
     /// Whether a WebSocket is open on it (the least recently used unconnected channel goes first).
     connected: bool,
@@ -130,7 +132,7 @@ impl Notifications {
         let channel = Channel {
             id: uuid::Uuid::new_v4().to_string(),
             topics: Vec::new(),
-            expires: time::OffsetDateTime::now_utc() + self.lifetime,
+            expires: Instant::now() + self.lifetime,
             last_used: now,
             connected: false,
             socket: None,
@@ -259,7 +261,7 @@ impl Notifications {
         {
             return;
         }
-        let now = time::OffsetDateTime::now_utc();
+        let now = Instant::now();
         let outboxes: Vec<_> = self
             .channels
             .iter()
@@ -568,8 +570,10 @@ pub fn routes() -> Router<Simulator> {
         .route("/api/v2/routing/queues", get(list_queues))
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
+/// `at`, on the wall clock, in RFC 3339.
+fn rfc3339(at: Instant) -> String {
+    let wall = time::OffsetDateTime::now_utc() + at.saturating_duration_since(Instant::now());
+    wall.format(&time::format_description::well_known::Rfc3339)
         .expect("a time formats")
 }
 
@@ -615,9 +619,8 @@ async fn list_channels(State(sim): State<Simulator>, headers: HeaderMap) -> Resp
 /// `HEAD /api/v2/notifications/channels/{id}`: 200 while it exists.
 async fn channel_exists(State(sim): State<Simulator>, Path(id): Path<String>) -> StatusCode {
     let s = sim.lock();
-    let now = time::OffsetDateTime::now_utc();
     match s.notifications.channels.iter().find(|c| c.id == id) {
-        Some(c) if c.expires > now => StatusCode::OK,
+        Some(c) if c.expires > Instant::now() => StatusCode::OK,
         _ => StatusCode::NOT_FOUND,
     }
 }
@@ -698,7 +701,7 @@ fn subscribe(
     let lifetime = n.lifetime;
     let channel = n.channel_mut(id).expect("found above");
     channel.topics = topics;
-    channel.expires = time::OffsetDateTime::now_utc() + lifetime;
+    channel.expires = Instant::now() + lifetime;
     channel.last_used = Instant::now();
     Json(json!({"entities": entries})).into_response()
 }

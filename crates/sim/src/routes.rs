@@ -1,7 +1,7 @@
 //! The simulator's HTTP surface: the login host's grant, the conversation API, and (in
 //! `notifications`) the Notifications API's channels and the routing queues.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
@@ -12,6 +12,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::json;
+use tokio::time::Instant;
 
 use super::{Op, PendingWrite, RecordedCall, Simulator, Standing};
 use crate::errors::{error, CorrelationId};

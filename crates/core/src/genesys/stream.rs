@@ -141,14 +141,12 @@ impl Socket {
         let config = WebSocketConfig::default()
             .max_message_size(Some(max_frame_bytes))
             .max_frame_size(Some(max_frame_bytes));
-        let (inner, _) = tokio_tungstenite::connect_async_with_config(
-            channel.connect_uri(),
-            Some(config),
-            false,
-        )
-        .await
-        // The error's text may carry the address, and with it the channel id: say only its kind.
-        .map_err(|e| GenesysError::Transport(format!("channel socket: {}", kind(&e))))?;
+        // Nagle off: a ping must not wait for the server's delayed ACK of the previous frame.
+        let (inner, _) =
+            tokio_tungstenite::connect_async_with_config(channel.connect_uri(), Some(config), true)
+                .await
+                // The error's text may carry the address, and with it the channel id: say only its kind.
+                .map_err(|e| GenesysError::Transport(format!("channel socket: {}", kind(&e))))?;
         Ok(Self { inner })
     }
 

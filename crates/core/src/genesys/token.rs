@@ -1,24 +1,34 @@
 //! The OAuth token cache: one grant for any number of concurrent callers, renewed before expiry.
+//!
+//! A token's and a refusal's lives are measured on the runtime's clock (moka only holds them and
+//! makes concurrent misses one grant), so expiry is monotonic and a test can pause it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moka::future::Cache;
 use moka::ops::compute::Op;
-use moka::Expiry;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
 
 use super::error::GenesysError;
 
 /// A bearer token and how long it may be used.
 pub struct AccessToken {
     secret: SecretString,
-    valid_for: Duration,
+    usable_until: Instant,
 }
 
 impl AccessToken {
+    /// A token usable for `valid_for` from now.
     pub fn new(secret: SecretString, valid_for: Duration) -> Self {
-        Self { secret, valid_for }
+        Self {
+            secret,
+            usable_until: Instant::now() + valid_for,
+        }
+    }
+    fn usable(&self) -> bool {
+        Instant::now() < self.usable_until
     }
     pub fn expose(&self) -> &str {
         self.secret.expose_secret()
@@ -31,22 +41,8 @@ impl AccessToken {
 impl std::fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessToken")
-            .field("valid_for", &self.valid_for)
+            .field("usable_until", &self.usable_until)
             .finish_non_exhaustive()
-    }
-}
-
-/// Each entry lives exactly as long as its token may be used.
-struct TokenExpiry;
-
-impl Expiry<(), Arc<AccessToken>> for TokenExpiry {
-    fn expire_after_create(
-        &self,
-        _: &(),
-        token: &Arc<AccessToken>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(token.valid_for)
     }
 }
 
@@ -57,7 +53,9 @@ impl Expiry<(), Arc<AccessToken>> for TokenExpiry {
 #[derive(Clone)]
 pub struct TokenCache {
     tokens: Cache<(), Arc<AccessToken>>,
-    rejected: Cache<(), GenesysError>,
+    /// A rejected grant, and until when it is believed.
+    rejected: Cache<(), (GenesysError, Instant)>,
+    negative_ttl: Duration,
     margin: Duration,
 }
 
@@ -65,14 +63,9 @@ impl TokenCache {
     /// `margin` is taken off every token's lifetime; `negative_ttl` is how long a rejected grant is believed.
     pub fn new(margin: Duration, negative_ttl: Duration) -> Self {
         Self {
-            tokens: Cache::builder()
-                .max_capacity(1)
-                .expire_after(TokenExpiry)
-                .build(),
-            rejected: Cache::builder()
-                .max_capacity(1)
-                .time_to_live(negative_ttl.max(Duration::from_millis(1)))
-                .build(),
+            tokens: Cache::builder().max_capacity(1).build(),
+            rejected: Cache::builder().max_capacity(1).build(),
+            negative_ttl,
             margin,
         }
     }
@@ -84,13 +77,20 @@ impl TokenCache {
         Fut: std::future::Future<Output = Result<(SecretString, Duration), GenesysError>>,
     {
         if let Some(token) = self.tokens.get(&()).await {
-            return Ok(token);
+            if token.usable() {
+                return Ok(token);
+            }
+            self.invalidate(&token).await;
         }
-        if let Some(err) = self.rejected.get(&()).await {
-            return Err(err);
+        if let Some((err, until)) = self.rejected.get(&()).await {
+            if Instant::now() < until {
+                return Err(err);
+            }
+            self.rejected.invalidate(&()).await;
         }
         let margin = self.margin;
         let rejected = self.rejected.clone();
+        let negative_ttl = self.negative_ttl;
         self.tokens
             .try_get_with((), async move {
                 match grant().await {
@@ -105,7 +105,8 @@ impl TokenCache {
                     }
                     Err(err) => {
                         if matches!(err, GenesysError::Auth { .. }) {
-                            rejected.insert((), err.clone()).await;
+                            let until = Instant::now() + negative_ttl;
+                            rejected.insert((), (err.clone(), until)).await;
                         }
                         Err(err)
                     }
@@ -196,5 +197,74 @@ mod tests {
             .unwrap();
         assert_eq!(second.expose(), "two");
         assert_eq!(still.expose(), "two");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_renewed_once_its_life_less_the_margin_has_passed() {
+        let cache = TokenCache::new(Duration::from_secs(60), Duration::from_secs(1));
+        let grants = AtomicUsize::new(0);
+        let get = || {
+            cache.get(|| async {
+                let n = grants.fetch_add(1, Ordering::SeqCst);
+                Ok((
+                    SecretString::from(format!("t{n}")),
+                    Duration::from_secs(3600),
+                ))
+            })
+        };
+        assert_eq!(get().await.unwrap().expose(), "t0");
+        tokio::time::sleep(Duration::from_secs(3539)).await;
+        assert_eq!(get().await.unwrap().expose(), "t0", "still usable");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            get().await.unwrap().expose(),
+            "t1",
+            "renewed before Genesys's expiry"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_shorter_lived_than_twice_the_margin_is_used_for_half_its_life() {
+        let cache = TokenCache::new(Duration::from_secs(60), Duration::from_secs(1));
+        let grants = AtomicUsize::new(0);
+        let get = || {
+            cache.get(|| async {
+                grants.fetch_add(1, Ordering::SeqCst);
+                Ok((SecretString::from("t"), Duration::from_secs(100)))
+            })
+        };
+        get().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(49)).await;
+        get().await.unwrap();
+        assert_eq!(grants.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        get().await.unwrap();
+        assert_eq!(grants.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_grant_is_tried_again_once_its_refusal_has_expired() {
+        let cache = TokenCache::new(Duration::from_secs(1), Duration::from_secs(30));
+        let grants = AtomicUsize::new(0);
+        let refused = || {
+            cache.get(|| async {
+                grants.fetch_add(1, Ordering::SeqCst);
+                Err(GenesysError::Auth {
+                    status: 401,
+                    correlation_id: None,
+                })
+            })
+        };
+        assert!(refused().await.is_err());
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(refused().await.is_err());
+        assert_eq!(grants.load(Ordering::SeqCst), 1, "the refusal is believed");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(refused().await.is_err());
+        assert_eq!(
+            grants.load(Ordering::SeqCst),
+            2,
+            "then the grant is tried again"
+        );
     }
 }

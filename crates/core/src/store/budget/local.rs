@@ -5,9 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{
-    now_ms, slots, standing, Budget, CallBudget, Reported, Standing, WaitTooLong, WINDOW_MS,
-};
+use super::{slots, standing, Budget, CallBudget, Reported, Standing, WaitTooLong, WINDOW_MS};
 
 /// The log: the same algorithm as the Redis budget's scripts, for one process.
 #[derive(Debug, Default)]
@@ -97,10 +95,14 @@ impl LocalLog {
 }
 
 /// The budget kept by this process. Cloning is cheap: clones share the log.
+///
+/// Its times are ms on the runtime's monotonic clock since the budget was made: no other process
+/// reads them, a step of the wall clock neither frees nor blocks a call, and a test can pause it.
 #[derive(Debug, Clone)]
 pub struct LocalBudget {
     budget: Budget,
     log: Arc<Mutex<LocalLog>>,
+    origin: tokio::time::Instant,
 }
 
 impl LocalBudget {
@@ -108,6 +110,7 @@ impl LocalBudget {
         Self {
             budget,
             log: Arc::default(),
+            origin: tokio::time::Instant::now(),
         }
     }
 
@@ -115,23 +118,56 @@ impl LocalBudget {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The waits in ms of `count` calls from `now`, or the wait of a refusal.
-    pub(super) fn reserve_at(
-        &self,
-        now: i64,
-        count: u32,
-        max_wait_ms: i64,
-        commit: bool,
-    ) -> Result<Vec<i64>, i64> {
-        self.log()
-            .reserve(now, self.budget.per_minute, count, max_wait_ms, commit)
+    fn now(&self) -> i64 {
+        self.origin.elapsed().as_millis() as i64
     }
 
-    pub(super) fn observe_at(&self, now: i64, reported: Reported) {
+    /// The waits in ms of `count` calls from now, or the wait of a refusal.
+    fn waits(&self, count: u32, max_wait: Duration, commit: bool) -> Result<Vec<i64>, i64> {
+        let max_wait_ms = max_wait.as_millis().min(i64::MAX as u128) as i64;
+        self.log().reserve(
+            self.now(),
+            self.budget.per_minute,
+            count.max(1),
+            max_wait_ms,
+            commit,
+        )
+    }
+
+    /// What Genesys reported, in the log (the metrics are the caller's).
+    pub(super) fn record(&self, reported: Reported) {
+        let now = self.now();
         self.log().observe(now, self.budget.per_minute, reported);
     }
+}
 
-    pub(super) fn standing_at(&self, now: i64) -> Standing {
+#[async_trait::async_trait]
+impl CallBudget for LocalBudget {
+    fn per_minute(&self) -> u32 {
+        self.budget.per_minute
+    }
+
+    async fn reserve(
+        &self,
+        count: u32,
+        max_wait: Duration,
+    ) -> Result<Vec<tokio::time::Instant>, WaitTooLong> {
+        let started = tokio::time::Instant::now();
+        slots(started, self.waits(count, max_wait, true), true)
+    }
+
+    async fn check(&self, count: u32, max_wait: Duration) -> Result<(), WaitTooLong> {
+        let started = tokio::time::Instant::now();
+        slots(started, self.waits(count, max_wait, false), false).map(drop)
+    }
+
+    async fn observe(&self, reported: Reported) {
+        crate::metrics::genesys_budget(reported.count, reported.allowed, reported.reset);
+        self.record(reported);
+    }
+
+    async fn standing(&self) -> Standing {
+        let now = self.now();
         let log = self.log();
         let used = log.log.partition_point(|t| *t <= now)
             - log.log.partition_point(|t| *t <= now - WINDOW_MS);
@@ -148,84 +184,29 @@ impl LocalBudget {
         )
     }
 
-    /// Nobody calls before `until` (ms).
-    pub(super) fn pause_until(&self, until: i64) {
+    async fn pause(&self, retry_after: Duration) {
+        let until = self.now() + retry_after.as_millis() as i64;
         let mut log = self.log();
         log.paused_until = log.paused_until.max(until);
     }
 
-    /// Nobody calls `op` before `until` (ms).
-    pub(super) fn pause_operation_until(&self, op: &'static str, until: i64) {
+    async fn pause_operation(&self, op: &'static str, wait: Duration) {
+        let until = self.now() + wait.as_millis() as i64;
         let mut log = self.log();
         let paused = log.operations_paused.entry(op).or_default();
         *paused = (*paused).max(until);
     }
 
-    /// Until when (ms) `op` is held back; 0 when it is not.
-    pub(super) fn operation_paused_until(&self, op: &'static str) -> i64 {
-        self.log()
+    async fn operation_paused(&self, op: &'static str) -> Option<Duration> {
+        let until = self
+            .log()
             .operations_paused
             .get(op)
             .copied()
-            .unwrap_or_default()
-    }
-}
-
-#[async_trait::async_trait]
-impl CallBudget for LocalBudget {
-    fn per_minute(&self) -> u32 {
-        self.budget.per_minute
-    }
-
-    async fn reserve(
-        &self,
-        count: u32,
-        max_wait: Duration,
-    ) -> Result<Vec<tokio::time::Instant>, WaitTooLong> {
-        let started = tokio::time::Instant::now();
-        slots(
-            started,
-            self.reserve_at(now_ms(), count.max(1), max_ms(max_wait), true),
-            true,
-        )
-    }
-
-    async fn check(&self, count: u32, max_wait: Duration) -> Result<(), WaitTooLong> {
-        let started = tokio::time::Instant::now();
-        slots(
-            started,
-            self.reserve_at(now_ms(), count.max(1), max_ms(max_wait), false),
-            false,
-        )
-        .map(drop)
-    }
-
-    async fn observe(&self, reported: Reported) {
-        crate::metrics::genesys_budget(reported.count, reported.allowed, reported.reset);
-        self.observe_at(now_ms(), reported);
-    }
-
-    async fn standing(&self) -> Standing {
-        self.standing_at(now_ms())
-    }
-
-    async fn pause(&self, retry_after: Duration) {
-        self.pause_until(now_ms() + retry_after.as_millis() as i64);
-    }
-
-    async fn pause_operation(&self, op: &'static str, wait: Duration) {
-        self.pause_operation_until(op, now_ms() + wait.as_millis() as i64);
-    }
-
-    async fn operation_paused(&self, op: &'static str) -> Option<Duration> {
-        let left = self.operation_paused_until(op) - now_ms();
+            .unwrap_or_default();
+        let left = until - self.now();
         (left > 0).then(|| Duration::from_millis(left as u64))
     }
-}
-
-/// A wait in ms, as the log counts.
-pub(super) fn max_ms(wait: Duration) -> i64 {
-    wait.as_millis().min(i64::MAX as u128) as i64
 }
 
 #[cfg(test)]

@@ -106,14 +106,6 @@ fn standing(
     }
 }
 
-/// Wall-clock ms: replicas compare their calls' times, so the log is kept in the time they share.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 /// The reserved waits (ms from `started`) as instants, or the wait of a refusal.
 fn slots(
     started: tokio::time::Instant,

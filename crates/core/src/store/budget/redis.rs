@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::local::{max_ms, LocalBudget};
-use super::{
-    now_ms, slots, standing, Budget, CallBudget, Reported, Standing, WaitTooLong, WINDOW_MS,
-};
+use super::local::LocalBudget;
+use super::{slots, standing, Budget, CallBudget, Reported, Standing, WaitTooLong, WINDOW_MS};
 use crate::store::Redis;
 
 /// KEYS: log (sorted set of call times), pause (ms), ceiling (a lower N). ARGV: now_ms, limit,
@@ -80,6 +78,15 @@ if tonumber(ARGV[1]) > paused then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARG
 return 1
 "#;
 
+/// Wall-clock ms: replicas compare their calls' times, so the shared log is kept in the time they
+/// share.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 /// The budget every replica shares; this replica's own log stands in while Redis is away.
 #[derive(Clone)]
 pub struct RedisBudget {
@@ -121,15 +128,33 @@ impl RedisBudget {
         }
     }
 
-    async fn waits(&self, count: u32, max_wait: Duration, commit: bool) -> Result<Vec<i64>, i64> {
-        let (now, count, max_wait_ms) = (now_ms(), count.max(1), max_ms(max_wait));
-        match self.reserve_shared(now, count, max_wait_ms, commit).await {
-            Ok(waits) => waits,
+    /// The slots of `count` calls from the deployment's log; from this replica's own while Redis
+    /// is away.
+    async fn shared_slots(
+        &self,
+        count: u32,
+        max_wait: Duration,
+        commit: bool,
+    ) -> Result<Vec<tokio::time::Instant>, WaitTooLong> {
+        let started = tokio::time::Instant::now();
+        let max_wait_ms = max_wait.as_millis().min(i64::MAX as u128) as i64;
+        match self
+            .reserve_shared(now_ms(), count.max(1), max_wait_ms, commit)
+            .await
+        {
+            Ok(waits) => slots(started, waits, commit),
             Err(e) => {
                 metrics::counter!(crate::metrics::REDIS_FALLBACKS, "what" => "rate_budget")
                     .increment(1);
                 tracing::warn!(error = %e, "Redis is unreachable: using this replica's own rate budget");
-                self.fallback.reserve_at(now, count, max_wait_ms, commit)
+                if commit {
+                    self.fallback.reserve(count, max_wait).await
+                } else {
+                    self.fallback
+                        .check(count, max_wait)
+                        .await
+                        .map(|()| Vec::new())
+                }
             }
         }
     }
@@ -173,13 +198,11 @@ impl CallBudget for RedisBudget {
         count: u32,
         max_wait: Duration,
     ) -> Result<Vec<tokio::time::Instant>, WaitTooLong> {
-        let started = tokio::time::Instant::now();
-        slots(started, self.waits(count, max_wait, true).await, true)
+        self.shared_slots(count, max_wait, true).await
     }
 
     async fn check(&self, count: u32, max_wait: Duration) -> Result<(), WaitTooLong> {
-        let started = tokio::time::Instant::now();
-        slots(started, self.waits(count, max_wait, false).await, false).map(drop)
+        self.shared_slots(count, max_wait, false).await.map(drop)
     }
 
     async fn observe(&self, reported: Reported) {
@@ -200,7 +223,7 @@ impl CallBudget for RedisBudget {
             .await;
         if let Err(e) = done {
             tracing::warn!(error = %e, "could not share Genesys's rate figures through Redis");
-            self.fallback.observe_at(now, reported);
+            self.fallback.record(reported);
         }
     }
 
@@ -228,7 +251,7 @@ impl CallBudget for RedisBudget {
             ),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the shared budget from Redis");
-                self.fallback.standing_at(now)
+                self.fallback.standing().await
             }
         }
     }
@@ -237,13 +260,13 @@ impl CallBudget for RedisBudget {
     /// replica holds back even if Redis cannot be told.
     async fn pause(&self, retry_after: Duration) {
         let until = now_ms() + retry_after.as_millis() as i64;
-        self.fallback.pause_until(until);
+        self.fallback.pause(retry_after).await;
         self.share_pause("rate:pause", until, retry_after).await;
     }
 
     async fn pause_operation(&self, op: &'static str, wait: Duration) {
         let until = now_ms() + wait.as_millis() as i64;
-        self.fallback.pause_operation_until(op, until);
+        self.fallback.pause_operation(op, wait).await;
         self.share_pause(&format!("rate:pause:{op}"), until, wait)
             .await;
     }
@@ -258,11 +281,8 @@ impl CallBudget for RedisBudget {
                 tracing::warn!(error = %e, op, "could not read an operation's pause from Redis");
                 None
             });
-        let until = self
-            .fallback
-            .operation_paused_until(op)
-            .max(shared.unwrap_or_default());
-        let left = until - now_ms();
-        (left > 0).then(|| Duration::from_millis(left as u64))
+        let left = shared.unwrap_or_default() - now_ms();
+        let shared = (left > 0).then(|| Duration::from_millis(left as u64));
+        self.fallback.operation_paused(op).await.max(shared)
     }
 }
