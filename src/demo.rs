@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::api::hooks::settings::hooks_from_toml;
 use crate::config::Settings;
-use crate::sim::{self, Simulator};
+use crate::sim::{self, Control, Simulator};
 use crate::startup::Application;
 use crate::store::queue::sqlite::IN_MEMORY_STORE;
 
@@ -88,8 +88,9 @@ const VISIBILITY_DELAY: Duration = Duration::from_millis(120);
 /// answer it should.
 pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let simulator = Simulator::new();
+    let control = simulator.control();
     // Genesys reads are eventually consistent: make the demo show verification waiting for it.
-    simulator.set_visibility_delay(VISIBILITY_DELAY);
+    control.set_visibility_delay(VISIBILITY_DELAY);
     let sim_url = simulator.spawn(TcpListener::bind("127.0.0.1:0").await?);
 
     let api_key = format!("demo-{}", uuid::Uuid::new_v4().simple());
@@ -122,7 +123,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         None => false,
     };
     // API calls only: the grant and the socket's own upgrade are not among them.
-    let feed_calls: usize = simulator
+    let feed_calls: usize = control
         .counts()
         .iter()
         .filter(|(op, _)| !matches!(**op, "token" | "other"))
@@ -135,7 +136,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     )?;
     // A call comes in; its queue pushes it to the mirror. The seeded calls started before the
     // feed, so the mirror has not seen them: they go by REST.
-    simulator.add_caller_call();
+    control.add_caller_call();
     if let Some(mirror) = &mirror {
         let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
         while mirror.get(sim::SEED_CALLER_CALL).is_none() && tokio::time::Instant::now() < give_up {
@@ -220,12 +221,12 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         .build()?;
     let mut all_ok = true;
     let mut written = 0;
-    let api_calls = |sim: &Simulator| {
+    let api_calls = |sim: &Control| {
         sim.count("patch_attributes") + sim.count("get_conversation") + sim.count("analytics_query")
     };
-    let before_events = api_calls(&simulator);
+    let before_events = api_calls(&control);
     for (n, event) in events.iter().enumerate() {
-        let before = api_calls(&simulator);
+        let before = api_calls(&control);
         // Sent as the exact bytes that were signed.
         let mut request = http
             .post(format!("{gateway}{}", event.path))
@@ -287,7 +288,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
                 body["detail"].as_str().unwrap_or("")
             )?;
         }
-        writeln!(out, "   Genesys calls: {}", api_calls(&simulator) - before)?;
+        writeln!(out, "   Genesys calls: {}", api_calls(&control) - before)?;
         writeln!(
             out,
             "   outcome:      {}",
@@ -296,10 +297,10 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         writeln!(out)?;
     }
 
-    let patches = simulator.count("patch_attributes");
-    let reads = simulator.count("get_conversation");
-    let queries = simulator.count("analytics_query");
-    let calls = api_calls(&simulator) - before_events;
+    let patches = control.count("patch_attributes");
+    let reads = control.count("get_conversation");
+    let queries = control.count("analytics_query");
+    let calls = api_calls(&control) - before_events;
     writeln!(
         out,
         "Genesys calls: {calls} for {updates} written update(s), {per_update:.1} per update \
@@ -307,7 +308,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
          and {grants} token grant(s)",
         updates = written,
         per_update = calls as f64 / written.max(1) as f64,
-        grants = simulator.grants(),
+        grants = control.grants(),
     )?;
     writeln!(
         out,

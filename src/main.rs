@@ -149,15 +149,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let simulator = sim::Simulator::new();
-            simulator.add_live_calls(calls);
-            simulator.set_latency(std::time::Duration::from_millis(latency_ms));
-            simulator.set_rate_limit((rate_limit > 0).then_some(rate_limit));
-            simulator.set_analytics_lag(std::time::Duration::from_millis(analytics_lag_ms));
-            simulator.set_analytics_rate_limit(
+            let control = simulator.control();
+            control.add_live_calls(calls);
+            control.set_latency(std::time::Duration::from_millis(latency_ms));
+            control.set_rate_limit((rate_limit > 0).then_some(rate_limit));
+            control.set_analytics_lag(std::time::Duration::from_millis(analytics_lag_ms));
+            control.set_analytics_rate_limit(
                 (analytics_rate_limit > 0).then_some(analytics_rate_limit),
             );
             // A live call to find by its caller's number, whatever the date.
-            simulator.add_caller_call();
+            control.add_caller_call();
             println!(
                 "Genesys Cloud simulator on http://{}",
                 listener.local_addr()?

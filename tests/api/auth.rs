@@ -86,8 +86,8 @@ secrets = ["s"]
 
 #[tokio::test]
 async fn without_an_admin_key_the_gateway_says_so_at_start_and_on_each_refusal() {
-    let sim = patchbay::sim::Simulator::new();
-    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let server = patchbay::sim::Simulator::new();
+    let sim_url = server.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let mut gateway = Gateway::in_front_of(&sim_url, &[("RUST_LOG", "info")]);
     gateway.start();
     gateway.ready().await;

@@ -33,9 +33,10 @@ fn header(r: &reqwest::Response, name: &str) -> String {
 
 #[tokio::test(start_paused = true)]
 async fn the_simulator_limits_each_token_and_reports_where_it_stands_on_every_answer() {
-    let sim = Simulator::new();
+    let server = Simulator::new();
+    let sim = server.control();
     sim.set_rate_limit(Some(3));
-    let url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let url = server.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let token = sim_token(&url).await;
     for n in 1..=3 {
         let r = get_call(&url, &token).await;
@@ -61,9 +62,10 @@ async fn the_simulator_limits_each_token_and_reports_where_it_stands_on_every_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_follows_what_genesys_reports_and_genesys_never_has_to_refuse() {
     // Genesys allows 10 calls a minute; the gateway believes its default of 280.
-    let sim = Simulator::new();
+    let server = Simulator::new();
+    let sim = server.control();
     sim.set_rate_limit(Some(10));
-    let app = spawn_app_on(sim.clone(), |s| {
+    let app = spawn_app_on(server.clone(), |s| {
         s.genesys.rate_per_minute = 280;
         s.verify.enabled = false;
     })

@@ -593,7 +593,7 @@ async fn updates_from_the_api_and_a_webhook_route_show_with_their_outcome_and_ca
         .post_attributes(json!({"conversationId": SEED_ACTIVE_CALL, "attributes": {"vip": "true"}}))
         .await;
     assert_eq!(by_api.status, 200);
-    let api_calls = |sim: &patchbay::sim::Simulator| -> usize {
+    let api_calls = |sim: &patchbay::sim::Control| -> usize {
         sim.counts()
             .iter()
             .filter(|(op, _)| **op != "token")

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use patchbay::sim::{Op, Simulator};
+use patchbay::sim::{Control, Op, Simulator};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -20,7 +20,7 @@ const UPDATES_PER_PARTICIPANT: usize = 20;
 const KILL_AFTER_ACCEPTED: usize = 400;
 
 /// 25 live calls with a customer and an agent each: 50 participants.
-pub fn seed(sim: &Simulator) -> Vec<(String, String)> {
+pub fn seed(sim: &Control) -> Vec<(String, String)> {
     sim.add_live_calls(PARTICIPANTS / 2)
         .into_iter()
         .flat_map(|c| {
@@ -34,12 +34,13 @@ pub fn seed(sim: &Simulator) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_update_lands_in_order_across_a_sigkill() {
-    let sim = Simulator::new();
+    let server = Simulator::new();
+    let sim = server.control();
     let targets = seed(&sim);
     // Genesys misbehaves throughout: every 7th PATCH fails, every 13th read is rate limited.
     sim.fail_every(Op::PatchAttributes, 7, 503, None);
     sim.fail_every(Op::GetConversation, 13, 429, Some(1));
-    let sim_url = sim.spawn(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let sim_url = server.spawn(TcpListener::bind("127.0.0.1:0").await.unwrap());
 
     let store =
         std::env::temp_dir().join(format!("patchbay-crash-{}", uuid::Uuid::new_v4().simple()));

@@ -5,7 +5,7 @@ use std::sync::Once;
 
 use patchbay::config::Settings;
 use patchbay::demo::settings_for_simulator;
-use patchbay::sim::Simulator;
+use patchbay::sim::{Control, Simulator};
 use patchbay::Application;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -33,7 +33,8 @@ pub struct TestApp {
     pub address: String,
     /// `server.admin_listen`'s address as bound, when the test set one.
     pub admin_address: Option<String>,
-    pub sim: Simulator,
+    /// The test controls of the simulator in front of which the gateway runs.
+    pub sim: Control,
     pub sim_url: String,
     pub http: reqwest::Client,
     pub queue_path: std::path::PathBuf,
@@ -93,7 +94,7 @@ pub async fn spawn_app_on(sim: Simulator, adjust: impl FnOnce(&mut Settings)) ->
     TestApp {
         address,
         admin_address,
-        sim,
+        sim: sim.control(),
         sim_url,
         http: reqwest::Client::new(),
         queue_path,

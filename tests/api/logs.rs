@@ -44,10 +44,11 @@ async fn post(http: &reqwest::Client, url: String, body: String, headers: &[(&st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_the_logs_at_any_level() {
-    let sim = Simulator::new();
+    let server = Simulator::new();
+    let sim = server.control();
     // A call found by its caller's number: numbers, like secrets, never appear in full.
     sim.add_caller_call();
-    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let sim_url = server.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let config = std::env::temp_dir().join(format!(
         "patchbay-logs-{}.toml",
         uuid::Uuid::new_v4().simple()
@@ -280,8 +281,8 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_request_is_logged_once() {
-    let sim = Simulator::new();
-    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let server = Simulator::new();
+    let sim_url = server.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let mut gateway = Gateway::in_front_of(
         &sim_url,
         &[
@@ -346,8 +347,8 @@ fn json_fields(line: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_field_appears_once_on_a_line_and_a_file_gets_no_colours() {
-    let sim = Simulator::new();
-    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let server = Simulator::new();
+    let sim_url = server.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let http = reqwest::Client::new();
     for format in ["pretty", "json"] {
         let mut gateway = Gateway::in_front_of(

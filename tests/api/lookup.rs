@@ -379,9 +379,10 @@ fn update_by_id() -> Value {
 #[tokio::test(start_paused = true)]
 async fn lookups_past_analytics_own_limit_are_refused_at_once_and_updates_by_id_go_on() {
     // Analytics allows this token 2 queries a minute; the token itself has plenty.
-    let sim = patchbay::sim::Simulator::new();
+    let server = patchbay::sim::Simulator::new();
+    let sim = server.control();
     sim.set_analytics_rate_limit(Some(2));
-    let app = spawn_app_on(sim.clone(), |s| s.lookup.analytics_wait_ms = 200).await;
+    let app = spawn_app_on(server.clone(), |s| s.lookup.analytics_wait_ms = 200).await;
     for (n, number) in [
         (40, "+13175550160"),
         (41, "+13175550161"),
@@ -414,9 +415,10 @@ async fn lookups_past_analytics_own_limit_are_refused_at_once_and_updates_by_id_
 
 #[tokio::test(start_paused = true)]
 async fn a_429_from_analytics_is_answered_at_once_and_pauses_only_lookups() {
-    let sim = patchbay::sim::Simulator::new();
+    let server = patchbay::sim::Simulator::new();
+    let sim = server.control();
     sim.rate_limit_next(patchbay::sim::Op::AnalyticsQuery, 7, 1);
-    let app = spawn_app_on(sim.clone(), |s| s.lookup.analytics_wait_ms = 200).await;
+    let app = spawn_app_on(server.clone(), |s| s.lookup.analytics_wait_ms = 200).await;
     let (_, _, _, c) = call(43, "+13175550163", 60);
     sim.insert_conversation(c);
     let started = std::time::Instant::now();
@@ -444,9 +446,10 @@ async fn a_429_from_analytics_is_answered_at_once_and_pauses_only_lookups() {
 #[tokio::test(start_paused = true)]
 async fn a_query_answer_that_reports_the_tokens_window_spent_holds_back_every_call() {
     // The token's limit is 10 a minute, as the gateway's budget says; no limit of the query's own.
-    let sim = patchbay::sim::Simulator::new();
+    let server = patchbay::sim::Simulator::new();
+    let sim = server.control();
     sim.set_rate_limit(Some(10));
-    let app = spawn_app_on(sim.clone(), |s| {
+    let app = spawn_app_on(server.clone(), |s| {
         s.genesys.rate_per_minute = 10;
         s.verify.enabled = false;
     })

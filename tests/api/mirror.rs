@@ -332,9 +332,10 @@ async fn a_channel_gone_without_a_word_is_found_gone_by_its_404_and_replaced() {
 
 #[tokio::test(start_paused = true)]
 async fn refused_queue_topics_leave_every_update_to_the_rest_path() {
-    let sim = patchbay::sim::Simulator::new();
+    let server = patchbay::sim::Simulator::new();
+    let sim = server.control();
     sim.refuse_topics("v2.routing.queues.", "routing:queue:view");
-    let app = spawn_app_on(sim, with_mirror).await;
+    let app = spawn_app_on(server.clone(), with_mirror).await;
     eventually("the subscription was refused", || {
         app.sim.count("subscriptions") >= 1
     })
@@ -403,9 +404,10 @@ async fn a_socket_gone_silent_is_replaced_after_the_liveness_window() {
 
 #[tokio::test(start_paused = true)]
 async fn a_channel_is_subscribed_again_before_it_expires() {
-    let sim = patchbay::sim::Simulator::new();
+    let server = patchbay::sim::Simulator::new();
+    let sim = server.control();
     sim.set_channel_lifetime(Duration::from_secs(4));
-    let app = spawn_app_on(sim, with_mirror).await;
+    let app = spawn_app_on(server.clone(), with_mirror).await;
     eventually("the mirror's feed is live", || mirror(&app).is_live()).await;
     let first = app.sim.count("subscriptions");
     let channels = app.sim.notifications().channel_ids();
@@ -457,8 +459,9 @@ async fn a_late_event_verifies_within_confirm_ms_and_past_it_a_read_decides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_channel_id_never_reaches_the_log_through_evictions_drops_and_silence() {
-    let sim = patchbay::sim::Simulator::new();
-    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let server = patchbay::sim::Simulator::new();
+    let sim = server.control();
+    let sim_url = server.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let mut gateway = Gateway::in_front_of(
         &sim_url,
         &[
@@ -470,7 +473,7 @@ async fn the_channel_id_never_reaches_the_log_through_evictions_drops_and_silenc
     );
     gateway.start();
     gateway.ready().await;
-    let subscribed = |sim: &patchbay::sim::Simulator| {
+    let subscribed = |sim: &patchbay::sim::Control| {
         let n = sim.notifications();
         n.channel_ids()
             .into_iter()

@@ -116,8 +116,8 @@ async fn readyz_is_not_ready_without_its_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_the_request_route_conversation_participant_and_correlation_ids() {
-    let sim = patchbay::sim::Simulator::new();
-    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let server = patchbay::sim::Simulator::new();
+    let sim_url = server.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let mut gateway = Gateway::in_front_of(
         &sim_url,
         &[

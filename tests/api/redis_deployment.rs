@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use patchbay::sim::{Op, Simulator};
+use patchbay::sim::{Control, Op, Simulator};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -16,13 +16,14 @@ fn agent_update(n: usize) -> serde_json::Value {
 pub(crate) async fn replicas(
     count: usize,
     adjust: impl Fn(&mut patchbay::Settings) + Clone,
-) -> (Simulator, Vec<TestApp>) {
+) -> (Control, Vec<TestApp>) {
     let prefix = std::sync::Arc::new(RedisPrefix::new().await);
-    let sim = Simulator::new();
+    let server = Simulator::new();
+    let sim = server.control();
     let mut apps = Vec::new();
     for _ in 0..count {
         let (url, name, adjust) = (prefix.url.clone(), prefix.name.clone(), adjust.clone());
-        let mut app = spawn_app_on(sim.clone(), move |s| {
+        let mut app = spawn_app_on(server.clone(), move |s| {
             on_redis(s, &url, &name);
             adjust(s);
         })

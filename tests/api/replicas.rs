@@ -23,10 +23,11 @@ async fn three_replicas_act_as_one_service_through_a_sigkill() {
     // Declared first, so the gateways are killed before its keys are swept.
     let redis = RedisPrefix::new().await;
     let (redis_url, prefix) = (redis.url.clone(), redis.name.clone());
-    let sim = Simulator::new();
+    let server = Simulator::new();
+    let sim = server.control();
     let targets = seed(&sim);
     sim.fail_every(Op::PatchAttributes, 9, 503, None);
-    let sim_url = sim.spawn(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let sim_url = server.spawn(TcpListener::bind("127.0.0.1:0").await.unwrap());
 
     let mut gateways: Vec<Gateway> = (0..3)
         .map(|n| {

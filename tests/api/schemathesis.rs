@@ -21,8 +21,8 @@ const ADMIN: &str = "schemathesis-admin-key";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_requests_get_no_5xx_and_only_documented_answers() {
-    let sim = patchbay::sim::Simulator::new();
-    let sim_url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let server = patchbay::sim::Simulator::new();
+    let sim_url = server.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let config = std::env::temp_dir().join(format!(
         "patchbay-st-{}.toml",
         uuid::Uuid::new_v4().simple()

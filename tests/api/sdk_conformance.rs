@@ -49,7 +49,7 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
     let topics = (queue_topic.clone(), refused_topic.clone());
     // The frames the simulator pushes on a channel, for the SDK's event models.
     let queue_event = app.sim.queue_event_frame(looked_up).unwrap();
-    let attributes_event = app.sim.attributes_event_frame(
+    let attributes_event = patchbay::sim::attributes_event_frame(
         SEED_ACTIVE_CALL,
         SEED_ACTIVE_CALL_CUSTOMER,
         &[("vip".into(), "true".into())],

@@ -77,10 +77,11 @@ async fn errors_are_error_bodies_whose_context_id_is_the_correlation_id() {
 
 #[test]
 fn the_banner_lists_every_conversation_with_its_participants_caller_and_purpose() {
-    let sim = patchbay::sim::Simulator::new();
+    let server = patchbay::sim::Simulator::new();
+    let sim = server.control();
     sim.add_caller_call();
     let added = sim.add_live_calls(2);
-    let banner = sim.describe();
+    let banner = server.describe();
     for (id, role) in patchbay::sim::SEED_ROLES {
         assert!(banner.contains(&format!("{id} {role}")), "{id}: {banner}");
     }

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use patchbay::sim::{Op, Simulator};
+use patchbay::sim::{Control, Op, Simulator};
 use prost::Message;
 use serde_json::json;
 
@@ -129,9 +129,10 @@ fn traced_gateway(sim_url: &str, collector: &str, extra: &[(&str, &str)]) -> Gat
     Gateway::in_front_of(sim_url, &env)
 }
 
-async fn sim() -> (Simulator, String) {
-    let sim = Simulator::new();
-    let url = sim.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+async fn sim() -> (Control, String) {
+    let server = Simulator::new();
+    let sim = server.control();
+    let url = server.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     (sim, url)
 }
 

@@ -6,8 +6,10 @@
 //! never from Patchbay's client, so a misreading in the client is not repeated here.
 //!
 //! Map of the crate:
-//! - [`Simulator`] (this file): the org's state, and the controls tests and the benchmark use to
-//!   seed it and inject faults (latency, 429s, 5xx, lost events, revoked tokens, …).
+//! - [`Simulator`] (this file): the org's state and its server: `new`, `router`, `spawn`, `describe`.
+//! - [`Control`] (`sim.control()`): the one interface tests, the benchmark and the demo drive it
+//!   through: how Genesys behaves (latency, 429s, 5xx, lost events, revoked tokens, …), the org's
+//!   calls, and what the simulator saw. Its methods are in this file and in `notifications`.
 //! - [`wire`]: the wire shapes, header names and topic names, from the SDK's models.
 //! - `routes`: the REST API: the grant, conversations, attributes, the rate limit, the call log.
 //! - `analytics`: the conversation details query.
@@ -30,6 +32,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+pub use crate::notifications::attributes_event_frame;
 pub use crate::wire::Conversation;
 
 pub use seed::{
@@ -244,6 +247,19 @@ pub struct Simulator {
     state: Arc<Mutex<State>>,
 }
 
+/// The simulator's test controls, in one place: how Genesys behaves (faults, limits, delays, the
+/// notification service's misbehaviour), the org's conversations (calls that start, end or are
+/// transferred), and what the simulator saw (calls, writes, grants). Tests and the benchmark drive
+/// the simulator through it; the simulator's own routes never need it. Clones share the org.
+#[derive(Clone, Debug)]
+pub struct Control(Simulator);
+
+impl Control {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.lock()
+    }
+}
+
 impl Default for Simulator {
     fn default() -> Self {
         Self::new()
@@ -293,6 +309,26 @@ impl Simulator {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Answers a `ConversationQuery` over the conversations analytics has caught up with.
+    pub(crate) fn analytics_query(
+        &self,
+        query: &serde_json::Value,
+    ) -> Result<crate::wire::AnalyticsConversationQueryResponse, String> {
+        let s = self.lock();
+        let now = Instant::now();
+        let caught_up = s.conversations.iter().filter(|(id, _)| {
+            s.added_at
+                .get(*id)
+                .is_none_or(|at| now.duration_since(*at) >= s.analytics_lag)
+        });
+        analytics::answer(caught_up.map(|(_, c)| c), query)
+    }
+
+    /// The test controls of this simulated org.
+    pub fn control(&self) -> Control {
+        Control(self.clone())
+    }
+
     /// The simulator's router; `serve` it on any listener.
     pub fn router(&self) -> Router {
         routes::router(self.clone())
@@ -310,6 +346,54 @@ impl Simulator {
 
     // ----- set-up and fault injection -----
 
+    /// What the simulator holds, one conversation a line: its id, what it is for, the caller's
+    /// number, and each participant's purpose, id and whether it is still connected. Seeded
+    /// conversations come first, in the order of [`seed::SEED_ROLES`], then the rest by id.
+    pub fn describe(&self) -> String {
+        let s = self.lock();
+        let mut ids: Vec<&String> = s.conversations.keys().collect();
+        let rank = |id: &str| {
+            seed::SEED_ROLES
+                .iter()
+                .position(|(seeded, _)| *seeded == id)
+                .unwrap_or(usize::MAX)
+        };
+        ids.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
+        let mut out = String::new();
+        for id in ids {
+            let c = &s.conversations[id];
+            let role = seed::SEED_ROLES
+                .iter()
+                .find(|(seeded, _)| *seeded == id.as_str())
+                .map(|(_, role)| *role)
+                .unwrap_or(if c.is_ended() {
+                    "ended call"
+                } else {
+                    "live call (added)"
+                });
+            out.push_str(&format!("  {} {role}\n", c.id));
+            if let Some(ani) = c.participants.iter().find_map(|p| p.ani.as_deref()) {
+                out.push_str(&format!("      caller {ani}\n"));
+            }
+            for p in &c.participants {
+                out.push_str(&format!(
+                    "      {:<9} {}{}\n",
+                    p.purpose.as_deref().unwrap_or("-"),
+                    p.id,
+                    if p.is_connected() { "" } else { " (left)" }
+                ));
+            }
+        }
+        out
+    }
+
+    /// The caller's number of the `i`-th call [`Simulator::start_call`] starts.
+    pub fn caller_number(i: usize) -> String {
+        format!("tel:+1555{i:07}")
+    }
+}
+
+impl Control {
     /// The `expires_in` of granted tokens.
     pub fn set_token_lifetime(&self, seconds: u64) {
         self.lock().token_lifetime_s = seconds;
@@ -399,7 +483,7 @@ impl Simulator {
         if let Some(c) = self.lock().conversations.get_mut(&id.to_lowercase()) {
             seed::end(c);
         }
-        self.publish_conversation(id);
+        self.0.publish_conversation(id);
     }
 
     /// Transfers a live call to a new agent participant `to`: the old agent is disconnected.
@@ -407,7 +491,7 @@ impl Simulator {
         if let Some(c) = self.lock().conversations.get_mut(&id.to_lowercase()) {
             seed::transfer(c, to);
         }
-        self.publish_conversation(id);
+        self.0.publish_conversation(id);
     }
 
     /// Adds the live call the demo finds by its caller's number ([`SEED_CALLER_NUMBER`]), started
@@ -425,52 +509,6 @@ impl Simulator {
         ));
     }
 
-    /// What the simulator holds, one conversation a line: its id, what it is for, the caller's
-    /// number, and each participant's purpose, id and whether it is still connected. Seeded
-    /// conversations come first, in the order of [`seed::SEED_ROLES`], then the rest by id.
-    pub fn describe(&self) -> String {
-        let s = self.lock();
-        let mut ids: Vec<&String> = s.conversations.keys().collect();
-        let rank = |id: &str| {
-            seed::SEED_ROLES
-                .iter()
-                .position(|(seeded, _)| *seeded == id)
-                .unwrap_or(usize::MAX)
-        };
-        ids.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
-        let mut out = String::new();
-        for id in ids {
-            let c = &s.conversations[id];
-            let role = seed::SEED_ROLES
-                .iter()
-                .find(|(seeded, _)| *seeded == id.as_str())
-                .map(|(_, role)| *role)
-                .unwrap_or(if c.is_ended() {
-                    "ended call"
-                } else {
-                    "live call (added)"
-                });
-            out.push_str(&format!("  {} {role}\n", c.id));
-            if let Some(ani) = c.participants.iter().find_map(|p| p.ani.as_deref()) {
-                out.push_str(&format!("      caller {ani}\n"));
-            }
-            for p in &c.participants {
-                out.push_str(&format!(
-                    "      {:<9} {}{}\n",
-                    p.purpose.as_deref().unwrap_or("-"),
-                    p.id,
-                    if p.is_connected() { "" } else { " (left)" }
-                ));
-            }
-        }
-        out
-    }
-
-    /// The caller's number of the `i`-th call [`Simulator::start_call`] starts.
-    pub fn caller_number(i: usize) -> String {
-        format!("tel:+1555{i:07}")
-    }
-
     /// Starts the `i`-th numbered call afresh, now, from [`Simulator::caller_number`]: a live call
     /// whose start its queue pushes, as a call that just came in.
     pub fn start_call(&self, i: usize) -> LiveCall {
@@ -482,7 +520,7 @@ impl Simulator {
             &call.conversation,
             &call.customer,
             &call.agent,
-            &Self::caller_number(i),
+            &Simulator::caller_number(i),
             &now,
         ));
         call
@@ -509,28 +547,13 @@ impl Simulator {
             s.added_at.entry(id.clone()).or_insert_with(Instant::now);
             s.conversations.insert(id.clone(), conversation);
         }
-        self.publish_conversation(&id);
+        self.0.publish_conversation(&id);
     }
 
     /// How long a new conversation takes to show in the analytics details query (Genesys's lags
     /// by seconds).
     pub fn set_analytics_lag(&self, lag: Duration) {
         self.lock().analytics_lag = lag;
-    }
-
-    /// Answers a `ConversationQuery` over the conversations analytics has caught up with.
-    pub fn analytics_query(
-        &self,
-        query: &serde_json::Value,
-    ) -> Result<crate::wire::AnalyticsConversationQueryResponse, String> {
-        let s = self.lock();
-        let now = Instant::now();
-        let caught_up = s.conversations.iter().filter(|(id, _)| {
-            s.added_at
-                .get(*id)
-                .is_none_or(|at| now.duration_since(*at) >= s.analytics_lag)
-        });
-        analytics::answer(caught_up.map(|(_, c)| c), query)
     }
 
     // ----- observation -----

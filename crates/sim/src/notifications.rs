@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::Simulator;
+use super::{Control, Simulator};
 use crate::errors::error;
 use crate::wire::{attributes_topic, queue_topic};
 
@@ -178,7 +178,7 @@ impl Notifications {
     }
 }
 
-impl Simulator {
+impl Control {
     /// Refuses every topic starting with `prefix` (case-insensitive), as Genesys does a topic the
     /// client lacks `missing_permission` for.
     pub fn refuse_topics(&self, prefix: &str, missing_permission: &str) {
@@ -205,6 +205,24 @@ impl Simulator {
     pub fn notifications(&self) -> Notifications {
         self.lock().notifications.clone()
     }
+}
+
+/// The frame of the attributes detail event for a write of `attributes` to `participant`.
+pub fn attributes_event_frame(
+    id: &str,
+    participant: &str,
+    attributes: &[(String, String)],
+) -> String {
+    let body = json!({
+        "eventTime": time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+        "conversationId": id,
+        "participantId": participant,
+        "attributes": attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect::<serde_json::Map<String, Value>>(),
+    });
+    envelope(&attributes_topic(id), body)
 }
 
 /// The queue topic every simulated conversation is published on.
@@ -287,45 +305,6 @@ impl Notifications {
 }
 
 impl Simulator {
-    /// The frame that carries conversation `id`'s current state on its queue topic.
-    pub fn queue_event_frame(&self, id: &str) -> Option<String> {
-        let s = self.lock();
-        let c = s.conversations.get(&id.to_lowercase())?;
-        Some(envelope(&seed_queue_topic(), queue_event_body(c)))
-    }
-
-    /// Publishes conversation `id`'s current state on the queue topic, as Genesys does on a change.
-    pub fn publish_conversation(&self, id: &str) {
-        if self.lock().notifications.loses_next(&seed_queue_topic()) {
-            return;
-        }
-        let Some(frame) = self.queue_event_frame(id) else {
-            return;
-        };
-        self.lock()
-            .notifications
-            .publish(&seed_queue_topic(), &frame);
-    }
-
-    /// The frame of the attributes detail event for a write of `attributes` to `participant`.
-    pub fn attributes_event_frame(
-        &self,
-        id: &str,
-        participant: &str,
-        attributes: &[(String, String)],
-    ) -> String {
-        let body = json!({
-            "eventTime": time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
-            "conversationId": id,
-            "participantId": participant,
-            "attributes": attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-                .collect::<serde_json::Map<String, Value>>(),
-        });
-        envelope(&attributes_topic(id), body)
-    }
-
     /// After a write to `participant` showed: the conversation on its queue topic (unless writes
     /// make no queue event), and the attributes detail event with the keys written.
     pub(super) fn publish_write(
@@ -341,8 +320,36 @@ impl Simulator {
         if !self.lock().notifications.followed(&topic) {
             return;
         }
-        let frame = self.attributes_event_frame(id, participant, attributes);
+        let frame = attributes_event_frame(id, participant, attributes);
         self.lock().notifications.publish(&topic, &frame);
+    }
+
+    /// The frame that carries conversation `id`'s current state on its queue topic.
+    pub(crate) fn queue_event_frame(&self, id: &str) -> Option<String> {
+        let s = self.lock();
+        let c = s.conversations.get(&id.to_lowercase())?;
+        Some(envelope(&seed_queue_topic(), queue_event_body(c)))
+    }
+
+    /// Publishes conversation `id`'s current state on the queue topic, as Genesys does on a change.
+    pub(crate) fn publish_conversation(&self, id: &str) {
+        if self.lock().notifications.loses_next(&seed_queue_topic()) {
+            return;
+        }
+        let Some(frame) = self.queue_event_frame(id) else {
+            return;
+        };
+        self.lock()
+            .notifications
+            .publish(&seed_queue_topic(), &frame);
+    }
+}
+
+impl Control {
+    /// The frame that carries conversation `id`'s current state on its queue topic, as a channel
+    /// following the queue would get it.
+    pub fn queue_event_frame(&self, id: &str) -> Option<String> {
+        self.0.queue_event_frame(id)
     }
 
     /// Delays every event frame by `delay`, as Genesys sometimes delivers seconds late.

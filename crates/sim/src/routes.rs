@@ -267,35 +267,37 @@ fn answer_analytics_query(sim: &Simulator, body: &Bytes) -> Response {
 /// `GET /__sim/stats`: grants and calls by operation, for a load generator in another process.
 async fn stats(State(sim): State<Simulator>) -> Response {
     let by_op: std::collections::BTreeMap<&str, usize> = sim
+        .control()
         .counts()
         .into_iter()
         .filter(|(op, _)| *op != "other")
         .collect();
-    Json(json!({"grants": sim.grants(), "calls": by_op, "rateLimited": sim.rate_limited()}))
+    Json(json!({"grants": sim.control().grants(), "calls": by_op, "rateLimited": sim.control().rate_limited()}))
         .into_response()
 }
 
 /// `POST /__sim/rate-limit/{per_minute}`: the per-token limit to enforce; 0 lifts it.
 async fn set_rate_limit(State(sim): State<Simulator>, Path(per_minute): Path<u32>) -> StatusCode {
-    sim.set_rate_limit((per_minute > 0).then_some(per_minute));
+    sim.control()
+        .set_rate_limit((per_minute > 0).then_some(per_minute));
     StatusCode::NO_CONTENT
 }
 
 /// `POST /__sim/calls/{i}/start`: the `i`-th numbered call starts now, from its own number.
 async fn start_call(State(sim): State<Simulator>, Path(i): Path<usize>) -> StatusCode {
-    sim.start_call(i);
+    sim.control().start_call(i);
     StatusCode::NO_CONTENT
 }
 
 /// `POST /__sim/feed-outage/{ms}`: the notifications' sockets go down for `ms`.
 async fn feed_outage(State(sim): State<Simulator>, Path(ms): Path<u64>) -> StatusCode {
-    sim.feed_outage(Duration::from_millis(ms));
+    sim.control().feed_outage(Duration::from_millis(ms));
     StatusCode::NO_CONTENT
 }
 
 /// `POST /__sim/latency/{ms}`: the latency added before every answer.
 async fn set_latency(State(sim): State<Simulator>, Path(ms): Path<u64>) -> StatusCode {
-    sim.set_latency(Duration::from_millis(ms));
+    sim.control().set_latency(Duration::from_millis(ms));
     StatusCode::NO_CONTENT
 }
 
