@@ -375,14 +375,15 @@ impl Inner {
             metrics::counter!(READS_REUSED).increment(1);
             return Ok((conversation, true));
         }
-        reads
-            .try_get_with(cid, async {
-                self.updater
-                    .read(&mut CallContext::until(deadline), &cid)
-                    .await
-                    .map(|c| (Arc::new(c), Instant::now()))
-            })
-            .await
+        // On the heap: moka's single flight is kilobytes of state that the lane's and the
+        // handler's futures would otherwise carry, and move, whole.
+        Box::pin(reads.try_get_with(cid, async {
+            self.updater
+                .read(&mut CallContext::until(deadline), &cid)
+                .await
+                .map(|c| (Arc::new(c), Instant::now()))
+        }))
+        .await
             .map(|(c, _)| (c, false))
             .map_err(|e: Arc<UpdateError>| (*e).clone())
     }

@@ -442,10 +442,9 @@ impl GenesysClient {
         let mut renewed = false;
         loop {
             let token = self.token().await?;
-            match self
-                .send_with_retry(op, Some((&token, &mut *cx)), &build)
-                .await
-            {
+            // On the heap: the request, its retries and their waits are kilobytes of state that
+            // every caller's future would otherwise carry, and move, whole.
+            match Box::pin(self.send_with_retry(op, Some((&token, &mut *cx)), &build)).await {
                 Err(GenesysError::Auth { status: 401, .. }) if !renewed => {
                     tracing::info!(op, "Genesys refused the cached token; renewing it once");
                     self.invalidate(&token).await;

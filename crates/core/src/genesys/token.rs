@@ -82,6 +82,18 @@ impl TokenCache {
             }
             self.invalidate(&token).await;
         }
+        // The miss is rare and its state large (the grant, the shared store, moka's single
+        // flight): kept on the heap, it does not make every API call's future kilobytes larger to
+        // move.
+        Box::pin(self.renew(grant)).await
+    }
+
+    /// A new token from `grant`, unless a refusal is still believed.
+    async fn renew<F, Fut>(&self, grant: F) -> Result<Arc<AccessToken>, GenesysError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(SecretString, Duration), GenesysError>>,
+    {
         if let Some((err, until)) = self.rejected.get(&()).await {
             if Instant::now() < until {
                 return Err(err);
