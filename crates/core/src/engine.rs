@@ -384,8 +384,8 @@ impl Inner {
                 .map(|c| (Arc::new(c), Instant::now()))
         }))
         .await
-            .map(|(c, _)| (c, false))
-            .map_err(|e: Arc<UpdateError>| (*e).clone())
+        .map(|(c, _)| (c, false))
+        .map_err(|e: Arc<UpdateError>| (*e).clone())
     }
 
     /// After a refused PATCH, finds again from a fresh read the participants of entries that were
