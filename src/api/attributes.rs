@@ -11,7 +11,7 @@ use super::body;
 use super::exchange::{read_body, request_id};
 use super::intake::{self, Intake};
 use super::problem::ApiError;
-use super::request::{AttributesRequest, REQUEST_SHAPE};
+use super::request::{AttributesRequest, Parsed, REQUEST_SHAPE};
 use crate::api::state::AppState;
 
 /// The handler: parse, then hand over to [`intake::accept`].
@@ -37,8 +37,12 @@ pub async fn set_attributes(
     let result = async {
         let body = read_body(body, state.settings.server.max_body_bytes)?;
         let request: AttributesRequest = body::parse(&body, &REQUEST_SHAPE)?;
-        let request = request.parse_request()?;
-        let update = intake::address(&state, request, deadline, &mut entry).await?;
+        let Parsed {
+            update: request,
+            secure,
+        } = request.parse_request()?;
+        let mut update = intake::address(&state, request, deadline, &mut entry).await?;
+        update.secure = secure;
         let intake = Intake::from_request(
             &headers,
             request_id.clone(),

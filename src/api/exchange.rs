@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
 
 use super::problem::ApiError;
-use crate::domain::AttributeMap;
+use crate::domain::{AttributeMap, ConversationId};
+use crate::secure::SecureOutcome;
 use crate::service::{Mismatch, UpdateOutcome};
 
 /// The header that carries a request's id, the caller's or one made for it.
@@ -38,6 +39,19 @@ pub struct AttributesResponse {
     #[serde(default)]
     pub verified_by: String,
     pub request_id: String,
+    /// The keys of the conversation's secure attributes written: never their values. Present when
+    /// the request sent `secureAttributes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub secure_keys: Option<Vec<String>>,
+    /// Whether a read showed every secure key with the value sent (compared in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub secure_verified: Option<bool>,
+    /// The secure keys the read did not show as sent, flat for an Architect output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub secure_unconfirmed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -70,7 +84,45 @@ impl AttributesResponse {
             found_by: "conversationId".into(),
             verified_by: crate::service::Confirmation::answer_name(outcome.verified_by).into(),
             request_id,
+            secure_keys: None,
+            secure_verified: None,
+            secure_unconfirmed: None,
         }
+    }
+
+    /// The answer to a request that wrote only the conversation's secure attributes: no
+    /// participant, and `verified` is theirs.
+    pub fn secure_only(conversation_id: ConversationId, request_id: String) -> Self {
+        Self {
+            conversation_id: conversation_id.to_string(),
+            participant_id: String::new(),
+            updated: true,
+            verified: true,
+            attributes: BTreeMap::new(),
+            mismatch_count: 0,
+            mismatches: Vec::new(),
+            found_by: "conversationId".into(),
+            verified_by: "read".into(),
+            request_id,
+            secure_keys: None,
+            secure_verified: None,
+            secure_unconfirmed: None,
+        }
+    }
+
+    /// The answer, with what became of the secure attributes. A request that wrote nothing else
+    /// is verified when they are.
+    pub fn with_secure(mut self, outcome: SecureOutcome) -> Self {
+        if self.participant_id.is_empty() {
+            self.verified = outcome.verified;
+            if !outcome.verified {
+                self.verified_by = "none".into();
+            }
+        }
+        self.secure_verified = Some(outcome.verified);
+        self.secure_keys = Some(outcome.keys);
+        self.secure_unconfirmed = Some(outcome.unconfirmed);
+        self
     }
 
     /// The answer, naming how a lookup found its conversation.

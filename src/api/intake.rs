@@ -12,7 +12,7 @@ use super::exchange::{check_attribute_bytes, AttributesResponse};
 use super::problem::ApiError;
 use crate::api::state::AppState;
 use crate::domain::lookup::Lookup;
-use crate::domain::{Address, AttributeUpdate, UpdateRequest};
+use crate::domain::{Address, AttributeUpdate, SecureValues, UpdateRequest};
 use crate::journal::{Entry, Outcome};
 use crate::lookup::Source;
 use crate::store::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
@@ -137,6 +137,8 @@ fn replayed(stored: StoredResponse) -> Response {
 pub struct Addressed {
     pub update: AttributeUpdate,
     pub found: Option<(Lookup, Source)>,
+    /// The conversation's secure attributes to write too, if any.
+    pub secure: Option<SecureValues>,
 }
 
 impl Addressed {
@@ -163,6 +165,7 @@ pub async fn address(
             return Ok(Addressed {
                 update: request.into_update(cid),
                 found: None,
+                secure: None,
             });
         }
         Address::Lookup(lookup) => lookup.clone(),
@@ -183,6 +186,7 @@ pub async fn address(
     Ok(Addressed {
         update: request.into_update(cid),
         found: Some((lookup, source)),
+        secure: None,
     })
 }
 
@@ -200,6 +204,26 @@ pub async fn accept(
         &update.attributes,
         state.settings.limits.max_attributes_bytes,
     )?;
+    if let Some(secure) = &addressed.secure {
+        // Keys only: the journal and the console never hold a secure value.
+        entry.secure_keys = secure.keys().map(str::to_string).collect();
+        if secure.byte_len() > state.settings.limits.max_attributes_bytes {
+            return Err(ApiError::AttributesTooLarge {
+                size: secure.byte_len(),
+                limit: state.settings.limits.max_attributes_bytes,
+            });
+        }
+        // A job, a dead letter or an idempotent answer would keep the values at rest.
+        if intake.asynchronous || intake.async_fallback || intake.idempotency.is_some() {
+            return Err(ApiError::SecureNotStored);
+        }
+        if !update.attributes.is_empty() {
+            admit(state, update, deadline).await?;
+        }
+        return apply_now(state, &addressed, intake.request_id, deadline, entry)
+            .await
+            .map(IntoResponse::into_response);
+    }
     tracing::Span::current().record(
         "conversation_id",
         tracing::field::display(update.conversation_id),
@@ -335,8 +359,8 @@ async fn submit(
 }
 
 /// The synchronous path: apply within `server.request_timeout_ms` and answer with the verification.
-/// A conversation the mirror named that Genesys refuses is looked up again through the REST API,
-/// as a stale read is.
+/// The conversation's secure attributes go first, so a refusal of them leaves the participant
+/// unwritten; then the participant's, when there are any.
 async fn apply_now(
     state: &AppState,
     addressed: &Addressed,
@@ -344,6 +368,61 @@ async fn apply_now(
     deadline: tokio::time::Instant,
     entry: &mut Entry,
 ) -> Result<Json<AttributesResponse>, ApiError> {
+    let secure = match &addressed.secure {
+        Some(values) => Some(apply_secure(state, addressed, values, deadline).await?),
+        None => None,
+    };
+    let answer = if addressed.update.attributes.is_empty() {
+        AttributesResponse::secure_only(addressed.update.conversation_id, request_id)
+            .found_by(addressed.found_by())
+    } else {
+        apply_participant(state, addressed, request_id, deadline, entry).await?
+    };
+    Ok(Json(match secure {
+        Some(outcome) => {
+            entry.secure_verified = Some(outcome.verified);
+            answer.with_secure(outcome)
+        }
+        None => answer,
+    }))
+}
+
+/// Writes the conversation's secure attributes and reads them back, by `deadline`.
+async fn apply_secure(
+    state: &AppState,
+    addressed: &Addressed,
+    values: &SecureValues,
+    deadline: tokio::time::Instant,
+) -> Result<crate::secure::SecureOutcome, ApiError> {
+    let cid = addressed.update.conversation_id;
+    let updater = state.org.engine.updater();
+    let verify = addressed
+        .update
+        .verify
+        .unwrap_or(updater.verify_settings().enabled);
+    let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "secure attributes", otel.name = "secure attributes", keys = values.len(), verified = tracing::field::Empty);
+    let outcome = crate::secure::apply(updater, cid, values, verify, deadline)
+        .instrument(span.clone())
+        .await?;
+    span.record("verified", outcome.verified);
+    tracing::info!(
+        keys = outcome.keys.len(),
+        verified = outcome.verified,
+        genesys_calls = outcome.calls,
+        "secure attributes updated"
+    );
+    Ok(outcome)
+}
+
+/// The participant's update, within `server.request_timeout_ms`. A conversation the mirror named
+/// that Genesys refuses is looked up again through the REST API, as a stale read is.
+async fn apply_participant(
+    state: &AppState,
+    addressed: &Addressed,
+    request_id: String,
+    deadline: tokio::time::Instant,
+    entry: &mut Entry,
+) -> Result<AttributesResponse, ApiError> {
     let mut addressed = std::borrow::Cow::Borrowed(addressed);
     let outcome = match submit(state, &addressed.update, deadline).await {
         Err(ApiError::Update(e))
@@ -390,9 +469,7 @@ async fn apply_now(
         shared_with = outcome.shared.updates,
         "attributes updated"
     );
-    Ok(Json(
-        AttributesResponse::from_outcome(outcome, request_id).found_by(found_by),
-    ))
+    Ok(AttributesResponse::from_outcome(outcome, request_id).found_by(found_by))
 }
 
 /// Keeps what became of one inbound update, for the console: `entry` as the handler filled it in,

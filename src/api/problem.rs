@@ -43,6 +43,8 @@ pub enum ApiError {
     Lookup(crate::lookup::LookupError),
     #[error("the idempotency key was used before with a different body")]
     IdempotencyConflict,
+    #[error("secure attributes are written synchronously only")]
+    SecureNotStored,
     #[error("a request with this idempotency key is still being answered")]
     IdempotencyInProgress,
     #[error("the queue store failed: {0}")]
@@ -126,6 +128,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "payload_too_large",
     "attributes_too_large",
     "idempotency_key_reused",
+    "secure_not_stored",
     "rate_limited",
     "upstream_auth_failed",
     "upstream_error",
@@ -225,6 +228,13 @@ impl ApiError {
                 "upstream_timeout",
                 "Upstream timeout",
                 "Genesys Cloud did not answer in time; the update may or may not have been applied.".into(),
+                None,
+            ),
+            ApiError::SecureNotStored => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "secure_not_stored",
+                "Secure attributes are not stored",
+                "Secure attributes are written synchronously only: a job, a dead letter or an idempotent answer would keep their values at rest. Send the request without `Prefer: respond-async` and without an `Idempotency-Key`.".into(),
                 None,
             ),
             ApiError::IdempotencyConflict => (

@@ -10,9 +10,17 @@ use super::body::Shape;
 use super::problem::ApiError;
 use crate::domain::lookup::{KeyKind, Lookup};
 use crate::domain::{
-    Address, AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, Target,
-    UpdateRequest,
+    Address, AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, SecureValues,
+    Target, UpdateRequest,
 };
+
+/// A parsed request: the participant's update (its attributes empty when only secure attributes
+/// were sent) and the conversation's secure attributes, if any.
+#[derive(Debug)]
+pub struct Parsed {
+    pub update: UpdateRequest,
+    pub secure: Option<SecureValues>,
+}
 
 /// The inbound body, before parsing into an [`AttributeUpdate`]. This one struct is the request's
 /// definition: serde reads it, [`REQUEST_SHAPE`] takes its field names from serde, and the OpenAPI
@@ -49,11 +57,20 @@ pub struct AttributesRequest {
     #[serde(default)]
     #[schema(nullable = false, schema_with = purpose_schema)]
     pub purpose: Option<String>,
-    /// At least one attribute: strings are written as they are, numbers and booleans as their JSON
-    /// text. The UTF-8 bytes of keys and values must fit `limits.max_attributes_bytes` (2048 by
-    /// default; 422 `attributes_too_large` beyond).
+    /// The participant's attributes: strings are written as they are, numbers and booleans as their
+    /// JSON text. The UTF-8 bytes of keys and values must fit `limits.max_attributes_bytes` (2048 by
+    /// default; 422 `attributes_too_large` beyond). Required, unless `secureAttributes` is sent.
+    #[serde(default)]
     #[schema(schema_with = attributes_schema)]
     pub attributes: serde_json::Value,
+    /// The conversation's secure attributes, which only secure flows read: personal data such as a
+    /// date of birth or an account number. Coerced as `attributes` are, bounded by the same limit,
+    /// written with PATCH and read back; the answer names their keys, and no answer, log, trace,
+    /// metric or console ever shows their values. Synchronous only: a request that would be stored
+    /// (`Prefer: respond-async`, an `Idempotency-Key`) is refused with 422 `secure_not_stored`.
+    #[serde(default)]
+    #[schema(nullable = false, schema_with = attributes_schema)]
+    pub secure_attributes: Option<serde_json::Value>,
     /// Overrides `verify.enabled` for this update.
     #[serde(default)]
     #[schema(nullable = false)]
@@ -156,8 +173,9 @@ fn attributes_schema() -> utoipa::openapi::Object {
 
 /// The rules between fields that [`AttributesRequest::parse_request`] and
 /// [`LookupRequest::parse`] enforce, as JSON Schema for the document: a request names exactly one
-/// of `conversationId` and `lookup`; a lookup exactly one key. Each is a `oneOf` of the derived
-/// object, every alternative requiring its own field and allowing none of the others.
+/// of `conversationId` and `lookup`, and at least one of `attributes` and `secureAttributes`; a
+/// lookup exactly one key. Each "exactly one" is a `oneOf` of the derived object, every alternative
+/// requiring its own field and allowing none of the others.
 pub fn request_rules(schemas: &mut serde_json::Map<String, serde_json::Value>) {
     fn exactly_one(schema: &mut serde_json::Value, alternatives: &[&str]) {
         let base = schema.clone();
@@ -186,6 +204,13 @@ pub fn request_rules(schemas: &mut serde_json::Map<String, serde_json::Value>) {
     }
     if let Some(request) = schemas.get_mut("AttributesRequest") {
         exactly_one(request, &["conversationId", "lookup"]);
+        // And something to write: the participant's attributes, the secure ones, or both.
+        if let Some(rules) = request.as_object_mut() {
+            rules.insert(
+                "anyOf".into(),
+                serde_json::json!([{"required": ["attributes"]}, {"required": ["secureAttributes"]}]),
+            );
+        }
     }
     if let Some(lookup) = schemas.get_mut("Lookup") {
         exactly_one(lookup, &["userId", "ani", "externalContactId"]);
@@ -234,7 +259,7 @@ fn present(s: Option<&str>) -> Option<&str> {
 
 impl AttributesRequest {
     /// Parses into a valid request, whose conversation may still have to be found.
-    pub fn parse_request(self) -> Result<UpdateRequest, ApiError> {
+    pub fn parse_request(self) -> Result<Parsed, ApiError> {
         let address = match (present(self.conversation_id.as_deref()), &self.lookup) {
             (Some(cid), None) => Address::Conversation(ConversationId::from_str(cid)?),
             (None, Some(lookup)) => Address::Lookup(lookup.parse()?),
@@ -257,22 +282,46 @@ impl AttributesRequest {
             Some(pid) => Some(Target::Participant(ParticipantId::from_str(pid)?)),
             None => purpose.map(Target::Purpose),
         };
-        let object = self
-            .attributes
-            .as_object()
-            .ok_or_else(|| ApiError::InvalidRequest("`attributes` must be a JSON object".into()))?;
-        let attributes = AttributeMap::from_json(object)?;
-        Ok(UpdateRequest {
-            address,
-            target,
-            attributes,
-            verify: self.verify,
+        let secure = match &self.secure_attributes {
+            None => None,
+            Some(value) => Some(SecureValues::from_json(value.as_object().ok_or_else(
+                || ApiError::InvalidRequest("`secureAttributes` must be a JSON object".into()),
+            )?)?),
+        };
+        let attributes = match (&self.attributes, &secure) {
+            // Secure attributes alone: no participant is written.
+            (serde_json::Value::Null, Some(_)) => AttributeMap::none(),
+            (serde_json::Value::Null, None) => {
+                return Err(ApiError::InvalidRequest(
+                    "`attributes` (or `secureAttributes`) is required".into(),
+                ))
+            }
+            (value, _) => AttributeMap::from_json(value.as_object().ok_or_else(|| {
+                ApiError::InvalidRequest("`attributes` must be a JSON object".into())
+            })?)?,
+        };
+        Ok(Parsed {
+            update: UpdateRequest {
+                address,
+                target,
+                attributes,
+                verify: self.verify,
+            },
+            secure,
         })
     }
 
-    /// Parses into a valid update for a named conversation.
+    /// Parses into a valid update of a named conversation's participant.
     pub fn parse(self) -> Result<AttributeUpdate, ApiError> {
-        let request = self.parse_request()?;
+        let Parsed {
+            update: request,
+            secure,
+        } = self.parse_request()?;
+        if secure.is_some() {
+            return Err(ApiError::InvalidRequest(
+                "this route writes participant attributes only".into(),
+            ));
+        }
         match &request.address {
             Address::Conversation(cid) => {
                 let cid = *cid;

@@ -64,6 +64,12 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
     let signature = hex::encode(hmac_sha256("hmac-secret-77fe", event.as_bytes()));
     let ok = json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"a": "b"}})
         .to_string();
+    // Personal data sent as secure attributes, with a participant's and alone.
+    let (dob, account) = ("dob-1970-07-04-e5c1", "acct-88172635-f0a9");
+    let secure = [
+        json!({"conversationId": SEED_ACTIVE_CALL, "participantId": SEED_ACTIVE_CALL_AGENT, "attributes": {"a": "b"}, "secureAttributes": {"dob": dob, "account": account}}),
+        json!({"conversationId": SEED_ACTIVE_CALL, "secureAttributes": {"dob": dob}}),
+    ];
 
     let mut all_logs = String::new();
     let mut sessions = Vec::new();
@@ -74,6 +80,8 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
             ("PATCHBAY__GENESYS__RETRY__MAX_ATTEMPTS", "4"),
             ("PATCHBAY__LOOKUP__ANALYTICS_WAIT_MS", "200"),
             ("PATCHBAY__AUTH__ADMIN_KEYS", CONSOLE_KEY),
+            // Values on: secure ones must stay out of the console all the same.
+            ("PATCHBAY__CONSOLE__SHOW_VALUES", "true"),
         ];
         let mut gateway =
             Gateway::in_front_of(&sim_url, &env).with_args(&["--config", &config_arg]);
@@ -90,6 +98,18 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
             .await,
             200
         );
+        for body in &secure {
+            assert_eq!(
+                post(
+                    &http,
+                    url("/v1/attributes"),
+                    body.to_string(),
+                    &[("x-api-key", API_KEY)]
+                )
+                .await,
+                200
+            );
+        }
         sim.revoke_tokens();
         assert_eq!(
             post(
@@ -204,6 +224,10 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
                     .await
                     .unwrap();
                 assert_eq!(page.status(), 200);
+                let page = page.text().await.unwrap();
+                for value in [dob, account] {
+                    assert!(!page.contains(value), "a secure value reached the console");
+                }
                 sessions.push(cookie.split_once('=').unwrap().1.to_string());
             }
         }
@@ -261,6 +285,8 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
         good_basic.trim_start_matches("Basic ").to_string(),
         bad_basic.trim_start_matches("Basic ").to_string(),
         "hmac-secret-77fe".to_string(),
+        dob.to_string(),
+        account.to_string(),
         signature.clone(),
         CONSOLE_KEY.to_string(),
         CONSOLE_GUESS.to_string(),

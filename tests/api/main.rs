@@ -23,6 +23,7 @@ mod redis_restart;
 mod replicas;
 mod schemathesis;
 mod sdk_conformance;
+mod secure;
 mod simulator;
 mod startup;
 mod store_contract;

@@ -89,6 +89,11 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
     assert_eq!(findings["queueEvent"]["callState"], "connected");
     assert_eq!(findings["attributesEvent"], "true");
     assert_eq!(
+        findings["secureVersions"],
+        json!([1, 2]),
+        "the SDK read the secure attributes"
+    );
+    assert_eq!(
         findings["frames"],
         json!({
             "channel.metadata": ["WebSocket Heartbeat", "pong"],

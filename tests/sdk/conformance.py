@@ -40,6 +40,20 @@ assert attributes.get("sdkKey") == "sdk-value", attributes
 assert attributes.get("sdkNumber") == "7", attributes
 assert attributes.get(expect_key) == expect_value, attributes
 assert conversation.end_time is None
+# Secure attributes: the SDK's PATCH, then its GET read as ConversationSecureAttributes, twice, so
+# the version is seen to count the writes.
+versions = []
+for value in ("1970-07-04", "1970-07-05"):
+    secure_body = gc.ConversationSecureAttributes()
+    secure_body.attributes = {"sdkDob": value, "sdkAccount": "88172635"}
+    conversations.patch_conversation_secureattributes(conversation_id, secure_body)
+    secure = conversations.get_conversation_secureattributes(conversation_id)
+    assert isinstance(secure, gc.ConversationSecureAttributes), type(secure)
+    assert secure.attributes == {"sdkDob": value, "sdkAccount": "88172635"}, secure.attributes
+    assert isinstance(secure.version, int), secure.version
+    versions.append(secure.version)
+assert versions[1] > versions[0], versions
+
 states = [c.state for c in (participant.calls or [])] + [m.state for m in (participant.messages or [])]
 assert states and "outdated_sdk_version" not in states, states
 
@@ -154,7 +168,7 @@ except ApiException as e:
     assert e.status == 401, e.status
     assert json.loads(e.body)["code"] == "bad.credentials", e.body
 
-print(json.dumps({"participant": participant.id, "purpose": participant.purpose, "attributes": attributes,
+print(json.dumps({"secureVersions": versions, "participant": participant.id, "purpose": participant.purpose, "attributes": attributes,
                   "lookup": hit.conversation_id, "topics": states,
                   "queueEvent": {"id": event.id, "address": event_customer.address,
                                  "callState": call_state},

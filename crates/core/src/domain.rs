@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -111,7 +112,8 @@ impl fmt::Display for Purpose {
     }
 }
 
-/// A non-empty map of attribute names to string values, as `ParticipantAttributes` carries them.
+/// A map of attribute names to string values, as `ParticipantAttributes` carries them: non-empty,
+/// but for [`AttributeMap::none`].
 ///
 /// Ordered so that answers, logs and merged writes are deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -133,6 +135,12 @@ impl AttributeMap {
             map.insert(key.clone(), value);
         }
         Ok(Self(map))
+    }
+
+    /// No attribute: the participant part of a request that writes only the conversation's
+    /// secure attributes, which writes no participant.
+    pub fn none() -> Self {
+        Self(BTreeMap::new())
     }
 
     /// The UTF-8 size of every key and value: what `limits.max_attributes_bytes` bounds.
@@ -195,6 +203,73 @@ pub fn coerce_value(key: &str, value: &serde_json::Value) -> Result<String, Doma
         Value::Array(_) | Value::Object(_) => Err(DomainError(format!(
             "attribute `{key}` is not a scalar; values must be strings, numbers or booleans"
         ))),
+    }
+}
+
+/// Values for a conversation's secure attributes: personal data (a date of birth, an account
+/// number, a verification answer) that only secure flows read. Each value is a secret: `Debug`
+/// shows the keys alone, nothing serializes it, and it is compared in memory only. Values are
+/// coerced as participant attributes' are.
+#[derive(Clone)]
+pub struct SecureValues(BTreeMap<String, SecretString>);
+
+impl SecureValues {
+    /// From inbound JSON; a refusal names the key, never the value.
+    pub fn from_json(
+        object: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, DomainError> {
+        if object.is_empty() {
+            return Err(DomainError("`secureAttributes` must not be empty".into()));
+        }
+        let mut map = BTreeMap::new();
+        for (key, value) in object {
+            map.insert(key.clone(), SecretString::from(coerce_value(key, value)?));
+        }
+        Ok(Self(map))
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The UTF-8 size of every key and value.
+    pub fn byte_len(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(k, v)| k.len() + v.expose_secret().len())
+            .sum()
+    }
+
+    /// Each key and its value, for the one place that sends them: the PATCH's body.
+    pub fn expose(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.expose_secret()))
+    }
+
+    /// The keys whose value `seen` lacks or holds differently; compared in memory.
+    pub fn differing(&self, seen: &BTreeMap<String, SecretString>) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, v)| {
+                seen.get(*k)
+                    .is_none_or(|s| s.expose_secret() != v.expose_secret())
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+impl fmt::Debug for SecureValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
     }
 }
 

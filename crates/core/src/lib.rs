@@ -8,6 +8,7 @@
 //! - [`genesys`]: the Genesys Cloud client: token cache, retry policy, wire models, errors, and the
 //!   [`genesys::CallContext`] every call takes (its deadline and budget in, what it spent out).
 //! - [`service`]: the Genesys operations an update is made of: resolve, write, explain, compare.
+//! - [`secure`]: the conversation's secure attributes: written, read back, never shown.
 //! - [`engine`]: the delivery engine: one lane per conversation, coalescing, shared reads, admission.
 //! - [`mirror`]: the newest snapshot of each conversation the notifications feed showed, and the
 //!   feed that keeps it.
@@ -32,6 +33,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod mirror;
 pub mod org;
+pub mod secure;
 pub mod service;
 pub mod store;
 pub mod trace;

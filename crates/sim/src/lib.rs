@@ -163,6 +163,8 @@ struct State {
     added_at: HashMap<String, Instant>,
     /// Channels, subscriptions and queues of the Notifications API.
     notifications: notifications::Notifications,
+    /// Each conversation's secure attributes, by conversation id.
+    secure: HashMap<String, wire::ConversationSecureAttributes>,
 }
 
 impl State {
@@ -300,6 +302,7 @@ impl Simulator {
                 analytics_lag: Duration::ZERO,
                 added_at: HashMap::new(),
                 notifications: notifications::Notifications::default(),
+                secure: HashMap::new(),
             })),
         }
     }
@@ -595,6 +598,17 @@ impl Control {
             .filter(|c| c.op == op)
             .map(|c| c.at)
             .collect()
+    }
+
+    /// The secure attributes conversation `id` holds now, as a secure flow would read them.
+    pub fn secure_attributes(
+        &self,
+        id: &str,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        self.lock()
+            .secure
+            .get(&id.to_lowercase())
+            .map(|s| s.attributes.clone())
     }
 
     /// How many calls of an operation were received (`"token"`, `"get_conversation"`, `"patch_attributes"`, …).

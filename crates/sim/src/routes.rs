@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::{Op, PendingWrite, RecordedCall, Simulator, Standing};
 use crate::errors::{error, CorrelationId};
-use crate::wire::{CORRELATION_HEADER, RATELIMIT_ALLOWED, RATELIMIT_COUNT, RATELIMIT_RESET};
+use crate::wire::{self, CORRELATION_HEADER, RATELIMIT_ALLOWED, RATELIMIT_COUNT, RATELIMIT_RESET};
 
 /// The media types with their own attributes endpoint.
 const MEDIA_TYPES: &[&str] = &["calls", "callbacks", "chats", "emails", "messages"];
@@ -35,6 +35,10 @@ pub fn router(sim: Simulator) -> Router {
         .route(
             "/api/v2/conversations/{id}/participants/{pid}",
             patch(patch_participant),
+        )
+        .route(
+            "/api/v2/conversations/{id}/secureattributes",
+            get(get_secure_attributes).patch(patch_secure_attributes),
         )
         .route(
             "/api/v2/analytics/conversations/details/query",
@@ -70,6 +74,8 @@ fn op_name(method: &Method, path: &str) -> &'static str {
         ("GET", p) if p.starts_with("/api/v2/conversations/") && segments == 4 => {
             "get_conversation"
         }
+        ("GET", p) if p.ends_with("/secureattributes") => "get_secure_attributes",
+        ("PATCH", p) if p.ends_with("/secureattributes") => "patch_secure_attributes",
         ("PATCH", p) if p.ends_with("/attributes") && segments == 7 => "patch_attributes",
         ("PATCH", p) if p.ends_with("/attributes") => "patch_media_attributes",
         ("PATCH", p) if p.contains("/participants/") => "patch_participant",
@@ -348,6 +354,68 @@ async fn get_conversation(State(sim): State<Simulator>, Path(id): Path<String>) 
             "The requested conversation was not found.",
         ),
     }
+}
+
+/// `GET /api/v2/conversations/{id}/secureattributes`: `ConversationSecureAttributes`.
+async fn get_secure_attributes(State(sim): State<Simulator>, Path(id): Path<String>) -> Response {
+    let s = sim.lock();
+    let id = id.to_lowercase();
+    if !s.conversations.contains_key(&id) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not.found",
+            "The requested conversation was not found.",
+        );
+    }
+    Json(s.secure.get(&id).cloned().unwrap_or_default()).into_response()
+}
+
+/// `PATCH /api/v2/conversations/{id}/secureattributes`: merges the keys sent into the
+/// conversation's, and a new version; 202 with no body. A live conversation's only: an ended one
+/// is refused as a participant write to it is.
+async fn patch_secure_attributes(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let sent: wire::ConversationSecureAttributes =
+        match serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|mut v| {
+                // The version is optional on a PATCH, which ignores it.
+                v.as_object_mut()?.entry("version").or_insert(0.into());
+                serde_json::from_value(v).ok()
+            }) {
+            Some(sent) => sent,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid.value",
+                    "attributes must be a map of strings",
+                )
+            }
+        };
+    let mut s = sim.lock();
+    let id = id.to_lowercase();
+    let ended_status = s.ended_patch_status;
+    match s.conversations.get(&id) {
+        None => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not.found",
+                "The requested conversation was not found.",
+            )
+        }
+        Some(c) if c.end_time.is_some() => {
+            let status = StatusCode::from_u16(ended_status).unwrap_or(StatusCode::BAD_REQUEST);
+            return error(status, "conversation.ended", "The conversation has ended.");
+        }
+        Some(_) => {}
+    }
+    let held = s.secure.entry(id).or_default();
+    held.attributes.extend(sent.attributes);
+    held.version += 1;
+    StatusCode::ACCEPTED.into_response()
 }
 
 /// An `ErrorBody` answer not yet rendered: status, code, message.

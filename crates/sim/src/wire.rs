@@ -140,6 +140,14 @@ impl Conversation {
     }
 }
 
+/// `ConversationSecureAttributes`: the conversation's secure attributes and their version (which
+/// Genesys checks on a PUT only; a PATCH ignores it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConversationSecureAttributes {
+    pub attributes: std::collections::BTreeMap<String, String>,
+    pub version: i64,
+}
+
 /// `ErrorBody`: Genesys's answer on failure.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]

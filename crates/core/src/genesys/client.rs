@@ -12,12 +12,12 @@ use url::Url;
 use super::error::{Correlation, GenesysError};
 use super::model::{
     AnalyticsConversationQueryResponse, Conversation, ErrorBody, ParticipantAttributes,
-    TokenResponse,
+    SecureAttributesRead, TokenResponse,
 };
 use super::retry::{is_retryable_status, RetryPolicy, RetryReason};
 use super::token::{AccessToken, TokenCache};
 use crate::config::GenesysSettings;
-use crate::domain::{AttributeMap, ConversationId};
+use crate::domain::{AttributeMap, ConversationId, SecureValues};
 use crate::store::budget::{CallBudget, Reported, Standing, WaitTooLong};
 use crate::store::token::{TokenError, TokenStore};
 
@@ -273,6 +273,53 @@ impl GenesysClient {
             attributes: attributes.as_map().clone(),
         };
         self.send_api(cx, "patch_participant_attributes", |http| {
+            http.patch(url.clone()).json(&body)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// `GET /api/v2/conversations/{conversationId}/secureattributes` (`ConversationSecureAttributes`).
+    pub async fn get_secure_attributes(
+        &self,
+        cx: &mut CallContext,
+        conversation: &ConversationId,
+    ) -> Result<SecureAttributesRead, GenesysError> {
+        let url = self.api_url(&format!(
+            "/api/v2/conversations/{conversation}/secureattributes"
+        ));
+        let response = self
+            .send_api(cx, "get_secure_attributes", |http| http.get(url.clone()))
+            .await?;
+        // Not `decode`: a parser's message may quote the body, and this body is personal data.
+        let correlation = correlation_id(response.headers());
+        response.json().await.map_err(|_| {
+            GenesysError::InvalidResponse(format!(
+                "secure attributes body did not decode{}",
+                Correlation(&correlation)
+            ))
+        })
+    }
+
+    /// `PATCH /api/v2/conversations/{conversationId}/secureattributes` with `values`, merged into
+    /// the conversation's (a PATCH ignores `version`). Any 2xx means accepted, never verified.
+    pub async fn patch_secure_attributes(
+        &self,
+        cx: &mut CallContext,
+        conversation: &ConversationId,
+        values: &SecureValues,
+    ) -> Result<(), GenesysError> {
+        let url = self.api_url(&format!(
+            "/api/v2/conversations/{conversation}/secureattributes"
+        ));
+        // The one place the values are exposed: the body, built per attempt and dropped with it.
+        let body = serde_json::json!({
+            "attributes": values
+                .expose()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+                .collect::<serde_json::Map<_, _>>()
+        });
+        self.send_api(cx, "patch_secure_attributes", |http| {
             http.patch(url.clone()).json(&body)
         })
         .await

@@ -10,6 +10,17 @@ pub struct ParticipantAttributes {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// `ConversationSecureAttributes` as read: the values are secrets from the moment they are
+/// decoded, so nothing that holds the answer can print them. `version` counts the writes; Genesys
+/// checks it on a PUT only, and Patchbay writes with PATCH.
+#[derive(Clone, Deserialize)]
+pub struct SecureAttributesRead {
+    #[serde(default)]
+    pub attributes: BTreeMap<String, secrecy::SecretString>,
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
 /// The client-credentials grant's answer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TokenResponse {

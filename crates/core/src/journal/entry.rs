@@ -92,6 +92,13 @@ pub struct Entry {
     pub own_calls: u32,
     pub latency_ms: u64,
     pub job_id: Option<String>,
+    /// The keys of the conversation's secure attributes written, never their values, whatever
+    /// `console.show_values` says.
+    #[serde(default)]
+    pub secure_keys: Vec<String>,
+    /// Whether a read showed every secure key as written.
+    #[serde(default)]
+    pub secure_verified: Option<bool>,
 }
 
 impl Entry {

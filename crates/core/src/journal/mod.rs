@@ -90,6 +90,8 @@ impl Journal {
             own_calls: 0,
             latency_ms: 0,
             job_id: None,
+            secure_keys: Vec::new(),
+            secure_verified: None,
         }
     }
 
