@@ -117,3 +117,48 @@ async fn an_ended_conversations_secure_attributes_are_not_written() {
     answer.assert_problem(409, "conversation_ended");
     assert!(app.sim.secure_attributes(SEED_ENDED).is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_webhook_route_maps_the_senders_fields_to_the_secure_attributes_too() {
+    let app = spawn_app_with(|s| {
+        s.hooks = hooks_from_toml(
+            r#"
+            [hooks.kyc]
+            conversation_id = "/call/id"
+            [hooks.kyc.secure_attributes]
+            dob = "/customer/birthDate"
+            account = "/customer/account"
+            "#,
+        );
+    })
+    .await;
+    let event = json!({"call": {"id": SEED_ACTIVE_CALL}, "customer": {"birthDate": DOB, "account": 88172635}});
+    let answer = app
+        .post_raw(
+            "/v1/hooks/kyc",
+            event.to_string(),
+            &[("x-api-key", API_KEY)],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["secureKeys"], json!(["account", "dob"]));
+    assert_eq!(answer.body["secureVerified"], true);
+    assert!(!answer.body.to_string().contains(DOB));
+    let held = app.sim.secure_attributes(SEED_ACTIVE_CALL).unwrap();
+    assert_eq!(held.get("account").map(String::as_str), Some(ACCOUNT));
+    assert_eq!(
+        app.sim.count("patch_attributes"),
+        0,
+        "no participant attribute was mapped"
+    );
+    // A sender's field missing is refused by its pointer, before any call.
+    let before = app.api_calls().len();
+    app.post_raw(
+        "/v1/hooks/kyc",
+        json!({"call": {"id": SEED_ACTIVE_CALL}, "customer": {"account": 1}}).to_string(),
+        &[("x-api-key", API_KEY)],
+    )
+    .await
+    .assert_problem(400, "invalid_request");
+    assert_eq!(app.api_calls().len(), before);
+}

@@ -9,7 +9,7 @@ use super::settings::{AttributeSource, HookLookupSettings, HookSettings};
 use crate::domain::lookup::{KeyKind, Lookup, LookupKey, MediaType, Pick};
 use crate::domain::{
     coerce_value, Address, AttributeMap, ConversationId, DomainError, ParticipantId, Purpose,
-    Target, UpdateRequest,
+    SecureValues, Target, UpdateRequest,
 };
 
 /// A pointer that is valid RFC 6901 syntax and addresses something inside the document.
@@ -66,6 +66,7 @@ pub struct Mapping {
     purpose: Option<PurposeSource>,
     attributes: BTreeMap<String, ValueSource>,
     attributes_from: Option<Pointer>,
+    secure_attributes: BTreeMap<String, ValueSource>,
     verify: Option<bool>,
 }
 
@@ -145,18 +146,21 @@ impl Mapping {
             Some(PurposeSource::Pointer(p)) => row("purpose", p.as_str().to_string()),
             None => {}
         }
+        let described = |source: &ValueSource| match source {
+            ValueSource::Pointer { pointer, optional } => {
+                let optional = if *optional { " (optional)" } else { "" };
+                format!("{}{optional}", pointer.as_str())
+            }
+            ValueSource::Constant(v) => format!("= {v}"),
+        };
         for (name, source) in &self.attributes {
-            let text = match source {
-                ValueSource::Pointer { pointer, optional } => {
-                    let optional = if *optional { " (optional)" } else { "" };
-                    format!("{}{optional}", pointer.as_str())
-                }
-                ValueSource::Constant(v) => format!("= {v}"),
-            };
-            row(&format!("attributes.{name}"), text);
+            row(&format!("attributes.{name}"), described(source));
         }
         if let Some(p) = &self.attributes_from {
             row("attributes (every entry of)", p.as_str().to_string());
+        }
+        for (name, source) in &self.secure_attributes {
+            row(&format!("secure_attributes.{name}"), described(source));
         }
         if let Some(v) = self.verify {
             row("verify", format!("= {v}"));
@@ -192,34 +196,14 @@ impl Mapping {
             .as_deref()
             .map(|p| Pointer::parse("attributes_from", p))
             .transpose()?;
-        if s.attributes.is_empty() && attributes_from.is_none() {
-            return Err("the attributes table is empty (and there is no attributes_from)".into());
+        if s.attributes.is_empty() && attributes_from.is_none() && s.secure_attributes.is_empty() {
+            return Err(
+                "the attributes table is empty (and there is no attributes_from or secure_attributes)"
+                    .into(),
+            );
         }
-        let mut attributes = BTreeMap::new();
-        for (name, source) in &s.attributes {
-            if name.trim().is_empty() {
-                return Err("an attribute name is empty".into());
-            }
-            let what = format!("attribute `{name}`");
-            let compiled = match source {
-                AttributeSource::Pointer(p) => ValueSource::Pointer {
-                    pointer: Pointer::parse(&what, p)?,
-                    optional: false,
-                },
-                AttributeSource::Table(t) => match (&t.pointer, &t.value) {
-                    (Some(p), None) => ValueSource::Pointer {
-                        pointer: Pointer::parse(&what, p)?,
-                        optional: t.optional,
-                    },
-                    (None, Some(v)) => ValueSource::Constant(v.clone()),
-                    _ => return Err(format!("{what} needs exactly one of `pointer` or `value`")),
-                },
-            };
-            // TOML already refuses a repeated key; this catches the same name reached twice by other layers.
-            if attributes.insert(name.clone(), compiled).is_some() {
-                return Err(format!("{what} is defined twice"));
-            }
-        }
+        let attributes = compile_sources(&s.attributes, "attribute")?;
+        let secure_attributes = compile_sources(&s.secure_attributes, "secure attribute")?;
         Ok(Self {
             conversation_id,
             lookup,
@@ -227,12 +211,16 @@ impl Mapping {
             purpose,
             attributes,
             attributes_from,
+            secure_attributes,
             verify: s.verify,
         })
     }
 
-    /// Builds the request an event asks for.
-    pub fn apply(&self, event: &Value) -> Result<UpdateRequest, MappingError> {
+    /// Builds the request an event asks for, and the conversation's secure attributes it carries.
+    pub fn apply(
+        &self,
+        event: &Value,
+    ) -> Result<(UpdateRequest, Option<SecureValues>), MappingError> {
         let named = match &self.conversation_id {
             Some(p) => optional_text(p, event)?,
             None => None,
@@ -280,37 +268,100 @@ impl Mapping {
             })?;
             object.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        for (name, source) in &self.attributes {
-            match source {
-                ValueSource::Constant(v) => {
-                    object.insert(name.clone(), Value::String(v.clone()));
-                }
-                ValueSource::Pointer { pointer, optional } => match pointer.find(event) {
-                    Some(value) => {
-                        // Coerced here so an error can name the pointer, not just the attribute.
-                        let text = coerce_value(name, value).map_err(|e| {
-                            MappingError(format!("{} (at `{}`)", e.0, pointer.as_str()))
-                        })?;
-                        object.insert(name.clone(), Value::String(text));
-                    }
-                    None if *optional => {}
-                    None => {
-                        return Err(MappingError(format!(
-                            "nothing found at `{}` (attribute `{name}`)",
-                            pointer.as_str()
-                        )))
-                    }
-                },
+        collect(&self.attributes, event, &mut object)?;
+        let attributes = if object.is_empty() && self.attributes_from.is_none() {
+            // A route of secure attributes alone writes no participant.
+            AttributeMap::none()
+        } else {
+            AttributeMap::from_json(&object)?
+        };
+        let mut secure = serde_json::Map::new();
+        collect(&self.secure_attributes, event, &mut secure)?;
+        let secure = match secure.is_empty() {
+            true if attributes.is_empty() => {
+                return Err(MappingError(
+                    "the event carries no attribute to write".into(),
+                ))
             }
-        }
-        let attributes = AttributeMap::from_json(&object)?;
-        Ok(UpdateRequest {
-            address,
-            target,
-            attributes,
-            verify: self.verify,
-        })
+            true => None,
+            false => Some(SecureValues::from_json(&secure)?),
+        };
+        Ok((
+            UpdateRequest {
+                address,
+                target,
+                attributes,
+                verify: self.verify,
+            },
+            secure,
+        ))
     }
+}
+
+/// Each named source's value in `event`, coerced, into `object`. An error names the pointer and the
+/// attribute, never the value found.
+fn collect(
+    sources: &BTreeMap<String, ValueSource>,
+    event: &Value,
+    object: &mut serde_json::Map<String, Value>,
+) -> Result<(), MappingError> {
+    for (name, source) in sources {
+        match source {
+            ValueSource::Constant(v) => {
+                object.insert(name.clone(), Value::String(v.clone()));
+            }
+            ValueSource::Pointer { pointer, optional } => match pointer.find(event) {
+                Some(value) => {
+                    // Coerced here so an error can name the pointer, not just the attribute.
+                    let text = coerce_value(name, value).map_err(|e| {
+                        MappingError(format!("{} (at `{}`)", e.0, pointer.as_str()))
+                    })?;
+                    object.insert(name.clone(), Value::String(text));
+                }
+                None if *optional => {}
+                None => {
+                    return Err(MappingError(format!(
+                        "nothing found at `{}` (attribute `{name}`)",
+                        pointer.as_str()
+                    )))
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// A table of name → source, checked: `what` names its entries in errors.
+fn compile_sources(
+    table: &BTreeMap<String, AttributeSource>,
+    what: &str,
+) -> Result<BTreeMap<String, ValueSource>, String> {
+    let mut compiled = BTreeMap::new();
+    for (name, source) in table {
+        if name.trim().is_empty() {
+            return Err(format!("an {what} name is empty"));
+        }
+        let what = format!("{what} `{name}`");
+        let value = match source {
+            AttributeSource::Pointer(p) => ValueSource::Pointer {
+                pointer: Pointer::parse(&what, p)?,
+                optional: false,
+            },
+            AttributeSource::Table(t) => match (&t.pointer, &t.value) {
+                (Some(p), None) => ValueSource::Pointer {
+                    pointer: Pointer::parse(&what, p)?,
+                    optional: t.optional,
+                },
+                (None, Some(v)) => ValueSource::Constant(v.clone()),
+                _ => return Err(format!("{what} needs exactly one of `pointer` or `value`")),
+            },
+        };
+        // TOML already refuses a repeated key; this catches the same name reached twice by other layers.
+        if compiled.insert(name.clone(), value).is_some() {
+            return Err(format!("{what} is defined twice"));
+        }
+    }
+    Ok(compiled)
 }
 
 impl Mapping {
@@ -356,7 +407,11 @@ impl Mapping {
             }
             place(&mut root, from, json(object.build()), true);
         }
-        for source in self.attributes.values() {
+        for source in self
+            .attributes
+            .values()
+            .chain(self.secure_attributes.values())
+        {
             if let ValueSource::Pointer { pointer, optional } = source {
                 place(&mut root, pointer, scalar.clone(), !optional);
             }
@@ -465,7 +520,8 @@ mod tests {
     fn pointers_constants_and_optional_values_map_to_an_update() {
         let u = mapping()
             .apply(&json!({"ticket": {"conversation": CID, "id": 981, "who": "agent", "odd/key": true}}))
-            .unwrap();
+            .unwrap()
+            .0;
         assert!(matches!(u.address, Address::Conversation(c) if c.to_string() == CID));
         assert_eq!(
             u.target,
@@ -508,7 +564,8 @@ mod tests {
         .unwrap();
         let u = m
             .apply(&json!({"caller": {"phone": "+1 317 555 0123"}, "a": 1}))
-            .unwrap();
+            .unwrap()
+            .0;
         match u.address {
             Address::Lookup(l) => {
                 assert_eq!(l.key.to_string(), "ani …0123");
@@ -518,7 +575,7 @@ mod tests {
         }
         assert_eq!(u.target, None, "the lookup's default participant");
         // The id wins when the event carries one.
-        let u = m.apply(&json!({"cid": CID, "a": 1})).unwrap();
+        let u = m.apply(&json!({"cid": CID, "a": 1})).unwrap().0;
         assert!(matches!(u.address, Address::Conversation(_)));
         // A number that is not one names its pointer.
         let e = m

@@ -77,18 +77,21 @@ pub async fn receive(
     };
     let result = async {
         let event = body::json(&body)?;
-        let request = route
+        let (request, secure) = route
             .mapping
             .apply(&event)
             .map_err(|e| ApiError::InvalidRequest(e.0))?;
-        let update = intake::address(&state, request, deadline, &mut entry).await?;
-        // A Standard Webhooks sender keeps `webhook-id` across its retries: the natural idempotency key.
+        let mut update = intake::address(&state, request, deadline, &mut entry).await?;
+        // A Standard Webhooks sender keeps `webhook-id` across its retries: the natural idempotency
+        // key. Not for secure attributes, which are never stored: their PATCH merges the same values
+        // again, so a retried delivery needs no stored answer.
         let delivery_id = match route.auth {
-            HookAuth::StandardWebhooks(..) => {
+            HookAuth::StandardWebhooks(..) if secure.is_none() => {
                 headers.get("webhook-id").and_then(|v| v.to_str().ok())
             }
             _ => None,
         };
+        update.secure = secure;
         let intake = Intake::from_request(
             &headers,
             request_id.clone(),

@@ -28,6 +28,10 @@ pub struct HookSettings {
     /// JSON Pointer to an object whose every entry becomes an attribute (the `/v1/attributes` shape).
     #[serde(default)]
     pub attributes_from: Option<String>,
+    /// The conversation's secure attributes, mapped as `attributes` are: personal data only secure
+    /// flows read, never shown or stored by Patchbay.
+    #[serde(default)]
+    pub secure_attributes: BTreeMap<String, AttributeSource>,
     /// Override `verify.enabled` for this route.
     #[serde(default)]
     pub verify: Option<bool>,
