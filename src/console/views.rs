@@ -60,10 +60,18 @@ impl From<&Entry> for UpdateRow {
             participant: e.participant_id.clone().unwrap_or_else(dash),
             found_by: e.found_by.clone().unwrap_or_else(dash),
             verified_by: e.verified_by.clone().unwrap_or_else(dash),
-            keys: if e.keys.is_empty() {
-                dash()
-            } else {
-                e.keys.join(", ")
+            keys: match (e.keys.is_empty(), e.secure_keys.is_empty()) {
+                (true, true) => dash(),
+                (false, true) => e.keys.join(", "),
+                // The secure ones by name only: their values never reach the journal.
+                (true, false) => format!("secure: {}", e.secure_keys.join(", ")),
+                (false, false) => {
+                    format!(
+                        "{}; secure: {}",
+                        e.keys.join(", "),
+                        e.secure_keys.join(", ")
+                    )
+                }
             },
             outcome: e.outcome.name(),
             code: e.outcome.code().to_string(),
@@ -164,6 +172,19 @@ impl From<&Entry> for Record {
             Field {
                 name: "job",
                 value: opt(&e.job_id),
+            },
+            Field {
+                name: "secure attributes",
+                value: match (e.secure_keys.is_empty(), e.secure_verified) {
+                    (true, _) => "—".into(),
+                    (false, Some(true)) => {
+                        format!("{} (verified; values never kept)", e.secure_keys.join(", "))
+                    }
+                    (false, _) => format!(
+                        "{} (unverified; values never kept)",
+                        e.secure_keys.join(", ")
+                    ),
+                },
             },
         ];
         let writes = e

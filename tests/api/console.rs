@@ -1152,6 +1152,43 @@ mod http {
     }
 
     #[tokio::test]
+    async fn secure_attributes_show_by_key_in_recent_updates_and_their_record_even_with_values_on()
+    {
+        let app = spawn_app_with(|s| s.console.show_values = true).await;
+        let written = app
+            .post_attributes(json!({
+                "conversationId": SEED_ACTIVE_CALL,
+                "participantId": SEED_ACTIVE_CALL_AGENT,
+                "attributes": {"tier": "gold"},
+                "secureAttributes": {"dob": "1970-07-04", "account": "88172635"}
+            }))
+            .await;
+        assert_eq!(written.status, 200, "{}", written.body);
+        let cookie = session(&app).await;
+        let list = page(&app, &cookie, "/console/updates").await;
+        assert!(list.contains("tier; secure: account, dob"), "{list}");
+        let at = list
+            .find("/console/updates/")
+            .expect("a row opens its record");
+        let id = &list[at + 17..at + 49];
+        let record = page(&app, &cookie, &format!("/console/updates/{id}")).await;
+        assert!(
+            record.contains("account, dob (verified; values never kept)"),
+            "{record}"
+        );
+        assert!(
+            record.contains("gold"),
+            "participant values show, as configured: {record}"
+        );
+        for page in [&list, &record] {
+            assert!(
+                !page.contains("1970-07-04") && !page.contains("88172635"),
+                "{page}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn the_session_cookie_is_secure_behind_tls() {
         let app = spawn_app().await;
         let r = client()
