@@ -34,6 +34,7 @@ pub const NOTIFICATION_TOPICS_REJECTED: &str = "patchbay_notification_topics_rej
 pub const COALESCED: &str = "patchbay_updates_coalesced_total";
 pub const READS_REUSED: &str = "patchbay_reads_reused_total";
 pub const UPDATES: &str = "patchbay_updates_total";
+pub const SECURE_WRITES: &str = "patchbay_secure_writes_total";
 /// The live mirror: its feed, what it holds, and what it served.
 pub const MIRROR_CHANNELS: &str = "patchbay_mirror_channels";
 pub const MIRROR_TOPICS: &str = "patchbay_mirror_topics";
@@ -78,6 +79,7 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (COALESCED, Kind::Counter, "Updates merged into another update's PATCH."),
     (READS_REUSED, Kind::Counter, "Participants found from a young conversation read, without a GET."),
     (UPDATES, Kind::Counter, "Updates submitted to the delivery engine, synchronous or jobs."),
+    (SECURE_WRITES, Kind::Counter, "Writes to conversations' secure attributes, by outcome (verified, unverified or failed); never their keys or values."),
     (MIRROR_CHANNELS, Kind::Gauge, "Notification channels this replica holds open."),
     (MIRROR_TOPICS, Kind::Gauge, "Topics this replica's channels are subscribed to."),
     (MIRROR_LIVE, Kind::Gauge, "1 while the mirror's feed is connected and subscribed with no gap, else 0."),

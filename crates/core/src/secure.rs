@@ -33,6 +33,23 @@ pub async fn apply(
     verify: bool,
     deadline: Instant,
 ) -> Result<SecureOutcome, UpdateError> {
+    let result = write_and_read(updater, cid, values, verify, deadline).await;
+    let outcome = match &result {
+        Ok(o) if o.verified => "verified",
+        Ok(_) => "unverified",
+        Err(_) => "failed",
+    };
+    metrics::counter!(crate::metrics::SECURE_WRITES, "outcome" => outcome).increment(1);
+    result
+}
+
+async fn write_and_read(
+    updater: &Updater,
+    cid: ConversationId,
+    values: &SecureValues,
+    verify: bool,
+    deadline: Instant,
+) -> Result<SecureOutcome, UpdateError> {
     updater.admit_calls(1 + u32::from(verify), deadline).await?;
     let keys: Vec<String> = values.keys().map(str::to_string).collect();
     let genesys = updater.genesys();
