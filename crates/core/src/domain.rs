@@ -332,6 +332,28 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn secure_values_show_their_keys_and_never_their_values_and_compare_in_memory() {
+        let values = SecureValues::from_json(
+            json!({"dob": "1970-07-04", "account": 88172635})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        let shown = format!("{values:?}");
+        assert_eq!(shown, r#"{"account", "dob"}"#);
+        let seen: BTreeMap<String, SecretString> = [("dob", "1970-07-04"), ("account", "1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), SecretString::from(v)))
+            .collect();
+        assert_eq!(values.differing(&seen), ["account"]);
+        // A refused value is named by its key alone.
+        let e = SecureValues::from_json(json!({"dob": ["1970-07-04"]}).as_object().unwrap())
+            .err()
+            .unwrap();
+        assert!(e.0.contains("dob") && !e.0.contains("1970"), "{}", e.0);
+    }
+
+    #[test]
     fn numbers_and_booleans_become_their_json_text() {
         let map = AttributeMap::from_json(
             json!({"a": 42, "b": true, "c": "x", "d": 1.5, "e": -7})
