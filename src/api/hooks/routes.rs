@@ -49,6 +49,13 @@ impl HookRoutes {
             if !valid_name(name) {
                 problem("a route name is lower-case letters, digits, `-` and `_`".into());
             }
+            // Every request of such a route could be stored as a job, and secure values never are:
+            // it would refuse each one (`secure_not_stored`), so it is refused once, at start-up.
+            if !settings.secure_attributes.is_empty() && settings.mode != HookMode::Sync {
+                problem(
+                    "secure_attributes are written synchronously only (they are never stored): the route's mode must be \"sync\"".into(),
+                );
+            }
             let mapping = Mapping::compile(settings).map_err(&mut problem);
             let auth = HookAuth::compile(settings.auth.as_ref(), global_keys)
                 .map_err(|reason| problem(format!("auth: {reason}")));
