@@ -5,7 +5,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{slots, standing, Budget, CallBudget, Reported, Standing, WaitTooLong, WINDOW_MS};
+use super::{
+    slots, standing, wait_ms, Budget, CallBudget, Reported, Standing, WaitTooLong, WINDOW_MS,
+};
 
 /// The log: the same algorithm as the Redis budget's scripts, for one process.
 #[derive(Debug, Default)]
@@ -124,7 +126,7 @@ impl LocalBudget {
 
     /// The waits in ms of `count` calls from now, or the wait of a refusal.
     fn waits(&self, count: u32, max_wait: Duration, commit: bool) -> Result<Vec<i64>, i64> {
-        let max_wait_ms = max_wait.as_millis().min(i64::MAX as u128) as i64;
+        let max_wait_ms = wait_ms(max_wait);
         self.log().reserve(
             self.now(),
             self.budget.per_minute,

@@ -106,6 +106,11 @@ fn standing(
     }
 }
 
+/// A wait in ms, as the logs count time.
+fn wait_ms(wait: Duration) -> i64 {
+    wait.as_millis().min(i64::MAX as u128) as i64
+}
+
 /// The reserved waits (ms from `started`) as instants, or the wait of a refusal.
 fn slots(
     started: tokio::time::Instant,

@@ -7,7 +7,9 @@ use std::time::Duration;
 use redis::Script;
 
 use super::local::LocalBudget;
-use super::{slots, standing, Budget, CallBudget, Reported, Standing, WaitTooLong, WINDOW_MS};
+use super::{
+    slots, standing, wait_ms, Budget, CallBudget, Reported, Standing, WaitTooLong, WINDOW_MS,
+};
 use crate::store::Redis;
 
 /// KEYS: log (sorted set of call times), pause (ms), ceiling (a lower N). ARGV: now_ms, limit,
@@ -137,7 +139,7 @@ impl RedisBudget {
         commit: bool,
     ) -> Result<Vec<tokio::time::Instant>, WaitTooLong> {
         let started = tokio::time::Instant::now();
-        let max_wait_ms = max_wait.as_millis().min(i64::MAX as u128) as i64;
+        let max_wait_ms = wait_ms(max_wait);
         match self
             .reserve_shared(now_ms(), count.max(1), max_wait_ms, commit)
             .await
