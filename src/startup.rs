@@ -203,7 +203,12 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     // Everything of the Genesys org, built once: on Redis its token, budget, channel slots and
     // finds are the deployment's.
     let org = Org::build(&settings, redis.clone())?;
-    let hooks = HookRoutes::compile(&settings.hooks, &settings.auth.api_keys)?;
+    let keyring = settings.secure.keyring();
+    let hooks = HookRoutes::compile(
+        &settings.hooks,
+        &settings.auth.api_keys,
+        !keyring.is_empty(),
+    )?;
     let queue = open_queue(&settings, redis.clone())?;
     let auth = &settings.auth;
     let readers: Vec<_> = auth
@@ -218,7 +223,12 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         None => Arc::new(Ring::new(console.recent)),
     };
     let journal = Journal::new(store, &replica_name(), console.show_values, console.recent);
+    match keyring.newest() {
+        Some(newest) => tracing::info!(newest, "secure attributes at rest are sealed under the key `{newest}`"),
+        None => tracing::warn!("no secure.keys configured: secure attributes are written only synchronously, without an Idempotency-Key; set PATCHBAY__SECURE__KEYS to queue them encrypted"),
+    }
     Ok(AppState {
+        keyring,
         journal,
         hooks,
         org,
@@ -266,6 +276,7 @@ fn workers(state: &AppState) -> Workers {
         wake: state.wake.clone(),
         presenter: Arc::new(JobAnswers),
         journal: state.journal.clone(),
+        keyring: state.keyring.clone(),
     }
 }
 

@@ -44,6 +44,7 @@ pub async fn set_attributes(
         let mut update = intake::address(&state, request, deadline, &mut entry).await?;
         update.secure = secure;
         let intake = Intake::from_request(
+            &state.keyring,
             &headers,
             request_id.clone(),
             "attributes",

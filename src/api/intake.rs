@@ -15,6 +15,7 @@ use crate::domain::lookup::Lookup;
 use crate::domain::{Address, AttributeUpdate, SecureValues, UpdateRequest};
 use crate::journal::{Entry, Outcome};
 use crate::lookup::Source;
+use crate::seal::Keyring;
 use crate::store::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
 use crate::worker::is_transient;
 
@@ -57,8 +58,12 @@ fn prefers(headers: &HeaderMap, token: &str) -> bool {
 
 impl Intake {
     /// Reads the mode and the idempotency key. `fallback_key` is a sender's own delivery id (the
-    /// Standard Webhooks `webhook-id`), used when no `Idempotency-Key` is sent.
+    /// Standard Webhooks `webhook-id`), used when no `Idempotency-Key` is sent. The body is
+    /// fingerprinted with the keyring's HMAC when a key is configured (a body may carry personal
+    /// values, which a plain hash of a short value would give away), with SHA-256 otherwise.
+    #[allow(clippy::too_many_arguments)]
     pub fn from_request(
+        keyring: &Keyring,
         headers: &HeaderMap,
         request_id: String,
         scope: &str,
@@ -86,10 +91,16 @@ impl Intake {
             request_id,
             asynchronous: always_async || prefers_async(headers),
             async_fallback: async_fallback || prefers(headers, ASYNC_FALLBACK),
-            idempotency: key.map(|key| IdempotencyKey {
-                scope: scope.to_string(),
-                key,
-                body_hash: hex::encode(Sha256::digest(body)),
+            idempotency: key.map(|key| {
+                let mut fingerprints = keyring.fingerprints(body).into_iter();
+                IdempotencyKey {
+                    scope: scope.to_string(),
+                    key,
+                    body_hash: fingerprints
+                        .next()
+                        .unwrap_or_else(|| hex::encode(Sha256::digest(body))),
+                    earlier: fingerprints.collect(),
+                }
             }),
         })
     }
@@ -213,29 +224,31 @@ pub async fn accept(
                 limit: state.settings.limits.max_attributes_bytes,
             });
         }
-        // A job, a dead letter or an idempotent answer would keep the values at rest.
-        if intake.asynchronous || intake.async_fallback || intake.idempotency.is_some() {
+        // A job, a dead letter or an idempotent answer keeps them at rest, sealed: not without a key.
+        let stored = intake.asynchronous || intake.async_fallback || intake.idempotency.is_some();
+        if stored && state.keyring.is_empty() {
             return Err(ApiError::SecureNotStored);
         }
-        if !update.attributes.is_empty() {
-            admit(state, update, deadline).await?;
-        }
-        return apply_now(state, &addressed, intake.request_id, deadline, entry)
-            .await
-            .map(IntoResponse::into_response);
     }
     tracing::Span::current().record(
         "conversation_id",
         tracing::field::display(update.conversation_id),
     );
     if intake.asynchronous {
-        return enqueue(state, update, &intake.request_id, intake.idempotency, entry).await;
+        return enqueue(
+            state,
+            &addressed,
+            &intake.request_id,
+            intake.idempotency,
+            entry,
+        )
+        .await;
     }
     let Some(key) = intake.idempotency else {
-        match admit(state, update, deadline).await {
+        match admit(state, &addressed, deadline).await {
             Ok(()) => {}
             Err(_) if intake.async_fallback => {
-                return enqueue(state, update, &intake.request_id, None, entry).await
+                return enqueue(state, &addressed, &intake.request_id, None, entry).await
             }
             Err(refused) => return Err(refused),
         };
@@ -256,13 +269,13 @@ pub async fn accept(
         Begun::InProgress => return Err(ApiError::IdempotencyInProgress),
         Begun::Conflict => return Err(ApiError::IdempotencyConflict),
     }
-    if let Err(refused) = admit(state, update, deadline).await {
+    if let Err(refused) = admit(state, &addressed, deadline).await {
         // Nothing was sent: the key is free again, for the job or for the caller's retry.
         if let Err(e) = state.queue.idempotency_abandon(&key).await {
             tracing::error!(error = %e, "could not release the idempotency key");
         }
         if intake.async_fallback {
-            return enqueue(state, update, &intake.request_id, Some(key), entry).await;
+            return enqueue(state, &addressed, &intake.request_id, Some(key), entry).await;
         }
         return Err(refused);
     }
@@ -297,13 +310,19 @@ pub async fn accept(
 /// Commits the update as a job and answers 202 (or what the idempotency key already stands for).
 async fn enqueue(
     state: &AppState,
-    update: &AttributeUpdate,
+    addressed: &Addressed,
     request_id: &str,
     idempotency: Option<IdempotencyKey>,
     entry: &mut Entry,
 ) -> Result<Response, ApiError> {
-    let mut stored = StoredUpdate::from(update);
+    let mut stored = StoredUpdate::from(&addressed.update);
     stored.trace = patchbay_core::trace::current();
+    if let Some(secure) = &addressed.secure {
+        // Sealed for this conversation under the newest key; checked above that there is one.
+        stored = stored
+            .with_secure(secure, &state.keyring)
+            .ok_or(ApiError::SecureNotStored)?;
+    }
     match state.queue.enqueue(stored, request_id, idempotency).await? {
         Enqueued::Created(job) => {
             state.wake.notify_one();
@@ -324,12 +343,18 @@ async fn enqueue(
     }
 }
 
-/// Reserves the update's Genesys calls, or refuses it at once with 429 and Retry-After.
+/// Reserves the participant update's Genesys calls, or refuses it at once with 429 and
+/// Retry-After. Secure attributes admit their own calls when they are written; a request with none
+/// for the participant reserves nothing here.
 async fn admit(
     state: &AppState,
-    update: &AttributeUpdate,
+    addressed: &Addressed,
     deadline: tokio::time::Instant,
 ) -> Result<(), ApiError> {
+    let update = &addressed.update;
+    if update.attributes.is_empty() {
+        return Ok(());
+    }
     let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "admission", otel.name = "admission", admitted = tracing::field::Empty);
     let admitted = state
         .org

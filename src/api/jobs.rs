@@ -23,6 +23,9 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
     pub attributes: BTreeMap<String, String>,
+    /// The names of the conversation's secure attributes it writes; their values are never shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secure_keys: Vec<String>,
     pub attempts: u32,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -51,6 +54,7 @@ impl From<Job> for JobView {
             participant_id: job.update.participant_id,
             purpose: job.update.purpose,
             attributes: job.update.attributes,
+            secure_keys: job.update.secure_keys,
             attempts: job.attempts,
             created_at_ms: job.created_at_ms,
             updated_at_ms: job.updated_at_ms,
@@ -205,12 +209,16 @@ pub async fn replay(
 pub struct JobAnswers;
 
 impl crate::worker::Presenter for JobAnswers {
-    fn result(
-        &self,
-        outcome: crate::service::UpdateOutcome,
-        request_id: String,
-    ) -> serde_json::Value {
-        let answer = crate::api::exchange::AttributesResponse::from_outcome(outcome, request_id);
+    fn result(&self, landed: crate::worker::Landed, request_id: String) -> serde_json::Value {
+        use crate::api::exchange::AttributesResponse;
+        let answer = match landed.participant {
+            Some(outcome) => AttributesResponse::from_outcome(outcome, request_id),
+            None => AttributesResponse::secure_only(landed.conversation_id, request_id),
+        };
+        let answer = match landed.secure {
+            Some(secure) => answer.with_secure(secure),
+            None => answer,
+        };
         serde_json::to_value(answer).expect("answers serialize")
     }
 
@@ -220,6 +228,10 @@ impl crate::worker::Presenter for JobAnswers {
 
     fn invalid_job(&self) -> crate::store::queue::StoredProblem {
         stored_problem(ApiError::InvalidRequest("the stored job is invalid".into()))
+    }
+
+    fn unsealable(&self, error: crate::seal::SealError) -> crate::store::queue::StoredProblem {
+        stored_problem(ApiError::SecureKeyMissing(error))
     }
 }
 

@@ -43,8 +43,11 @@ pub enum ApiError {
     Lookup(crate::lookup::LookupError),
     #[error("the idempotency key was used before with a different body")]
     IdempotencyConflict,
-    #[error("secure attributes are written synchronously only")]
+    #[error("no key is configured to store secure attributes")]
     SecureNotStored,
+    /// A queued job's secure attributes do not open with the configured keys.
+    #[error(transparent)]
+    SecureKeyMissing(crate::seal::SealError),
     #[error("a request with this idempotency key is still being answered")]
     IdempotencyInProgress,
     #[error("the queue store failed: {0}")]
@@ -129,6 +132,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "attributes_too_large",
     "idempotency_key_reused",
     "secure_not_stored",
+    "secure_key_missing",
     "rate_limited",
     "upstream_auth_failed",
     "upstream_error",
@@ -234,7 +238,14 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "secure_not_stored",
                 "Secure attributes are not stored",
-                "Secure attributes are written synchronously only: a job, a dead letter or an idempotent answer would keep their values at rest. Send the request without `Prefer: respond-async` and without an `Idempotency-Key`.".into(),
+                "Secure attributes are stored only encrypted, and no key is configured (secure.keys): a job, a dead letter or an idempotent answer would keep their values at rest. Send the request without `Prefer: respond-async` and without an `Idempotency-Key`, or configure a key.".into(),
+                None,
+            ),
+            ApiError::SecureKeyMissing(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "secure_key_missing",
+                "Secure attributes cannot be opened",
+                format!("{e}. Configure that key in secure.keys again and replay the job."),
                 None,
             ),
             ApiError::IdempotencyConflict => (

@@ -35,6 +35,8 @@ pub struct AppState {
     pub drain: Drain,
     /// Recent updates, for the console: this process's, or the deployment's on Redis.
     pub journal: Journal,
+    /// Seals secure attributes at rest and keys idempotency fingerprints (`secure.keys`).
+    pub keyring: crate::seal::Keyring,
 }
 
 impl AppState {

@@ -569,8 +569,8 @@ fn a_broken_mapping_fails_start_up_naming_the_route() {
     for (toml, why) in [
         ("[hooks.crm]\nconversation_id = \"ticket\"\n[hooks.crm.attributes]\na = \"/a\"", "start with `/`"),
         ("[hooks.crm]\nconversation_id = \"/c\"\n[hooks.crm.attributes]\n", "empty"),
-        ("[hooks.crm]\nconversation_id = \"/c\"\nmode = \"async\"\n[hooks.crm.secure_attributes]\ndob = \"/dob\"", "synchronously only"),
-        ("[hooks.crm]\nconversation_id = \"/c\"\nmode = \"sync_or_async\"\n[hooks.crm.secure_attributes]\ndob = \"/dob\"", "mode must be \"sync\""),
+        ("[hooks.crm]\nconversation_id = \"/c\"\nmode = \"async\"\n[hooks.crm.secure_attributes]\ndob = \"/dob\"", "secure.keys is empty"),
+        ("[hooks.crm]\nconversation_id = \"/c\"\nmode = \"sync_or_async\"\n[hooks.crm.secure_attributes]\ndob = \"/dob\"", "mode \"sync\""),
         ("[hooks.crm]\nconversation_id = \"/c\"\n[hooks.crm.attributes]\na = \"/a\"\n[hooks.crm.auth]\nscheme = \"standard_webhooks\"\nsecrets = [\"nope\"]", "whsec_"),
         ("[hooks.crm]\nconversation_id = \"/c\"\n[hooks.crm.attributes]\na = \"/a\"\n[hooks.crm.auth]\nscheme = \"hmac\"\nheader = \"X-Sig\"\nsecrets = [\"s\"]\nsigned = [\"uri\", \"body\"]", "public_url"),
     ] {

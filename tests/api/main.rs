@@ -24,6 +24,7 @@ mod replicas;
 mod schemathesis;
 mod sdk_conformance;
 mod secure;
+mod secure_at_rest;
 mod simulator;
 mod startup;
 mod store_contract;

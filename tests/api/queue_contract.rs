@@ -58,7 +58,7 @@ fn update(conversation: &str, participant: &str, attrs: &[(&str, &str)]) -> Stor
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         verify: None,
-        trace: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -175,6 +175,7 @@ async fn an_idempotency_key_makes_one_job_even_under_concurrency(q: Arc<dyn JobQ
         scope: "attributes".into(),
         key: "k-1".into(),
         body_hash: "h1".into(),
+        earlier: vec![],
     };
     let u = update(SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT, &[("a", "1")]);
     let results =
@@ -210,6 +211,7 @@ async fn a_synchronous_key_keeps_its_answer_or_is_forgotten(q: Arc<dyn JobQueue>
         scope: "attributes".into(),
         key: "sync-1".into(),
         body_hash: "h".into(),
+        earlier: vec![],
     };
     assert!(matches!(
         q.idempotency_begin(&key).await.unwrap(),

@@ -197,7 +197,7 @@ async fn patchbay_replay_requeues_dead_jobs_in_the_shared_store() {
         purpose: None,
         attributes: [("k".to_string(), "v".to_string())].into(),
         verify: None,
-        trace: Default::default(),
+        ..Default::default()
     };
     let Enqueued::Created(job) = queue.enqueue(update, "req-1", None).await.unwrap() else {
         panic!("not created")

@@ -244,6 +244,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub queue: QueueSettings,
     pub idempotency: IdempotencySettings,
+    pub secure: SecureSettings,
     pub redis: RedisSettings,
     /// Webhook routes, `[hooks.<name>]`, served at `POST /v1/hooks/<name>`.
     #[serde(default)]
@@ -346,6 +347,20 @@ pub struct QueueSettings {
     pub backoff_max_ms: u64,
     pub poll_interval_ms: u64,
     pub lease_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureSettings {
+    /// The keys that seal secure attributes at rest, newest first (see [`crate::seal`]).
+    pub keys: SecretString,
+}
+
+impl SecureSettings {
+    /// The keyring; validation has already refused a malformed one.
+    pub fn keyring(&self) -> crate::seal::Keyring {
+        crate::seal::Keyring::parse(&self.keys).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -772,6 +787,9 @@ impl Settings {
         );
         self.check_store(problems);
         positive(problems, "idempotency.ttl_s", self.idempotency.ttl_s);
+        if let Err(found) = crate::seal::Keyring::parse(&self.secure.keys) {
+            problems.extend(found.into_iter().map(|p| invalid("secure.keys", p)));
+        }
         if g.rate_per_minute < 3 {
             // A synchronous update may need three calls (resolve, write, read back) at once.
             problems.push(invalid("genesys.rate_per_minute", "must be at least 3"));

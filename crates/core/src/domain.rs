@@ -265,6 +265,18 @@ impl SecureValues {
             .map(|(k, _)| k.clone())
             .collect()
     }
+
+    /// Only the keys `keep` accepts; `None` when none is left.
+    pub fn retain(mut self, mut keep: impl FnMut(&str) -> bool) -> Option<Self> {
+        self.0.retain(|k, _| keep(k));
+        (!self.0.is_empty()).then_some(self)
+    }
+
+    /// These values, with `later`'s winning where both have a key.
+    pub fn merged(mut self, later: Self) -> Self {
+        self.0.extend(later.0);
+        self
+    }
 }
 
 impl fmt::Debug for SecureValues {

@@ -33,6 +33,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod mirror;
 pub mod org;
+pub mod seal;
 pub mod secure;
 pub mod service;
 pub mod store;

@@ -13,6 +13,8 @@ use crate::engine::Engine;
 use crate::genesys::retry::Backoff;
 use crate::genesys::GenesysError;
 use crate::journal::Journal;
+use crate::seal::{Keyring, SealError};
+use crate::secure::SecureOutcome;
 use crate::service::{UpdateError, UpdateOutcome};
 use crate::store::queue::{now_ms, Batch, JobQueue, QueueError, StoredProblem};
 
@@ -38,12 +40,22 @@ pub fn is_transient(error: &UpdateError) -> bool {
 /// How a finished job is kept for whoever asks about it: in the shapes of the layer that answers
 /// callers. Passed in, so the delivery engine never depends on the HTTP layer.
 pub trait Presenter: Send + Sync {
-    /// The answer a job that landed keeps.
-    fn result(&self, outcome: UpdateOutcome, request_id: String) -> serde_json::Value;
+    /// The answer a job that landed keeps: its participant's outcome when it wrote participant
+    /// attributes, and its secure attributes' when it wrote those.
+    fn result(&self, landed: Landed, request_id: String) -> serde_json::Value;
     /// The problem a failed job keeps.
     fn problem(&self, error: UpdateError) -> StoredProblem;
     /// The problem of a stored job that no longer parses.
     fn invalid_job(&self) -> StoredProblem;
+    /// The problem of a job whose secure values do not open (their key is gone).
+    fn unsealable(&self, error: SealError) -> StoredProblem;
+}
+
+/// What a job that landed wrote.
+pub struct Landed {
+    pub conversation_id: crate::domain::ConversationId,
+    pub participant: Option<UpdateOutcome>,
+    pub secure: Option<SecureOutcome>,
 }
 
 /// Everything a worker needs.
@@ -57,6 +69,8 @@ pub struct Workers {
     pub presenter: Arc<dyn Presenter>,
     /// Each attempt's outcome, for the console.
     pub journal: Journal,
+    /// Opens the secure attributes that jobs carry sealed.
+    pub keyring: Keyring,
 }
 
 impl Workers {
@@ -132,7 +146,7 @@ impl Workers {
     async fn attempt(&self, batch: Batch, abandon: &CancellationToken) {
         let span = tracing::Span::current();
         let head = &batch.jobs[0];
-        if batch.update.attributes.is_empty() {
+        if batch.update.attributes.is_empty() && batch.update.secure_keys.is_empty() {
             // Every key was already written by a newer job: nothing to send.
             let result = serde_json::json!({
                 "conversationId": batch.update.conversation_id, "updated": false, "superseded": true,
@@ -150,6 +164,21 @@ impl Workers {
                 return;
             }
         };
+        let secure = match batch.open_secure(&self.keyring) {
+            Ok(secure) => secure,
+            Err(e) => {
+                // Dead at once (a horizon below zero is past), not failed: once the operator
+                // configures the key again, a replay delivers it.
+                tracing::error!(error = %e, "a job's secure attributes cannot be opened");
+                let problem = self.presenter.unsealable(e.clone());
+                self.record(
+                    self.queue
+                        .retry(&batch, now_ms(), -1, &e.to_string(), problem)
+                        .await,
+                );
+                return;
+            }
+        };
         // Bounded to half the lease, so no other replica reclaims a job that is still running here.
         let budget = Duration::from_secs(self.settings.lease_s) / 2;
         let started = tokio::time::Instant::now();
@@ -158,7 +187,9 @@ impl Workers {
         entry.job_id = Some(head.id.clone());
         entry.conversation_id = Some(batch.update.conversation_id.clone());
         entry.writes(&batch.update.attributes);
-        let bounded = tokio::time::timeout(budget, self.engine.submit(&update, deadline));
+        entry.secure_keys = batch.update.secure_keys.clone();
+        let bounded =
+            tokio::time::timeout(budget, self.deliver(&update, secure.as_ref(), deadline));
         let outcome = tokio::select! {
             outcome = bounded => outcome.unwrap_or(Err(UpdateError::Upstream(GenesysError::Timeout))),
             _ = abandon.cancelled() => {
@@ -168,26 +199,37 @@ impl Workers {
             }
         };
         match outcome {
-            Ok(outcome) => {
-                // The engine recorded the participant when it resolved it.
-                if let Some(id) = &outcome.shared.correlation_id {
-                    span.record("genesys_correlation_id", id.as_str());
+            Ok(landed) => {
+                if let Some(outcome) = &landed.participant {
+                    // The engine recorded the participant when it resolved it.
+                    if let Some(id) = &outcome.shared.correlation_id {
+                        span.record("genesys_correlation_id", id.as_str());
+                    }
+                    tracing::info!(
+                        verified = outcome.verified,
+                        resolved_by = if outcome.resolved_by_mirror {
+                            "mirror"
+                        } else {
+                            "rest"
+                        },
+                        verified_by = outcome.verified_by.map(|c| c.name()),
+                        genesys_calls = outcome.shared.calls,
+                        "job applied"
+                    );
+                    entry.applied(outcome);
                 }
-                tracing::info!(
-                    verified = outcome.verified,
-                    resolved_by = if outcome.resolved_by_mirror {
-                        "mirror"
-                    } else {
-                        "rest"
-                    },
-                    verified_by = outcome.verified_by.map(|c| c.name()),
-                    genesys_calls = outcome.shared.calls,
-                    "job applied"
-                );
-                entry.applied(&outcome);
+                if let Some(secure) = &landed.secure {
+                    tracing::info!(
+                        keys = secure.keys.len(),
+                        verified = secure.verified,
+                        genesys_calls = secure.calls,
+                        "job's secure attributes applied"
+                    );
+                    entry.secure_verified = Some(secure.verified);
+                }
                 entry.latency_ms = started.elapsed().as_millis() as u64;
                 self.journal.record(entry);
-                let result = self.presenter.result(outcome, head.request_id.clone());
+                let result = self.presenter.result(landed, head.request_id.clone());
                 self.record(self.queue.succeed(&batch, result).await);
             }
             Err(error) if is_transient(&error) => {
@@ -239,6 +281,43 @@ impl Workers {
                 self.record(self.queue.fail(&batch, problem).await);
             }
         }
+    }
+
+    /// Writes a batch: the conversation's secure attributes first, so a refusal of them leaves the
+    /// participant unwritten (as the synchronous path does), then the participant's, if any.
+    async fn deliver(
+        &self,
+        update: &crate::domain::AttributeUpdate,
+        secure: Option<&crate::domain::SecureValues>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Landed, UpdateError> {
+        let updater = self.engine.updater();
+        let secure = match secure {
+            Some(values) => {
+                let verify = update.verify.unwrap_or(updater.verify_settings().enabled);
+                let span = tracing::info_span!(
+                    "secure attributes",
+                    otel.name = "secure attributes",
+                    keys = values.len()
+                );
+                Some(
+                    crate::secure::apply(updater, update.conversation_id, values, verify, deadline)
+                        .instrument(span)
+                        .await?,
+                )
+            }
+            None => None,
+        };
+        let participant = if update.attributes.is_empty() {
+            None
+        } else {
+            Some(self.engine.submit(update, deadline).await?)
+        };
+        Ok(Landed {
+            conversation_id: update.conversation_id,
+            participant,
+            secure,
+        })
     }
 
     fn record(&self, result: Result<(), QueueError>) {

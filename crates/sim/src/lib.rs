@@ -57,6 +57,7 @@ pub enum Op {
     Token,
     GetConversation,
     PatchAttributes,
+    PatchSecureAttributes,
     AnalyticsQuery,
 }
 

@@ -95,6 +95,7 @@ fn matches(op: Op, name: &str) -> bool {
         Op::Token => name == "token",
         Op::GetConversation => name == "get_conversation",
         Op::PatchAttributes => name == "patch_attributes" || name == "patch_media_attributes",
+        Op::PatchSecureAttributes => name == "patch_secure_attributes",
         Op::AnalyticsQuery => name == "analytics_query",
     }
 }

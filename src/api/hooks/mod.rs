@@ -83,16 +83,17 @@ pub async fn receive(
             .map_err(|e| ApiError::InvalidRequest(e.0))?;
         let mut update = intake::address(&state, request, deadline, &mut entry).await?;
         // A Standard Webhooks sender keeps `webhook-id` across its retries: the natural idempotency
-        // key. Not for secure attributes, which are never stored: their PATCH merges the same values
-        // again, so a retried delivery needs no stored answer.
+        // key. For secure attributes only when a key can seal what it keeps; without one their
+        // PATCH merges the same values again, so a retried delivery needs no stored answer.
         let delivery_id = match route.auth {
-            HookAuth::StandardWebhooks(..) if secure.is_none() => {
+            HookAuth::StandardWebhooks(..) if secure.is_none() || !state.keyring.is_empty() => {
                 headers.get("webhook-id").and_then(|v| v.to_str().ok())
             }
             _ => None,
         };
         update.secure = secure;
         let intake = Intake::from_request(
+            &state.keyring,
             &headers,
             request_id.clone(),
             &format!("hook:{name}"),

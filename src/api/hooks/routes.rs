@@ -33,9 +33,11 @@ fn valid_name(name: &str) -> bool {
 
 impl HookRoutes {
     /// Every route, compiled; or every problem of every route, each at `hooks.<name>`.
+    /// `sealable`: whether a key is configured to store secure attributes encrypted.
     pub fn compile(
         hooks: &BTreeMap<String, HookSettings>,
         global_keys: &[SecretString],
+        sealable: bool,
     ) -> Result<Self, ConfigError> {
         let mut routes = BTreeMap::new();
         let mut problems = Vec::new();
@@ -49,11 +51,15 @@ impl HookRoutes {
             if !valid_name(name) {
                 problem("a route name is lower-case letters, digits, `-` and `_`".into());
             }
-            // Every request of such a route could be stored as a job, and secure values never are:
-            // it would refuse each one (`secure_not_stored`), so it is refused once, at start-up.
-            if !settings.secure_attributes.is_empty() && settings.mode != HookMode::Sync {
+            // Every request of such a route could be stored as a job, and with no key secure values
+            // never are: it would refuse each one (`secure_not_stored`), so it is refused once, at
+            // start-up.
+            if !settings.secure_attributes.is_empty()
+                && settings.mode != HookMode::Sync
+                && !sealable
+            {
                 problem(
-                    "secure_attributes are written synchronously only (they are never stored): the route's mode must be \"sync\"".into(),
+                    "secure_attributes are stored only encrypted, and secure.keys is empty: configure a key, or make the route's mode \"sync\"".into(),
                 );
             }
             let mapping = Mapping::compile(settings).map_err(&mut problem);

@@ -17,8 +17,13 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, Target,
+    AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, SecureValues, Target,
 };
+use crate::seal::{Keyring, SealError, Sealed};
+
+/// How a secure attribute's key is named among a batch's `key_seqs` and the store's record of
+/// what was written: apart from participant attributes of the same name.
+pub const SECURE_KEY: &str = "\u{1f}secure:";
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -58,7 +63,7 @@ impl FromStr for JobStatus {
 }
 
 /// An update as the store keeps it: plain data, parsed back into an [`AttributeUpdate`] to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredUpdate {
     pub conversation_id: String,
@@ -69,6 +74,12 @@ pub struct StoredUpdate {
     pub attributes: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<bool>,
+    /// The names of the conversation's secure attributes it writes: readable, for operators.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secure_keys: Vec<String>,
+    /// Their values, sealed under the newest of `secure.keys` ([`crate::seal`]); never in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<Sealed>,
     /// The W3C trace context of the request that queued it, so the attempt that applies it, here or
     /// on another replica after a restart, is a span of that request's trace.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -87,12 +98,30 @@ impl From<&AttributeUpdate> for StoredUpdate {
             purpose,
             attributes: u.attributes.as_map().clone(),
             verify: u.verify,
+            secure_keys: Vec::new(),
+            secure: None,
             trace: BTreeMap::new(),
         }
     }
 }
 
 impl StoredUpdate {
+    /// Adds the conversation's secure attributes, sealed for this conversation; `None` when no key
+    /// is configured to seal them.
+    pub fn with_secure(mut self, values: &SecureValues, keyring: &Keyring) -> Option<Self> {
+        self.secure = Some(keyring.seal(values, &self.conversation_id)?);
+        self.secure_keys = values.keys().map(str::to_string).collect();
+        Some(self)
+    }
+
+    /// This job's secure attributes, opened with the key that sealed them.
+    pub fn open_secure(&self, keyring: &Keyring) -> Result<Option<SecureValues>, SealError> {
+        self.secure
+            .as_ref()
+            .map(|sealed| keyring.open(sealed, &self.conversation_id))
+            .transpose()
+    }
+
     /// The lane: every job of one conversation runs in acceptance order.
     pub fn lane(&self) -> &str {
         &self.conversation_id
@@ -115,15 +144,21 @@ impl StoredUpdate {
             (None, Some(p)) => Target::Purpose(Purpose::from_str(p).map_err(corrupt)?),
             (None, None) => Target::Purpose(Purpose::customer()),
         };
-        let object = self
+        let object: serde_json::Map<String, serde_json::Value> = self
             .attributes
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
+        // A job of secure attributes alone writes no participant attribute.
+        let attributes = if object.is_empty() && !self.secure_keys.is_empty() {
+            AttributeMap::none()
+        } else {
+            AttributeMap::from_json(&object).map_err(corrupt)?
+        };
         Ok(AttributeUpdate {
             conversation_id: ConversationId::from_str(&self.conversation_id).map_err(corrupt)?,
             target,
-            attributes: AttributeMap::from_json(&object).map_err(corrupt)?,
+            attributes,
             verify: self.verify,
         })
     }
@@ -184,6 +219,11 @@ impl Batch {
                 attributes.insert(k.clone(), v.clone());
                 key_seqs.insert(k.clone(), job.seq);
             }
+            // Secure values stay sealed on their jobs; the worker opens each and takes the keys
+            // this batch carries from the job named here.
+            for k in &job.update.secure_keys {
+                key_seqs.insert(format!("{SECURE_KEY}{k}"), job.seq);
+            }
         }
         key_seqs.retain(|k, seq| {
             let newer = written.get(k).is_some_and(|w| w > seq);
@@ -203,6 +243,12 @@ impl Batch {
                 .iter()
                 .filter_map(|j| j.update.verify)
                 .reduce(|a, b| a || b),
+            secure_keys: key_seqs
+                .keys()
+                .filter_map(|k| k.strip_prefix(SECURE_KEY))
+                .map(str::to_string)
+                .collect(),
+            secure: None,
             // Each job's own context stays with its job; the attempt links them all.
             trace: head.trace.clone(),
         };
@@ -211,6 +257,24 @@ impl Batch {
             update,
             key_seqs,
         }
+    }
+
+    /// The secure attributes this batch writes: each key's value from the newest job carrying it
+    /// that no newer write has superseded. `None` when it writes none.
+    pub fn open_secure(&self, keyring: &Keyring) -> Result<Option<SecureValues>, SealError> {
+        let mut values: Option<SecureValues> = None;
+        for job in &self.jobs {
+            let Some(opened) = job.update.open_secure(keyring)? else {
+                continue;
+            };
+            let kept =
+                opened.retain(|k| self.key_seqs.get(&format!("{SECURE_KEY}{k}")) == Some(&job.seq));
+            values = match (values, kept) {
+                (Some(v), Some(k)) => Some(v.merged(k)),
+                (v, k) => v.or(k),
+            };
+        }
+        Ok(values)
     }
 
     pub fn ids(&self) -> Vec<String> {
@@ -241,12 +305,33 @@ pub struct StoredResponse {
     pub content_type: String,
 }
 
-/// An idempotency key in a scope (the route), with the hash of the body it came with.
+/// An idempotency key in a scope (the route), with the fingerprint of the body it came with.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
     pub scope: String,
     pub key: String,
+    /// The body's fingerprint, as a new record keeps it.
     pub body_hash: String,
+    /// The same body's fingerprints under older keys (`secure.keys`), which a record kept before a
+    /// rotation carries: a retry across the rotation is still the same request.
+    pub earlier: Vec<String>,
+}
+
+impl IdempotencyKey {
+    /// Whether a record's fingerprint is this body's.
+    pub fn matches(&self, stored: &str) -> bool {
+        self.body_hash == stored || self.earlier.iter().any(|h| h == stored)
+    }
+
+    /// Every accepted fingerprint, the current first, space-separated (fingerprints hold none):
+    /// how Redis's scripts receive them.
+    pub fn fingerprints(&self) -> String {
+        std::iter::once(&self.body_hash)
+            .chain(&self.earlier)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// What starting a synchronous request with an idempotency key found.

@@ -52,11 +52,13 @@ local function finish(id, status, field, value, now)
   redis.call('ZREM', P .. ':pending', id)
   return seq
 end
+-- A body's fingerprints, space-separated, the current first: the one a new record keeps.
+local function current(hashes) return string.match(hashes, '^%S*') end
 -- What an idempotency key stands for: nil when unused.
-local function key_state(ik, hash)
+local function key_state(ik, hashes)
   local h = redis.call('HGET', ik, 'hash')
   if not h then return nil end
-  if h ~= hash then return {'conflict'} end
+  if not string.find(' ' .. hashes .. ' ', ' ' .. h .. ' ', 1, true) then return {'conflict'} end
   local job = redis.call('HGET', ik, 'job')
   if job then return {'existing', job} end
   local resp = redis.call('HGET', ik, 'response')
@@ -83,7 +85,7 @@ if not redis.call('ZSCORE', P .. ':running', lane) and not redis.call('ZSCORE', 
   redis.call('ZADD', P .. ':due', now, lane)
 end
 if ARGV[9] ~= '' then
-  redis.call('HSET', ik, 'hash', ARGV[10], 'job', id)
+  redis.call('HSET', ik, 'hash', current(ARGV[10]), 'job', id)
   redis.call('PEXPIRE', ik, ARGV[11])
 end
 return {'created', id}
@@ -203,7 +205,7 @@ const IDEM_BEGIN: &str = r#"
 local ik = P .. ':idem:' .. ARGV[3]
 local state = key_state(ik, ARGV[4])
 if state then return state end
-redis.call('HSET', ik, 'hash', ARGV[4])
+redis.call('HSET', ik, 'hash', current(ARGV[4]))
 redis.call('PEXPIRE', ik, ARGV[5])
 return {'new'}
 "#;
@@ -406,7 +408,7 @@ impl JobQueue for RedisQueue {
     ) -> Result<Enqueued, QueueError> {
         let id = uuid::Uuid::new_v4().to_string();
         let (idem, hash) = match &key {
-            Some(k) => (format!("{}:{}", k.scope, k.key), k.body_hash.clone()),
+            Some(k) => (format!("{}:{}", k.scope, k.key), k.fingerprints()),
             None => (String::new(), String::new()),
         };
         let reply: Vec<String> = self
@@ -600,7 +602,7 @@ impl JobQueue for RedisQueue {
                 &self.scripts.idem_begin,
                 &[
                     format!("{}:{}", key.scope, key.key),
-                    key.body_hash.clone(),
+                    key.fingerprints(),
                     self.idempotency_ttl_ms.to_string(),
                 ],
             )

@@ -212,7 +212,7 @@ fn key_state(tx: &Connection, key: &IdempotencyKey, now: i64) -> Result<KeyState
         .map_err(store)?;
     Ok(match row {
         None => KeyState::Unused,
-        Some((hash, _, _)) if hash != key.body_hash => KeyState::Conflict,
+        Some((hash, _, _)) if !key.matches(&hash) => KeyState::Conflict,
         Some((_, Some(job), _)) => KeyState::Job(job),
         Some((_, None, Some(response))) => KeyState::Answered(
             serde_json::from_str(&response).map_err(|e| QueueError::Corrupt(e.to_string()))?,
