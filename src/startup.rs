@@ -277,6 +277,7 @@ fn workers(state: &AppState) -> Workers {
         presenter: Arc::new(JobAnswers),
         journal: state.journal.clone(),
         keyring: state.keyring.clone(),
+        custom: state.org.custom.clone(),
     }
 }
 

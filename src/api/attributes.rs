@@ -40,9 +40,11 @@ pub async fn set_attributes(
         let Parsed {
             update: request,
             secure,
+            custom,
         } = request.parse_request()?;
         let mut update = intake::address(&state, request, deadline, &mut entry).await?;
         update.secure = secure;
+        update.custom = custom;
         let intake = Intake::from_request(
             &state.keyring,
             &headers,

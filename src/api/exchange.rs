@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
 
 use super::problem::ApiError;
+use crate::custom::CustomOutcome;
 use crate::domain::{AttributeMap, ConversationId};
 use crate::secure::SecureOutcome;
 use crate::service::{Mismatch, UpdateOutcome};
@@ -52,6 +53,23 @@ pub struct AttributesResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub secure_unconfirmed: Option<Vec<String>>,
+    /// The conversation's custom-attributes record written (the same id on every replica, one per
+    /// conversation and schema). Present when the request sent `customAttributes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub custom_record_id: Option<String>,
+    /// The record's fields written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub custom_keys: Option<Vec<String>>,
+    /// Whether a read showed every field with its value, written after the write began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub custom_verified: Option<bool>,
+    /// The fields the read did not show as written, flat for an Architect output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub custom_unconfirmed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -87,12 +105,16 @@ impl AttributesResponse {
             secure_keys: None,
             secure_verified: None,
             secure_unconfirmed: None,
+            custom_record_id: None,
+            custom_keys: None,
+            custom_verified: None,
+            custom_unconfirmed: None,
         }
     }
 
-    /// The answer to a request that wrote only the conversation's secure attributes: no
-    /// participant, and `verified` is theirs.
-    pub fn secure_only(conversation_id: ConversationId, request_id: String) -> Self {
+    /// The answer to a request that wrote only the conversation's targets (secure attributes, a
+    /// custom-attributes record): no participant, and `verified` is theirs.
+    pub fn conversation_only(conversation_id: ConversationId, request_id: String) -> Self {
         Self {
             conversation_id: conversation_id.to_string(),
             participant_id: String::new(),
@@ -107,22 +129,42 @@ impl AttributesResponse {
             secure_keys: None,
             secure_verified: None,
             secure_unconfirmed: None,
+            custom_record_id: None,
+            custom_keys: None,
+            custom_verified: None,
+            custom_unconfirmed: None,
         }
     }
 
     /// The answer, with what became of the secure attributes. A request that wrote nothing else
     /// is verified when they are.
     pub fn with_secure(mut self, outcome: SecureOutcome) -> Self {
-        if self.participant_id.is_empty() {
-            self.verified = outcome.verified;
-            if !outcome.verified {
-                self.verified_by = "none".into();
-            }
-        }
+        self.conversation_target(outcome.verified);
         self.secure_verified = Some(outcome.verified);
         self.secure_keys = Some(outcome.keys);
         self.secure_unconfirmed = Some(outcome.unconfirmed);
         self
+    }
+
+    /// The answer, with what became of the custom-attributes record. A request that wrote no
+    /// participant is verified when every target it wrote is.
+    pub fn with_custom(mut self, outcome: CustomOutcome) -> Self {
+        self.conversation_target(outcome.verified);
+        self.custom_record_id = Some(outcome.record_id);
+        self.custom_verified = Some(outcome.verified);
+        self.custom_keys = Some(outcome.keys);
+        self.custom_unconfirmed = Some(outcome.unconfirmed);
+        self
+    }
+
+    /// Without a participant, `verified` is every conversation target's.
+    fn conversation_target(&mut self, verified: bool) {
+        if self.participant_id.is_empty() {
+            self.verified = self.verified && verified;
+            if !self.verified {
+                self.verified_by = "none".into();
+            }
+        }
     }
 
     /// The answer, naming how a lookup found its conversation.

@@ -11,6 +11,7 @@ use tracing::Instrument;
 use super::exchange::{check_attribute_bytes, AttributesResponse};
 use super::problem::ApiError;
 use crate::api::state::AppState;
+use crate::custom::{CustomValues, Schema};
 use crate::domain::lookup::Lookup;
 use crate::domain::{Address, AttributeUpdate, SecureValues, UpdateRequest};
 use crate::journal::{Entry, Outcome};
@@ -150,6 +151,8 @@ pub struct Addressed {
     pub found: Option<(Lookup, Source)>,
     /// The conversation's secure attributes to write too, if any.
     pub secure: Option<SecureValues>,
+    /// Values for the conversation's custom-attributes record, if any.
+    pub custom: Option<CustomValues>,
 }
 
 impl Addressed {
@@ -177,6 +180,7 @@ pub async fn address(
                 update: request.into_update(cid),
                 found: None,
                 secure: None,
+                custom: None,
             });
         }
         Address::Lookup(lookup) => lookup.clone(),
@@ -198,6 +202,7 @@ pub async fn address(
         update: request.into_update(cid),
         found: Some((lookup, source)),
         secure: None,
+        custom: None,
     })
 }
 
@@ -209,12 +214,35 @@ pub async fn accept(
     deadline: tokio::time::Instant,
     entry: &mut Entry,
 ) -> Result<Response, ApiError> {
-    let update = &addressed.update;
-    entry.writes(update.attributes.as_map());
+    entry.writes(addressed.update.attributes.as_map());
     check_attribute_bytes(
-        &update.attributes,
+        &addressed.update.attributes,
         state.settings.limits.max_attributes_bytes,
     )?;
+    let mut addressed = addressed;
+    let custom = match addressed.custom.take() {
+        Some(values) => {
+            // Checked against the schema before anything is written or queued.
+            let (schema, prepared) = prepare_custom(state, &values, deadline).await?;
+            entry.custom_keys = prepared.keys().cloned().collect();
+            let values = CustomValues {
+                schema: values.schema,
+                values: prepared,
+            };
+            let size = serde_json::to_string(&values.values).map_or(0, |t| t.len());
+            if size > state.settings.limits.max_attributes_bytes {
+                return Err(ApiError::AttributesTooLarge {
+                    size,
+                    limit: state.settings.limits.max_attributes_bytes,
+                });
+            }
+            addressed.custom = Some(values);
+            Some(schema)
+        }
+        None => None,
+    };
+    let addressed = addressed;
+    let update = &addressed.update;
     if let Some(secure) = &addressed.secure {
         // Keys only: the journal and the console never hold a secure value.
         entry.secure_keys = secure.keys().map(str::to_string).collect();
@@ -252,9 +280,16 @@ pub async fn accept(
             }
             Err(refused) => return Err(refused),
         };
-        return apply_now(state, &addressed, intake.request_id, deadline, entry)
-            .await
-            .map(IntoResponse::into_response);
+        return apply_now(
+            state,
+            &addressed,
+            custom.as_deref(),
+            intake.request_id,
+            deadline,
+            entry,
+        )
+        .await
+        .map(IntoResponse::into_response);
     };
     match state.queue.idempotency_begin(&key).await? {
         Begun::New => {}
@@ -279,7 +314,15 @@ pub async fn accept(
         }
         return Err(refused);
     }
-    let result = apply_now(state, &addressed, intake.request_id, deadline, entry).await;
+    let result = apply_now(
+        state,
+        &addressed,
+        custom.as_deref(),
+        intake.request_id,
+        deadline,
+        entry,
+    )
+    .await;
     // Keep answers that a repeat must get again; forget transient failures, so a retry runs again.
     let keep = match &result {
         Ok(json) => Some(StoredResponse {
@@ -317,6 +360,9 @@ async fn enqueue(
 ) -> Result<Response, ApiError> {
     let mut stored = StoredUpdate::from(&addressed.update);
     stored.trace = patchbay_core::trace::current();
+    if let Some(custom) = &addressed.custom {
+        stored = stored.with_custom(custom);
+    }
     if let Some(secure) = &addressed.secure {
         // Sealed for this conversation under the newest key; checked above that there is one.
         stored = stored
@@ -389,6 +435,7 @@ async fn submit(
 async fn apply_now(
     state: &AppState,
     addressed: &Addressed,
+    schema: Option<&Schema>,
     request_id: String,
     deadline: tokio::time::Instant,
     entry: &mut Entry,
@@ -397,19 +444,96 @@ async fn apply_now(
         Some(values) => Some(apply_secure(state, addressed, values, deadline).await?),
         None => None,
     };
+    let custom = match (&addressed.custom, schema) {
+        (Some(values), Some(schema)) => {
+            Some(apply_custom(state, addressed, schema, values, deadline).await?)
+        }
+        _ => None,
+    };
     let answer = if addressed.update.attributes.is_empty() {
-        AttributesResponse::secure_only(addressed.update.conversation_id, request_id)
+        AttributesResponse::conversation_only(addressed.update.conversation_id, request_id)
             .found_by(addressed.found_by())
     } else {
         apply_participant(state, addressed, request_id, deadline, entry).await?
     };
-    Ok(Json(match secure {
+    let answer = match secure {
         Some(outcome) => {
             entry.secure_verified = Some(outcome.verified);
             answer.with_secure(outcome)
         }
         None => answer,
+    };
+    Ok(Json(match custom {
+        Some(outcome) => {
+            entry.custom_verified = Some(outcome.verified);
+            answer.with_custom(outcome)
+        }
+        None => answer,
     }))
+}
+
+/// The schema `values` name, and the values checked against it and coerced: a 422 before anything
+/// is written when they do not fit. Reading the schema the first time is one call.
+pub async fn prepare_custom(
+    state: &AppState,
+    values: &CustomValues,
+    deadline: tokio::time::Instant,
+) -> Result<
+    (
+        std::sync::Arc<Schema>,
+        serde_json::Map<String, serde_json::Value>,
+    ),
+    ApiError,
+> {
+    let updater = state.org.engine.updater();
+    let schema = state
+        .org
+        .custom
+        .schema(updater, &values.schema, deadline)
+        .await?;
+    let prepared = schema.prepare(&values.values)?;
+    Ok((schema, prepared))
+}
+
+/// Writes the conversation's custom-attributes record and reads it back, by `deadline`.
+async fn apply_custom(
+    state: &AppState,
+    addressed: &Addressed,
+    schema: &Schema,
+    values: &CustomValues,
+    deadline: tokio::time::Instant,
+) -> Result<crate::custom::CustomOutcome, ApiError> {
+    let cid = addressed.update.conversation_id;
+    let updater = state.org.engine.updater();
+    let verify = addressed
+        .update
+        .verify
+        .unwrap_or(updater.verify_settings().enabled);
+    let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "custom attributes", otel.name = "custom attributes", schema = %schema.id, keys = values.values.len(), verified = tracing::field::Empty);
+    let outcome = state
+        .org
+        .custom
+        .write(
+            updater,
+            cid,
+            schema,
+            values.values.clone(),
+            verify,
+            deadline,
+        )
+        .instrument(span.clone())
+        .await?;
+    span.record("verified", outcome.verified);
+    tracing::info!(
+        schema = %schema.id,
+        keys = outcome.keys.len(),
+        verified = outcome.verified,
+        created = outcome.created,
+        conflicts = outcome.conflicts,
+        genesys_calls = outcome.calls,
+        "custom attributes updated"
+    );
+    Ok(outcome)
 }
 
 /// Writes the conversation's secure attributes and reads them back, by `deadline`.

@@ -26,6 +26,12 @@ pub struct JobView {
     /// The names of the conversation's secure attributes it writes; their values are never shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secure_keys: Vec<String>,
+    /// The custom-attributes schema of `customAttributes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_schema: Option<String>,
+    /// Values for the conversation's custom-attributes record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_attributes: BTreeMap<String, serde_json::Value>,
     pub attempts: u32,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -55,6 +61,8 @@ impl From<Job> for JobView {
             purpose: job.update.purpose,
             attributes: job.update.attributes,
             secure_keys: job.update.secure_keys,
+            custom_schema: job.update.custom_schema,
+            custom_attributes: job.update.custom_attributes,
             attempts: job.attempts,
             created_at_ms: job.created_at_ms,
             updated_at_ms: job.updated_at_ms,
@@ -213,16 +221,19 @@ impl crate::worker::Presenter for JobAnswers {
         use crate::api::exchange::AttributesResponse;
         let answer = match landed.participant {
             Some(outcome) => AttributesResponse::from_outcome(outcome, request_id),
-            None => AttributesResponse::secure_only(landed.conversation_id, request_id),
+            None => AttributesResponse::conversation_only(landed.conversation_id, request_id),
         };
-        let answer = match landed.secure {
+        let mut answer = match landed.secure {
             Some(secure) => answer.with_secure(secure),
             None => answer,
         };
+        for custom in landed.custom {
+            answer = answer.with_custom(custom);
+        }
         serde_json::to_value(answer).expect("answers serialize")
     }
 
-    fn problem(&self, error: crate::service::UpdateError) -> crate::store::queue::StoredProblem {
+    fn problem(&self, error: crate::custom::CustomError) -> crate::store::queue::StoredProblem {
         stored_problem(ApiError::from(error))
     }
 

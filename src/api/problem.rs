@@ -45,6 +45,9 @@ pub enum ApiError {
     IdempotencyConflict,
     #[error("no key is configured to store secure attributes")]
     SecureNotStored,
+    /// A custom-attributes write refused before it was made, or a conflict it could not settle.
+    #[error(transparent)]
+    Custom(crate::custom::CustomError),
     /// A queued job's secure attributes do not open with the configured keys.
     #[error(transparent)]
     SecureKeyMissing(crate::seal::SealError),
@@ -71,6 +74,15 @@ impl From<crate::lookup::LookupError> for ApiError {
         match e {
             crate::lookup::LookupError::Update(u) => ApiError::Update(u),
             other => ApiError::Lookup(other),
+        }
+    }
+}
+
+impl From<crate::custom::CustomError> for ApiError {
+    fn from(e: crate::custom::CustomError) -> Self {
+        match e {
+            crate::custom::CustomError::Update(u) => ApiError::Update(u),
+            other => ApiError::Custom(other),
         }
     }
 }
@@ -133,6 +145,9 @@ pub const PROBLEM_CODES: &[&str] = &[
     "idempotency_key_reused",
     "secure_not_stored",
     "secure_key_missing",
+    "custom_schema_not_found",
+    "custom_invalid",
+    "custom_conflict",
     "rate_limited",
     "upstream_auth_failed",
     "upstream_error",
@@ -239,6 +254,30 @@ impl ApiError {
                 "secure_not_stored",
                 "Secure attributes are not stored",
                 "Secure attributes are stored only encrypted, and no key is configured (secure.keys): a job, a dead letter or an idempotent answer would keep their values at rest. Send the request without `Prefer: respond-async` and without an `Idempotency-Key`, or configure a key.".into(),
+                None,
+            ),
+            ApiError::Custom(e @ crate::custom::CustomError::SchemaNotFound(_)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "custom_schema_not_found",
+                "No such custom-attributes schema",
+                format!("{e}: `customSchema` takes a schema's id or its name (its JSON Schema title). Nothing was written."),
+                None,
+            ),
+            ApiError::Custom(e @ crate::custom::CustomError::Invalid { .. }) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "custom_invalid",
+                "Custom attributes do not fit their schema",
+                format!("{e}. Nothing was written."),
+                None,
+            ),
+            ApiError::Custom(crate::custom::CustomError::Update(e)) => {
+                return ApiError::Update(e.clone()).problem()
+            }
+            ApiError::Custom(e @ crate::custom::CustomError::Conflict(_)) => (
+                StatusCode::CONFLICT,
+                "custom_conflict",
+                "Custom attributes kept changing",
+                format!("{e}. Other writers kept changing the record; send the update again."),
                 None,
             ),
             ApiError::SecureKeyMissing(e) => (

@@ -8,18 +8,21 @@ use serde::Deserialize;
 
 use super::body::Shape;
 use super::problem::ApiError;
+use crate::custom::CustomValues;
 use crate::domain::lookup::{KeyKind, Lookup};
 use crate::domain::{
     Address, AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, SecureValues,
     Target, UpdateRequest,
 };
 
-/// A parsed request: the participant's update (its attributes empty when only secure attributes
-/// were sent) and the conversation's secure attributes, if any.
+/// A parsed request: the participant's update (its attributes empty when only the conversation's
+/// targets were sent), the conversation's secure attributes and its custom-attributes record's
+/// values, if any.
 #[derive(Debug)]
 pub struct Parsed {
     pub update: UpdateRequest,
     pub secure: Option<SecureValues>,
+    pub custom: Option<CustomValues>,
 }
 
 /// The inbound body, before parsing into an [`AttributeUpdate`]. This one struct is the request's
@@ -71,6 +74,24 @@ pub struct AttributesRequest {
     #[serde(default)]
     #[schema(nullable = false, schema_with = attributes_schema)]
     pub secure_attributes: Option<serde_json::Value>,
+    /// The custom-attributes schema `customAttributes` are written under: its id, or its name (its
+    /// JSON Schema's `title`). Required with `customAttributes`.
+    #[serde(default)]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        example = "crm_case"
+    )]
+    pub custom_schema: Option<String>,
+    /// Typed values for the conversation's record of `customSchema`, for reporting and search:
+    /// checked against the schema before any write (422 `custom_invalid` names each field and what
+    /// the schema wants), a string coerced to an integer, number or boolean where the schema wants
+    /// one and the text is exactly one. Written to the conversation's one record of that schema and
+    /// read back.
+    #[serde(default)]
+    #[schema(nullable = false, schema_with = custom_values_schema)]
+    pub custom_attributes: Option<serde_json::Value>,
     /// Overrides `verify.enabled` for this update.
     #[serde(default)]
     #[schema(nullable = false)]
@@ -166,6 +187,16 @@ pub fn attribute_map_schema() -> utoipa::openapi::schema::ObjectBuilder {
         ))
 }
 
+/// A non-empty object of named JSON values, which the schema types.
+fn custom_values_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+        .min_properties(Some(1))
+        .build()
+}
+
 /// A non-empty object of named strings, numbers and booleans.
 fn attributes_schema() -> utoipa::openapi::Object {
     attribute_map_schema().min_properties(Some(1)).build()
@@ -208,7 +239,16 @@ pub fn request_rules(schemas: &mut serde_json::Map<String, serde_json::Value>) {
         if let Some(rules) = request.as_object_mut() {
             rules.insert(
                 "anyOf".into(),
-                serde_json::json!([{"required": ["attributes"]}, {"required": ["secureAttributes"]}]),
+                serde_json::json!([
+                    {"required": ["attributes"]},
+                    {"required": ["secureAttributes"]},
+                    {"required": ["customAttributes", "customSchema"]}
+                ]),
+            );
+            // A schema and its values come together.
+            rules.insert(
+                "dependentRequired".into(),
+                serde_json::json!({"customAttributes": ["customSchema"], "customSchema": ["customAttributes"]}),
             );
         }
     }
@@ -288,12 +328,35 @@ impl AttributesRequest {
                 || ApiError::InvalidRequest("`secureAttributes` must be a JSON object".into()),
             )?)?),
         };
-        let attributes = match (&self.attributes, &secure) {
-            // Secure attributes alone: no participant is written.
-            (serde_json::Value::Null, Some(_)) => AttributeMap::none(),
-            (serde_json::Value::Null, None) => {
+        let custom = match (
+            present(self.custom_schema.as_deref()),
+            &self.custom_attributes,
+        ) {
+            (None, None) => None,
+            (Some(schema), Some(values)) => Some(CustomValues::new(
+                schema,
+                values.as_object().ok_or_else(|| {
+                    ApiError::InvalidRequest("`customAttributes` must be a JSON object".into())
+                })?,
+            )?),
+            (None, Some(_)) => {
                 return Err(ApiError::InvalidRequest(
-                    "`attributes` (or `secureAttributes`) is required".into(),
+                    "`customAttributes` needs `customSchema`: the schema's id or name".into(),
+                ))
+            }
+            (Some(_), None) => {
+                return Err(ApiError::InvalidRequest(
+                    "`customSchema` needs `customAttributes`".into(),
+                ))
+            }
+        };
+        let attributes = match (&self.attributes, secure.is_some() || custom.is_some()) {
+            // The conversation's targets alone: no participant is written.
+            (serde_json::Value::Null, true) => AttributeMap::none(),
+            (serde_json::Value::Null, false) => {
+                return Err(ApiError::InvalidRequest(
+                    "`attributes` (or `secureAttributes`, or `customAttributes`) is required"
+                        .into(),
                 ))
             }
             (value, _) => AttributeMap::from_json(value.as_object().ok_or_else(|| {
@@ -308,6 +371,7 @@ impl AttributesRequest {
                 verify: self.verify,
             },
             secure,
+            custom,
         })
     }
 
@@ -316,8 +380,9 @@ impl AttributesRequest {
         let Parsed {
             update: request,
             secure,
+            custom,
         } = self.parse_request()?;
-        if secure.is_some() {
+        if secure.is_some() || custom.is_some() {
             return Err(ApiError::InvalidRequest(
                 "this route writes participant attributes only".into(),
             ));

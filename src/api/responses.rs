@@ -7,6 +7,8 @@ use super::intake::Accepted;
 use super::problem::ProblemBody;
 
 /// The answers of the two write endpoints, `POST /v1/attributes` and `POST /v1/hooks/{name}`.
+// Never built: it exists for its OpenAPI description, so its variants' sizes cost nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(utoipa::IntoResponses)]
 pub enum WriteResponses {
     /// Written, and read back from Genesys
@@ -28,14 +30,15 @@ pub enum WriteResponses {
     #[response(status = 404, content_type = "application/problem+json",
         headers(("Idempotent-Replayed" = String, description = "`true` on the first answer to an `Idempotency-Key`, replayed")))]
     NotFound(ProblemBody<'static>),
-    /// conversation_ended, idempotency_in_progress
+    /// conversation_ended, idempotency_in_progress, custom_conflict
     #[response(status = 409, content_type = "application/problem+json",
         headers(("Idempotent-Replayed" = String, description = "`true` on the first answer to an `Idempotency-Key`, replayed")))]
     Conflict(ProblemBody<'static>),
     /// payload_too_large
     #[response(status = 413, content_type = "application/problem+json")]
     PayloadTooLarge(ProblemBody<'static>),
-    /// attributes_too_large, idempotency_key_reused
+    /// attributes_too_large, idempotency_key_reused, secure_not_stored, custom_invalid,
+    /// custom_schema_not_found
     #[response(status = 422, content_type = "application/problem+json",
         headers(("Idempotent-Replayed" = String, description = "`true` on the first answer to an `Idempotency-Key`, replayed")))]
     Unprocessable(ProblemBody<'static>),

@@ -60,17 +60,23 @@ impl From<&Entry> for UpdateRow {
             participant: e.participant_id.clone().unwrap_or_else(dash),
             found_by: e.found_by.clone().unwrap_or_else(dash),
             verified_by: e.verified_by.clone().unwrap_or_else(dash),
-            keys: match (e.keys.is_empty(), e.secure_keys.is_empty()) {
-                (true, true) => dash(),
-                (false, true) => e.keys.join(", "),
-                // The secure ones by name only: their values never reach the journal.
-                (true, false) => format!("secure: {}", e.secure_keys.join(", ")),
-                (false, false) => {
-                    format!(
-                        "{}; secure: {}",
-                        e.keys.join(", "),
-                        e.secure_keys.join(", ")
-                    )
+            keys: {
+                // Each target's keys; the secure ones by name only: their values never reach
+                // the journal.
+                let mut parts = Vec::new();
+                if !e.keys.is_empty() {
+                    parts.push(e.keys.join(", "));
+                }
+                if !e.secure_keys.is_empty() {
+                    parts.push(format!("secure: {}", e.secure_keys.join(", ")));
+                }
+                if !e.custom_keys.is_empty() {
+                    parts.push(format!("custom: {}", e.custom_keys.join(", ")));
+                }
+                if parts.is_empty() {
+                    dash()
+                } else {
+                    parts.join("; ")
                 }
             },
             outcome: e.outcome.name(),
@@ -184,6 +190,14 @@ impl From<&Entry> for Record {
                         "{} (unverified; values never kept)",
                         e.secure_keys.join(", ")
                     ),
+                },
+            },
+            Field {
+                name: "custom attributes",
+                value: match (e.custom_keys.is_empty(), e.custom_verified) {
+                    (true, _) => "—".into(),
+                    (false, Some(true)) => format!("{} (verified)", e.custom_keys.join(", ")),
+                    (false, _) => format!("{} (unverified)", e.custom_keys.join(", ")),
                 },
             },
         ];

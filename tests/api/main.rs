@@ -8,6 +8,7 @@ mod budget;
 mod coalescing;
 mod console;
 mod crash;
+mod custom;
 mod deploy;
 mod helpers;
 mod hooks;

@@ -245,6 +245,7 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub idempotency: IdempotencySettings,
     pub secure: SecureSettings,
+    pub custom: CustomSettings,
     pub redis: RedisSettings,
     /// Webhook routes, `[hooks.<name>]`, served at `POST /v1/hooks/<name>`.
     #[serde(default)]
@@ -347,6 +348,15 @@ pub struct QueueSettings {
     pub backoff_max_ms: u64,
     pub poll_interval_ms: u64,
     pub lease_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomSettings {
+    /// How long a custom-attributes schema is used before it is read again.
+    pub schema_ttl_s: u64,
+    /// The divisions of a record Patchbay creates.
+    pub divisions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -787,6 +797,18 @@ impl Settings {
         );
         self.check_store(problems);
         positive(problems, "idempotency.ttl_s", self.idempotency.ttl_s);
+        positive(problems, "custom.schema_ttl_s", self.custom.schema_ttl_s);
+        if self
+            .custom
+            .divisions
+            .iter()
+            .any(|d| uuid::Uuid::parse_str(d).is_err())
+        {
+            problems.push(invalid(
+                "custom.divisions",
+                "each division is a division's id (a UUID)",
+            ));
+        }
         if let Err(found) = crate::seal::Keyring::parse(&self.secure.keys) {
             problems.extend(found.into_iter().map(|p| invalid("secure.keys", p)));
         }

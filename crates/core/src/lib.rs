@@ -25,6 +25,7 @@
 //! - [`trace`]: trace context across hops (a caller's `traceparent`, a job's kept context).
 
 pub mod config;
+pub mod custom;
 pub mod domain;
 pub mod engine;
 pub mod genesys;

@@ -35,6 +35,8 @@ pub const COALESCED: &str = "patchbay_updates_coalesced_total";
 pub const READS_REUSED: &str = "patchbay_reads_reused_total";
 pub const UPDATES: &str = "patchbay_updates_total";
 pub const SECURE_WRITES: &str = "patchbay_secure_writes_total";
+pub const CUSTOM_WRITES: &str = "patchbay_custom_writes_total";
+pub const CUSTOM_CONFLICTS: &str = "patchbay_custom_conflicts_total";
 /// The live mirror: its feed, what it holds, and what it served.
 pub const MIRROR_CHANNELS: &str = "patchbay_mirror_channels";
 pub const MIRROR_TOPICS: &str = "patchbay_mirror_topics";
@@ -80,6 +82,8 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (READS_REUSED, Kind::Counter, "Participants found from a young conversation read, without a GET."),
     (UPDATES, Kind::Counter, "Updates submitted to the delivery engine, synchronous or jobs."),
     (SECURE_WRITES, Kind::Counter, "Writes to conversations' secure attributes, by outcome (verified, unverified or failed); never their keys or values."),
+    (CUSTOM_WRITES, Kind::Counter, "Writes to conversations' custom-attributes records, by outcome (verified, unverified, conflict or failed)."),
+    (CUSTOM_CONFLICTS, Kind::Counter, "Custom-attributes writes Genesys refused for a stale version (409), each re-read and retried."),
     (MIRROR_CHANNELS, Kind::Gauge, "Notification channels this replica holds open."),
     (MIRROR_TOPICS, Kind::Gauge, "Topics this replica's channels are subscribed to."),
     (MIRROR_LIVE, Kind::Gauge, "1 while the mirror's feed is connected and subscribed with no gap, else 0."),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{GenesysSettings, Settings};
+use crate::custom::CustomAttributes;
 use crate::engine::Engine;
 use crate::genesys::GenesysClient;
 use crate::lookup::Finder;
@@ -39,6 +40,8 @@ pub struct Org {
     pub finder: Finder,
     /// The mirror's feed, when `mirror.enabled`; started with the server.
     pub feed: Option<Feed>,
+    /// This org's custom-attributes schemas, and what it knows of records.
+    pub custom: CustomAttributes,
 }
 
 impl Org {
@@ -90,6 +93,10 @@ impl Org {
             finder: Finder::new(engine.clone(), settings.lookup.clone(), finds),
             engine,
             feed,
+            custom: CustomAttributes::new(
+                Duration::from_secs(settings.custom.schema_ttl_s),
+                settings.custom.divisions.clone(),
+            ),
         })
     }
 

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::QueueSettings;
+use crate::custom::{CustomAttributes, CustomError, CustomOutcome, CustomValues};
 use crate::engine::Engine;
 use crate::genesys::retry::Backoff;
 use crate::genesys::GenesysError;
@@ -37,6 +38,17 @@ pub fn is_transient(error: &UpdateError) -> bool {
     }
 }
 
+/// Whether a delivery's failure may go away by itself: an update's as [`is_transient`] says, and a
+/// custom-attributes record other writers kept changing. A schema that is missing or refuses the
+/// values does not mend itself.
+pub fn is_transient_delivery(error: &CustomError) -> bool {
+    match error {
+        CustomError::Update(u) => is_transient(u),
+        CustomError::Conflict(_) => true,
+        CustomError::SchemaNotFound(_) | CustomError::Invalid { .. } => false,
+    }
+}
+
 /// How a finished job is kept for whoever asks about it: in the shapes of the layer that answers
 /// callers. Passed in, so the delivery engine never depends on the HTTP layer.
 pub trait Presenter: Send + Sync {
@@ -44,7 +56,7 @@ pub trait Presenter: Send + Sync {
     /// attributes, and its secure attributes' when it wrote those.
     fn result(&self, landed: Landed, request_id: String) -> serde_json::Value;
     /// The problem a failed job keeps.
-    fn problem(&self, error: UpdateError) -> StoredProblem;
+    fn problem(&self, error: CustomError) -> StoredProblem;
     /// The problem of a stored job that no longer parses.
     fn invalid_job(&self) -> StoredProblem;
     /// The problem of a job whose secure values do not open (their key is gone).
@@ -56,6 +68,8 @@ pub struct Landed {
     pub conversation_id: crate::domain::ConversationId,
     pub participant: Option<UpdateOutcome>,
     pub secure: Option<SecureOutcome>,
+    /// One outcome per custom-attributes schema written.
+    pub custom: Vec<CustomOutcome>,
 }
 
 /// Everything a worker needs.
@@ -71,6 +85,8 @@ pub struct Workers {
     pub journal: Journal,
     /// Opens the secure attributes that jobs carry sealed.
     pub keyring: Keyring,
+    /// The org's custom-attributes schemas and records.
+    pub custom: CustomAttributes,
 }
 
 impl Workers {
@@ -146,7 +162,7 @@ impl Workers {
     async fn attempt(&self, batch: Batch, abandon: &CancellationToken) {
         let span = tracing::Span::current();
         let head = &batch.jobs[0];
-        if batch.update.attributes.is_empty() && batch.update.secure_keys.is_empty() {
+        if !batch.writes_anything() {
             // Every key was already written by a newer job: nothing to send.
             let result = serde_json::json!({
                 "conversationId": batch.update.conversation_id, "updated": false, "superseded": true,
@@ -188,10 +204,17 @@ impl Workers {
         entry.conversation_id = Some(batch.update.conversation_id.clone());
         entry.writes(&batch.update.attributes);
         entry.secure_keys = batch.update.secure_keys.clone();
-        let bounded =
-            tokio::time::timeout(budget, self.deliver(&update, secure.as_ref(), deadline));
+        let custom = batch.custom();
+        entry.custom_keys = custom
+            .iter()
+            .flat_map(|c| c.values.keys().cloned())
+            .collect();
+        let bounded = tokio::time::timeout(
+            budget,
+            self.deliver(&update, secure.as_ref(), &custom, deadline),
+        );
         let outcome = tokio::select! {
-            outcome = bounded => outcome.unwrap_or(Err(UpdateError::Upstream(GenesysError::Timeout))),
+            outcome = bounded => outcome.unwrap_or(Err(CustomError::Update(UpdateError::Upstream(GenesysError::Timeout)))),
             _ = abandon.cancelled() => {
                 tracing::info!("shutting down: releasing the running job");
                 self.record(self.queue.release(&batch).await);
@@ -227,16 +250,30 @@ impl Workers {
                     );
                     entry.secure_verified = Some(secure.verified);
                 }
+                for custom in &landed.custom {
+                    tracing::info!(
+                        schema = %custom.schema_id,
+                        keys = custom.keys.len(),
+                        verified = custom.verified,
+                        conflicts = custom.conflicts,
+                        genesys_calls = custom.calls,
+                        "job's custom attributes applied"
+                    );
+                }
+                if !landed.custom.is_empty() {
+                    entry.custom_verified = Some(landed.custom.iter().all(|c| c.verified));
+                }
                 entry.latency_ms = started.elapsed().as_millis() as u64;
                 self.journal.record(entry);
                 let result = self.presenter.result(landed, head.request_id.clone());
                 self.record(self.queue.succeed(&batch, result).await);
             }
-            Err(error) if is_transient(&error) => {
+            Err(error) if is_transient_delivery(&error) => {
                 let retry_after = match &error {
-                    UpdateError::Upstream(GenesysError::RateLimited { retry_after, .. }) => {
-                        *retry_after
-                    }
+                    CustomError::Update(UpdateError::Upstream(GenesysError::RateLimited {
+                        retry_after,
+                        ..
+                    })) => *retry_after,
                     _ => None,
                 };
                 let backoff = Backoff {
@@ -289,8 +326,9 @@ impl Workers {
         &self,
         update: &crate::domain::AttributeUpdate,
         secure: Option<&crate::domain::SecureValues>,
+        custom: &[CustomValues],
         deadline: tokio::time::Instant,
-    ) -> Result<Landed, UpdateError> {
+    ) -> Result<Landed, CustomError> {
         let updater = self.engine.updater();
         let secure = match secure {
             Some(values) => {
@@ -308,6 +346,29 @@ impl Workers {
             }
             None => None,
         };
+        let verify = update.verify.unwrap_or(updater.verify_settings().enabled);
+        let mut written = Vec::new();
+        for values in custom {
+            let schema = self
+                .custom
+                .schema(updater, &values.schema, deadline)
+                .await?;
+            let prepared = schema.prepare(&values.values)?;
+            let span = tracing::info_span!("custom attributes", otel.name = "custom attributes", schema = %schema.id, keys = prepared.len());
+            written.push(
+                self.custom
+                    .write(
+                        updater,
+                        update.conversation_id,
+                        &schema,
+                        prepared,
+                        verify,
+                        deadline,
+                    )
+                    .instrument(span)
+                    .await?,
+            );
+        }
         let participant = if update.attributes.is_empty() {
             None
         } else {
@@ -317,6 +378,7 @@ impl Workers {
             conversation_id: update.conversation_id,
             participant,
             secure,
+            custom: written,
         })
     }
 

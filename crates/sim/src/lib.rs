@@ -18,6 +18,7 @@
 //! - `errors`: Genesys's `ErrorBody` answer.
 
 mod analytics;
+mod custom;
 mod errors;
 pub mod notifications;
 mod routes;
@@ -34,6 +35,7 @@ use tokio::time::Instant;
 
 pub use crate::notifications::attributes_event_frame;
 pub use crate::wire::Conversation;
+pub use custom::{SEED_SCHEMA_ID, SEED_SCHEMA_NAME};
 
 pub use seed::{
     SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT, SEED_ACTIVE_CALL_CUSTOMER, SEED_CALLER_AGENT,
@@ -166,6 +168,10 @@ struct State {
     notifications: notifications::Notifications,
     /// Each conversation's secure attributes, by conversation id.
     secure: HashMap<String, wire::ConversationSecureAttributes>,
+    /// Custom-attributes schemas and records.
+    custom: custom::Custom,
+    /// Permissions the client's role lacks: each call that needs one answers 403.
+    revoked: std::collections::HashSet<String>,
 }
 
 impl State {
@@ -304,6 +310,8 @@ impl Simulator {
                 added_at: HashMap::new(),
                 notifications: notifications::Notifications::default(),
                 secure: HashMap::new(),
+                custom: custom::Custom::seeded(),
+                revoked: Default::default(),
             })),
         }
     }
@@ -610,6 +618,37 @@ impl Control {
             .secure
             .get(&id.to_lowercase())
             .map(|s| s.attributes.clone())
+    }
+
+    /// Conversation `cid`'s custom-attributes record `rid`: its values, divisions and version.
+    pub fn custom_record(
+        &self,
+        cid: &str,
+        rid: &str,
+    ) -> Option<(serde_json::Map<String, serde_json::Value>, Vec<String>, i64)> {
+        custom::record(&self.lock().custom, cid, rid)
+    }
+
+    /// Another writer (a flow) amends record `rid` of conversation `cid`; `false` when it does not
+    /// exist.
+    pub fn amend_custom_record(
+        &self,
+        cid: &str,
+        rid: &str,
+        values: std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> bool {
+        custom::amend(&mut self.lock().custom, cid, rid, values)
+    }
+
+    /// Takes `permission` from the client's role: every call that needs it answers 403, as Genesys
+    /// does (`missing.permissions`), until [`Control::grant`].
+    pub fn revoke(&self, permission: &str) {
+        self.lock().revoked.insert(permission.to_string());
+    }
+
+    /// Gives a revoked permission back.
+    pub fn grant(&self, permission: &str) {
+        self.lock().revoked.remove(permission);
     }
 
     /// How many calls of an operation were received (`"token"`, `"get_conversation"`, `"patch_attributes"`, …).

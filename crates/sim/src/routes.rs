@@ -45,6 +45,7 @@ pub fn router(sim: Simulator) -> Router {
             post(analytics_query),
         )
         .merge(super::notifications::routes())
+        .merge(crate::custom::routes())
         .route_layer(middleware::from_fn_with_state(sim.clone(), require_bearer));
     Router::new()
         .route("/oauth/token", post(grant))
@@ -74,6 +75,13 @@ fn op_name(method: &Method, path: &str) -> &'static str {
         ("GET", p) if p.starts_with("/api/v2/conversations/") && segments == 4 => {
             "get_conversation"
         }
+        ("GET", "/api/v2/conversations/customattributes/schemas") => "list_custom_schemas",
+        ("GET", p) if p.starts_with("/api/v2/conversations/customattributes/schemas/") => {
+            "get_custom_schema"
+        }
+        ("GET", p) if p.contains("/customattributes") => "get_custom_attributes",
+        ("PUT", p) if p.ends_with("/customattributes") => "put_custom_attributes",
+        ("PATCH", p) if p.ends_with("/customattributes") => "patch_custom_attributes",
         ("GET", p) if p.ends_with("/secureattributes") => "get_secure_attributes",
         ("PATCH", p) if p.ends_with("/secureattributes") => "patch_secure_attributes",
         ("PATCH", p) if p.ends_with("/attributes") && segments == 7 => "patch_attributes",
@@ -87,6 +95,20 @@ fn op_name(method: &Method, path: &str) -> &'static str {
         ("GET", "/api/v2/routing/queues") => "list_queues",
         _ => "other",
     }
+}
+
+/// The permission a call needs, as Genesys's API documentation names it, where the simulator
+/// enforces one (`Control::revoke`).
+pub(crate) fn permission(op: &str) -> Option<&'static str> {
+    Some(match op {
+        "get_secure_attributes" => "conversation:participant:attributesview",
+        "patch_secure_attributes" => "conversation:participant:attributesedit",
+        "analytics_query" => "analytics:conversationDetail:view",
+        "list_custom_schemas" | "get_custom_schema" => "conversation:customAttributes:schemaView",
+        "get_custom_attributes" => "conversation:customAttributes:view",
+        "put_custom_attributes" | "patch_custom_attributes" => "conversation:customAttributes:edit",
+        _ => return None,
+    })
 }
 
 fn matches(op: Op, name: &str) -> bool {
@@ -129,7 +151,16 @@ async fn observe(State(sim): State<Simulator>, request: Request, next: Next) -> 
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let missing = permission(op).filter(|p| sim.lock().revoked.contains(*p));
     let mut response = match fault {
+        _ if missing.is_some() => error(
+            StatusCode::FORBIDDEN,
+            "missing.any.permissions",
+            &format!(
+                "Unable to perform the requested action. You are missing the following permission(s): [{}]",
+                missing.unwrap_or_default()
+            ),
+        ),
         Some((429, retry_after)) => {
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -209,3 +209,53 @@ pub struct AnalyticsSession {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<String>,
 }
+
+/// `ConversationDataSchema`: a custom-attributes schema, its JSON Schema document and version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationDataSchema {
+    pub id: String,
+    pub version: i64,
+    pub enabled: bool,
+    pub json_schema: serde_json::Value,
+    pub self_uri: String,
+}
+
+/// `ConversationDataSchemaListing`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationDataSchemaListing {
+    pub total: i64,
+    pub entities: Vec<ConversationDataSchema>,
+    pub self_uri: String,
+}
+
+/// The schema a record was written under, as `CustomAttributes.schema` names it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomAttributesSchemaRef {
+    pub id: String,
+    pub version: i64,
+}
+
+/// `CustomAttributes`: one record of a conversation, with each field's time of writing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomAttributes {
+    pub id: String,
+    pub conversation_id: String,
+    pub divisions: Vec<String>,
+    pub schema: CustomAttributesSchemaRef,
+    pub custom_attributes: serde_json::Map<String, serde_json::Value>,
+    pub custom_attributes_timestamps: BTreeMap<String, String>,
+    pub version: i64,
+    pub date_created: String,
+    pub date_modified: String,
+    pub self_uri: String,
+}
+
+/// `CustomAttributesIdResponse`: a PUT's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomAttributesIdResponse {
+    pub id: String,
+}

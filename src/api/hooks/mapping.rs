@@ -6,6 +6,8 @@ use std::str::FromStr;
 use serde_json::Value;
 
 use super::settings::{AttributeSource, HookLookupSettings, HookSettings};
+use crate::api::request::Parsed;
+use crate::custom::CustomValues;
 use crate::domain::lookup::{KeyKind, Lookup, LookupKey, MediaType, Pick};
 use crate::domain::{
     coerce_value, Address, AttributeMap, ConversationId, DomainError, ParticipantId, Purpose,
@@ -67,6 +69,8 @@ pub struct Mapping {
     attributes: BTreeMap<String, ValueSource>,
     attributes_from: Option<Pointer>,
     secure_attributes: BTreeMap<String, ValueSource>,
+    /// The custom-attributes schema, and its fields' sources.
+    custom: Option<(String, BTreeMap<String, ValueSource>)>,
     verify: Option<bool>,
 }
 
@@ -162,6 +166,12 @@ impl Mapping {
         for (name, source) in &self.secure_attributes {
             row(&format!("secure_attributes.{name}"), described(source));
         }
+        if let Some((schema, fields)) = &self.custom {
+            row("custom_schema", format!("= {schema}"));
+            for (name, source) in fields {
+                row(&format!("custom_attributes.{name}"), described(source));
+            }
+        }
         if let Some(v) = self.verify {
             row("verify", format!("= {v}"));
         }
@@ -196,14 +206,32 @@ impl Mapping {
             .as_deref()
             .map(|p| Pointer::parse("attributes_from", p))
             .transpose()?;
-        if s.attributes.is_empty() && attributes_from.is_none() && s.secure_attributes.is_empty() {
+        if s.attributes.is_empty()
+            && attributes_from.is_none()
+            && s.secure_attributes.is_empty()
+            && s.custom_attributes.is_empty()
+        {
             return Err(
-                "the attributes table is empty (and there is no attributes_from or secure_attributes)"
+                "the attributes table is empty (and there is no attributes_from, secure_attributes or custom_attributes)"
                     .into(),
             );
         }
         let attributes = compile_sources(&s.attributes, "attribute")?;
         let secure_attributes = compile_sources(&s.secure_attributes, "secure attribute")?;
+        let custom = match (
+            s.custom_schema.as_deref().map(str::trim),
+            s.custom_attributes.is_empty(),
+        ) {
+            (None, true) => None,
+            (Some(schema), false) if !schema.is_empty() => Some((
+                schema.to_string(),
+                compile_sources(&s.custom_attributes, "custom attribute")?,
+            )),
+            (_, false) => {
+                return Err("custom_attributes need custom_schema: the schema's id or name".into())
+            }
+            (Some(_), true) => return Err("custom_schema needs a custom_attributes table".into()),
+        };
         Ok(Self {
             conversation_id,
             lookup,
@@ -212,15 +240,14 @@ impl Mapping {
             attributes,
             attributes_from,
             secure_attributes,
+            custom,
             verify: s.verify,
         })
     }
 
-    /// Builds the request an event asks for, and the conversation's secure attributes it carries.
-    pub fn apply(
-        &self,
-        event: &Value,
-    ) -> Result<(UpdateRequest, Option<SecureValues>), MappingError> {
+    /// Builds the request an event asks for, with the conversation's secure attributes and custom
+    /// attributes it carries.
+    pub fn apply(&self, event: &Value) -> Result<Parsed, MappingError> {
         let named = match &self.conversation_id {
             Some(p) => optional_text(p, event)?,
             None => None,
@@ -268,7 +295,7 @@ impl Mapping {
             })?;
             object.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        collect(&self.attributes, event, &mut object)?;
+        collect(&self.attributes, event, &mut object, false)?;
         let attributes = if object.is_empty() && self.attributes_from.is_none() {
             // A route of secure attributes alone writes no participant.
             AttributeMap::none()
@@ -276,34 +303,46 @@ impl Mapping {
             AttributeMap::from_json(&object)?
         };
         let mut secure = serde_json::Map::new();
-        collect(&self.secure_attributes, event, &mut secure)?;
-        let secure = match secure.is_empty() {
-            true if attributes.is_empty() => {
-                return Err(MappingError(
-                    "the event carries no attribute to write".into(),
-                ))
+        collect(&self.secure_attributes, event, &mut secure, false)?;
+        let mut custom = None;
+        if let Some((schema, fields)) = &self.custom {
+            let mut values = serde_json::Map::new();
+            collect(fields, event, &mut values, true)?;
+            if !values.is_empty() {
+                custom = Some(CustomValues::new(schema, &values)?);
             }
+        }
+        if secure.is_empty() && custom.is_none() && attributes.is_empty() {
+            return Err(MappingError(
+                "the event carries no attribute to write".into(),
+            ));
+        }
+        let secure = match secure.is_empty() {
             true => None,
             false => Some(SecureValues::from_json(&secure)?),
         };
-        Ok((
-            UpdateRequest {
+        Ok(Parsed {
+            update: UpdateRequest {
                 address,
                 target,
                 attributes,
                 verify: self.verify,
             },
             secure,
-        ))
+            custom,
+        })
     }
 }
 
 /// Each named source's value in `event`, coerced, into `object`. An error names the pointer and the
 /// attribute, never the value found.
+/// Each source's value from `event` into `object`: as text (attributes), or, with `typed`, as the
+/// JSON value found (custom attributes, which their schema checks).
 fn collect(
     sources: &BTreeMap<String, ValueSource>,
     event: &Value,
     object: &mut serde_json::Map<String, Value>,
+    typed: bool,
 ) -> Result<(), MappingError> {
     for (name, source) in sources {
         match source {
@@ -311,6 +350,9 @@ fn collect(
                 object.insert(name.clone(), Value::String(v.clone()));
             }
             ValueSource::Pointer { pointer, optional } => match pointer.find(event) {
+                Some(value) if typed => {
+                    object.insert(name.clone(), value.clone());
+                }
                 Some(value) => {
                     // Coerced here so an error can name the pointer, not just the attribute.
                     let text = coerce_value(name, value).map_err(|e| {
@@ -411,6 +453,7 @@ impl Mapping {
             .attributes
             .values()
             .chain(self.secure_attributes.values())
+            .chain(self.custom.iter().flat_map(|(_, fields)| fields.values()))
         {
             if let ValueSource::Pointer { pointer, optional } = source {
                 place(&mut root, pointer, scalar.clone(), !optional);
@@ -521,7 +564,7 @@ mod tests {
         let u = mapping()
             .apply(&json!({"ticket": {"conversation": CID, "id": 981, "who": "agent", "odd/key": true}}))
             .unwrap()
-            .0;
+            .update;
         assert!(matches!(u.address, Address::Conversation(c) if c.to_string() == CID));
         assert_eq!(
             u.target,
@@ -565,7 +608,7 @@ mod tests {
         let u = m
             .apply(&json!({"caller": {"phone": "+1 317 555 0123"}, "a": 1}))
             .unwrap()
-            .0;
+            .update;
         match u.address {
             Address::Lookup(l) => {
                 assert_eq!(l.key.to_string(), "ani …0123");
@@ -575,7 +618,7 @@ mod tests {
         }
         assert_eq!(u.target, None, "the lookup's default participant");
         // The id wins when the event carries one.
-        let u = m.apply(&json!({"cid": CID, "a": 1})).unwrap().0;
+        let u = m.apply(&json!({"cid": CID, "a": 1})).unwrap().update;
         assert!(matches!(u.address, Address::Conversation(_)));
         // A number that is not one names its pointer.
         let e = m

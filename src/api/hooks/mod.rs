@@ -18,6 +18,7 @@ use tower_http::request_id::RequestId;
 use crate::api::body;
 use crate::api::exchange::{read_body, request_id};
 use crate::api::intake::{self, Intake};
+use crate::api::request::Parsed;
 use crate::api::state::AppState;
 use crate::api::ApiError;
 use auth::{HookAuth, Inbound};
@@ -77,7 +78,11 @@ pub async fn receive(
     };
     let result = async {
         let event = body::json(&body)?;
-        let (request, secure) = route
+        let Parsed {
+            update: request,
+            secure,
+            custom,
+        } = route
             .mapping
             .apply(&event)
             .map_err(|e| ApiError::InvalidRequest(e.0))?;
@@ -92,6 +97,7 @@ pub async fn receive(
             _ => None,
         };
         update.secure = secure;
+        update.custom = custom;
         let intake = Intake::from_request(
             &state.keyring,
             &headers,

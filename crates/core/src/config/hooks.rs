@@ -32,6 +32,13 @@ pub struct HookSettings {
     /// flows read, never shown or stored by Patchbay.
     #[serde(default)]
     pub secure_attributes: BTreeMap<String, AttributeSource>,
+    /// The custom-attributes schema (id or name) `custom_attributes` are written under.
+    #[serde(default)]
+    pub custom_schema: Option<String>,
+    /// Fields of the conversation's record of `custom_schema`, mapped as `attributes` are; their
+    /// values keep their JSON type, and the schema checks and coerces them.
+    #[serde(default)]
+    pub custom_attributes: BTreeMap<String, AttributeSource>,
     /// Override `verify.enabled` for this route.
     #[serde(default)]
     pub verify: Option<bool>,

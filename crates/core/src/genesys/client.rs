@@ -11,8 +11,9 @@ use url::Url;
 
 use super::error::{Correlation, GenesysError};
 use super::model::{
-    AnalyticsConversationQueryResponse, Conversation, ErrorBody, ParticipantAttributes,
-    SecureAttributesRead, TokenResponse,
+    AnalyticsConversationQueryResponse, Conversation, CustomRecordRead, CustomRecordWrite,
+    CustomSchemaListing, CustomSchemaRead, ErrorBody, ParticipantAttributes, SecureAttributesRead,
+    TokenResponse,
 };
 use super::retry::{is_retryable_status, RetryPolicy, RetryReason};
 use super::token::{AccessToken, TokenCache};
@@ -321,6 +322,92 @@ impl GenesysClient {
         });
         self.send_api(cx, "patch_secure_attributes", |http| {
             http.patch(url.clone()).json(&body)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// `GET /api/v2/conversations/customattributes/schemas` (`ConversationDataSchemaListing`).
+    pub async fn list_custom_schemas(
+        &self,
+        cx: &mut CallContext,
+    ) -> Result<Vec<CustomSchemaRead>, GenesysError> {
+        let url = self.api_url("/api/v2/conversations/customattributes/schemas");
+        let response = self
+            .send_api(cx, "list_custom_schemas", |http| http.get(url.clone()))
+            .await?;
+        Ok(decode::<CustomSchemaListing>(response, "schema listing")
+            .await?
+            .entities)
+    }
+
+    /// `GET /api/v2/conversations/customattributes/schemas/{schemaId}` (`ConversationDataSchema`).
+    pub async fn get_custom_schema(
+        &self,
+        cx: &mut CallContext,
+        id: &str,
+    ) -> Result<CustomSchemaRead, GenesysError> {
+        let url = self.api_url(&format!(
+            "/api/v2/conversations/customattributes/schemas/{id}"
+        ));
+        let response = self
+            .send_api(cx, "get_custom_schema", |http| http.get(url.clone()))
+            .await?;
+        decode(response, "schema").await
+    }
+
+    /// `GET /api/v2/conversations/{conversationId}/customattributes/{attributesId}`
+    /// (`CustomAttributes`); `None` when the record does not exist (404).
+    pub async fn get_custom_record(
+        &self,
+        cx: &mut CallContext,
+        conversation: &ConversationId,
+        record: &str,
+    ) -> Result<Option<CustomRecordRead>, GenesysError> {
+        let url = self.api_url(&format!(
+            "/api/v2/conversations/{conversation}/customattributes/{record}"
+        ));
+        match self
+            .send_api(cx, "get_custom_attributes", |http| http.get(url.clone()))
+            .await
+        {
+            Ok(response) => decode(response, "custom attributes").await.map(Some),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /api/v2/conversations/{conversationId}/customattributes`
+    /// (`CustomAttributesUpdateRequest`): creates the record, or replaces it.
+    pub async fn put_custom_record(
+        &self,
+        cx: &mut CallContext,
+        conversation: &ConversationId,
+        body: &CustomRecordWrite,
+    ) -> Result<(), GenesysError> {
+        let url = self.api_url(&format!(
+            "/api/v2/conversations/{conversation}/customattributes"
+        ));
+        self.send_api(cx, "put_custom_attributes", |http| {
+            http.put(url.clone()).json(body)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// `PATCH /api/v2/conversations/{conversationId}/customattributes`
+    /// (`CustomAttributesPatchRequest`): amends the fields sent.
+    pub async fn patch_custom_record(
+        &self,
+        cx: &mut CallContext,
+        conversation: &ConversationId,
+        body: &CustomRecordWrite,
+    ) -> Result<(), GenesysError> {
+        let url = self.api_url(&format!(
+            "/api/v2/conversations/{conversation}/customattributes"
+        ));
+        self.send_api(cx, "patch_custom_attributes", |http| {
+            http.patch(url.clone()).json(body)
         })
         .await
         .map(drop)

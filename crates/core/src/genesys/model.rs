@@ -21,6 +21,66 @@ pub struct SecureAttributesRead {
     pub version: Option<i64>,
 }
 
+/// `ConversationDataSchema`: a custom-attributes schema. Its name is its JSON Schema's `title`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomSchemaRead {
+    pub id: String,
+    #[serde(default)]
+    pub version: i64,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub json_schema: serde_json::Value,
+}
+
+/// `ConversationDataSchemaListing`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CustomSchemaListing {
+    #[serde(default)]
+    pub entities: Vec<CustomSchemaRead>,
+}
+
+/// The schema a record was written under.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CustomRecordSchema {
+    pub id: String,
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// `CustomAttributes`: one record, with each field's time of writing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomRecordRead {
+    pub id: String,
+    #[serde(default)]
+    pub divisions: Vec<String>,
+    #[serde(default)]
+    pub schema: Option<CustomRecordSchema>,
+    #[serde(default)]
+    pub custom_attributes: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub custom_attributes_timestamps: BTreeMap<String, String>,
+    #[serde(default)]
+    pub version: i64,
+}
+
+/// `CustomAttributesUpdateRequest` (PUT) and `CustomAttributesPatchRequest` (PATCH, without
+/// `schemaId`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomRecordWrite {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// Always sent: Genesys clears a record's divisions on an update without them.
+    pub divisions: Vec<String>,
+    pub custom_attributes: serde_json::Map<String, serde_json::Value>,
+}
+
 /// The client-credentials grant's answer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TokenResponse {

@@ -99,6 +99,12 @@ pub struct Entry {
     /// Whether a read showed every secure key as written.
     #[serde(default)]
     pub secure_verified: Option<bool>,
+    /// The fields of the conversation's custom-attributes record written.
+    #[serde(default)]
+    pub custom_keys: Vec<String>,
+    /// Whether a read showed every custom field as written.
+    #[serde(default)]
+    pub custom_verified: Option<bool>,
 }
 
 impl Entry {

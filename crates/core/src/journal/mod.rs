@@ -92,6 +92,8 @@ impl Journal {
             job_id: None,
             secure_keys: Vec::new(),
             secure_verified: None,
+            custom_keys: Vec::new(),
+            custom_verified: None,
         }
     }
 

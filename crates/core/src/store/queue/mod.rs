@@ -16,6 +16,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::custom::CustomValues;
 use crate::domain::{
     AttributeMap, AttributeUpdate, ConversationId, ParticipantId, Purpose, SecureValues, Target,
 };
@@ -24,6 +25,11 @@ use crate::seal::{Keyring, SealError, Sealed};
 /// How a secure attribute's key is named among a batch's `key_seqs` and the store's record of
 /// what was written: apart from participant attributes of the same name.
 pub const SECURE_KEY: &str = "\u{1f}secure:";
+
+/// How a custom attribute's field is named among `key_seqs`: by its schema and name.
+fn custom_key(schema: &str, field: &str) -> String {
+    format!("\u{1f}custom:{schema}:{field}")
+}
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -80,6 +86,12 @@ pub struct StoredUpdate {
     /// Their values, sealed under the newest of `secure.keys` ([`crate::seal`]); never in clear.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure: Option<Sealed>,
+    /// The custom-attributes schema (id or name) of `custom_attributes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_schema: Option<String>,
+    /// Values for the conversation's record of `custom_schema`, checked against it at intake.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_attributes: BTreeMap<String, serde_json::Value>,
     /// The W3C trace context of the request that queued it, so the attempt that applies it, here or
     /// on another replica after a restart, is a span of that request's trace.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -100,6 +112,8 @@ impl From<&AttributeUpdate> for StoredUpdate {
             verify: u.verify,
             secure_keys: Vec::new(),
             secure: None,
+            custom_schema: None,
+            custom_attributes: BTreeMap::new(),
             trace: BTreeMap::new(),
         }
     }
@@ -112,6 +126,17 @@ impl StoredUpdate {
         self.secure = Some(keyring.seal(values, &self.conversation_id)?);
         self.secure_keys = values.keys().map(str::to_string).collect();
         Some(self)
+    }
+
+    /// Adds values for the conversation's custom-attributes record.
+    pub fn with_custom(mut self, custom: &CustomValues) -> Self {
+        self.custom_schema = Some(custom.schema.clone());
+        self.custom_attributes = custom
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self
     }
 
     /// This job's secure attributes, opened with the key that sealed them.
@@ -149,8 +174,9 @@ impl StoredUpdate {
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
-        // A job of secure attributes alone writes no participant attribute.
-        let attributes = if object.is_empty() && !self.secure_keys.is_empty() {
+        // A job (or a batch) of the conversation's targets alone writes no participant attribute;
+        // intake never queues a job that writes nothing.
+        let attributes = if object.is_empty() {
             AttributeMap::none()
         } else {
             AttributeMap::from_json(&object).map_err(corrupt)?
@@ -224,6 +250,11 @@ impl Batch {
             for k in &job.update.secure_keys {
                 key_seqs.insert(format!("{SECURE_KEY}{k}"), job.seq);
             }
+            if let Some(schema) = &job.update.custom_schema {
+                for k in job.update.custom_attributes.keys() {
+                    key_seqs.insert(custom_key(schema, k), job.seq);
+                }
+            }
         }
         key_seqs.retain(|k, seq| {
             let newer = written.get(k).is_some_and(|w| w > seq);
@@ -249,6 +280,9 @@ impl Batch {
                 .map(str::to_string)
                 .collect(),
             secure: None,
+            // Each job's custom values stay on their job: the worker takes them per schema.
+            custom_schema: None,
+            custom_attributes: BTreeMap::new(),
             // Each job's own context stays with its job; the attempt links them all.
             trace: head.trace.clone(),
         };
@@ -257,6 +291,37 @@ impl Batch {
             update,
             key_seqs,
         }
+    }
+
+    /// The custom-attributes values this batch writes, one set per schema: each field's value from
+    /// the newest job carrying it that no newer write has superseded.
+    pub fn custom(&self) -> Vec<CustomValues> {
+        let mut by_schema: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+            BTreeMap::new();
+        for job in &self.jobs {
+            let Some(schema) = &job.update.custom_schema else {
+                continue;
+            };
+            for (k, v) in &job.update.custom_attributes {
+                if self.key_seqs.get(&custom_key(schema, k)) == Some(&job.seq) {
+                    by_schema
+                        .entry(schema.clone())
+                        .or_default()
+                        .insert(k.clone(), v.clone());
+                }
+            }
+        }
+        by_schema
+            .into_iter()
+            .map(|(schema, values)| CustomValues { schema, values })
+            .collect()
+    }
+
+    /// Whether the batch writes anything at all.
+    pub fn writes_anything(&self) -> bool {
+        !self.update.attributes.is_empty()
+            || !self.update.secure_keys.is_empty()
+            || !self.custom().is_empty()
     }
 
     /// The secure attributes this batch writes: each key's value from the newest job carrying it

@@ -1,0 +1,354 @@
+//! Conversation custom attributes as Genesys keeps them: schemas (JSON Schema documents with a
+//! version) under `/api/v2/conversations/customattributes/schemas`, and per conversation records
+//! with a user-chosen id, a version that a stale write's `version` conflicts with (409), per-field
+//! timestamps, and divisions that an update without them clears. Values are checked against the
+//! record's schema: a violation is a 400 with Genesys's error body.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use crate::errors::error;
+use crate::wire::{
+    ConversationDataSchema, ConversationDataSchemaListing, CustomAttributes,
+    CustomAttributesIdResponse, CustomAttributesSchemaRef,
+};
+use crate::Simulator;
+
+/// The seeded schema's id and title (`customSchema` may name either).
+pub const SEED_SCHEMA_ID: &str = "4b1d0c7e-5a43-4a8e-9f0c-2f8a6d1e3c21";
+pub const SEED_SCHEMA_NAME: &str = "crm_case";
+
+/// Schemas and records.
+#[derive(Debug, Default)]
+pub(crate) struct Custom {
+    schemas: Vec<ConversationDataSchema>,
+    /// Records by (conversation, record id).
+    records: HashMap<(String, String), CustomAttributes>,
+}
+
+impl Custom {
+    pub(crate) fn seeded() -> Self {
+        Self {
+            schemas: vec![ConversationDataSchema {
+                id: SEED_SCHEMA_ID.into(),
+                version: 1,
+                enabled: true,
+                json_schema: json!({
+                    "$schema": "http://json-schema.org/draft-07/schema#",
+                    "title": SEED_SCHEMA_NAME,
+                    "description": "A CRM case, for reporting",
+                    "type": "object",
+                    "required": ["caseNumber"],
+                    "properties": {
+                        "caseNumber": {"type": "string", "maxLength": 32},
+                        "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+                        "amount": {"type": "number", "minimum": 0},
+                        "vip": {"type": "boolean"},
+                        "tier": {"type": "string", "enum": ["gold", "silver", "bronze"]}
+                    },
+                    "additionalProperties": false
+                }),
+                self_uri: format!(
+                    "/api/v2/conversations/customattributes/schemas/{SEED_SCHEMA_ID}"
+                ),
+            }],
+            records: HashMap::new(),
+        }
+    }
+
+    fn schema(&self, id: &str) -> Option<&ConversationDataSchema> {
+        self.schemas.iter().find(|s| s.id == id)
+    }
+}
+
+pub(crate) fn routes() -> Router<Simulator> {
+    Router::new()
+        .route(
+            "/api/v2/conversations/customattributes/schemas",
+            get(list_schemas),
+        )
+        .route(
+            "/api/v2/conversations/customattributes/schemas/{id}",
+            get(get_schema),
+        )
+        .route(
+            "/api/v2/conversations/{id}/customattributes",
+            get(list_records).put(put_record).patch(patch_record),
+        )
+        .route(
+            "/api/v2/conversations/{id}/customattributes/{rid}",
+            get(get_record),
+        )
+}
+
+async fn list_schemas(State(sim): State<Simulator>) -> Json<ConversationDataSchemaListing> {
+    let s = sim.lock();
+    Json(ConversationDataSchemaListing {
+        total: s.custom.schemas.len() as i64,
+        entities: s.custom.schemas.clone(),
+        self_uri: "/api/v2/conversations/customattributes/schemas".into(),
+    })
+}
+
+async fn get_schema(State(sim): State<Simulator>, Path(id): Path<String>) -> Response {
+    match sim.lock().custom.schema(&id) {
+        Some(schema) => Json(schema.clone()).into_response(),
+        None => not_found("The requested schema was not found."),
+    }
+}
+
+async fn list_records(State(sim): State<Simulator>, Path(cid): Path<String>) -> Response {
+    let cid = cid.to_lowercase();
+    let s = sim.lock();
+    if !s.conversations.contains_key(&cid) {
+        return not_found("The requested conversation was not found.");
+    }
+    let results: Vec<_> = s
+        .custom
+        .records
+        .iter()
+        .filter(|((c, _), _)| *c == cid)
+        .map(|(_, r)| r.clone())
+        .collect();
+    Json(json!({ "results": results })).into_response()
+}
+
+async fn get_record(
+    State(sim): State<Simulator>,
+    Path((cid, rid)): Path<(String, String)>,
+) -> Response {
+    match sim.lock().custom.records.get(&(cid.to_lowercase(), rid)) {
+        Some(record) => Json(record.clone()).into_response(),
+        None => not_found("The requested custom attributes record was not found."),
+    }
+}
+
+/// `PUT`: creates a record (`schemaId` required) or replaces one, checking `version` if sent.
+async fn put_record(
+    State(sim): State<Simulator>,
+    Path(cid): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(sent) = body_object(&body) else {
+        return bad_request(
+            "The request could not be understood by the server due to malformed syntax.",
+        );
+    };
+    let cid = cid.to_lowercase();
+    let mut s = sim.lock();
+    if !s.conversations.contains_key(&cid) {
+        return not_found("The requested conversation was not found.");
+    }
+    let Some(rid) = sent.get("id").and_then(Value::as_str).map(str::to_string) else {
+        return bad_request("id is required");
+    };
+    let key = (cid.clone(), rid.clone());
+    let existing = s.custom.records.get(&key).cloned();
+    if let Some(refused) = stale(existing.as_ref(), &sent) {
+        return refused;
+    }
+    let schema_id = match (&existing, sent.get("schemaId").and_then(Value::as_str)) {
+        (Some(r), _) => r.schema.id.clone(),
+        (None, Some(id)) => id.to_string(),
+        (None, None) => return bad_request("schemaId is required to create a record"),
+    };
+    let Some(schema) = s.custom.schema(&schema_id).cloned() else {
+        return bad_request("schemaId does not name a schema");
+    };
+    let values = object(&sent, "customAttributes");
+    if let Err(why) = check(&schema.json_schema, &values) {
+        return bad_request(&why);
+    }
+    let now = timestamp(existing.as_ref());
+    let record = CustomAttributes {
+        id: rid.clone(),
+        conversation_id: cid.clone(),
+        divisions: divisions(&sent),
+        schema: CustomAttributesSchemaRef {
+            id: schema.id.clone(),
+            version: schema.version,
+        },
+        custom_attributes_timestamps: values.keys().map(|k| (k.clone(), now.clone())).collect(),
+        custom_attributes: values,
+        version: existing.as_ref().map_or(1, |r| r.version + 1),
+        date_created: existing
+            .as_ref()
+            .map_or(now.clone(), |r| r.date_created.clone()),
+        date_modified: now,
+        self_uri: format!("/api/v2/conversations/{cid}/customattributes/{rid}"),
+    };
+    s.custom.records.insert(key, record);
+    Json(CustomAttributesIdResponse { id: rid }).into_response()
+}
+
+/// `PATCH`: amends the fields sent; the record must exist. Divisions are set to what is sent, and
+/// cleared when none are.
+async fn patch_record(
+    State(sim): State<Simulator>,
+    Path(cid): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(sent) = body_object(&body) else {
+        return bad_request(
+            "The request could not be understood by the server due to malformed syntax.",
+        );
+    };
+    let cid = cid.to_lowercase();
+    let mut s = sim.lock();
+    let Some(rid) = sent.get("id").and_then(Value::as_str).map(str::to_string) else {
+        return bad_request("id is required");
+    };
+    let key = (cid, rid);
+    let Some(existing) = s.custom.records.get(&key).cloned() else {
+        return not_found("The requested custom attributes record was not found.");
+    };
+    if let Some(refused) = stale(Some(&existing), &sent) {
+        return refused;
+    }
+    let Some(schema) = s.custom.schema(&existing.schema.id).cloned() else {
+        return bad_request("the record's schema is gone");
+    };
+    let sent_values = object(&sent, "customAttributes");
+    let mut values = existing.custom_attributes.clone();
+    values.extend(sent_values.clone());
+    if let Err(why) = check(&schema.json_schema, &values) {
+        return bad_request(&why);
+    }
+    let now = timestamp(Some(&existing));
+    let mut record = existing;
+    for k in sent_values.keys() {
+        record
+            .custom_attributes_timestamps
+            .insert(k.clone(), now.clone());
+    }
+    record.custom_attributes = values;
+    record.divisions = divisions(&sent);
+    record.version += 1;
+    record.date_modified = now;
+    s.custom.records.insert(key, record);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn body_object(body: &Bytes) -> Option<Map<String, Value>> {
+    match serde_json::from_slice(body).ok()? {
+        Value::Object(o) => Some(o),
+        _ => None,
+    }
+}
+
+fn object(sent: &Map<String, Value>, field: &str) -> Map<String, Value> {
+    sent.get(field)
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Omitted or `[]`: no division (Genesys: "Omitting or setting to [] clears existing values").
+fn divisions(sent: &Map<String, Value>) -> Vec<String> {
+    sent.get("divisions")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A 409 when the write names a version the record has moved past.
+fn stale(existing: Option<&CustomAttributes>, sent: &Map<String, Value>) -> Option<Response> {
+    let sent_version = sent.get("version").and_then(Value::as_i64)?;
+    let current = existing.map_or(0, |r| r.version);
+    (sent_version != current).then(|| {
+        error(
+            StatusCode::CONFLICT,
+            "conflict",
+            "The version supplied does not match the current version of the resource.",
+        )
+    })
+}
+
+/// Each field's time of writing: now, and always after the record's last write, so a field written
+/// again within one millisecond still shows a newer timestamp.
+fn timestamp(existing: Option<&CustomAttributes>) -> String {
+    let format = time::format_description::well_known::Rfc3339;
+    let mut now = time::OffsetDateTime::now_utc();
+    if let Some(last) = existing
+        .and_then(|r| time::OffsetDateTime::parse(&r.date_modified, &format).ok())
+        .filter(|last| *last >= now)
+    {
+        now = last + time::Duration::milliseconds(1);
+    }
+    let now = now
+        .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
+        .unwrap_or(now);
+    now.format(&format).expect("a UTC time formats")
+}
+
+/// The record's values against its schema, as Genesys checks them.
+fn check(schema: &Value, values: &Map<String, Value>) -> Result<(), String> {
+    let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
+    let instance = Value::Object(values.clone());
+    let problems: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("customAttributes{}: {e}", e.instance_path()))
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn bad_request(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad.request", message)
+}
+
+fn not_found(message: &str) -> Response {
+    error(StatusCode::NOT_FOUND, "not.found", message)
+}
+
+/// What a test reads: a record's values and divisions, by conversation and record id.
+pub(crate) fn record(
+    custom: &Custom,
+    cid: &str,
+    rid: &str,
+) -> Option<(Map<String, Value>, Vec<String>, i64)> {
+    custom
+        .records
+        .get(&(cid.to_lowercase(), rid.to_string()))
+        .map(|r| (r.custom_attributes.clone(), r.divisions.clone(), r.version))
+}
+
+/// A flow's write, as another writer: amends `values` without Patchbay.
+pub(crate) fn amend(
+    custom: &mut Custom,
+    cid: &str,
+    rid: &str,
+    values: BTreeMap<String, Value>,
+) -> bool {
+    let Some(record) = custom
+        .records
+        .get_mut(&(cid.to_lowercase(), rid.to_string()))
+    else {
+        return false;
+    };
+    let now = timestamp(Some(record));
+    for (k, v) in values {
+        record
+            .custom_attributes_timestamps
+            .insert(k.clone(), now.clone());
+        record.custom_attributes.insert(k, v);
+    }
+    record.version += 1;
+    record.date_modified = now;
+    true
+}

@@ -1,0 +1,264 @@
+//! Conversation custom attributes: checked against their schema before any write, coerced where
+//! unambiguous, written to the conversation's one record per schema, kept under concurrent
+//! writers, and verified by reading the record back.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use patchbay::sim::{Simulator, SEED_SCHEMA_ID, SEED_SCHEMA_NAME};
+
+fn case(values: Value) -> Value {
+    json!({
+        "conversationId": SEED_ACTIVE_CALL,
+        "customSchema": SEED_SCHEMA_NAME,
+        "customAttributes": values
+    })
+}
+
+fn record_of(_: &TestApp) -> String {
+    let cid: patchbay::domain::ConversationId = SEED_ACTIVE_CALL.parse().unwrap();
+    patchbay::custom::record_id(&cid, SEED_SCHEMA_ID)
+}
+
+/// The ops of the calls made, without token grants, with their status.
+fn calls_with_status(app: &TestApp) -> Vec<(String, u16)> {
+    app.sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.op != "token")
+        .map(|c| (c.op.to_string(), c.status))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_custom_write_creates_the_record_with_coerced_values_and_reads_it_back() {
+    let app = spawn_app().await;
+    let mut body = case(json!({"caseNumber": "C-1001", "priority": "3", "vip": "true"}));
+    body["participantId"] = json!(SEED_ACTIVE_CALL_AGENT);
+    body["attributes"] = json!({"crmCase": "C-1001"});
+    let answer = app.post_attributes(body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["customVerified"], true);
+    assert_eq!(
+        answer.body["customKeys"],
+        json!(["caseNumber", "priority", "vip"])
+    );
+    assert_eq!(answer.body["customUnconfirmed"], json!([]));
+    assert_eq!(answer.body["customRecordId"], record_of(&app).as_str());
+    // The participant's part is answered as before.
+    assert_eq!(answer.body["verified"], true);
+    let (values, divisions, version) = app
+        .sim
+        .custom_record(SEED_ACTIVE_CALL, &record_of(&app))
+        .unwrap();
+    assert_eq!(
+        Value::Object(values),
+        json!({"caseNumber": "C-1001", "priority": 3, "vip": true}),
+        "the strings were coerced to the schema's types"
+    );
+    assert_eq!(divisions, Vec::<String>::new());
+    assert_eq!(version, 1);
+    assert_eq!(
+        app.api_calls()
+            .into_iter()
+            .filter(|c| c.contains("custom"))
+            .collect::<Vec<_>>(),
+        [
+            "list_custom_schemas",
+            "get_custom_attributes",
+            "put_custom_attributes",
+            "get_custom_attributes"
+        ],
+        "the schema by name, a read that finds no record, the create, the verification"
+    );
+}
+
+#[tokio::test]
+async fn a_schema_violation_is_refused_naming_each_field_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let mut body = case(json!({"priority": "9", "vip": "yes", "colour": "crimson-x"}));
+    body["attributes"] = json!({"crmCase": "C-1"});
+    let answer = app.post_attributes(body).await;
+    answer.assert_problem(422, "custom_invalid");
+    let detail = answer.body["detail"].as_str().unwrap();
+    for named in [
+        "`priority`: ",
+        "at most 5",
+        "`vip`: ",
+        "boolean",
+        "`colour`: not a field",
+        "`caseNumber`: required",
+    ] {
+        assert!(detail.contains(named), "{named} missing from: {detail}");
+    }
+    assert!(
+        !detail.contains("crimson-x") && !detail.contains("yes"),
+        "{detail}"
+    );
+    // Only the schema was read: no record, no participant, no write of any kind.
+    assert_eq!(app.api_calls(), ["list_custom_schemas"]);
+}
+
+#[tokio::test]
+async fn an_unknown_schema_is_refused_before_any_write() {
+    let app = spawn_app().await;
+    let mut body = case(json!({"caseNumber": "C-1"}));
+    body["customSchema"] = json!("no_such_schema");
+    app.post_attributes(body)
+        .await
+        .assert_problem(422, "custom_schema_not_found");
+    assert_eq!(app.api_calls(), ["list_custom_schemas"]);
+}
+
+#[tokio::test]
+async fn a_schema_is_read_once_then_a_known_record_costs_a_patch_and_a_read() {
+    let app = spawn_app().await;
+    let mut body = case(json!({"caseNumber": "C-1"}));
+    body["customSchema"] = json!(SEED_SCHEMA_ID);
+    assert_eq!(app.post_attributes(body.clone()).await.status, 200);
+    let before = app.api_calls().len();
+    body["customAttributes"] = json!({"caseNumber": "C-1", "priority": 2});
+    let answer = app.post_attributes(body).await;
+    assert_eq!(answer.body["customVerified"], true, "{}", answer.body);
+    assert_eq!(
+        app.api_calls()[before..],
+        ["patch_custom_attributes", "get_custom_attributes"]
+    );
+    assert_eq!(app.sim.count("get_custom_schema"), 1);
+}
+
+#[tokio::test]
+async fn a_concurrent_write_by_another_replica_or_a_flow_is_kept_and_a_conflict_is_retried() {
+    let sim = Simulator::new();
+    let first = spawn_app_on(sim.clone(), |_| {}).await;
+    let second = spawn_app_on(sim.clone(), |_| {}).await;
+    let a = first
+        .post_attributes(case(json!({"caseNumber": "C-7", "priority": 2})))
+        .await;
+    assert_eq!(a.body["customVerified"], true, "{}", a.body);
+    // The other replica amends the same record: it reads it first, knowing nothing of it.
+    let b = second
+        .post_attributes(case(json!({"caseNumber": "C-7", "tier": "gold"})))
+        .await;
+    assert_eq!(b.body["customVerified"], true, "{}", b.body);
+    // A flow sets a field too.
+    assert!(first.sim.amend_custom_record(
+        SEED_ACTIVE_CALL,
+        &record_of(&first),
+        [("amount".to_string(), json!(12.5))].into()
+    ));
+    // The first replica's version is stale now: Genesys refuses it (409), it reads and retries.
+    let again = first
+        .post_attributes(case(json!({"caseNumber": "C-7", "priority": 4})))
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["customVerified"], true, "{}", again.body);
+    assert!(
+        calls_with_status(&first).contains(&("patch_custom_attributes".into(), 409)),
+        "{:?}",
+        calls_with_status(&first)
+    );
+    let (values, _, _) = first
+        .sim
+        .custom_record(SEED_ACTIVE_CALL, &record_of(&first))
+        .unwrap();
+    assert_eq!(
+        Value::Object(values),
+        json!({"caseNumber": "C-7", "priority": 4, "tier": "gold", "amount": 12.5}),
+        "every writer's fields are kept"
+    );
+}
+
+#[tokio::test]
+async fn a_records_divisions_are_never_cleared_by_an_update() {
+    const DIVISION: &str = "0d1c2b3a-4f5e-4d6c-8b7a-9e8f7a6b5c4d";
+    let app = spawn_app_with(|s| s.custom.divisions = vec![DIVISION.into()]).await;
+    for priority in [1, 2, 3] {
+        let answer = app
+            .post_attributes(case(json!({"caseNumber": "C-9", "priority": priority})))
+            .await;
+        assert_eq!(answer.body["customVerified"], true, "{}", answer.body);
+    }
+    let (_, divisions, version) = app
+        .sim
+        .custom_record(SEED_ACTIVE_CALL, &record_of(&app))
+        .unwrap();
+    assert_eq!(divisions, [DIVISION]);
+    assert_eq!(version, 3);
+}
+
+#[tokio::test]
+async fn an_asynchronous_custom_write_is_checked_at_intake_then_delivered() {
+    let app = spawn_app().await;
+    app.post_async(case(json!({"priority": "high"})), &[])
+        .await
+        .assert_problem(422, "custom_invalid");
+    let accepted = app
+        .post_async(case(json!({"caseNumber": "C-5", "amount": "19.90"})), &[])
+        .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let job = app
+        .wait_for_job(accepted.body["jobId"].as_str().unwrap(), "succeeded")
+        .await;
+    assert_eq!(job["customSchema"], SEED_SCHEMA_NAME);
+    assert_eq!(job["customAttributes"]["amount"], 19.9, "stored coerced");
+    assert_eq!(job["result"]["customVerified"], true, "{job}");
+    assert_eq!(job["result"]["participantId"], "");
+    let (values, _, _) = app
+        .sim
+        .custom_record(SEED_ACTIVE_CALL, &record_of(&app))
+        .unwrap();
+    assert_eq!(values["amount"], 19.9);
+}
+
+#[tokio::test]
+async fn a_webhook_route_maps_the_senders_fields_to_a_custom_record_keeping_their_types() {
+    let app = spawn_app_with_hooks(
+        r#"
+        [hooks.crm]
+        conversation_id = "/call/id"
+        custom_schema = "crm_case"
+        [hooks.crm.custom_attributes]
+        caseNumber = "/case/number"
+        priority = "/case/priority"
+        vip = { pointer = "/case/vip", optional = true }
+        "#,
+    )
+    .await;
+    let event =
+        json!({"call": {"id": SEED_ACTIVE_CALL}, "case": {"number": "C-77", "priority": 5}});
+    let answer = app
+        .post_raw(
+            "/v1/hooks/crm",
+            event.to_string(),
+            &[("x-api-key", API_KEY)],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["customKeys"], json!(["caseNumber", "priority"]));
+    assert_eq!(answer.body["customVerified"], true);
+    assert_eq!(
+        app.sim.count("patch_attributes"),
+        0,
+        "no participant was mapped"
+    );
+    let (values, _, _) = app
+        .sim
+        .custom_record(SEED_ACTIVE_CALL, &record_of(&app))
+        .unwrap();
+    assert_eq!(
+        Value::Object(values),
+        json!({"caseNumber": "C-77", "priority": 5})
+    );
+}
+
+#[tokio::test]
+async fn a_permission_the_role_lacks_is_an_honest_refusal_not_a_success() {
+    let app = spawn_app().await;
+    app.sim.revoke("conversation:customAttributes:edit");
+    let answer = app
+        .post_attributes(case(json!({"caseNumber": "C-3"})))
+        .await;
+    answer.assert_problem(502, "upstream_auth_failed");
+    assert!(calls_with_status(&app).contains(&("put_custom_attributes".into(), 403)));
+}
