@@ -292,3 +292,57 @@ fn the_renderer_handles_the_subset_the_files_use() {
         r#"[x\"y]A"#
     );
 }
+
+#[tokio::test]
+async fn the_secure_action_is_a_secure_data_action_and_writes_only_secure_attributes() {
+    let app = spawn_architect_app().await;
+    let action = load("set-secure-attributes.header.json");
+    assert_eq!(
+        action["secure"], true,
+        "Genesys keeps a secure action's inputs out of its logs"
+    );
+    let inputs = BTreeMap::from([
+        ("conversationId", Some(SEED_ACTIVE_CALL)),
+        ("key1", Some("dob")),
+        ("value1", Some("1970-07-04")),
+        ("key2", Some("")),
+    ]);
+    let answer = execute(&app, &action, &inputs).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let output = translate(&action, &answer.body);
+    check_schema(&action["contract"]["output"]["successSchema"], &output);
+    assert_eq!(output, json!({"verified": true}));
+    assert!(!answer.body.to_string().contains("1970-07-04"));
+    let held = app.sim.secure_attributes(SEED_ACTIVE_CALL).unwrap();
+    assert_eq!(held.get("dob").map(String::as_str), Some("1970-07-04"));
+    assert_eq!(app.sim.count("patch_attributes"), 0);
+}
+
+#[tokio::test]
+async fn the_custom_action_sends_text_that_the_schema_types() {
+    let app = spawn_architect_app().await;
+    let action = load("set-custom-attributes.header.json");
+    check_contract(&action);
+    let inputs = BTreeMap::from([
+        ("conversationId", Some(SEED_ACTIVE_CALL)),
+        ("schema", Some(patchbay::sim::SEED_SCHEMA_NAME)),
+        ("key1", Some("caseNumber")),
+        ("value1", Some("C-31")),
+        ("key2", Some("priority")),
+        ("value2", Some("2")),
+        ("key3", None),
+    ]);
+    let answer = execute(&app, &action, &inputs).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let output = translate(&action, &answer.body);
+    check_schema(&action["contract"]["output"]["successSchema"], &output);
+    assert_eq!(output["verified"], true);
+    let cid: patchbay::domain::ConversationId = SEED_ACTIVE_CALL.parse().unwrap();
+    let record = patchbay::custom::record_id(&cid, patchbay::sim::SEED_SCHEMA_ID);
+    assert_eq!(output["recordId"], record.as_str());
+    let (values, _, _) = app.sim.custom_record(SEED_ACTIVE_CALL, &record).unwrap();
+    assert_eq!(
+        Value::Object(values),
+        json!({"caseNumber": "C-31", "priority": 2})
+    );
+}

@@ -94,6 +94,11 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
         "the SDK read the secure attributes"
     );
     assert_eq!(
+        findings["custom"],
+        json!({"version": 2, "schema": patchbay::sim::SEED_SCHEMA_ID, "title": patchbay::sim::SEED_SCHEMA_NAME}),
+        "the SDK read the custom-attributes schema and record"
+    );
+    assert_eq!(
         findings["frames"],
         json!({
             "channel.metadata": ["WebSocket Heartbeat", "pong"],

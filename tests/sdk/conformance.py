@@ -5,7 +5,8 @@ get_conversation, and its typed models must show both its own write and the one 
 then asks post_analytics_conversations_details_query for live voice conversations from a number, as
 Patchbay's lookups do, and the typed answer must hold the expected conversation. It makes a
 notification channel and subscribes it to a queue's conversations and a refused topic with
-ignoreErrors, and the typed answers must say which was permitted and which rejected.
+ignoreErrors, and the typed answers must say which was permitted and which rejected. It writes and
+reads secure attributes and a custom-attributes record, as their models say.
 Prints one JSON line of findings; exits non-zero on any failure.
 """
 import datetime
@@ -53,6 +54,45 @@ for value in ("1970-07-04", "1970-07-05"):
     assert isinstance(secure.version, int), secure.version
     versions.append(secure.version)
 assert versions[1] > versions[0], versions
+
+# Custom attributes: the schema by its listing and by id, a record created with PUT, amended with
+# PATCH on its version, a stale version refused 409, a value the schema refuses 400, and the record
+# read back as CustomAttributes with a timestamp per field.
+import uuid
+listing = conversations.get_conversations_customattributes_schemas()
+assert isinstance(listing, gc.ConversationDataSchemaListing), type(listing)
+named = next(s for s in listing.entities if s.json_schema.title == "crm_case")
+schema = conversations.get_conversations_customattributes_schema(named.id)
+assert isinstance(schema, gc.ConversationDataSchema), type(schema)
+assert schema.json_schema.properties["priority"]["type"] == "integer", schema.json_schema.properties
+record_id = str(uuid.uuid4())
+create = gc.CustomAttributesUpdateRequest()
+create.id, create.schema_id, create.divisions = record_id, schema.id, []
+create.custom_attributes = {"caseNumber": "SDK-1", "priority": 2}
+created = conversations.put_conversation_customattributes(conversation_id, body=create)
+assert isinstance(created, gc.CustomAttributesIdResponse) and created.id == record_id, created
+amend = gc.CustomAttributesPatchRequest()
+amend.id, amend.version, amend.divisions = record_id, 1, []
+amend.custom_attributes = {"vip": True}
+conversations.patch_conversation_customattributes(conversation_id, body=amend)
+try:
+    conversations.patch_conversation_customattributes(conversation_id, body=amend)
+    raise AssertionError("a stale version was accepted")
+except ApiException as e:
+    assert e.status == 409, e.status
+wrong = gc.CustomAttributesPatchRequest()
+wrong.id, wrong.divisions, wrong.custom_attributes = record_id, [], {"priority": "high"}
+try:
+    conversations.patch_conversation_customattributes(conversation_id, body=wrong)
+    raise AssertionError("a value the schema refuses was accepted")
+except ApiException as e:
+    assert e.status == 400, e.status
+record = conversations.get_conversation_customattribute(conversation_id, record_id)
+assert isinstance(record, gc.CustomAttributes), type(record)
+assert record.custom_attributes == {"caseNumber": "SDK-1", "priority": 2, "vip": True}, record.custom_attributes
+assert sorted(record.custom_attributes_timestamps) == ["caseNumber", "priority", "vip"], record.custom_attributes_timestamps
+assert isinstance(record.date_modified, datetime.datetime), record.date_modified
+custom = {"version": record.version, "schema": record.schema.id, "title": named.json_schema.title}
 
 states = [c.state for c in (participant.calls or [])] + [m.state for m in (participant.messages or [])]
 assert states and "outdated_sdk_version" not in states, states
@@ -168,7 +208,7 @@ except ApiException as e:
     assert e.status == 401, e.status
     assert json.loads(e.body)["code"] == "bad.credentials", e.body
 
-print(json.dumps({"secureVersions": versions, "participant": participant.id, "purpose": participant.purpose, "attributes": attributes,
+print(json.dumps({"secureVersions": versions, "custom": custom, "participant": participant.id, "purpose": participant.purpose, "attributes": attributes,
                   "lookup": hit.conversation_id, "topics": states,
                   "queueEvent": {"id": event.id, "address": event_customer.address,
                                  "callState": call_state},
