@@ -283,7 +283,7 @@ pub async fn accept(
         return apply_now(
             state,
             &addressed,
-            custom.as_deref(),
+            custom.as_ref(),
             intake.request_id,
             deadline,
             entry,
@@ -317,7 +317,7 @@ pub async fn accept(
     let result = apply_now(
         state,
         &addressed,
-        custom.as_deref(),
+        custom.as_ref(),
         intake.request_id,
         deadline,
         entry,
@@ -435,7 +435,7 @@ async fn submit(
 async fn apply_now(
     state: &AppState,
     addressed: &Addressed,
-    schema: Option<&Schema>,
+    schema: Option<&std::sync::Arc<Schema>>,
     request_id: String,
     deadline: tokio::time::Instant,
     entry: &mut Entry,
@@ -499,7 +499,7 @@ pub async fn prepare_custom(
 async fn apply_custom(
     state: &AppState,
     addressed: &Addressed,
-    schema: &Schema,
+    schema: &std::sync::Arc<Schema>,
     values: &CustomValues,
     deadline: tokio::time::Instant,
 ) -> Result<crate::custom::CustomOutcome, ApiError> {
@@ -516,7 +516,7 @@ async fn apply_custom(
         .write(
             updater,
             cid,
-            schema,
+            schema.clone(),
             values.values.clone(),
             verify,
             deadline,

@@ -262,3 +262,35 @@ async fn a_permission_the_role_lacks_is_an_honest_refusal_not_a_success() {
     answer.assert_problem(502, "upstream_auth_failed");
     assert!(calls_with_status(&app).contains(&("put_custom_attributes".into(), 403)));
 }
+
+#[tokio::test]
+async fn a_burst_of_custom_updates_to_one_record_shares_one_write_and_one_read() {
+    let app = spawn_app().await;
+    let fields = ["priority", "amount", "vip", "tier"];
+    let values = [json!(4), json!(7.5), json!(true), json!("silver")];
+    let answers = futures::future::join_all(fields.iter().zip(values).map(|(field, value)| {
+        app.post_attributes(case(json!({"caseNumber": "C-2", *field: value})))
+    }))
+    .await;
+    for (answer, field) in answers.iter().zip(fields) {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["customVerified"], true, "{}", answer.body);
+        let mut own = vec!["caseNumber", field];
+        own.sort();
+        assert_eq!(
+            answer.body["customKeys"],
+            json!(own),
+            "each is answered for its own keys"
+        );
+    }
+    let writes = app.sim.count("put_custom_attributes") + app.sim.count("patch_custom_attributes");
+    assert_eq!(writes, 1, "{:?}", app.api_calls());
+    let (values, _, _) = app
+        .sim
+        .custom_record(SEED_ACTIVE_CALL, &record_of(&app))
+        .unwrap();
+    assert_eq!(
+        Value::Object(values),
+        json!({"caseNumber": "C-2", "priority": 4, "amount": 7.5, "vip": true, "tier": "silver"})
+    );
+}

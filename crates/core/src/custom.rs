@@ -8,13 +8,16 @@
 //! Schemas are read once (by id, or by name through the listing) and cached; a write Genesys
 //! refuses as invalid drops the cached schema, so the next write reads it again.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument;
 
+use crate::config::DeliverySettings;
 use crate::domain::{ConversationId, DomainError};
 use crate::genesys::model::{CustomRecordRead, CustomRecordWrite, CustomSchemaRead};
 use crate::genesys::{CallContext, GenesysError};
@@ -417,19 +420,55 @@ pub struct CustomOutcome {
     pub calls: u32,
 }
 
-/// The org's custom attributes: its schemas and what it knows of records. Cheap to clone.
+/// A record's key: its conversation and its id.
+type RecordKey = (ConversationId, String);
+
+/// One write waiting in a record's lane, and where its answer goes.
+struct Waiter {
+    keys: Vec<String>,
+    reply: oneshot::Sender<Result<CustomOutcome, CustomError>>,
+}
+
+/// The writes that came for a record while its lane was busy: merged into its next write.
+struct Pending {
+    schema: Arc<Schema>,
+    values: Map<String, Value>,
+    verify: bool,
+    /// The earliest of the waiters' deadlines: the merged write answers them all by it.
+    deadline: Instant,
+    waiters: Vec<Waiter>,
+}
+
+impl CustomOutcome {
+    /// The outcome as one caller of a shared write sees it: its own keys.
+    fn for_keys(mut self, keys: &[String]) -> Self {
+        self.unconfirmed.retain(|k| keys.contains(k));
+        self.verified = self.verified && self.unconfirmed.is_empty();
+        self.keys = keys.to_vec();
+        self
+    }
+}
+
+/// The org's custom attributes: its schemas, what it knows of records, and each record's lane.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct CustomAttributes {
     /// Schemas by the reference a sender used (id or name), and by id.
     schemas: moka::future::Cache<String, Arc<Schema>>,
-    known: moka::sync::Cache<(ConversationId, String), Known>,
+    known: moka::sync::Cache<RecordKey, Known>,
     /// The divisions a record Patchbay creates belongs to.
     divisions: Arc<Vec<String>>,
+    /// Records with a write under way, and what came for each meanwhile. A record's writes run one
+    /// at a time, so two of this replica's never conflict; those that wait share the next write.
+    lanes: Arc<Mutex<HashMap<RecordKey, Option<Pending>>>>,
+    delivery: Arc<DeliverySettings>,
 }
 
 impl CustomAttributes {
-    pub fn new(schema_ttl: Duration, divisions: Vec<String>) -> Self {
+    pub fn new(schema_ttl: Duration, divisions: Vec<String>, delivery: DeliverySettings) -> Self {
         Self {
+            lanes: Arc::default(),
+            delivery: Arc::new(delivery),
             schemas: moka::future::Cache::builder()
                 .max_capacity(1_000)
                 .time_to_live(schema_ttl)
@@ -495,26 +534,114 @@ impl CustomAttributes {
 
     /// Writes `values` (prepared by `schema`) to conversation `cid`'s record of `schema` by
     /// `deadline`, and, when `verify`, reads the record back until every key shows its value.
+    ///
+    /// Writes to one record go through its lane: the first lingers briefly (`delivery.linger_ms`,
+    /// longer as the budget fills) so a burst shares one write, and those that come while a write
+    /// is under way share the next. Each caller is answered for its own keys.
     pub async fn write(
         &self,
         updater: &Updater,
         cid: ConversationId,
-        schema: &Schema,
+        schema: Arc<Schema>,
         values: Map<String, Value>,
         verify: bool,
         deadline: Instant,
     ) -> Result<CustomOutcome, CustomError> {
-        let result = self
-            .write_and_read(updater, cid, schema, values, verify, deadline)
-            .await;
-        let outcome = match &result {
+        let key = (cid, record_id(&cid, &schema.id));
+        let (reply, answer) = oneshot::channel();
+        let waiter = Waiter {
+            keys: values.keys().cloned().collect(),
+            reply,
+        };
+        let idle = {
+            let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+            let idle = !lanes.contains_key(&key);
+            let pending = lanes.entry(key.clone()).or_default();
+            match pending {
+                Some(p) => {
+                    p.values.extend(values);
+                    p.verify |= verify;
+                    p.deadline = p.deadline.min(deadline);
+                    p.schema = schema;
+                    p.waiters.push(waiter);
+                }
+                None => {
+                    *pending = Some(Pending {
+                        schema,
+                        values,
+                        verify,
+                        deadline,
+                        waiters: vec![waiter],
+                    })
+                }
+            }
+            idle
+        };
+        if idle {
+            // The lane's writes outlive any one caller (each is answered by its deadline), so they
+            // run on a task of their own, in the trace of the write that opened the lane.
+            let lane = self.clone();
+            let updater = updater.clone();
+            tokio::spawn(
+                async move { lane.drain(&updater, key).await }.instrument(tracing::Span::current()),
+            );
+        }
+        let merged = answer.await.unwrap_or_else(|_| {
+            Err(CustomError::Update(UpdateError::Upstream(
+                GenesysError::InvalidResponse("the record's lane stopped".into()),
+            )))
+        });
+        let outcome = match &merged {
             Ok(o) if o.verified => "verified",
             Ok(_) => "unverified",
             Err(CustomError::Conflict(_)) => "conflict",
             Err(_) => "failed",
         };
         metrics::counter!(crate::metrics::CUSTOM_WRITES, "outcome" => outcome).increment(1);
-        result
+        merged
+    }
+
+    /// Runs a record's lane until nothing waits in it: each round lingers, takes every write that
+    /// came, makes one write of them, and answers each of its callers for its own keys.
+    async fn drain(&self, updater: &Updater, key: RecordKey) {
+        loop {
+            let deadline = {
+                let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+                lanes.get(&key).and_then(|p| p.as_ref().map(|p| p.deadline))
+            };
+            if let Some(deadline) = deadline {
+                let linger = self.delivery.linger(updater.genesys().budget_pressure());
+                tokio::time::sleep_until((Instant::now() + linger).min(deadline)).await;
+            }
+            let batch = {
+                let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+                match lanes.get_mut(&key).and_then(Option::take) {
+                    Some(batch) => batch,
+                    None => {
+                        lanes.remove(&key);
+                        return;
+                    }
+                }
+            };
+            if batch.waiters.len() > 1 {
+                metrics::counter!(crate::metrics::COALESCED)
+                    .increment(batch.waiters.len() as u64 - 1);
+            }
+            let result = self
+                .write_and_read(
+                    updater,
+                    key.0,
+                    &batch.schema,
+                    batch.values,
+                    batch.verify,
+                    batch.deadline,
+                )
+                .await;
+            for waiter in batch.waiters {
+                let answer = result.clone().map(|o| o.for_keys(&waiter.keys));
+                let _ = waiter.reply.send(answer);
+            }
+        }
     }
 
     async fn write_and_read(

@@ -96,6 +96,7 @@ impl Org {
             custom: CustomAttributes::new(
                 Duration::from_secs(settings.custom.schema_ttl_s),
                 settings.custom.divisions.clone(),
+                settings.delivery.clone(),
             ),
         })
     }

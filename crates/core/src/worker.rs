@@ -360,7 +360,7 @@ impl Workers {
                     .write(
                         updater,
                         update.conversation_id,
-                        &schema,
+                        schema.clone(),
                         prepared,
                         verify,
                         deadline,
