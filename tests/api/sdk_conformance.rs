@@ -95,7 +95,7 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
     );
     assert_eq!(
         findings["custom"],
-        json!({"version": 2, "schema": patchbay::sim::SEED_SCHEMA_ID, "title": patchbay::sim::SEED_SCHEMA_NAME}),
+        json!({"version": 2, "schema": patchbay::sim::SEED_SCHEMA_ID, "title": patchbay::sim::SEED_SCHEMA_NAME, "searchedBy": "conversationId"}),
         "the SDK read the custom-attributes schema and record"
     );
     assert_eq!(

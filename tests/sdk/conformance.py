@@ -94,6 +94,23 @@ assert sorted(record.custom_attributes_timestamps) == ["caseNumber", "priority",
 assert isinstance(record.date_modified, datetime.datetime), record.date_modified
 custom = {"version": record.version, "schema": record.schema.id, "title": named.json_schema.title}
 
+# Participant attribute search: by the conversation's id, and refused by an attribute's value.
+def search(field, value):
+    criteria = gc.ConversationParticipantSearchCriteria()
+    criteria.type, criteria.fields, criteria.value = "EXACT", [field], value
+    request = gc.ConversationParticipantSearchRequest()
+    request.query = [criteria]
+    return conversations.post_conversations_participants_attributes_search(request)
+found = search("conversationId", conversation_id)
+assert isinstance(found, gc.JsonCursorSearchResponse), type(found)
+assert [r["conversationId"] for r in found.results] == [conversation_id], found.results
+try:
+    search("sdkKey", "sdk-value")
+    raise AssertionError("a search by an attribute's value was accepted")
+except ApiException as e:
+    assert e.status == 400, e.status
+custom["searchedBy"] = "conversationId"
+
 states = [c.state for c in (participant.calls or [])] + [m.state for m in (participant.messages or [])]
 assert states and "outdated_sdk_version" not in states, states
 

@@ -160,6 +160,14 @@ async fn schedule(
     (answers, started.elapsed().as_secs_f64())
 }
 
+/// Call `i` starts now.
+pub(super) async fn start_call(http: &reqwest::Client, sim: &str, i: usize) {
+    let _ = http
+        .post(format!("{sim}/__sim/calls/{i}/start"))
+        .send()
+        .await;
+}
+
 /// Call `i` starts at `at`.
 fn start(i: usize, at: Duration) -> (Duration, Step) {
     (at, Step::Sim(format!("/__sim/calls/{i}/start")))
@@ -250,7 +258,7 @@ fn scenario(
 
 /// A simulator with Genesys's limit and latency, and a gateway on its defaults, the mirror on or
 /// off; with the mirror on, once its feed is live.
-async fn fresh(
+pub(super) async fn fresh(
     o: &BenchOptions,
     http: &reqwest::Client,
     calls: usize,

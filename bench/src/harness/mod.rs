@@ -8,6 +8,7 @@
 
 mod contact_center;
 mod plot;
+mod targets;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -106,6 +107,8 @@ pub struct ScenarioResult {
     pub lost: Option<u64>,
     /// Scenarios (e) and (f): how the events were answered on Genesys's real budget.
     pub budget: Option<BudgetFigures>,
+    /// Scenarios (j) and (k): each target's verified writes and Genesys calls.
+    pub targets: Option<targets::TargetFigures>,
     /// The latency curve, (percentile, ms), for the plot.
     #[serde(skip)]
     pub curve: Vec<(f64, f64)>,
@@ -525,6 +528,7 @@ fn result(
         load_generator_cpu_seconds_per_1000: None,
         lost: None,
         budget: None,
+        targets: None,
         curve: hist.map(curve).unwrap_or_default(),
     }
 }
@@ -647,6 +651,9 @@ pub async fn run(o: &BenchOptions, out: &mut impl std::io::Write) -> anyhow::Res
 
     // (e) and (f): a contact center on Genesys's real budget.
     results.extend(contact_center::run(o, &http).await?);
+
+    // (j) and (k): secure and custom attributes on the same budget.
+    results.extend(targets::run(o, &http).await?);
 
     let report = Report::new(o, results);
     report.print(out)?;
@@ -926,6 +933,26 @@ impl Report {
                 calls(i) <= calls(g) + 0.01,
             ));
         }
+        let per_target = |name: &str| find(name).and_then(|s| s.targets.clone());
+        if let Some(j) = per_target("j) one update, three targets") {
+            targets.push((
+                "j) three targets: at most 2.0 Genesys calls per verified secure write".to_string(),
+                j.secure_verified == j.secure_writes
+                    && j.secure_calls_per_verified().is_some_and(|c| c <= 2.0),
+            ));
+            targets.push((
+                "j) three targets: at most 2.0 Genesys calls per verified custom write".to_string(),
+                j.custom_verified == j.custom_writes
+                    && j.custom_calls_per_verified().is_some_and(|c| c <= 2.0),
+            ));
+        }
+        if let Some(k) = per_target("k) custom-attribute bursts") {
+            targets.push((
+                "k) custom bursts: at most 1.0 Genesys call per verified custom write".to_string(),
+                k.custom_verified == k.custom_writes
+                    && k.custom_calls_per_verified().is_some_and(|c| c <= 1.0),
+            ));
+        }
         if o.quick {
             targets.push(("(quick run: figures are indicative only)".into(), true));
         }
@@ -976,6 +1003,23 @@ impl Report {
             )?;
             if let Some(lost) = s.lost {
                 writeln!(out, "{:<46} lost: {lost}", "")?;
+            }
+            if let Some(t) = &s.targets {
+                let per = |c: Option<f64>| c.map_or("-".into(), |c| format!("{c:.2}"));
+                writeln!(
+                    out,
+                    "{:<46} participant verified {}; secure verified {}/{} ({} calls, {} per verified); custom verified {}/{} ({} calls, {} per verified)",
+                    "",
+                    t.participant_verified,
+                    t.secure_verified,
+                    t.secure_writes,
+                    t.secure_calls,
+                    per(t.secure_calls_per_verified()),
+                    t.custom_verified,
+                    t.custom_writes,
+                    t.custom_calls,
+                    per(t.custom_calls_per_verified()),
+                )?;
             }
             if let Some(b) = &s.budget {
                 writeln!(

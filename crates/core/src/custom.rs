@@ -613,7 +613,7 @@ impl CustomAttributes {
                 let linger = self.delivery.linger(updater.genesys().budget_pressure());
                 tokio::time::sleep_until((Instant::now() + linger).min(deadline)).await;
             }
-            let batch = {
+            let mut batch = {
                 let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
                 match lanes.get_mut(&key).and_then(Option::take) {
                     Some(batch) => batch,
@@ -623,20 +623,11 @@ impl CustomAttributes {
                     }
                 }
             };
+            let result = self.write_and_read(updater, &key, &mut batch).await;
             if batch.waiters.len() > 1 {
                 metrics::counter!(crate::metrics::COALESCED)
                     .increment(batch.waiters.len() as u64 - 1);
             }
-            let result = self
-                .write_and_read(
-                    updater,
-                    key.0,
-                    &batch.schema,
-                    batch.values,
-                    batch.verify,
-                    batch.deadline,
-                )
-                .await;
             for waiter in batch.waiters {
                 let answer = result.clone().map(|o| o.for_keys(&waiter.keys));
                 let _ = waiter.reply.send(answer);
@@ -644,27 +635,28 @@ impl CustomAttributes {
         }
     }
 
+    /// Makes one write of `batch` (and of what joins it before the write is sent) and reads it
+    /// back.
     async fn write_and_read(
         &self,
         updater: &Updater,
-        cid: ConversationId,
-        schema: &Schema,
-        values: Map<String, Value>,
-        verify: bool,
-        deadline: Instant,
+        cache_key: &RecordKey,
+        batch: &mut Pending,
     ) -> Result<CustomOutcome, CustomError> {
-        let rid = record_id(&cid, &schema.id);
-        let cache_key = (cid, rid.clone());
-        let known = self.known.get(&cache_key);
+        let (cid, rid) = (cache_key.0, cache_key.1.clone());
+        let schema = batch.schema.clone();
+        let deadline = batch.deadline;
+        let known = self.known.get(cache_key);
         // The write, the read that comes first when nothing is known of the record, and the
         // verification's first read.
-        let calls = 1 + u32::from(known.is_none()) + u32::from(verify);
+        let admitted_verify = batch.verify;
+        let calls = 1 + u32::from(known.is_none()) + u32::from(admitted_verify);
         updater.admit_calls(calls, deadline).await?;
         let genesys = updater.genesys();
         let mut cx = CallContext::until(deadline);
         let mut current = match known {
             Some(k) => Some(k),
-            None => self.read(updater, &mut cx, &cache_key).await?,
+            None => self.read(updater, &mut cx, cache_key).await?,
         };
         let before = current
             .as_ref()
@@ -673,6 +665,8 @@ impl CustomAttributes {
         let mut conflicts = 0;
         let created;
         loop {
+            // Writes that came while the record was read go in this write too.
+            self.gather(cache_key, batch);
             let body = CustomRecordWrite {
                 id: rid.clone(),
                 schema_id: current.is_none().then(|| schema.id.clone()),
@@ -680,7 +674,7 @@ impl CustomAttributes {
                 divisions: current
                     .as_ref()
                     .map_or_else(|| self.divisions.to_vec(), |k| k.divisions.clone()),
-                custom_attributes: values.clone(),
+                custom_attributes: batch.values.clone(),
             };
             let sent = match &current {
                 None => genesys.put_custom_record(&mut cx, &cid, &body).await,
@@ -697,29 +691,30 @@ impl CustomAttributes {
                     if matches!(e.status(), Some(409))
                         || (e.status() == Some(404) && current.is_some()) =>
                 {
-                    self.known.invalidate(&cache_key);
+                    self.known.invalidate(cache_key);
                     conflicts += 1;
                     metrics::counter!(crate::metrics::CUSTOM_CONFLICTS).increment(1);
                     if conflicts > MAX_CONFLICTS || Instant::now() >= deadline {
                         return Err(CustomError::Conflict(conflicts));
                     }
                     updater.admit_calls(2, deadline).await?;
-                    current = self.read(updater, &mut cx, &cache_key).await?;
+                    current = self.read(updater, &mut cx, cache_key).await?;
                 }
                 Err(e) => {
-                    self.known.invalidate(&cache_key);
+                    self.known.invalidate(cache_key);
                     if e.status() == Some(400) {
                         // Perhaps the schema changed under the cached copy: read it next time.
-                        self.forget_schema(schema).await;
+                        self.forget_schema(&schema).await;
                     }
                     return Err(refused(updater, &mut cx, cid, e).await);
                 }
             }
         }
+        let values = batch.values.clone();
         let keys: Vec<String> = values.keys().cloned().collect();
-        if !verify {
+        if !batch.verify {
             // What Patchbay knows now is stale: the next write reads first.
-            self.known.invalidate(&cache_key);
+            self.known.invalidate(cache_key);
             return Ok(CustomOutcome {
                 schema_id: schema.id.clone(),
                 record_id: rid,
@@ -737,6 +732,20 @@ impl CustomAttributes {
         let poll_max = Duration::from_millis(settings.poll_max_ms.max(settings.poll_initial_ms));
         let mut unconfirmed = keys.clone();
         let mut repaired = false;
+        if !admitted_verify && updater.admit_calls(1, deadline).await.is_err() {
+            // A caller that asked for verification joined after the calls were admitted, and the
+            // budget has no read for it: unverified, never guessed.
+            return Ok(CustomOutcome {
+                schema_id: schema.id.clone(),
+                record_id: rid,
+                unconfirmed: keys.clone(),
+                keys,
+                verified: false,
+                created,
+                conflicts,
+                calls: cx.calls(),
+            });
+        }
         loop {
             tokio::time::sleep(wait).await;
             let read = match genesys.get_custom_record(&mut cx, &cid, &rid).await {
@@ -755,7 +764,7 @@ impl CustomAttributes {
                     .and_then(|s| s.version)
                     .is_some_and(|v| v != schema.version)
                 {
-                    self.forget_schema(schema).await;
+                    self.forget_schema(&schema).await;
                 }
             }
             unconfirmed = unconfirmed_keys(&values, &before, read.as_ref());
@@ -811,6 +820,18 @@ impl CustomAttributes {
             conflicts,
             calls: cx.calls(),
         })
+    }
+
+    /// Moves what came for the record since `batch` was taken into it: later values win.
+    fn gather(&self, key: &RecordKey, batch: &mut Pending) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(more) = lanes.get_mut(key).and_then(Option::take) {
+            batch.values.extend(more.values);
+            batch.verify |= more.verify;
+            batch.deadline = batch.deadline.min(more.deadline);
+            batch.schema = more.schema;
+            batch.waiters.extend(more.waiters);
+        }
     }
 
     /// Reads the record, and remembers what it says.

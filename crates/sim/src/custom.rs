@@ -86,6 +86,66 @@ pub(crate) fn routes() -> Router<Simulator> {
             "/api/v2/conversations/{id}/customattributes/{rid}",
             get(get_record),
         )
+        .route(
+            "/api/v2/conversations/participants/attributes/search",
+            axum::routing::post(search_participant_attributes),
+        )
+}
+
+/// The fields participant attribute search takes, as integrators who used it report Genesys's
+/// documentation: an attribute's value is not among them.
+const SEARCHABLE: &[&str] = &["conversationId", "startTime", "endTime", "divisionId"];
+
+/// `POST /api/v2/conversations/participants/attributes/search` (`ConversationParticipantSearchRequest`
+/// → `JsonCursorSearchResponse`): criteria `EXACT` on `conversationId` and `DATE_RANGE` on
+/// `startTime`; a criterion on any other field is refused (400), as Genesys refuses a search by an
+/// attribute. The results carry each matching conversation's participants and their attributes,
+/// which the caller filters itself.
+async fn search_participant_attributes(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let Some(sent) = body_object(&body) else {
+        return bad_request(
+            "The request could not be understood by the server due to malformed syntax.",
+        );
+    };
+    let criteria = sent
+        .get("query")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut ids: Option<Vec<String>> = None;
+    for c in &criteria {
+        let fields: Vec<&str> = c
+            .get("fields")
+            .and_then(Value::as_array)
+            .map(|f| f.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if let Some(field) = fields.iter().find(|f| !SEARCHABLE.contains(f)) {
+            return bad_request(&format!("Search not supported for field {field}"));
+        }
+        if fields.contains(&"conversationId")
+            && c.get("type").and_then(Value::as_str) == Some("EXACT")
+        {
+            let wanted = c
+                .get("value")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_lowercase();
+            ids = Some(vec![wanted]);
+        }
+    }
+    let s = sim.lock();
+    let results: Vec<Value> = s
+        .conversations
+        .values()
+        .filter(|c| ids.as_ref().is_none_or(|ids| ids.contains(&c.id)))
+        .map(|c| {
+            json!({
+                "conversationId": c.id,
+                "participants": c.participants.iter().map(|p| json!({"id": p.id, "attributes": p.attributes})).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    Json(json!({"results": results, "types": ["participants"]})).into_response()
 }
 
 async fn list_schemas(State(sim): State<Simulator>) -> Json<ConversationDataSchemaListing> {

@@ -75,6 +75,9 @@ fn op_name(method: &Method, path: &str) -> &'static str {
         ("GET", p) if p.starts_with("/api/v2/conversations/") && segments == 4 => {
             "get_conversation"
         }
+        ("POST", "/api/v2/conversations/participants/attributes/search") => {
+            "search_participant_attributes"
+        }
         ("GET", "/api/v2/conversations/customattributes/schemas") => "list_custom_schemas",
         ("GET", p) if p.starts_with("/api/v2/conversations/customattributes/schemas/") => {
             "get_custom_schema"
@@ -101,7 +104,9 @@ fn op_name(method: &Method, path: &str) -> &'static str {
 /// enforces one (`Control::revoke`).
 pub(crate) fn permission(op: &str) -> Option<&'static str> {
     Some(match op {
-        "get_secure_attributes" => "conversation:participant:attributesview",
+        "get_secure_attributes" | "search_participant_attributes" => {
+            "conversation:participant:attributesview"
+        }
         "patch_secure_attributes" => "conversation:participant:attributesedit",
         "analytics_query" => "analytics:conversationDetail:view",
         "list_custom_schemas" | "get_custom_schema" => "conversation:customAttributes:schemaView",

@@ -1,0 +1,231 @@
+//! Scenarios (j) and (k): the conversation's other targets, on one token's real Genesys budget (the
+//! simulator's limit and latency, as in (e) to (i)), the mirror off:
+//! - (j) one CRM update per call carrying all three targets: a participant attribute, a secure
+//!   attribute and a field of the call's custom-attributes record, 300 ms after the call starts;
+//! - (k) bursts of custom-attribute updates: 4 per call, 53 ms apart, each another field of the
+//!   call's record.
+//!
+//! Each target's cost is its own Genesys calls per write that was verified: the secure attributes'
+//! PATCH and reads, the custom record's schema, reads, PUT and PATCH.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::contact_center::{fresh, start_call};
+use super::{call_counts, histogram, result, sim_stats_raw, BenchOptions, ScenarioResult, API_KEY};
+use patchbay::sim::{LiveCall, SEED_SCHEMA_NAME};
+
+const CALL_SPACING: Duration = Duration::from_millis(216);
+const START_LEAD: Duration = Duration::from_millis(300);
+const UPDATE_SPACING: Duration = Duration::from_millis(53);
+const SECURE_OPS: &[&str] = &["patch_secure_attributes", "get_secure_attributes"];
+const CUSTOM_OPS: &[&str] = &[
+    "list_custom_schemas",
+    "get_custom_schema",
+    "get_custom_attributes",
+    "put_custom_attributes",
+    "patch_custom_attributes",
+];
+
+/// How each target of a scenario's updates was answered, and what it cost.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetFigures {
+    pub participant_verified: u64,
+    pub secure_writes: u64,
+    pub secure_verified: u64,
+    pub secure_calls: u64,
+    pub custom_writes: u64,
+    pub custom_verified: u64,
+    pub custom_calls: u64,
+}
+
+impl TargetFigures {
+    pub fn secure_calls_per_verified(&self) -> Option<f64> {
+        (self.secure_verified > 0).then(|| self.secure_calls as f64 / self.secure_verified as f64)
+    }
+
+    pub fn custom_calls_per_verified(&self) -> Option<f64> {
+        (self.custom_verified > 0).then(|| self.custom_calls as f64 / self.custom_verified as f64)
+    }
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    took: Duration,
+}
+
+/// Sends `updates` (offset, body) and call starts, each at its offset from now.
+async fn schedule(
+    http: &reqwest::Client,
+    url: &str,
+    sim: &str,
+    starts: Vec<(Duration, usize)>,
+    updates: Vec<(Duration, Value)>,
+) -> (Vec<Answer>, f64) {
+    let started = tokio::time::Instant::now();
+    for (at, i) in starts {
+        let (http, sim) = (http.clone(), sim.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(started + at).await;
+            start_call(&http, &sim, i).await;
+        });
+    }
+    let tasks = updates.into_iter().map(|(at, body)| {
+        let (http, url) = (http.clone(), url.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(started + at).await;
+            let sent = Instant::now();
+            let answer = http
+                .post(format!("{url}/v1/attributes"))
+                .header("x-api-key", API_KEY)
+                .json(&body)
+                .send()
+                .await;
+            match answer {
+                Ok(r) => Answer {
+                    status: r.status().as_u16(),
+                    body: r.json().await.unwrap_or(Value::Null),
+                    took: sent.elapsed(),
+                },
+                Err(_) => Answer {
+                    status: 0,
+                    body: Value::Null,
+                    took: sent.elapsed(),
+                },
+            }
+        })
+    });
+    let answers = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    (answers, started.elapsed().as_secs_f64())
+}
+
+fn ops(before: &Value, after: &Value, ops: &[&str]) -> u64 {
+    let n = |v: &Value, op: &str| v["calls"][op].as_u64().unwrap_or(0);
+    ops.iter().map(|op| n(after, op) - n(before, op)).sum()
+}
+
+fn scenario(
+    name: &str,
+    answers: &[Answer],
+    seconds: f64,
+    before: &Value,
+    after: &Value,
+) -> ScenarioResult {
+    let mut t = TargetFigures::default();
+    let mut h = histogram();
+    let mut errors = 0;
+    for a in answers {
+        if a.status != 200 {
+            errors += 1;
+            continue;
+        }
+        let _ = h.record(a.took.as_micros().max(1) as u64);
+        let b = &a.body;
+        if b["participantId"] != "" && b["verified"] == true {
+            t.participant_verified += 1;
+        }
+        if b.get("secureVerified").is_some() {
+            t.secure_writes += 1;
+            t.secure_verified += u64::from(b["secureVerified"] == true);
+        }
+        if b.get("customVerified").is_some() {
+            t.custom_writes += 1;
+            t.custom_verified += u64::from(b["customVerified"] == true);
+        }
+    }
+    t.secure_calls = ops(before, after, SECURE_OPS);
+    t.custom_calls = ops(before, after, CUSTOM_OPS);
+    let grants = after["grants"].as_u64().unwrap_or(0) - before["grants"].as_u64().unwrap_or(0);
+    let mut r = result(
+        name,
+        Some(&h),
+        answers.len() as u64,
+        errors,
+        seconds,
+        &call_counts(before),
+        &call_counts(after),
+        grants,
+        (None, None),
+    );
+    r.targets = Some(t);
+    r
+}
+
+/// (j) and (k).
+pub async fn run(o: &BenchOptions, http: &reqwest::Client) -> anyhow::Result<Vec<ScenarioResult>> {
+    let n = if o.quick { 10 } else { 30 };
+    let mut results = Vec::new();
+
+    let (_sim_process, _gateway, sim, url) = fresh(o, http, 0, false).await?;
+    let starts = (0..n).map(|i| (CALL_SPACING * i as u32, i)).collect();
+    let updates = (0..n)
+        .map(|i| {
+            let call = LiveCall::numbered(i);
+            let body = json!({
+                "conversationId": call.conversation, "purpose": "customer",
+                "attributes": {"crmCase": format!("C-{i}")},
+                "secureAttributes": {"dob": "1970-07-04"},
+                "customSchema": SEED_SCHEMA_NAME,
+                "customAttributes": {"caseNumber": format!("C-{i}"), "priority": "2"}
+            });
+            (CALL_SPACING * i as u32 + START_LEAD, body)
+        })
+        .collect();
+    let before = sim_stats_raw(http, &sim).await?;
+    let (answers, seconds) = schedule(http, &url, &sim, starts, updates).await;
+    let after = sim_stats_raw(http, &sim).await?;
+    results.push(scenario(
+        "j) one update, three targets, REST",
+        &answers,
+        seconds,
+        &before,
+        &after,
+    ));
+
+    let (_sim_process, _gateway, sim, url) = fresh(o, http, 0, false).await?;
+    let fields = [
+        ("priority", json!("3")),
+        ("amount", json!("19.90")),
+        ("vip", json!("true")),
+        ("tier", json!("gold")),
+    ];
+    let starts = (0..n).map(|i| (CALL_SPACING * i as u32, i)).collect();
+    let updates = (0..n)
+        .flat_map(|i| {
+            let call = LiveCall::numbered(i);
+            let fields = fields.clone();
+            fields
+                .into_iter()
+                .enumerate()
+                .map(move |(k, (field, value))| {
+                    let body = json!({
+                        "conversationId": call.conversation,
+                        "customSchema": SEED_SCHEMA_NAME,
+                        "customAttributes": {"caseNumber": format!("C-{i}"), field: value}
+                    });
+                    (
+                        CALL_SPACING * i as u32 + START_LEAD + UPDATE_SPACING * k as u32,
+                        body,
+                    )
+                })
+        })
+        .collect();
+    let before = sim_stats_raw(http, &sim).await?;
+    let (answers, seconds) = schedule(http, &url, &sim, starts, updates).await;
+    let after = sim_stats_raw(http, &sim).await?;
+    results.push(scenario(
+        "k) custom-attribute bursts, REST",
+        &answers,
+        seconds,
+        &before,
+        &after,
+    ));
+    Ok(results)
+}
