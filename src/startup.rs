@@ -278,6 +278,7 @@ fn workers(state: &AppState) -> Workers {
         journal: state.journal.clone(),
         keyring: state.keyring.clone(),
         custom: state.org.custom.clone(),
+        secure: state.org.secure.clone(),
     }
 }
 

@@ -550,7 +550,10 @@ async fn apply_secure(
         .verify
         .unwrap_or(updater.verify_settings().enabled);
     let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "secure attributes", otel.name = "secure attributes", keys = values.len(), verified = tracing::field::Empty);
-    let outcome = crate::secure::apply(updater, cid, values, verify, deadline)
+    let outcome = state
+        .org
+        .secure
+        .write(updater, cid, values.clone(), verify, deadline)
         .instrument(span.clone())
         .await?;
     span.record("verified", outcome.verified);

@@ -162,3 +162,30 @@ async fn a_webhook_route_maps_the_senders_fields_to_the_secure_attributes_too() 
     .assert_problem(400, "invalid_request");
     assert_eq!(app.api_calls().len(), before);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_secure_writes_to_one_conversation_shares_one_patch_and_one_read() {
+    let app = spawn_app().await;
+    let keys = ["dob", "account", "answer"];
+    let answers = futures::future::join_all(keys.iter().map(|key| {
+        app.post_attributes(
+            json!({"conversationId": SEED_ACTIVE_CALL, "secureAttributes": {*key: format!("v-{key}")}}),
+        )
+    }))
+    .await;
+    for (answer, key) in answers.iter().zip(keys) {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(
+            answer.body["secureKeys"],
+            json!([key]),
+            "answered for its own key"
+        );
+        assert_eq!(answer.body["secureVerified"], true);
+    }
+    assert_eq!(
+        app.api_calls(),
+        ["patch_secure_attributes", "get_secure_attributes"]
+    );
+    let held = app.sim.secure_attributes(SEED_ACTIVE_CALL).unwrap();
+    assert_eq!(held.len(), 3);
+}

@@ -8,12 +8,11 @@
 //! Schemas are read once (by id, or by name through the listing) and cached; a write Genesys
 //! refuses as invalid drops the cached schema, so the next write reads it again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -21,6 +20,7 @@ use crate::config::DeliverySettings;
 use crate::domain::{ConversationId, DomainError};
 use crate::genesys::model::{CustomRecordRead, CustomRecordWrite, CustomSchemaRead};
 use crate::genesys::{CallContext, GenesysError};
+use crate::lane::{Batch, Lanes, Merge};
 use crate::service::{UpdateError, Updater};
 
 /// Where every replica's record ids come from: a UUIDv5 namespace of Patchbay's own.
@@ -58,17 +58,6 @@ impl CustomValues {
             schema: schema.to_string(),
             values: values.clone(),
         })
-    }
-
-    /// The keys, in order.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.values.keys().map(String::as_str)
-    }
-
-    /// These values, with `later`'s winning where both have a key (same schema).
-    pub fn merged(mut self, later: Self) -> Self {
-        self.values.extend(later.values);
-        self
     }
 }
 
@@ -423,21 +412,20 @@ pub struct CustomOutcome {
 /// A record's key: its conversation and its id.
 type RecordKey = (ConversationId, String);
 
-/// One write waiting in a record's lane, and where its answer goes.
-struct Waiter {
-    keys: Vec<String>,
-    reply: oneshot::Sender<Result<CustomOutcome, CustomError>>,
-}
-
-/// The writes that came for a record while its lane was busy: merged into its next write.
-struct Pending {
+/// What a record's lane merges: the values, under the schema the latest caller named.
+pub struct RecordValues {
     schema: Arc<Schema>,
     values: Map<String, Value>,
-    verify: bool,
-    /// The earliest of the waiters' deadlines: the merged write answers them all by it.
-    deadline: Instant,
-    waiters: Vec<Waiter>,
 }
+
+impl Merge for RecordValues {
+    fn merge(&mut self, later: Self) {
+        self.values.extend(later.values);
+        self.schema = later.schema;
+    }
+}
+
+type Pending = Batch<RecordValues, Result<CustomOutcome, CustomError>>;
 
 impl CustomOutcome {
     /// The outcome as one caller of a shared write sees it: its own keys.
@@ -458,16 +446,16 @@ pub struct CustomAttributes {
     known: moka::sync::Cache<RecordKey, Known>,
     /// The divisions a record Patchbay creates belongs to.
     divisions: Arc<Vec<String>>,
-    /// Records with a write under way, and what came for each meanwhile. A record's writes run one
-    /// at a time, so two of this replica's never conflict; those that wait share the next write.
-    lanes: Arc<Mutex<HashMap<RecordKey, Option<Pending>>>>,
+    /// Each record's lane: its writes run one at a time, so two of this replica's never conflict,
+    /// and those that wait share the next write.
+    lanes: Lanes<RecordKey, RecordValues, Result<CustomOutcome, CustomError>>,
     delivery: Arc<DeliverySettings>,
 }
 
 impl CustomAttributes {
     pub fn new(schema_ttl: Duration, divisions: Vec<String>, delivery: DeliverySettings) -> Self {
         Self {
-            lanes: Arc::default(),
+            lanes: Lanes::default(),
             delivery: Arc::new(delivery),
             schemas: moka::future::Cache::builder()
                 .max_capacity(1_000)
@@ -548,35 +536,14 @@ impl CustomAttributes {
         deadline: Instant,
     ) -> Result<CustomOutcome, CustomError> {
         let key = (cid, record_id(&cid, &schema.id));
-        let (reply, answer) = oneshot::channel();
-        let waiter = Waiter {
-            keys: values.keys().cloned().collect(),
-            reply,
-        };
-        let idle = {
-            let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-            let idle = !lanes.contains_key(&key);
-            let pending = lanes.entry(key.clone()).or_default();
-            match pending {
-                Some(p) => {
-                    p.values.extend(values);
-                    p.verify |= verify;
-                    p.deadline = p.deadline.min(deadline);
-                    p.schema = schema;
-                    p.waiters.push(waiter);
-                }
-                None => {
-                    *pending = Some(Pending {
-                        schema,
-                        values,
-                        verify,
-                        deadline,
-                        waiters: vec![waiter],
-                    })
-                }
-            }
-            idle
-        };
+        let keys = values.keys().cloned().collect();
+        let (answer, idle) = self.lanes.join(
+            key.clone(),
+            RecordValues { schema, values },
+            keys,
+            verify,
+            deadline,
+        );
         if idle {
             // The lane's writes outlive any one caller (each is answered by its deadline), so they
             // run on a task of their own, in the trace of the write that opened the lane.
@@ -601,38 +568,23 @@ impl CustomAttributes {
         merged
     }
 
-    /// Runs a record's lane until nothing waits in it: each round lingers, takes every write that
-    /// came, makes one write of them, and answers each of its callers for its own keys.
+    /// Runs a record's lane until nothing waits in it: each round makes one write of every write
+    /// that came, and answers each of its callers for its own keys.
     async fn drain(&self, updater: &Updater, key: RecordKey) {
-        loop {
-            let deadline = {
-                let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-                lanes.get(&key).and_then(|p| p.as_ref().map(|p| p.deadline))
-            };
-            if let Some(deadline) = deadline {
-                let linger = self.delivery.linger(updater.genesys().budget_pressure());
-                tokio::time::sleep_until((Instant::now() + linger).min(deadline)).await;
-            }
-            let mut batch = {
-                let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-                match lanes.get_mut(&key).and_then(Option::take) {
-                    Some(batch) => batch,
-                    None => {
-                        lanes.remove(&key);
-                        return;
+        let linger = || self.delivery.linger(updater.genesys().budget_pressure());
+        self.lanes
+            .drain(key.clone(), linger, |mut batch| {
+                let key = key.clone();
+                async move {
+                    let result = self.write_and_read(updater, &key, &mut batch).await;
+                    if batch.callers() > 1 {
+                        metrics::counter!(crate::metrics::COALESCED)
+                            .increment(batch.callers() as u64 - 1);
                     }
+                    batch.answer(|keys| result.clone().map(|o| o.for_keys(keys)));
                 }
-            };
-            let result = self.write_and_read(updater, &key, &mut batch).await;
-            if batch.waiters.len() > 1 {
-                metrics::counter!(crate::metrics::COALESCED)
-                    .increment(batch.waiters.len() as u64 - 1);
-            }
-            for waiter in batch.waiters {
-                let answer = result.clone().map(|o| o.for_keys(&waiter.keys));
-                let _ = waiter.reply.send(answer);
-            }
-        }
+            })
+            .await
     }
 
     /// Makes one write of `batch` (and of what joins it before the write is sent) and reads it
@@ -644,7 +596,7 @@ impl CustomAttributes {
         batch: &mut Pending,
     ) -> Result<CustomOutcome, CustomError> {
         let (cid, rid) = (cache_key.0, cache_key.1.clone());
-        let schema = batch.schema.clone();
+        let schema = batch.values.schema.clone();
         let deadline = batch.deadline;
         let known = self.known.get(cache_key);
         // The write, the read that comes first when nothing is known of the record, and the
@@ -666,7 +618,7 @@ impl CustomAttributes {
         let created;
         loop {
             // Writes that came while the record was read go in this write too.
-            self.gather(cache_key, batch);
+            self.lanes.gather(cache_key, batch);
             let body = CustomRecordWrite {
                 id: rid.clone(),
                 schema_id: current.is_none().then(|| schema.id.clone()),
@@ -674,7 +626,7 @@ impl CustomAttributes {
                 divisions: current
                     .as_ref()
                     .map_or_else(|| self.divisions.to_vec(), |k| k.divisions.clone()),
-                custom_attributes: batch.values.clone(),
+                custom_attributes: batch.values.values.clone(),
             };
             let sent = match &current {
                 None => genesys.put_custom_record(&mut cx, &cid, &body).await,
@@ -710,7 +662,7 @@ impl CustomAttributes {
                 }
             }
         }
-        let values = batch.values.clone();
+        let values = batch.values.values.clone();
         let keys: Vec<String> = values.keys().cloned().collect();
         if !batch.verify {
             // What Patchbay knows now is stale: the next write reads first.
@@ -820,18 +772,6 @@ impl CustomAttributes {
             conflicts,
             calls: cx.calls(),
         })
-    }
-
-    /// Moves what came for the record since `batch` was taken into it: later values win.
-    fn gather(&self, key: &RecordKey, batch: &mut Pending) {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(more) = lanes.get_mut(key).and_then(Option::take) {
-            batch.values.extend(more.values);
-            batch.verify |= more.verify;
-            batch.deadline = batch.deadline.min(more.deadline);
-            batch.schema = more.schema;
-            batch.waiters.extend(more.waiters);
-        }
     }
 
     /// Reads the record, and remembers what it says.

@@ -272,10 +272,9 @@ impl SecureValues {
         (!self.0.is_empty()).then_some(self)
     }
 
-    /// These values, with `later`'s winning where both have a key.
-    pub fn merged(mut self, later: Self) -> Self {
+    /// Adds `later`'s values, which win where both have a key.
+    pub fn extend(&mut self, later: Self) {
         self.0.extend(later.0);
-        self
     }
 }
 

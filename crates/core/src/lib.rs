@@ -30,6 +30,7 @@ pub mod domain;
 pub mod engine;
 pub mod genesys;
 pub mod journal;
+pub mod lane;
 pub mod lookup;
 pub mod metrics;
 pub mod mirror;

@@ -14,6 +14,7 @@ use crate::genesys::GenesysClient;
 use crate::lookup::Finder;
 use crate::mirror::feed::Feed;
 use crate::mirror::Mirror;
+use crate::secure::SecureAttributes;
 use crate::service::Updater;
 use crate::store::budget::{local::LocalBudget, redis::RedisBudget, Budget, CallBudget};
 use crate::store::channels::{local::LocalSlots, redis::RedisSlots, ChannelSlots};
@@ -42,6 +43,8 @@ pub struct Org {
     pub feed: Option<Feed>,
     /// This org's custom-attributes schemas, and what it knows of records.
     pub custom: CustomAttributes,
+    /// Each of this org's conversations' secure attributes lane.
+    pub secure: SecureAttributes,
 }
 
 impl Org {
@@ -93,6 +96,7 @@ impl Org {
             finder: Finder::new(engine.clone(), settings.lookup.clone(), finds),
             engine,
             feed,
+            secure: SecureAttributes::new(settings.delivery.clone()),
             custom: CustomAttributes::new(
                 Duration::from_secs(settings.custom.schema_ttl_s),
                 settings.custom.divisions.clone(),

@@ -2,12 +2,16 @@
 //! values travel as [`SecureValues`] and are compared in memory; what this module reports (its
 //! outcome, its errors, its log lines and spans) names keys, never values.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
+use crate::config::DeliverySettings;
 use crate::domain::{ConversationId, SecureValues};
 use crate::genesys::{CallContext, GenesysError};
+use crate::lane::{Lanes, Merge};
 use crate::service::{UpdateError, Updater};
 
 /// What became of a write to the secure attributes.
@@ -23,24 +27,90 @@ pub struct SecureOutcome {
     pub calls: u32,
 }
 
-/// Writes `values` to conversation `cid`'s secure attributes by `deadline`, and, when `verify`,
-/// reads them back until every key shows its value or the verification time is spent. Admission
-/// first: a write the budget cannot serve in time is refused before anything is sent.
-pub async fn apply(
-    updater: &Updater,
-    cid: ConversationId,
-    values: &SecureValues,
-    verify: bool,
-    deadline: Instant,
-) -> Result<SecureOutcome, UpdateError> {
-    let result = write_and_read(updater, cid, values, verify, deadline).await;
-    let outcome = match &result {
-        Ok(o) if o.verified => "verified",
-        Ok(_) => "unverified",
-        Err(_) => "failed",
-    };
-    metrics::counter!(crate::metrics::SECURE_WRITES, "outcome" => outcome).increment(1);
-    result
+impl SecureOutcome {
+    /// The outcome as one caller of a shared write sees it: its own keys.
+    fn for_keys(mut self, keys: &[String]) -> Self {
+        self.unconfirmed.retain(|k| keys.contains(k));
+        self.verified = self.verified && self.unconfirmed.is_empty();
+        self.keys = keys.to_vec();
+        self
+    }
+}
+
+impl Merge for SecureValues {
+    fn merge(&mut self, later: Self) {
+        self.extend(later);
+    }
+}
+
+/// The org's secure attributes: each conversation's lane. Cheap to clone.
+#[derive(Clone)]
+pub struct SecureAttributes {
+    lanes: Lanes<ConversationId, SecureValues, Result<SecureOutcome, UpdateError>>,
+    delivery: Arc<DeliverySettings>,
+}
+
+impl SecureAttributes {
+    pub fn new(delivery: DeliverySettings) -> Self {
+        Self {
+            lanes: Lanes::default(),
+            delivery: Arc::new(delivery),
+        }
+    }
+
+    /// Writes `values` to conversation `cid`'s secure attributes by `deadline`, and, when `verify`,
+    /// reads them back until every key shows its value or the verification time is spent.
+    /// Admission first: a write the budget cannot serve in time is refused before anything is sent.
+    ///
+    /// A conversation's secure writes go through its lane: a burst lingers briefly
+    /// (`delivery.linger_ms`) and shares one PATCH and its reads; each caller is answered for its
+    /// own keys.
+    pub async fn write(
+        &self,
+        updater: &Updater,
+        cid: ConversationId,
+        values: SecureValues,
+        verify: bool,
+        deadline: Instant,
+    ) -> Result<SecureOutcome, UpdateError> {
+        let keys = values.keys().map(str::to_string).collect();
+        let (answer, idle) = self.lanes.join(cid, values, keys, verify, deadline);
+        if idle {
+            // The lane's writes outlive any one caller, so they run on a task of their own, in the
+            // trace of the write that opened the lane.
+            let (lane, updater) = (self.clone(), updater.clone());
+            tokio::spawn(
+                async move { lane.drain(&updater, cid).await }.instrument(tracing::Span::current()),
+            );
+        }
+        let result = answer.await.unwrap_or_else(|_| {
+            Err(UpdateError::Upstream(GenesysError::InvalidResponse(
+                "the conversation's secure lane stopped".into(),
+            )))
+        });
+        let outcome = match &result {
+            Ok(o) if o.verified => "verified",
+            Ok(_) => "unverified",
+            Err(_) => "failed",
+        };
+        metrics::counter!(crate::metrics::SECURE_WRITES, "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn drain(&self, updater: &Updater, cid: ConversationId) {
+        let linger = || self.delivery.linger(updater.genesys().budget_pressure());
+        self.lanes
+            .drain(cid, linger, |batch| async move {
+                let result =
+                    write_and_read(updater, cid, &batch.values, batch.verify, batch.deadline).await;
+                if batch.callers() > 1 {
+                    metrics::counter!(crate::metrics::COALESCED)
+                        .increment(batch.callers() as u64 - 1);
+                }
+                batch.answer(|keys| result.clone().map(|o| o.for_keys(keys)));
+            })
+            .await
+    }
 }
 
 async fn write_and_read(

@@ -87,6 +87,8 @@ pub struct Workers {
     pub keyring: Keyring,
     /// The org's custom-attributes schemas and records.
     pub custom: CustomAttributes,
+    /// The org's conversations' secure attributes lanes.
+    pub secure: crate::secure::SecureAttributes,
 }
 
 impl Workers {
@@ -339,7 +341,14 @@ impl Workers {
                     keys = values.len()
                 );
                 Some(
-                    crate::secure::apply(updater, update.conversation_id, values, verify, deadline)
+                    self.secure
+                        .write(
+                            updater,
+                            update.conversation_id,
+                            values.clone(),
+                            verify,
+                            deadline,
+                        )
                         .instrument(span)
                         .await?,
                 )

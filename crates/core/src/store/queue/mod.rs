@@ -335,7 +335,10 @@ impl Batch {
             let kept =
                 opened.retain(|k| self.key_seqs.get(&format!("{SECURE_KEY}{k}")) == Some(&job.seq));
             values = match (values, kept) {
-                (Some(v), Some(k)) => Some(v.merged(k)),
+                (Some(mut v), Some(k)) => {
+                    v.extend(k);
+                    Some(v)
+                }
                 (v, k) => v.or(k),
             };
         }

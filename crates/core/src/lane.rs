@@ -1,0 +1,196 @@
+//! Lanes for the conversation's own targets (its secure attributes, each custom-attributes record):
+//! one write at a time per key. Writes that come while a lane lingers or writes merge into its
+//! next write, and each caller is answered for its own keys, so a burst costs one write and one
+//! read. (Participant attributes have the engine's lanes, which also resolve the participant.)
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// Values that merge: later ones win.
+pub trait Merge {
+    fn merge(&mut self, later: Self);
+}
+
+/// The writes one round of a lane makes as one.
+pub struct Batch<V, R> {
+    pub values: V,
+    /// Whether any caller asked for verification.
+    pub verify: bool,
+    /// The earliest of the callers' deadlines: the merged write answers them all by it.
+    pub deadline: Instant,
+    callers: Vec<(Vec<String>, oneshot::Sender<R>)>,
+}
+
+impl<V: Merge, R> Batch<V, R> {
+    fn absorb(&mut self, later: Self) {
+        self.values.merge(later.values);
+        self.verify |= later.verify;
+        self.deadline = self.deadline.min(later.deadline);
+        self.callers.extend(later.callers);
+    }
+
+    /// How many writes this batch carries.
+    pub fn callers(&self) -> usize {
+        self.callers.len()
+    }
+
+    /// Answers each caller with what `answer` makes of its own keys.
+    pub fn answer(self, mut answer: impl FnMut(&[String]) -> R) {
+        for (keys, reply) in self.callers {
+            // A caller that stopped waiting (its request ended) needs no answer.
+            let _ = reply.send(answer(&keys));
+        }
+    }
+}
+
+/// Each open lane by its key, with what came for its next write.
+type Open<K, V, R> = HashMap<K, Option<Batch<V, R>>>;
+
+/// Each key's lane: present while a write is lingering or under way, holding what came for the
+/// next one.
+pub struct Lanes<K, V, R> {
+    lanes: Arc<Mutex<Open<K, V, R>>>,
+}
+
+impl<K, V, R> Clone for Lanes<K, V, R> {
+    fn clone(&self) -> Self {
+        Self {
+            lanes: self.lanes.clone(),
+        }
+    }
+}
+
+impl<K, V, R> Default for Lanes<K, V, R> {
+    fn default() -> Self {
+        Self {
+            lanes: Arc::default(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Merge, R> Lanes<K, V, R> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open<K, V, R>> {
+        // A panic elsewhere must not wedge every later write to the key.
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins `key`'s lane with `values` (whose keys are `keys`): the receiver gets this write's
+    /// answer, and `true` says the lane was idle, so the caller must start its [`Lanes::drain`].
+    pub fn join(
+        &self,
+        key: K,
+        values: V,
+        keys: Vec<String>,
+        verify: bool,
+        deadline: Instant,
+    ) -> (oneshot::Receiver<R>, bool) {
+        let (reply, answer) = oneshot::channel();
+        let batch = Batch {
+            values,
+            verify,
+            deadline,
+            callers: vec![(keys, reply)],
+        };
+        let mut lanes = self.lock();
+        let idle = !lanes.contains_key(&key);
+        match lanes.entry(key).or_default() {
+            Some(waiting) => waiting.absorb(batch),
+            waiting @ None => *waiting = Some(batch),
+        }
+        (answer, idle)
+    }
+
+    /// Moves what came for `key` since `batch` was taken into it.
+    pub fn gather(&self, key: &K, batch: &mut Batch<V, R>) {
+        if let Some(more) = self.lock().get_mut(key).and_then(Option::take) {
+            batch.absorb(more);
+        }
+    }
+
+    /// Runs `key`'s lane until nothing waits in it: each round lingers (`linger`, never past the
+    /// earliest deadline), takes every write that came, and hands them to `run` as one batch.
+    pub async fn drain<F, Fut>(&self, key: K, linger: impl Fn() -> Duration, mut run: F)
+    where
+        F: FnMut(Batch<V, R>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        loop {
+            let deadline = self
+                .lock()
+                .get(&key)
+                .and_then(|b| b.as_ref().map(|b| b.deadline));
+            if let Some(deadline) = deadline {
+                tokio::time::sleep_until((Instant::now() + linger()).min(deadline)).await;
+            }
+            let batch = {
+                let mut lanes = self.lock();
+                match lanes.get_mut(&key).and_then(Option::take) {
+                    Some(batch) => batch,
+                    None => {
+                        // Closed under the lock: a write that comes next opens the lane again.
+                        lanes.remove(&key);
+                        return;
+                    }
+                }
+            };
+            run(batch).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    impl Merge for BTreeMap<String, u32> {
+        fn merge(&mut self, later: Self) {
+            self.extend(later);
+        }
+    }
+
+    type Values = BTreeMap<String, u32>;
+
+    fn values(k: &str, v: u32) -> Values {
+        [(k.to_string(), v)].into()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_that_come_while_a_lane_lingers_share_one_round_each_answered_for_its_keys() {
+        let lanes: Lanes<&str, Values, Vec<String>> = Lanes::default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (first, idle) = lanes.join("r", values("a", 1), vec!["a".into()], false, deadline);
+        assert!(idle);
+        let (second, idle) = lanes.join("r", values("b", 2), vec!["b".into()], true, deadline);
+        assert!(!idle, "the lane is open: the first caller drains it");
+        let rounds = Arc::new(Mutex::new(Vec::new()));
+        let seen = rounds.clone();
+        lanes
+            .drain(
+                "r",
+                || Duration::from_millis(150),
+                move |batch: Batch<Values, Vec<String>>| {
+                    seen.lock()
+                        .unwrap()
+                        .push((batch.values.clone(), batch.verify));
+                    batch.answer(|keys| keys.to_vec());
+                    async {}
+                },
+            )
+            .await;
+        assert_eq!(
+            *rounds.lock().unwrap(),
+            [([("a".to_string(), 1), ("b".to_string(), 2)].into(), true)]
+        );
+        assert_eq!(first.await.unwrap(), ["a"]);
+        assert_eq!(second.await.unwrap(), ["b"]);
+        // Drained and closed: the next write opens the lane again.
+        assert!(lanes.join("r", values("c", 3), vec![], false, deadline).1);
+    }
+}
