@@ -71,6 +71,10 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
         json!({"conversationId": SEED_ACTIVE_CALL, "secureAttributes": {"dob": dob}}),
     ];
 
+    // Bytes that are valid base64 and unmistakable in a log.
+    let sealing_key = b64.encode(*b"sealing-key-4c2e-32-bytes-long!!");
+    let sealing_keys = format!("k1:{sealing_key}");
+
     let mut all_logs = String::new();
     let mut sessions = Vec::new();
     for format in ["json", "pretty"] {
@@ -82,6 +86,8 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
             ("PATCHBAY__AUTH__ADMIN_KEYS", CONSOLE_KEY),
             // Values on: secure ones must stay out of the console all the same.
             ("PATCHBAY__CONSOLE__SHOW_VALUES", "true"),
+            // A key to seal queued secure attributes: itself a secret.
+            ("PATCHBAY__SECURE__KEYS", &sealing_keys),
         ];
         let mut gateway =
             Gateway::in_front_of(&sim_url, &env).with_args(&["--config", &config_arg]);
@@ -109,6 +115,40 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
                 .await,
                 200
             );
+        }
+        // Queued, sealed, then written by a worker: its values stay out of the logs there too.
+        let queued = http
+            .post(url("/v1/attributes"))
+            .header("x-api-key", API_KEY)
+            .header("prefer", "respond-async")
+            .header("idempotency-key", format!("logs-{format}"))
+            .body(secure[0].to_string())
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(queued.status(), 202);
+        let job: serde_json::Value = queued.json().await.unwrap();
+        let job_url = url(&format!("/v1/jobs/{}", job["jobId"].as_str().unwrap()));
+        let done = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let state: serde_json::Value = http
+                .get(&job_url)
+                .header("x-api-key", API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if state["status"] == "succeeded" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < done,
+                "the job never ran: {state}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         sim.revoke_tokens();
         assert_eq!(
@@ -287,6 +327,7 @@ async fn no_secret_appears_in_the_logs_at_any_level() {
         "hmac-secret-77fe".to_string(),
         dob.to_string(),
         account.to_string(),
+        sealing_key.clone(),
         signature.clone(),
         CONSOLE_KEY.to_string(),
         CONSOLE_GUESS.to_string(),
