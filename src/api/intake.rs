@@ -430,8 +430,8 @@ async fn submit(
 }
 
 /// The synchronous path: apply within `server.request_timeout_ms` and answer with the verification.
-/// The conversation's secure attributes go first, so a refusal of them leaves the participant
-/// unwritten; then the participant's, when there are any.
+/// The conversation's own targets (secure attributes, a custom record) go first, side by side, so a
+/// refusal of them leaves the participant unwritten; then the participant's, when there are any.
 async fn apply_now(
     state: &AppState,
     addressed: &Addressed,
@@ -440,16 +440,28 @@ async fn apply_now(
     deadline: tokio::time::Instant,
     entry: &mut Entry,
 ) -> Result<Json<AttributesResponse>, ApiError> {
-    let secure = match &addressed.secure {
-        Some(values) => Some(apply_secure(state, addressed, values, deadline).await?),
-        None => None,
-    };
-    let custom = match (&addressed.custom, schema) {
-        (Some(values), Some(schema)) => {
-            Some(apply_custom(state, addressed, schema, values, deadline).await?)
+    // The conversation's own targets are apart in Genesys: written side by side.
+    let (secure, custom) = tokio::join!(
+        async {
+            match &addressed.secure {
+                Some(values) => apply_secure(state, addressed, values, deadline)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            match (&addressed.custom, schema) {
+                (Some(values), Some(schema)) => {
+                    apply_custom(state, addressed, schema, values, deadline)
+                        .await
+                        .map(Some)
+                }
+                _ => Ok(None),
+            }
         }
-        _ => None,
-    };
+    );
+    let (secure, custom) = (secure?, custom?);
     let answer = if addressed.update.attributes.is_empty() {
         AttributesResponse::conversation_only(addressed.update.conversation_id, request_id)
             .found_by(addressed.found_by())
