@@ -18,6 +18,7 @@ pub mod app;
 pub mod console;
 #[cfg(feature = "simulator")]
 pub mod demo;
+pub mod doctor;
 pub mod metrics;
 pub mod startup;
 pub mod telemetry;

@@ -72,6 +72,14 @@ enum Command {
     },
     /// Run the simulator and the gateway in one process and send a few sample events.
     Demo,
+    /// Check a configuration against the org it names: the region and client, each capability the
+    /// configuration uses (one harmless call each), the token's standing, and the routes and keys.
+    /// Exits 1 when something the configuration uses will not work.
+    Doctor {
+        /// The same configuration file the gateway uses.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Queue dead jobs again (works beside a running gateway: it shares the store).
     Replay {
         /// The same configuration file the gateway uses.
@@ -189,6 +197,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     eprintln!("patchbay: job {id} is not dead (or does not exist)");
                     return Ok(ExitCode::FAILURE);
                 }
+            }
+        }
+        Command::Doctor { config } => {
+            telemetry::init(LogFormat::Pretty, "error");
+            let settings = Settings::load(config.as_deref())?;
+            if !patchbay::doctor::run(&settings, &mut std::io::stdout()).await? {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Demo => {

@@ -10,6 +10,7 @@ mod console;
 mod crash;
 mod custom;
 mod deploy;
+mod doctor;
 mod helpers;
 mod hooks;
 mod logs;

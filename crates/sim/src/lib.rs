@@ -36,6 +36,7 @@ use tokio::time::Instant;
 pub use crate::notifications::attributes_event_frame;
 pub use crate::wire::Conversation;
 pub use custom::{SEED_SCHEMA_ID, SEED_SCHEMA_NAME};
+pub use routes::PERMISSIONS;
 
 pub use seed::{
     SEED_ACTIVE_CALL, SEED_ACTIVE_CALL_AGENT, SEED_ACTIVE_CALL_CUSTOMER, SEED_CALLER_AGENT,

@@ -100,6 +100,17 @@ fn op_name(method: &Method, path: &str) -> &'static str {
     }
 }
 
+/// Every permission the simulator enforces (`Control::revoke`), each named as Genesys's API
+/// documentation names it for the calls [`permission`] lists.
+pub const PERMISSIONS: &[&str] = &[
+    "conversation:participant:attributesview",
+    "conversation:participant:attributesedit",
+    "analytics:conversationDetail:view",
+    "conversation:customAttributes:schemaView",
+    "conversation:customAttributes:view",
+    "conversation:customAttributes:edit",
+];
+
 /// The permission a call needs, as Genesys's API documentation names it, where the simulator
 /// enforces one (`Control::revoke`).
 pub(crate) fn permission(op: &str) -> Option<&'static str> {

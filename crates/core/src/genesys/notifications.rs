@@ -92,7 +92,33 @@ struct QueueListing {
     page_count: Option<u32>,
 }
 
+/// `GET /api/v2/notifications/availabletopics`'s answer: the topics' ids.
+#[derive(Debug, Deserialize)]
+struct AvailableTopics {
+    #[serde(default)]
+    entities: Vec<TopicId>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TopicId {
+    id: String,
+}
+
 impl GenesysClient {
+    /// `GET /api/v2/notifications/availabletopics`: the ids of the topics a channel can subscribe to
+    /// (their templates, as `v2.routing.queues.{id}.conversations`).
+    pub async fn available_topics(
+        &self,
+        cx: &mut CallContext,
+    ) -> Result<Vec<String>, GenesysError> {
+        let url = self.api_url("/api/v2/notifications/availabletopics");
+        let response = self
+            .send_api(cx, "available_topics", |http| http.get(url.clone()))
+            .await?;
+        let body: AvailableTopics = decode(response, "available topics").await?;
+        Ok(body.entities.into_iter().map(|t| t.id).collect())
+    }
+
     /// `POST /api/v2/notifications/channels`: a new channel. A client holds at most 20; Genesys
     /// evicts the least recently used past that.
     pub async fn create_channel(&self, cx: &mut CallContext) -> Result<Channel, GenesysError> {
@@ -212,9 +238,18 @@ impl GenesysClient {
         &self,
         cx: &mut CallContext,
     ) -> Result<Vec<QueueRef>, GenesysError> {
+        self.routing_queue_pages(cx, MAX_QUEUE_PAGES).await
+    }
+
+    /// `GET /api/v2/routing/queues`, at most `pages` pages.
+    pub async fn routing_queue_pages(
+        &self,
+        cx: &mut CallContext,
+        pages: u32,
+    ) -> Result<Vec<QueueRef>, GenesysError> {
         let url = self.api_url("/api/v2/routing/queues");
         let mut queues = Vec::new();
-        for page in 1..=MAX_QUEUE_PAGES {
+        for page in 1..=pages {
             let response = self
                 .send_api(cx, "routing_queues", |http| {
                     http.get(url.clone()).query(&[
