@@ -22,26 +22,12 @@ struct Event {
     expect_status: u16,
 }
 
-/// The secret the demo's Zendesk webhook is signed with.
-const ZENDESK_SECRET: &str = "demo-zendesk-signing-secret";
+/// The secret the demo's Zendesk webhook is signed with: the recipe's example secret.
+const ZENDESK_SECRET: &str = "recipe-zendesk-secret-c04e";
 
-/// A route configured only in TOML: Zendesk's ticket webhook, signed over timestamp + body.
-const ZENDESK_ROUTE: &str = r#"
-[hooks.zendesk]
-conversation_id = "/ticket/genesys_conversation_id"
-purpose = "customer"
-[hooks.zendesk.attributes]
-zendeskTicket = "/ticket/id"
-ticketPriority = { pointer = "/ticket/priority", optional = true }
-source = { value = "zendesk" }
-[hooks.zendesk.auth]
-scheme = "hmac"
-header = "X-Zendesk-Webhook-Signature"
-timestamp_header = "X-Zendesk-Webhook-Signature-Timestamp"
-encoding = "base64"
-signed = ["timestamp", "body"]
-secrets = ["demo-zendesk-signing-secret"]
-"#;
+/// The route the demo serves Zendesk's webhook with: the recipe a user copies, as it is.
+const ZENDESK_ROUTE_FILE: &str = "recipes/zendesk/route.toml";
+const ZENDESK_ROUTE: &str = include_str!("../recipes/zendesk/route.toml");
 
 /// Zendesk's signature headers for `body`: base64 HMAC-SHA256 over an RFC 3339 timestamp and the body.
 fn zendesk_signature(body: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
@@ -58,6 +44,25 @@ fn zendesk_signature(body: &str) -> anyhow::Result<Vec<(&'static str, String)>> 
         ("x-zendesk-webhook-signature", signature),
         ("x-zendesk-webhook-signature-timestamp", timestamp),
     ])
+}
+
+/// How a request named its conversation and participant, in the caller's words.
+fn addressed_by(sent: &Value, answer: &Value) -> String {
+    let conversation = match answer["foundBy"].as_str() {
+        Some("conversationId") | None => "the conversationId it sent".to_string(),
+        Some("mirror") => "a lookup, answered by the mirror (no call)".into(),
+        Some("cache") => "a lookup, answered by the recent finds".into(),
+        Some(other) => format!("a lookup, answered by {other}"),
+    };
+    let participant = if sent.get("participantId").is_some() {
+        "the participantId it sent".to_string()
+    } else {
+        match sent.get("purpose").and_then(Value::as_str) {
+            Some(purpose) => format!("the {purpose} by purpose"),
+            None => "the customer (the default purpose)".into(),
+        }
+    };
+    format!("{conversation}; {participant}")
 }
 
 /// A Zendesk ticket event in Zendesk's own shape, carrying the Genesys conversation id.
@@ -96,10 +101,18 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     let api_key = format!("demo-{}", uuid::Uuid::new_v4().simple());
     let mut settings = settings_for_simulator(&sim_url, &api_key);
     settings.hooks = hooks_from_toml(ZENDESK_ROUTE)?;
+    // A key of its own for the run, so secure attributes could be queued sealed as in production.
+    settings.secure.keys = format!(
+        "demo:{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            uuid::Uuid::new_v4().as_bytes().repeat(2)
+        )
+    )
+    .into();
     // The demo keeps its store in memory: it leaves nothing behind and runs in a read-only container.
     settings.queue.path = IN_MEMORY_STORE.into();
     settings.validate()?;
-    let poll_initial_ms = settings.verify.poll_initial_ms;
     let application = Application::build(settings).await?;
     let gateway = format!("http://{}", application.address());
     let mirror = application.state().org.mirror().cloned();
@@ -129,11 +142,19 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
         .filter(|(op, _)| !matches!(**op, "token" | "other"))
         .map(|(_, n)| n)
         .sum();
-    writeln!(
-        out,
-        "  live mirror: {} ({feed_calls} Genesys call(s) to list the queues, make a channel and subscribe it)",
-        if feed_live { "live" } else { "not live: every update goes by REST" },
-    )?;
+    if feed_live {
+        writeln!(
+            out,
+            "  live mirror: connected. Genesys now pushes each queue's calls to Patchbay, so updates \
+             for them need no lookup and no read ({feed_calls} calls to set up: list the queues, open \
+             a notification channel, subscribe to it)"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "  live mirror: not connected; every update goes by REST"
+        )?;
+    }
     // A call comes in; its queue pushes it to the mirror. The seeded calls started before the
     // feed, so the mirror has not seen them: they go by REST.
     control.add_caller_call();
@@ -254,16 +275,20 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
                 "   participant:  {}",
                 body["participantId"].as_str().unwrap_or("?")
             )?;
-            writeln!(out, "   attributes:   {}", body["attributes"])?;
             writeln!(
                 out,
-                "   found by:     {}",
-                body["foundBy"].as_str().unwrap_or("?")
+                "   now on it:    {} (the participant's attributes, as Genesys shows them)",
+                body["attributes"]
             )?;
+            writeln!(out, "   addressed by: {}", addressed_by(&event.body, &body))?;
             writeln!(
                 out,
-                "   verified by:  {}",
-                body["verifiedBy"].as_str().unwrap_or("?")
+                "   confirmed by: {}",
+                match body["verifiedBy"].as_str().unwrap_or("?") {
+                    "queueEvent" | "detailEvent" => "an event Genesys pushed (no call)",
+                    "read" => "reading the conversation back",
+                    other => other,
+                }
             )?;
             writeln!(
                 out,
@@ -312,15 +337,21 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<bool> {
     )?;
     writeln!(
         out,
-        "  The call the mirror saw come in cost one call, its PATCH: the mirror named the \
-         conversation and the customer, and the queue's event showed the write. For the calls the \
-         mirror has not seen, a GET finds the participant for a purpose, confirms a lookup or reads a \
-         write back (the ended call's refusal took one too). The simulator shows a write {} ms after its PATCH, as \
-         Genesys applies a PATCH (202) asynchronously, so a read-back that comes sooner sees the old \
-         value and polls again (after verify.poll_initial_ms, {} ms, then doubling), one more call \
-         each. Patchbay learns the lag: later read-backs wait about as long as writes took to show.",
+        "  A call the mirror saw start costs one call, its PATCH; the others add a read to find the \
+         participant and to confirm the write (Genesys applies a PATCH {} ms later here, so a read \
+         too early polls again).",
         VISIBILITY_DELAY.as_millis(),
-        poll_initial_ms,
+    )?;
+    writeln!(
+        out,
+        "  The Zendesk webhook was served by the route in {ZENDESK_ROUTE_FILE}."
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Next: wire your CRM. Copy its route from recipes/ (Salesforce, HubSpot, Zendesk, GitHub, \
+         Standard Webhooks), send its event.json with its send.sh against `patchbay sim`, then point \
+         Patchbay at your org and run `patchbay doctor`: book/src/guides/recipes.md."
     )?;
     let _ = stop.send(());
     server.await??;

@@ -267,8 +267,8 @@ mod tests {
     }
 
     #[test]
-    fn the_readmes_table_of_problem_codes_is_the_code_list() {
-        let readme = include_str!("../../README.md");
+    fn the_books_table_of_problem_codes_is_the_code_list() {
+        let readme = include_str!("../../book/src/reference/errors.md");
         // The table's rows: `| `code` | status | meaning |`, with a 4xx or 5xx status.
         let listed: std::collections::BTreeSet<&str> = readme
             .lines()
@@ -282,7 +282,7 @@ mod tests {
         let table: std::collections::BTreeSet<&str> = PROBLEM_CODES.iter().copied().collect();
         assert_eq!(
             listed, table,
-            "README's problem codes and PROBLEM_CODES differ"
+            "the book's problem codes and PROBLEM_CODES differ"
         );
     }
 

@@ -141,10 +141,13 @@ async fn an_unknown_route_is_a_404_problem() {
         .assert_problem(404, "not_found");
 }
 
-/// The bodies the README's `curl` examples send to `/v1/attributes`, as written.
+/// The bodies the book's `curl` examples send to `/v1/attributes`, as written.
 fn readme_bodies() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = crate::docs::pages()
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut bodies = Vec::new();
     for command in readme.split("curl ").skip(1) {
         let command = command.split("\n```").next().unwrap();

@@ -1061,7 +1061,7 @@ mod http {
         for _ in 0..3 {
             assert_eq!(sign_in(&app, "guess").await.status(), 401);
         }
-        // After three wrong keys in a row, as the README says, the fourth attempt waits 250 ms.
+        // After three wrong keys in a row, as the console guide says, the fourth attempt waits 250 ms.
         let started = Instant::now();
         let r = sign_in(&app, "guess").await;
         assert_eq!(r.status(), 401);

@@ -164,20 +164,34 @@ async fn the_demo_gets_every_answer_right() {
     let text = String::from_utf8(out).unwrap();
     assert!(ok, "{text}");
     assert!(text.contains("verified:     true"));
+    assert!(
+        !text.contains("WARN"),
+        "the demo's output is the user's: {text}"
+    );
     assert!(text.contains("409 conversation_ended"));
     // The signed CRM webhook went through its TOML route, and the forged copy did not.
-    assert!(text.contains("\"zendeskTicket\":\"4711\""), "{text}");
+    assert!(text.contains("\"ticketId\":\"4711\""), "{text}");
+    assert!(text.contains("recipes/zendesk/route.toml"), "{text}");
     assert!(text.contains("401 unauthorized"), "{text}");
-    // The summary gives the cost per update and why verification polled.
+    // The summary gives the cost per update and why verification polled, then the next step.
     assert!(text.contains("per update"), "{text}");
     assert!(text.contains("polls again"), "{text}");
+    assert!(text.contains("Next: wire your CRM"), "{text}");
+    // It speaks the caller's words: a participant sent by id is named so.
+    assert!(
+        text.contains("addressed by: the conversationId it sent; the participantId it sent"),
+        "{text}"
+    );
     // The screen pop by number, for the call the mirror saw come in: one Genesys call, the PATCH.
     let pop = text
         .split("\n\n")
         .find(|event| event.contains("knowing only the number"))
         .expect("the screen pop by number");
-    assert!(pop.contains("found by:     mirror"), "{pop}");
-    assert!(pop.contains("verified by:  queueEvent"), "{pop}");
+    assert!(pop.contains("answered by the mirror (no call)"), "{pop}");
+    assert!(
+        pop.contains("confirmed by: an event Genesys pushed (no call)"),
+        "{pop}"
+    );
     assert!(pop.contains("Genesys calls: 1\n"), "{pop}");
 }
 

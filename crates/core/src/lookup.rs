@@ -32,7 +32,7 @@ use crate::service::{UpdateError, CALL_ALLOWANCE};
 use crate::store::finds::Finds;
 
 /// The largest page the details query returns (Genesys's developer-center blog on the details query;
-/// the README's lookup section lists each published limit and its source).
+/// the book's lookups guide lists each published limit and its source).
 pub const DETAILS_QUERY_MAX_PAGE_SIZE: u32 = 200;
 /// The analytics namespace's `request.bytes.max`, the largest request body it accepts.
 pub const DETAILS_QUERY_REQUEST_BYTES_MAX: usize = 512_000;
