@@ -30,6 +30,7 @@ mod sdk_conformance;
 mod secure;
 mod secure_at_rest;
 mod simulator;
+mod snippets;
 mod startup;
 mod store_contract;
 mod token;

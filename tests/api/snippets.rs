@@ -1,0 +1,132 @@
+//! Every shell block of the README and the book runs as written against a gateway in front of the
+//! simulator, with the settings the docs start it with (`dev-key`, `admin-key`, the routes the
+//! webhook guide configures), or says why it is not run (`<!-- snippet: not run (why) -->`).
+
+use std::process::Command;
+
+use crate::docs::pages;
+use crate::helpers::*;
+
+/// The routes the webhook guide configures, with its auth tables and secrets, each mapping the
+/// guide's `event.json`.
+const ROUTES: &str = r#"
+[hooks.internal]
+conversation_id = "/c"
+attributes = { a = "/a" }
+auth = { scheme = "api_key", keys = ["a-long-random-key"] }
+
+[hooks.architect]
+conversation_id = "/c"
+attributes = { a = "/a" }
+auth = { scheme = "basic", username = "architect", password = "PASSWORD" }
+
+[hooks.github]
+conversation_id = "/c"
+attributes = { a = "/a" }
+auth = { scheme = "hmac", header = "X-Hub-Signature-256", prefix = "sha256=", encoding = "hex", secrets = ["doc-secret"] }
+
+[hooks.zendesk]
+conversation_id = "/c"
+attributes = { a = "/a" }
+auth = { scheme = "hmac", header = "X-Zendesk-Webhook-Signature", timestamp_header = "X-Zendesk-Webhook-Signature-Timestamp", signed = ["timestamp", "body"], encoding = "base64", secrets = ["doc-secret"] }
+
+[hooks.hubspot]
+conversation_id = "/c"
+attributes = { a = "/a" }
+auth = { scheme = "hmac", header = "X-HubSpot-Signature-v3", timestamp_header = "X-HubSpot-Request-Timestamp", signed = ["method", "uri", "body", "timestamp"], public_url = "https://patchbay.example.com", encoding = "base64", secrets = ["doc-secret"] }
+
+[hooks.billing]
+conversation_id = "/c"
+attributes = { a = "/a" }
+auth = { scheme = "standard_webhooks", secrets = ["whsec_ZG9jLXN0YW5kYXJkLXdlYmhvb2tzLXNlY3JldA=="] }
+"#;
+
+/// Each shell block with the page it is on, and the reason it is not run, if it says one.
+fn shell_blocks() -> Vec<(String, String, Option<String>)> {
+    let mut blocks = Vec::new();
+    for (page, text) in pages() {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            if lines[i].trim() == "```sh" {
+                let indent = lines[i].len() - lines[i].trim_start().len();
+                let reason = i
+                    .checked_sub(1)
+                    .and_then(|p| lines[p].trim().strip_prefix("<!-- snippet: not run ("))
+                    .and_then(|r| r.strip_suffix(") -->"))
+                    .map(str::to_string);
+                let mut body = Vec::new();
+                i += 1;
+                while i < lines.len() && lines[i].trim() != "```" {
+                    body.push(lines[i].get(indent..).unwrap_or("").to_string());
+                    i += 1;
+                }
+                blocks.push((page.display().to_string(), body.join("\n"), reason));
+            }
+            i += 1;
+        }
+    }
+    blocks
+}
+
+#[tokio::test]
+async fn every_shell_block_runs_against_the_simulator_or_says_why_not() {
+    let app = spawn_app_with(|s| {
+        s.hooks = hooks_from_toml(ROUTES);
+        s.auth.api_keys.push("dev-key".to_string().into());
+        s.auth.admin_keys.push("admin-key".to_string().into());
+    })
+    .await;
+    app.sim.add_caller_call();
+    let host = app.address.trim_start_matches("http://").to_string();
+    let dir = std::env::temp_dir().join(format!(
+        "patchbay-snippets-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("event.json"),
+        format!(r#"{{"c":"{SEED_ACTIVE_CALL}","a":"x"}}"#),
+    )
+    .unwrap();
+    let mut ran = 0;
+    for (page, block, reason) in shell_blocks() {
+        if let Some(reason) = reason {
+            assert!(
+                !reason.trim().is_empty(),
+                "{page}: a block not run says why"
+            );
+            continue;
+        }
+        let script = block.replace("localhost:8080", &host);
+        let secret = if script.contains("/v1/hooks/billing") {
+            "whsec_ZG9jLXN0YW5kYXJkLXdlYmhvb2tzLXNlY3JldA=="
+        } else {
+            "doc-secret"
+        };
+        let (dir, script2) = (dir.clone(), script.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("bash")
+                .args(["-euo", "pipefail", "-c", &script2])
+                .current_dir(dir)
+                .env("SECRET", secret)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{page}: the block failed:\n{block}\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !stdout.contains("\"status\":4") && !stdout.contains("\"status\":5"),
+            "{page}: the block was refused:\n{block}\n{stdout}"
+        );
+        ran += 1;
+    }
+    assert!(ran >= 10, "{ran} blocks ran");
+    let _ = std::fs::remove_dir_all(dir);
+}
