@@ -41,14 +41,30 @@ attributes = { a = "/a" }
 auth = { scheme = "standard_webhooks", secrets = ["whsec_ZG9jLXN0YW5kYXJkLXdlYmhvb2tzLXNlY3JldA=="] }
 "#;
 
-/// Each shell block with the page it is on, and the reason it is not run, if it says one.
-fn shell_blocks() -> Vec<(String, String, Option<String>)> {
+/// A block of a page: a shell block, or a sample answer (`<!-- snippet: answer -->` before a
+/// ```json block), which is what the shell block before it must print.
+enum Block {
+    Shell(String, Option<String>),
+    Answer(String),
+}
+
+/// Each block with the page it is on.
+fn blocks() -> Vec<(String, Block)> {
     let mut blocks = Vec::new();
     for (page, text) in pages() {
         let lines: Vec<&str> = text.lines().collect();
         let mut i = 0;
         while i < lines.len() {
-            if lines[i].trim() == "```sh" {
+            let marked_answer = i > 0 && lines[i - 1].trim() == "<!-- snippet: answer -->";
+            if lines[i].trim() == "```json" && marked_answer {
+                let mut body = Vec::new();
+                i += 1;
+                while i < lines.len() && lines[i].trim() != "```" {
+                    body.push(lines[i]);
+                    i += 1;
+                }
+                blocks.push((page.display().to_string(), Block::Answer(body.join("\n"))));
+            } else if lines[i].trim() == "```sh" {
                 let indent = lines[i].len() - lines[i].trim_start().len();
                 let reason = i
                     .checked_sub(1)
@@ -61,7 +77,10 @@ fn shell_blocks() -> Vec<(String, String, Option<String>)> {
                     body.push(lines[i].get(indent..).unwrap_or("").to_string());
                     i += 1;
                 }
-                blocks.push((page.display().to_string(), body.join("\n"), reason));
+                blocks.push((
+                    page.display().to_string(),
+                    Block::Shell(body.join("\n"), reason),
+                ));
             }
             i += 1;
         }
@@ -86,11 +105,37 @@ async fn every_shell_block_runs_against_the_simulator_or_says_why_not() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("event.json"),
-        format!(r#"{{"c":"{SEED_ACTIVE_CALL}","a":"x"}}"#),
+        // Another conversation than the API reference's sample, whose answer shows every attribute.
+        format!(r#"{{"c":"{SEED_CHAT}","a":"x"}}"#),
     )
     .unwrap();
     let mut ran = 0;
-    for (page, block, reason) in shell_blocks() {
+    let mut answers = 0;
+    let mut last_output = String::new();
+    for (page, block) in blocks() {
+        let (block, reason) = match block {
+            Block::Answer(sample) => {
+                // The sample is what the command before it printed, but for the request's own id.
+                let strip = |mut v: serde_json::Value| {
+                    v.as_object_mut().map(|o| o.remove("requestId"));
+                    v
+                };
+                let sample: serde_json::Value = serde_json::from_str(&sample)
+                    .unwrap_or_else(|e| panic!("{page}: the sample answer is not JSON: {e}"));
+                let got: serde_json::Value = serde_json::from_str(last_output.trim())
+                    .unwrap_or_else(|e| {
+                        panic!("{page}: the command printed no JSON ({e}): {last_output}")
+                    });
+                assert_eq!(
+                    strip(got),
+                    strip(sample),
+                    "{page}: the sample answer is not what the command returns"
+                );
+                answers += 1;
+                continue;
+            }
+            Block::Shell(block, reason) => (block, reason),
+        };
         if let Some(reason) = reason {
             assert!(
                 !reason.trim().is_empty(),
@@ -125,8 +170,10 @@ async fn every_shell_block_runs_against_the_simulator_or_says_why_not() {
             !stdout.contains("\"status\":4") && !stdout.contains("\"status\":5"),
             "{page}: the block was refused:\n{block}\n{stdout}"
         );
+        last_output = stdout.into_owned();
         ran += 1;
     }
     assert!(ran >= 10, "{ran} blocks ran");
+    assert!(answers >= 1, "no sample answer was checked");
     let _ = std::fs::remove_dir_all(dir);
 }
