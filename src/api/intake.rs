@@ -517,10 +517,7 @@ async fn apply_custom(
 ) -> Result<crate::custom::CustomOutcome, ApiError> {
     let cid = addressed.update.conversation_id;
     let updater = state.org.engine.updater();
-    let verify = addressed
-        .update
-        .verify
-        .unwrap_or(updater.verify_settings().enabled);
+    let verify = updater.verifies(addressed.update.verify);
     let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "custom attributes", otel.name = "custom attributes", schema = %schema.id, keys = values.values.len(), verified = tracing::field::Empty);
     let outcome = state
         .org
@@ -557,10 +554,7 @@ async fn apply_secure(
 ) -> Result<crate::secure::SecureOutcome, ApiError> {
     let cid = addressed.update.conversation_id;
     let updater = state.org.engine.updater();
-    let verify = addressed
-        .update
-        .verify
-        .unwrap_or(updater.verify_settings().enabled);
+    let verify = updater.verifies(addressed.update.verify);
     let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "secure attributes", otel.name = "secure attributes", keys = values.len(), verified = tracing::field::Empty);
     let outcome = state
         .org

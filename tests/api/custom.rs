@@ -15,9 +15,17 @@ fn case(values: Value) -> Value {
     })
 }
 
-fn record_of(_: &TestApp) -> String {
+/// The active call's record of the seeded schema: its id, the same on every replica.
+fn record_id() -> String {
     let cid: patchbay::domain::ConversationId = SEED_ACTIVE_CALL.parse().unwrap();
     patchbay::custom::record_id(&cid, SEED_SCHEMA_ID)
+}
+
+/// That record as the simulator holds it now: its values, divisions and version.
+fn record(app: &TestApp) -> (serde_json::Map<String, Value>, Vec<String>, i64) {
+    app.sim
+        .custom_record(SEED_ACTIVE_CALL, &record_id())
+        .expect("the record exists")
 }
 
 /// The ops of the calls made, without token grants, with their status.
@@ -44,13 +52,10 @@ async fn a_custom_write_creates_the_record_with_coerced_values_and_reads_it_back
         json!(["caseNumber", "priority", "vip"])
     );
     assert_eq!(answer.body["customUnconfirmed"], json!([]));
-    assert_eq!(answer.body["customRecordId"], record_of(&app).as_str());
+    assert_eq!(answer.body["customRecordId"], record_id().as_str());
     // The participant's part is answered as before.
     assert_eq!(answer.body["verified"], true);
-    let (values, divisions, version) = app
-        .sim
-        .custom_record(SEED_ACTIVE_CALL, &record_of(&app))
-        .unwrap();
+    let (values, divisions, version) = record(&app);
     assert_eq!(
         Value::Object(values),
         json!({"caseNumber": "C-1001", "priority": 3, "vip": true}),
@@ -144,7 +149,7 @@ async fn a_concurrent_write_by_another_replica_or_a_flow_is_kept_and_a_conflict_
     // A flow sets a field too.
     assert!(first.sim.amend_custom_record(
         SEED_ACTIVE_CALL,
-        &record_of(&first),
+        &record_id(),
         [("amount".to_string(), json!(12.5))].into()
     ));
     // The first replica's version is stale now: Genesys refuses it (409), it reads and retries.
@@ -158,10 +163,7 @@ async fn a_concurrent_write_by_another_replica_or_a_flow_is_kept_and_a_conflict_
         "{:?}",
         calls_with_status(&first)
     );
-    let (values, _, _) = first
-        .sim
-        .custom_record(SEED_ACTIVE_CALL, &record_of(&first))
-        .unwrap();
+    let (values, _, _) = record(&first);
     assert_eq!(
         Value::Object(values),
         json!({"caseNumber": "C-7", "priority": 4, "tier": "gold", "amount": 12.5}),
@@ -179,10 +181,7 @@ async fn a_records_divisions_are_never_cleared_by_an_update() {
             .await;
         assert_eq!(answer.body["customVerified"], true, "{}", answer.body);
     }
-    let (_, divisions, version) = app
-        .sim
-        .custom_record(SEED_ACTIVE_CALL, &record_of(&app))
-        .unwrap();
+    let (_, divisions, version) = record(&app);
     assert_eq!(divisions, [DIVISION]);
     assert_eq!(version, 3);
 }
@@ -204,10 +203,7 @@ async fn an_asynchronous_custom_write_is_checked_at_intake_then_delivered() {
     assert_eq!(job["customAttributes"]["amount"], 19.9, "stored coerced");
     assert_eq!(job["result"]["customVerified"], true, "{job}");
     assert_eq!(job["result"]["participantId"], "");
-    let (values, _, _) = app
-        .sim
-        .custom_record(SEED_ACTIVE_CALL, &record_of(&app))
-        .unwrap();
+    let (values, _, _) = record(&app);
     assert_eq!(values["amount"], 19.9);
 }
 
@@ -242,10 +238,7 @@ async fn a_webhook_route_maps_the_senders_fields_to_a_custom_record_keeping_thei
         0,
         "no participant was mapped"
     );
-    let (values, _, _) = app
-        .sim
-        .custom_record(SEED_ACTIVE_CALL, &record_of(&app))
-        .unwrap();
+    let (values, _, _) = record(&app);
     assert_eq!(
         Value::Object(values),
         json!({"caseNumber": "C-77", "priority": 5})
@@ -285,12 +278,61 @@ async fn a_burst_of_custom_updates_to_one_record_shares_one_write_and_one_read()
     }
     let writes = app.sim.count("put_custom_attributes") + app.sim.count("patch_custom_attributes");
     assert_eq!(writes, 1, "{:?}", app.api_calls());
-    let (values, _, _) = app
-        .sim
-        .custom_record(SEED_ACTIVE_CALL, &record_of(&app))
-        .unwrap();
+    let (values, _, _) = record(&app);
     assert_eq!(
         Value::Object(values),
         json!({"caseNumber": "C-2", "priority": 4, "amount": 7.5, "vip": true, "tier": "silver"})
     );
+}
+
+/// The seeded schema with `priority` at most `max`, and a new description: an admin's edit.
+fn edited_schema(max: u32) -> Value {
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": SEED_SCHEMA_NAME,
+        "description": "A CRM case, edited",
+        "type": "object",
+        "required": ["caseNumber"],
+        "properties": {
+            "caseNumber": {"type": "string", "maxLength": 32},
+            "priority": {"type": "integer", "minimum": 1, "maximum": max},
+            "amount": {"type": "number", "minimum": 0},
+            "vip": {"type": "boolean"},
+            "tier": {"type": "string", "enum": ["gold", "silver", "bronze"]}
+        },
+        "additionalProperties": false
+    })
+}
+
+#[tokio::test]
+async fn a_schema_is_read_again_once_a_record_shows_its_new_version() {
+    let app = spawn_app().await;
+    let write = |priority: u32| {
+        app.post_attributes(case(json!({"caseNumber": "C-4", "priority": priority})))
+    };
+    assert_eq!(write(1).await.body["customVerified"], true);
+    assert!(app.sim.edit_custom_schema(SEED_SCHEMA_ID, edited_schema(5)));
+    // Written under the new version, the record's read-back shows it: the cached copy is dropped.
+    assert_eq!(write(2).await.body["customVerified"], true);
+    assert_eq!(app.sim.count("list_custom_schemas"), 1);
+    assert_eq!(write(3).await.body["customVerified"], true);
+    assert_eq!(app.sim.count("list_custom_schemas"), 2, "read again");
+}
+
+#[tokio::test]
+async fn a_write_genesys_refuses_as_invalid_makes_the_next_one_read_the_schema_again() {
+    let app = spawn_app().await;
+    let write = |priority: u32| {
+        app.post_attributes(case(json!({"caseNumber": "C-8", "priority": priority})))
+    };
+    assert_eq!(write(1).await.body["customVerified"], true);
+    // The schema tightens: the cached copy still allows 4, Genesys does not.
+    assert!(app.sim.edit_custom_schema(SEED_SCHEMA_ID, edited_schema(3)));
+    assert_ne!(write(4).await.status, 200);
+    assert_eq!(app.sim.count("list_custom_schemas"), 1);
+    // The next write reads the schema again and refuses 4 itself, before any write.
+    let writes = app.sim.count("patch_custom_attributes");
+    write(4).await.assert_problem(422, "custom_invalid");
+    assert_eq!(app.sim.count("list_custom_schemas"), 2);
+    assert_eq!(app.sim.count("patch_custom_attributes"), writes);
 }

@@ -190,8 +190,9 @@ async fn on_redis_a_secure_job_and_its_idempotency_record_hold_no_value_in_clear
     );
 }
 
-#[tokio::test]
-async fn a_dead_secure_job_is_replayed_after_a_rotation_that_kept_its_key() {
+/// A secure job sealed under the key `old` that died (every secure PATCH answered 503), in a
+/// store its gateway has let go of: the store's path and the job's id.
+async fn a_dead_job_sealed_under_old() -> (std::path::PathBuf, String) {
     let first = spawn_app_with(|s| {
         keys(&[("old", 1)])(s);
         s.genesys.retry.max_attempts = 1;
@@ -206,16 +207,12 @@ async fn a_dead_secure_job_is_replayed_after_a_rotation_that_kept_its_key() {
     first.wait_for_job(&id, "dead").await;
     first.begin_shutdown();
     first.stopped().await;
+    (first.queue_path.clone(), id)
+}
 
-    // Rotated: a new key seals, the old one still opens what it sealed.
-    let path = first.queue_path.clone();
-    let rotated = keys(&[("new", 2), ("old", 1)]);
-    let second = spawn_app_with(move |s| {
-        rotated(s);
-        s.queue.path = path;
-    })
-    .await;
-    let replay = second
+/// Replays dead job `id` with the admin key: queued again.
+async fn replay(app: &TestApp, id: &str) {
+    let replay = app
         .post_raw(
             &format!("/v1/dead-letters/{id}/replay"),
             String::new(),
@@ -223,6 +220,20 @@ async fn a_dead_secure_job_is_replayed_after_a_rotation_that_kept_its_key() {
         )
         .await;
     assert_eq!(replay.status, 202, "{}", replay.body);
+}
+
+#[tokio::test]
+async fn a_dead_secure_job_is_replayed_after_a_rotation_that_kept_its_key() {
+    let (path, id) = a_dead_job_sealed_under_old().await;
+
+    // Rotated: a new key seals, the old one still opens what it sealed.
+    let rotated = keys(&[("new", 2), ("old", 1)]);
+    let second = spawn_app_with(move |s| {
+        rotated(s);
+        s.queue.path = path;
+    })
+    .await;
+    replay(&second, &id).await;
     let job = second.wait_for_job(&id, "succeeded").await;
     assert_eq!(job["result"]["secureVerified"], true, "{job}");
     let held = second.sim.secure_attributes(SEED_ACTIVE_CALL).unwrap();
@@ -240,36 +251,15 @@ async fn a_dead_secure_job_is_replayed_after_a_rotation_that_kept_its_key() {
 
 #[tokio::test]
 async fn a_job_whose_key_is_gone_is_reported_dead_and_the_workers_go_on() {
-    let first = spawn_app_with(|s| {
-        keys(&[("old", 1)])(s);
-        s.genesys.retry.max_attempts = 1;
-        s.queue.retry_horizon_s = 1;
-    })
-    .await;
-    first
-        .sim
-        .fail_next(patchbay::sim::Op::PatchSecureAttributes, 503, 10_000);
-    let accepted = first.post_async(secure_update(), &[]).await;
-    let id = accepted.body["jobId"].as_str().unwrap().to_string();
-    first.wait_for_job(&id, "dead").await;
-    first.begin_shutdown();
-    first.stopped().await;
+    let (path, id) = a_dead_job_sealed_under_old().await;
 
     // The old key was dropped: the replayed job cannot be opened.
-    let path = first.queue_path.clone();
     let second = spawn_app_with(move |s| {
         keys(&[("new", 2)])(s);
         s.queue.path = path;
     })
     .await;
-    let replay = second
-        .post_raw(
-            &format!("/v1/dead-letters/{id}/replay"),
-            String::new(),
-            &[("x-api-key", ADMIN_KEY)],
-        )
-        .await;
-    assert_eq!(replay.status, 202, "{}", replay.body);
+    replay(&second, &id).await;
     let job = second.wait_for_job(&id, "dead").await;
     assert_eq!(job["problem"]["code"], "secure_key_missing", "{job}");
     assert!(

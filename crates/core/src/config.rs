@@ -1001,6 +1001,14 @@ impl VerifySettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+
+    /// The wait before the read after one that waited `wait`: doubling from `poll_initial_ms` (the
+    /// first, after no wait at all) up to `poll_max_ms`.
+    pub fn next_poll(&self, wait: Duration) -> Duration {
+        let initial = Duration::from_millis(self.poll_initial_ms);
+        let max = Duration::from_millis(self.poll_max_ms.max(self.poll_initial_ms));
+        (wait * 2).clamp(initial, max)
+    }
 }
 
 #[cfg(test)]

@@ -664,7 +664,11 @@ impl CustomAttributes {
         }
         let values = batch.values.values.clone();
         let keys: Vec<String> = values.keys().cloned().collect();
-        if !batch.verify {
+        // A caller that asked for verification may have joined after the calls were admitted: its
+        // read is admitted now, or the write stays unverified, never guessed.
+        let reads =
+            batch.verify && (admitted_verify || updater.admit_calls(1, deadline).await.is_ok());
+        if !reads {
             // What Patchbay knows now is stale: the next write reads first.
             self.known.invalidate(cache_key);
             return Ok(CustomOutcome {
@@ -679,25 +683,10 @@ impl CustomAttributes {
             });
         }
         let settings = updater.verify_settings();
-        let give_up = (Instant::now() + Duration::from_millis(settings.timeout_ms)).min(deadline);
+        let give_up = (Instant::now() + settings.timeout()).min(deadline);
         let mut wait = Duration::ZERO;
-        let poll_max = Duration::from_millis(settings.poll_max_ms.max(settings.poll_initial_ms));
         let mut unconfirmed = keys.clone();
         let mut repaired = false;
-        if !admitted_verify && updater.admit_calls(1, deadline).await.is_err() {
-            // A caller that asked for verification joined after the calls were admitted, and the
-            // budget has no read for it: unverified, never guessed.
-            return Ok(CustomOutcome {
-                schema_id: schema.id.clone(),
-                record_id: rid,
-                unconfirmed: keys.clone(),
-                keys,
-                verified: false,
-                created,
-                conflicts,
-                calls: cx.calls(),
-            });
-        }
         loop {
             tokio::time::sleep(wait).await;
             let read = match genesys.get_custom_record(&mut cx, &cid, &rid).await {
@@ -750,11 +739,7 @@ impl CustomAttributes {
                     continue;
                 }
             }
-            wait = if wait.is_zero() {
-                Duration::from_millis(settings.poll_initial_ms)
-            } else {
-                (wait * 2).min(poll_max)
-            };
+            wait = settings.next_poll(wait);
             if Instant::now() + wait >= give_up {
                 break;
             }
@@ -850,13 +835,7 @@ async fn refused(
     error: GenesysError,
 ) -> CustomError {
     match error.status() {
-        Some(404) => match updater.read(cx, &cid).await {
-            Err(e @ UpdateError::ConversationNotFound(_)) => e.into(),
-            Ok(conversation) if conversation.is_ended() => {
-                UpdateError::ConversationEnded(cid).into()
-            }
-            _ => error.into(),
-        },
+        Some(404) => updater.explain_conversation(cx, cid, error).await.into(),
         _ => error.into(),
     }
 }

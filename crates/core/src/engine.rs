@@ -209,12 +209,7 @@ impl Engine {
             calls -= 1;
         }
         // An event is expected to show the write; the read is only a fallback.
-        if mirrored
-            && calls > 1
-            && update
-                .verify
-                .unwrap_or(self.0.updater.verify_settings().enabled)
-        {
+        if mirrored && calls > 1 && self.0.updater.verifies(update.verify) {
             calls -= 1;
         }
         self.0.updater.admit_calls(calls, deadline).await
@@ -268,9 +263,7 @@ impl Engine {
             }
         };
         tracing::Span::current().record("participant_id", participant.as_str());
-        let verify = update
-            .verify
-            .unwrap_or(self.0.updater.verify_settings().enabled);
+        let verify = self.0.updater.verifies(update.verify);
         let (reply, answer) = oneshot::channel();
         let entry = Entry {
             participant,
@@ -518,8 +511,6 @@ impl Inner {
         let mut written = Written::new();
         let mut waiters: Vec<Waiter> = Vec::new();
         let verify = self.updater.verify_settings().clone();
-        let poll_initial = Duration::from_millis(verify.poll_initial_ms);
-        let poll_max = Duration::from_millis(verify.poll_max_ms.max(verify.poll_initial_ms));
         let mut delay = self.visibility.first_read();
         // The last PATCH of the round, and whether a read followed it yet.
         let mut patched_at = Instant::now();
@@ -621,7 +612,7 @@ impl Inner {
                 return true;
             }
             first_read = false;
-            delay = (delay * 2).max(poll_initial).min(poll_max);
+            delay = verify.next_poll(delay);
         }
     }
 

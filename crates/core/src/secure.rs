@@ -136,9 +136,8 @@ async fn write_and_read(
         });
     }
     let settings = updater.verify_settings();
-    let give_up = (Instant::now() + Duration::from_millis(settings.timeout_ms)).min(deadline);
-    let mut wait = Duration::from_millis(settings.poll_initial_ms);
-    let poll_max = Duration::from_millis(settings.poll_max_ms.max(settings.poll_initial_ms));
+    let give_up = (Instant::now() + settings.timeout()).min(deadline);
+    let mut wait = settings.next_poll(Duration::ZERO);
     let mut unconfirmed = keys.clone();
     // Genesys answers the PATCH 202 and applies it asynchronously: each read waits its turn, and
     // the last starts no later than the verification allows.
@@ -157,7 +156,7 @@ async fn write_and_read(
                 break;
             }
         }
-        wait = (wait * 2).min(poll_max);
+        wait = settings.next_poll(wait);
     }
     Ok(SecureOutcome {
         verified: unconfirmed.is_empty(),
@@ -177,11 +176,7 @@ async fn refused(
 ) -> UpdateError {
     match error.status() {
         Some(404) => UpdateError::ConversationNotFound(cid),
-        Some(400 | 409) => match updater.read(cx, &cid).await {
-            Ok(conversation) if conversation.is_ended() => UpdateError::ConversationEnded(cid),
-            Err(e @ UpdateError::ConversationNotFound(_)) => e,
-            _ => error.into(),
-        },
+        Some(400 | 409) => updater.explain_conversation(cx, cid, error).await,
         _ => error.into(),
     }
 }

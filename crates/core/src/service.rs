@@ -174,7 +174,7 @@ impl Updater {
     /// purpose), the write, and one read back (when verifying).
     pub fn calls_needed(&self, update: &AttributeUpdate) -> u32 {
         let resolve = u32::from(matches!(update.target, Target::Purpose(_)));
-        let verify = u32::from(update.verify.unwrap_or(self.verify.enabled));
+        let verify = u32::from(self.verifies(update.verify));
         resolve + 1 + verify
     }
 
@@ -192,6 +192,27 @@ impl Updater {
     /// The verification settings every update is read back under.
     pub fn verify_settings(&self) -> &VerifySettings {
         &self.verify
+    }
+
+    /// Whether a write is read back: as its caller asked (`requested`), else `verify.enabled`.
+    pub fn verifies(&self, requested: Option<bool>) -> bool {
+        requested.unwrap_or(self.verify.enabled)
+    }
+
+    /// A refused write to conversation `cid`'s own data (its secure attributes, a custom record)
+    /// in the caller's terms, from a fresh read: the conversation is gone or has ended, or the
+    /// refusal stands as Genesys gave it.
+    pub async fn explain_conversation(
+        &self,
+        cx: &mut CallContext,
+        cid: ConversationId,
+        original: GenesysError,
+    ) -> UpdateError {
+        match self.read(cx, &cid).await {
+            Err(e @ UpdateError::ConversationNotFound(_)) => e,
+            Ok(conversation) if conversation.is_ended() => UpdateError::ConversationEnded(cid),
+            _ => original.into(),
+        }
     }
 
     /// `GET` the conversation; a 404 is the caller's `ConversationNotFound`.

@@ -206,14 +206,14 @@ impl Workers {
         entry.conversation_id = Some(batch.update.conversation_id.clone());
         entry.writes(&batch.update.attributes);
         entry.secure_keys = batch.update.secure_keys.clone();
-        let custom = batch.custom();
+        let custom = &batch.custom;
         entry.custom_keys = custom
             .iter()
             .flat_map(|c| c.values.keys().cloned())
             .collect();
         let bounded = tokio::time::timeout(
             budget,
-            self.deliver(&update, secure.as_ref(), &custom, deadline),
+            self.deliver(&update, secure.as_ref(), custom, deadline),
         );
         let outcome = tokio::select! {
             outcome = bounded => outcome.unwrap_or(Err(CustomError::Update(UpdateError::Upstream(GenesysError::Timeout)))),
@@ -332,9 +332,9 @@ impl Workers {
         deadline: tokio::time::Instant,
     ) -> Result<Landed, CustomError> {
         let updater = self.engine.updater();
+        let verify = updater.verifies(update.verify);
         let secure = match secure {
             Some(values) => {
-                let verify = update.verify.unwrap_or(updater.verify_settings().enabled);
                 let span = tracing::info_span!(
                     "secure attributes",
                     otel.name = "secure attributes",
@@ -355,7 +355,6 @@ impl Workers {
             }
             None => None,
         };
-        let verify = update.verify.unwrap_or(updater.verify_settings().enabled);
         let mut written = Vec::new();
         for values in custom {
             let schema = self

@@ -196,19 +196,15 @@ async fn put_record(
     Path(cid): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some(sent) = body_object(&body) else {
-        return bad_request(
-            "The request could not be understood by the server due to malformed syntax.",
-        );
+    let (sent, rid) = match sent_record(&body) {
+        Ok(sent) => sent,
+        Err(why) => return bad_request(why),
     };
     let cid = cid.to_lowercase();
     let mut s = sim.lock();
     if !s.conversations.contains_key(&cid) {
         return not_found("The requested conversation was not found.");
     }
-    let Some(rid) = sent.get("id").and_then(Value::as_str).map(str::to_string) else {
-        return bad_request("id is required");
-    };
     let key = (cid.clone(), rid.clone());
     let existing = s.custom.records.get(&key).cloned();
     if let Some(refused) = stale(existing.as_ref(), &sent) {
@@ -255,16 +251,12 @@ async fn patch_record(
     Path(cid): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some(sent) = body_object(&body) else {
-        return bad_request(
-            "The request could not be understood by the server due to malformed syntax.",
-        );
+    let (sent, rid) = match sent_record(&body) {
+        Ok(sent) => sent,
+        Err(why) => return bad_request(why),
     };
     let cid = cid.to_lowercase();
     let mut s = sim.lock();
-    let Some(rid) = sent.get("id").and_then(Value::as_str).map(str::to_string) else {
-        return bad_request("id is required");
-    };
     let key = (cid, rid);
     let Some(existing) = s.custom.records.get(&key).cloned() else {
         return not_found("The requested custom attributes record was not found.");
@@ -290,10 +282,24 @@ async fn patch_record(
     }
     record.custom_attributes = values;
     record.divisions = divisions(&sent);
+    // The record now stands under the schema version its values were checked against.
+    record.schema.version = schema.version;
     record.version += 1;
     record.date_modified = now;
     s.custom.records.insert(key, record);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// A write's body and the record id it names, or the message of Genesys's 400.
+fn sent_record(body: &Bytes) -> Result<(Map<String, Value>, String), &'static str> {
+    let sent = body_object(body)
+        .ok_or("The request could not be understood by the server due to malformed syntax.")?;
+    let rid = sent
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or("id is required")?;
+    Ok((sent, rid))
 }
 
 fn body_object(body: &Bytes) -> Option<Map<String, Value>> {
@@ -374,6 +380,16 @@ fn bad_request(message: &str) -> Response {
 
 fn not_found(message: &str) -> Response {
     error(StatusCode::NOT_FOUND, "not.found", message)
+}
+
+/// An org admin edits schema `id`: its JSON Schema becomes `json_schema`, under the next version.
+pub(crate) fn edit_schema(custom: &mut Custom, id: &str, json_schema: Value) -> bool {
+    let Some(schema) = custom.schemas.iter_mut().find(|s| s.id == id) else {
+        return false;
+    };
+    schema.json_schema = json_schema;
+    schema.version += 1;
+    true
 }
 
 /// What a test reads: a record's values and divisions, by conversation and record id.

@@ -630,6 +630,12 @@ impl Control {
         custom::record(&self.lock().custom, cid, rid)
     }
 
+    /// An org admin edits schema `id`: `json_schema` under its next version; `false` when there is
+    /// no such schema.
+    pub fn edit_custom_schema(&self, id: &str, json_schema: serde_json::Value) -> bool {
+        custom::edit_schema(&mut self.lock().custom, id, json_schema)
+    }
+
     /// Another writer (a flow) amends record `rid` of conversation `cid`; `false` when it does not
     /// exist.
     pub fn amend_custom_record(

@@ -385,14 +385,14 @@ impl GenesysClient {
         conversation: &ConversationId,
         body: &CustomRecordWrite,
     ) -> Result<(), GenesysError> {
-        let url = self.api_url(&format!(
-            "/api/v2/conversations/{conversation}/customattributes"
-        ));
-        self.send_api(cx, "put_custom_attributes", |http| {
-            http.put(url.clone()).json(body)
-        })
+        self.write_custom_record(
+            cx,
+            conversation,
+            body,
+            reqwest::Method::PUT,
+            "put_custom_attributes",
+        )
         .await
-        .map(drop)
     }
 
     /// `PATCH /api/v2/conversations/{conversationId}/customattributes`
@@ -403,11 +403,30 @@ impl GenesysClient {
         conversation: &ConversationId,
         body: &CustomRecordWrite,
     ) -> Result<(), GenesysError> {
+        self.write_custom_record(
+            cx,
+            conversation,
+            body,
+            reqwest::Method::PATCH,
+            "patch_custom_attributes",
+        )
+        .await
+    }
+
+    /// A write to `…/customattributes` with `method`; any 2xx means accepted, never verified.
+    async fn write_custom_record(
+        &self,
+        cx: &mut CallContext,
+        conversation: &ConversationId,
+        body: &CustomRecordWrite,
+        method: reqwest::Method,
+        op: &'static str,
+    ) -> Result<(), GenesysError> {
         let url = self.api_url(&format!(
             "/api/v2/conversations/{conversation}/customattributes"
         ));
-        self.send_api(cx, "patch_custom_attributes", |http| {
-            http.patch(url.clone()).json(body)
+        self.send_api(cx, op, |http| {
+            http.request(method.clone(), url.clone()).json(body)
         })
         .await
         .map(drop)

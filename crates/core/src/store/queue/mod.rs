@@ -230,6 +230,9 @@ pub struct Batch {
     pub update: StoredUpdate,
     /// For each key of `update`, the acceptance sequence of the job whose value it carries.
     pub key_seqs: BTreeMap<String, i64>,
+    /// The custom-attributes values it writes, one set per schema: each field's value from the
+    /// newest job carrying it that no newer write has superseded.
+    pub custom: Vec<CustomValues>,
 }
 
 impl Batch {
@@ -287,41 +290,18 @@ impl Batch {
             trace: head.trace.clone(),
         };
         Self {
+            custom: custom_of(&jobs, &key_seqs),
             jobs,
             update,
             key_seqs,
         }
     }
 
-    /// The custom-attributes values this batch writes, one set per schema: each field's value from
-    /// the newest job carrying it that no newer write has superseded.
-    pub fn custom(&self) -> Vec<CustomValues> {
-        let mut by_schema: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
-            BTreeMap::new();
-        for job in &self.jobs {
-            let Some(schema) = &job.update.custom_schema else {
-                continue;
-            };
-            for (k, v) in &job.update.custom_attributes {
-                if self.key_seqs.get(&custom_key(schema, k)) == Some(&job.seq) {
-                    by_schema
-                        .entry(schema.clone())
-                        .or_default()
-                        .insert(k.clone(), v.clone());
-                }
-            }
-        }
-        by_schema
-            .into_iter()
-            .map(|(schema, values)| CustomValues { schema, values })
-            .collect()
-    }
-
     /// Whether the batch writes anything at all.
     pub fn writes_anything(&self) -> bool {
         !self.update.attributes.is_empty()
             || !self.update.secure_keys.is_empty()
-            || !self.custom().is_empty()
+            || !self.custom.is_empty()
     }
 
     /// The secure attributes this batch writes: each key's value from the newest job carrying it
@@ -348,6 +328,29 @@ impl Batch {
     pub fn ids(&self) -> Vec<String> {
         self.jobs.iter().map(|j| j.id.clone()).collect()
     }
+}
+
+/// The custom-attributes values `jobs` write, one set per schema (see [`Batch::custom`]).
+fn custom_of(jobs: &[Job], key_seqs: &BTreeMap<String, i64>) -> Vec<CustomValues> {
+    let mut by_schema: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+        BTreeMap::new();
+    for job in jobs {
+        let Some(schema) = &job.update.custom_schema else {
+            continue;
+        };
+        for (k, v) in &job.update.custom_attributes {
+            if key_seqs.get(&custom_key(schema, k)) == Some(&job.seq) {
+                by_schema
+                    .entry(schema.clone())
+                    .or_default()
+                    .insert(k.clone(), v.clone());
+            }
+        }
+    }
+    by_schema
+        .into_iter()
+        .map(|(schema, values)| CustomValues { schema, values })
+        .collect()
 }
 
 /// What an enqueue with an idempotency key found.
