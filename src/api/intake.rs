@@ -273,7 +273,7 @@ pub async fn accept(
         .await;
     }
     let Some(key) = intake.idempotency else {
-        match admit(state, &addressed, deadline).await {
+        match admit(state, &addressed, custom.as_ref(), deadline).await {
             Ok(()) => {}
             Err(_) if intake.async_fallback => {
                 return enqueue(state, &addressed, &intake.request_id, None, entry).await
@@ -304,7 +304,7 @@ pub async fn accept(
         Begun::InProgress => return Err(ApiError::IdempotencyInProgress),
         Begun::Conflict => return Err(ApiError::IdempotencyConflict),
     }
-    if let Err(refused) = admit(state, &addressed, deadline).await {
+    if let Err(refused) = admit(state, &addressed, custom.as_ref(), deadline).await {
         // Nothing was sent: the key is free again, for the job or for the caller's retry.
         if let Err(e) = state.queue.idempotency_abandon(&key).await {
             tracing::error!(error = %e, "could not release the idempotency key");
@@ -389,23 +389,39 @@ async fn enqueue(
     }
 }
 
-/// Reserves the participant update's Genesys calls, or refuses it at once with 429 and
-/// Retry-After. Secure attributes admit their own calls when they are written; a request with none
-/// for the participant reserves nothing here.
+/// Admits the Genesys calls of the whole request (its participant's, its secure attributes' and
+/// its custom record's), or refuses it at once with 429 and Retry-After, before any target is
+/// written: a request the budget can only partly serve is not left half applied. Nothing is
+/// reserved; each write takes its slots when it is made.
 async fn admit(
     state: &AppState,
     addressed: &Addressed,
+    schema: Option<&std::sync::Arc<Schema>>,
     deadline: tokio::time::Instant,
 ) -> Result<(), ApiError> {
     let update = &addressed.update;
-    if update.attributes.is_empty() {
+    let org = &state.org;
+    let verify = org.engine.updater().verifies(update.verify);
+    let mut calls = 0;
+    if !update.attributes.is_empty() {
+        calls += org.engine.calls_needed(update).await;
+    }
+    if addressed.secure.is_some() {
+        calls += crate::secure::SecureAttributes::calls_needed(verify);
+    }
+    if let Some(schema) = schema {
+        calls += org
+            .custom
+            .calls_needed(update.conversation_id, schema, verify);
+    }
+    if calls == 0 {
         return Ok(());
     }
-    let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "admission", otel.name = "admission", admitted = tracing::field::Empty);
-    let admitted = state
-        .org
+    let span = tracing::info_span!(target: crate::telemetry::TRACE_TARGET, "admission", otel.name = "admission", admitted = tracing::field::Empty, genesys_calls = calls);
+    let admitted = org
         .engine
-        .admit(update, deadline)
+        .updater()
+        .admit_calls(calls, deadline)
         .instrument(span.clone())
         .await;
     span.record("admitted", admitted.is_ok());

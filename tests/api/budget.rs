@@ -127,6 +127,64 @@ async fn an_update_the_budget_cannot_serve_in_time_is_refused_at_once_or_queued_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_admitted_for_every_target_it_writes_or_refused_with_none_written() {
+    let app = spawn_app_with(|s| s.genesys.rate_per_minute = 4).await;
+    assert_eq!(app.post_attributes(agent_update(1)).await.status, 200);
+    // Two calls are left: the participant's write and read alone would fit, not with a secure
+    // write and its read beside them.
+    let mut both = agent_update(2);
+    both["secureAttributes"] = json!({"dob": "1970-07-04"});
+    app.post_attributes(both)
+        .await
+        .assert_problem(429, "rate_limited");
+    assert_eq!(
+        app.sim.count("patch_secure_attributes"),
+        0,
+        "nothing was written"
+    );
+    assert_eq!(app.sim.count("patch_attributes"), 1);
+    // What does fit is served.
+    let secure_only =
+        json!({"conversationId": SEED_ACTIVE_CALL, "secureAttributes": {"dob": "1970-07-04"}});
+    let served = app.post_attributes(secure_only).await;
+    assert_eq!(served.status, 200, "{}", served.body);
+    assert_eq!(served.body["secureVerified"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_record_nothing_is_known_of_is_admitted_for_its_first_read_too() {
+    let app = spawn_app_with(|s| s.genesys.rate_per_minute = 6).await;
+    assert_eq!(app.post_attributes(agent_update(1)).await.status, 200);
+    // The schema's read leaves three calls: the record's read, write and read back fit; the
+    // participant's two besides them do not.
+    let mut both = agent_update(2);
+    both["customSchema"] = json!(patchbay::sim::SEED_SCHEMA_NAME);
+    both["customAttributes"] = json!({"caseNumber": "C-1"});
+    app.post_attributes(both)
+        .await
+        .assert_problem(429, "rate_limited");
+    assert_eq!(
+        app.sim.count("get_custom_attributes"),
+        0,
+        "nothing was read"
+    );
+    assert_eq!(
+        app.sim.count("put_custom_attributes"),
+        0,
+        "nothing was written"
+    );
+    assert_eq!(app.sim.count("patch_attributes"), 1);
+    let custom_only = json!({
+        "conversationId": SEED_ACTIVE_CALL,
+        "customSchema": patchbay::sim::SEED_SCHEMA_NAME,
+        "customAttributes": {"caseNumber": "C-1"}
+    });
+    let served = app.post_attributes(custom_only).await;
+    assert_eq!(served.status, 200, "{}", served.body);
+    assert_eq!(served.body["customVerified"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_may_fall_back_to_asynchronous_delivery_when_the_budget_is_short() {
     let app = spawn_app_with(|s| {
         s.genesys.rate_per_minute = 3;

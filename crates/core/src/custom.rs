@@ -520,6 +520,18 @@ impl CustomAttributes {
         }
     }
 
+    /// The Genesys calls a write to conversation `cid`'s record of `schema` takes when all goes
+    /// well: a read first when nothing is known of the record, the write, and one read back when
+    /// verifying.
+    pub fn calls_needed(&self, cid: ConversationId, schema: &Schema, verify: bool) -> u32 {
+        let known = self.known.contains_key(&(cid, record_id(&cid, &schema.id)));
+        Self::calls_for(known, verify)
+    }
+
+    fn calls_for(known: bool, verify: bool) -> u32 {
+        1 + u32::from(!known) + u32::from(verify)
+    }
+
     /// Writes `values` (prepared by `schema`) to conversation `cid`'s record of `schema` by
     /// `deadline`, and, when `verify`, reads the record back until every key shows its value.
     ///
@@ -599,11 +611,10 @@ impl CustomAttributes {
         let schema = batch.values.schema.clone();
         let deadline = batch.deadline;
         let known = self.known.get(cache_key);
-        // The write, the read that comes first when nothing is known of the record, and the
-        // verification's first read.
         let admitted_verify = batch.verify;
-        let calls = 1 + u32::from(known.is_none()) + u32::from(admitted_verify);
-        updater.admit_calls(calls, deadline).await?;
+        updater
+            .admit_calls(Self::calls_for(known.is_some(), admitted_verify), deadline)
+            .await?;
         let genesys = updater.genesys();
         let mut cx = CallContext::until(deadline);
         let mut current = match known {

@@ -194,13 +194,11 @@ impl Engine {
         &self.0.updater
     }
 
-    /// Admission: whether the budget could give the calls `update` makes, the last by `deadline`
-    /// less [`crate::service::CALL_ALLOWANCE`]. A participant found from a young read needs no read of its own.
-    pub async fn admit(
-        &self,
-        update: &AttributeUpdate,
-        deadline: Instant,
-    ) -> Result<(), UpdateError> {
+    /// The Genesys calls `update` makes when all goes well, as things stand: the participant found
+    /// in the mirror or from a young read needs no read of its own, and a write to a mirrored
+    /// conversation is expected to show by an event, with a read only as a fallback. What a request
+    /// is admitted for ([`Updater::admit_calls`]), with its other targets' calls.
+    pub async fn calls_needed(&self, update: &AttributeUpdate) -> u32 {
         let mut calls = self.0.updater.calls_needed(update);
         let mirrored = self.0.mirrored(&update.conversation_id).is_some();
         if matches!(update.target, Target::Purpose(_))
@@ -208,11 +206,10 @@ impl Engine {
         {
             calls -= 1;
         }
-        // An event is expected to show the write; the read is only a fallback.
         if mirrored && calls > 1 && self.0.updater.verifies(update.verify) {
             calls -= 1;
         }
-        self.0.updater.admit_calls(calls, deadline).await
+        calls
     }
 
     /// The conversation read now, by `deadline`; kept for reuse, so the update that follows finds

@@ -97,6 +97,12 @@ impl SecureAttributes {
         result
     }
 
+    /// The Genesys calls a secure write takes when all goes well: the PATCH, and one read back
+    /// when verifying.
+    pub fn calls_needed(verify: bool) -> u32 {
+        1 + u32::from(verify)
+    }
+
     async fn drain(&self, updater: &Updater, cid: ConversationId) {
         let linger = || self.delivery.linger(updater.genesys().budget_pressure());
         self.lanes
@@ -120,7 +126,9 @@ async fn write_and_read(
     verify: bool,
     deadline: Instant,
 ) -> Result<SecureOutcome, UpdateError> {
-    updater.admit_calls(1 + u32::from(verify), deadline).await?;
+    updater
+        .admit_calls(SecureAttributes::calls_needed(verify), deadline)
+        .await?;
     let keys: Vec<String> = values.keys().map(str::to_string).collect();
     let genesys = updater.genesys();
     let mut cx = CallContext::until(deadline);
