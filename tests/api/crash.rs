@@ -37,9 +37,11 @@ async fn every_accepted_update_lands_in_order_across_a_sigkill() {
     let server = Simulator::new();
     let sim = server.control();
     let targets = seed(&sim);
-    // Genesys misbehaves throughout: every 7th PATCH fails, every 13th read is rate limited.
+    // Genesys misbehaves throughout: every 7th PATCH fails, every 89th read is rate limited. Each
+    // 429 pauses every call for its Retry-After (a second), so they are rarer than the failures:
+    // the test's time goes to the kill and the restart, not to waiting on the clock.
     sim.fail_every(Op::PatchAttributes, 7, 503, None);
-    sim.fail_every(Op::GetConversation, 13, 429, Some(1));
+    sim.fail_every(Op::GetConversation, 89, 429, Some(1));
     let sim_url = server.spawn(TcpListener::bind("127.0.0.1:0").await.unwrap());
 
     let store =
