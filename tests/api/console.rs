@@ -54,8 +54,40 @@ fn end_session(port: u16, session: &str) {
     let request = format!(
         "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    if stream.write_all(request.as_bytes()).is_ok() {
-        let _ = stream.read_to_end(&mut Vec::new());
+    if stream.write_all(request.as_bytes()).is_err() {
+        return;
+    }
+    // chromedriver keeps the connection open after it answers, whatever the request said: read
+    // the answer's own length, not to the end of the stream (which only the timeout ends).
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            return;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        if answered(&answer) {
+            return;
+        }
+    }
+}
+
+/// Whether `answer` holds a whole HTTP response: its head, and as much body as its Content-Length
+/// says (or a chunked body's last chunk).
+fn answered(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    match length {
+        Some(length) => body.len() >= length,
+        None => body.ends_with("0\r\n\r\n"),
     }
 }
 
