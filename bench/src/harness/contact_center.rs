@@ -72,11 +72,19 @@ pub struct BudgetFigures {
 }
 
 /// One event's answer.
-struct Answer {
-    status: u16,
-    verified: bool,
-    retry_after: bool,
-    took: Duration,
+/// How the gateway answered one update, and how long it took.
+pub(super) struct Answer {
+    pub(super) status: u16,
+    /// The answer's JSON (null when it was not JSON).
+    pub(super) body: Value,
+    pub(super) retry_after: bool,
+    pub(super) took: Duration,
+}
+
+impl Answer {
+    fn verified(&self) -> bool {
+        self.body["verified"] == true
+    }
 }
 
 async fn send(http: &reqwest::Client, url: &str, body: Value) -> Answer {
@@ -87,18 +95,17 @@ async fn send(http: &reqwest::Client, url: &str, body: Value) -> Answer {
         .json(&body)
         .send()
         .await;
-    let (status, retry_after, verified) = match sent {
+    let (status, retry_after, body) = match sent {
         Ok(r) => {
             let status = r.status().as_u16();
             let retry_after = r.headers().contains_key("retry-after");
-            let v: Value = r.json().await.unwrap_or(Value::Null);
-            (status, retry_after, v["verified"] == true)
+            (status, retry_after, r.json().await.unwrap_or(Value::Null))
         }
-        Err(_) => (0, false, false),
+        Err(_) => (0, false, Value::Null),
     };
     Answer {
         status,
-        verified,
+        body,
         retry_after,
         took: started.elapsed(),
     }
@@ -115,7 +122,7 @@ fn update(call: &LiveCall, k: usize) -> Value {
 }
 
 /// What happens at a moment of a scenario.
-enum Step {
+pub(super) enum Step {
     /// An update sent to the gateway.
     Update(Value),
     /// A simulator control call: a call starts, the feed goes down.
@@ -123,7 +130,7 @@ enum Step {
 }
 
 /// Runs `steps`, each at its offset from now, and gathers the updates' answers.
-async fn schedule(
+pub(super) async fn schedule(
     http: &reqwest::Client,
     url: &str,
     sim: &str,
@@ -151,7 +158,7 @@ async fn schedule(
         .filter_map(|a| {
             a.unwrap_or(Some(Answer {
                 status: 0,
-                verified: false,
+                body: Value::Null,
                 retry_after: false,
                 took: Duration::ZERO,
             }))
@@ -160,16 +167,8 @@ async fn schedule(
     (answers, started.elapsed().as_secs_f64())
 }
 
-/// Call `i` starts now.
-pub(super) async fn start_call(http: &reqwest::Client, sim: &str, i: usize) {
-    let _ = http
-        .post(format!("{sim}/__sim/calls/{i}/start"))
-        .send()
-        .await;
-}
-
 /// Call `i` starts at `at`.
-fn start(i: usize, at: Duration) -> (Duration, Step) {
+pub(super) fn start(i: usize, at: Duration) -> (Duration, Step) {
     (at, Step::Sim(format!("/__sim/calls/{i}/start")))
 }
 
@@ -194,7 +193,7 @@ fn figures(
         if a.took > DEADLINE {
             f.late += 1;
         }
-        match (a.status, a.verified) {
+        match (a.status, a.verified()) {
             (200, true) => f.verified += 1,
             (200, false) => f.unverified += 1,
             (429, _) if a.retry_after => {

@@ -8,13 +8,13 @@
 //! Each target's cost is its own Genesys calls per write that was verified: the secure attributes'
 //! PATCH and reads, the custom record's schema, reads, PUT and PATCH.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::contact_center::{fresh, start_call};
-use super::{call_counts, histogram, result, sim_stats_raw, BenchOptions, ScenarioResult, API_KEY};
+use super::contact_center::{fresh, schedule, start, Answer, Step};
+use super::{call_counts, histogram, result, sim_stats_raw, BenchOptions, ScenarioResult};
 use patchbay::sim::{LiveCall, SEED_SCHEMA_NAME};
 
 const CALL_SPACING: Duration = Duration::from_millis(216);
@@ -49,61 +49,6 @@ impl TargetFigures {
     pub fn custom_calls_per_verified(&self) -> Option<f64> {
         (self.custom_verified > 0).then(|| self.custom_calls as f64 / self.custom_verified as f64)
     }
-}
-
-struct Answer {
-    status: u16,
-    body: Value,
-    took: Duration,
-}
-
-/// Sends `updates` (offset, body) and call starts, each at its offset from now.
-async fn schedule(
-    http: &reqwest::Client,
-    url: &str,
-    sim: &str,
-    starts: Vec<(Duration, usize)>,
-    updates: Vec<(Duration, Value)>,
-) -> (Vec<Answer>, f64) {
-    let started = tokio::time::Instant::now();
-    for (at, i) in starts {
-        let (http, sim) = (http.clone(), sim.to_string());
-        tokio::spawn(async move {
-            tokio::time::sleep_until(started + at).await;
-            start_call(&http, &sim, i).await;
-        });
-    }
-    let tasks = updates.into_iter().map(|(at, body)| {
-        let (http, url) = (http.clone(), url.to_string());
-        tokio::spawn(async move {
-            tokio::time::sleep_until(started + at).await;
-            let sent = Instant::now();
-            let answer = http
-                .post(format!("{url}/v1/attributes"))
-                .header("x-api-key", API_KEY)
-                .json(&body)
-                .send()
-                .await;
-            match answer {
-                Ok(r) => Answer {
-                    status: r.status().as_u16(),
-                    body: r.json().await.unwrap_or(Value::Null),
-                    took: sent.elapsed(),
-                },
-                Err(_) => Answer {
-                    status: 0,
-                    body: Value::Null,
-                    took: sent.elapsed(),
-                },
-            }
-        })
-    });
-    let answers = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .filter_map(Result::ok)
-        .collect();
-    (answers, started.elapsed().as_secs_f64())
 }
 
 fn ops(before: &Value, after: &Value, ops: &[&str]) -> u64 {
@@ -164,8 +109,8 @@ pub async fn run(o: &BenchOptions, http: &reqwest::Client) -> anyhow::Result<Vec
     let mut results = Vec::new();
 
     let (_sim_process, _gateway, sim, url) = fresh(o, http, 0, false).await?;
-    let starts = (0..n).map(|i| (CALL_SPACING * i as u32, i)).collect();
-    let updates = (0..n)
+    let starts = (0..n).map(|i| start(i, CALL_SPACING * i as u32));
+    let updates: Vec<(Duration, Value)> = (0..n)
         .map(|i| {
             let call = LiveCall::numbered(i);
             let body = json!({
@@ -179,7 +124,14 @@ pub async fn run(o: &BenchOptions, http: &reqwest::Client) -> anyhow::Result<Vec
         })
         .collect();
     let before = sim_stats_raw(http, &sim).await?;
-    let (answers, seconds) = schedule(http, &url, &sim, starts, updates).await;
+    let steps = starts
+        .chain(
+            updates
+                .into_iter()
+                .map(|(at, body)| (at, Step::Update(body))),
+        )
+        .collect();
+    let (answers, seconds) = schedule(http, &url, &sim, steps).await;
     let after = sim_stats_raw(http, &sim).await?;
     results.push(scenario(
         "j) one update, three targets, REST",
@@ -196,8 +148,8 @@ pub async fn run(o: &BenchOptions, http: &reqwest::Client) -> anyhow::Result<Vec
         ("vip", json!("true")),
         ("tier", json!("gold")),
     ];
-    let starts = (0..n).map(|i| (CALL_SPACING * i as u32, i)).collect();
-    let updates = (0..n)
+    let starts = (0..n).map(|i| start(i, CALL_SPACING * i as u32));
+    let updates: Vec<(Duration, Value)> = (0..n)
         .flat_map(|i| {
             let call = LiveCall::numbered(i);
             let fields = fields.clone();
@@ -218,7 +170,14 @@ pub async fn run(o: &BenchOptions, http: &reqwest::Client) -> anyhow::Result<Vec
         })
         .collect();
     let before = sim_stats_raw(http, &sim).await?;
-    let (answers, seconds) = schedule(http, &url, &sim, starts, updates).await;
+    let steps = starts
+        .chain(
+            updates
+                .into_iter()
+                .map(|(at, body)| (at, Step::Update(body))),
+        )
+        .collect();
+    let (answers, seconds) = schedule(http, &url, &sim, steps).await;
     let after = sim_stats_raw(http, &sim).await?;
     results.push(scenario(
         "k) custom-attribute bursts, REST",
