@@ -103,13 +103,32 @@ fn scenario(
     r
 }
 
+/// On a fresh simulator and gateway, starts calls `0..n`, [`CALL_SPACING`] apart, sends `updates`
+/// at their offsets, and measures them as scenario `name`.
+async fn measure(
+    o: &BenchOptions,
+    http: &reqwest::Client,
+    name: &str,
+    n: usize,
+    updates: Vec<(Duration, Value)>,
+) -> anyhow::Result<ScenarioResult> {
+    let (_sim_process, _gateway, sim, url) = fresh(o, http, 0, false).await?;
+    let (sim, url) = (sim.as_str(), url.as_str());
+    let starts = (0..n).map(|i| start(i, CALL_SPACING * i as u32));
+    let updates = updates
+        .into_iter()
+        .map(|(at, body)| (at, Step::Update(body)));
+    let before = sim_stats_raw(http, sim).await?;
+    let (answers, seconds) = schedule(http, url, sim, starts.chain(updates).collect()).await;
+    let after = sim_stats_raw(http, sim).await?;
+    Ok(scenario(name, &answers, seconds, &before, &after))
+}
+
 /// (j) and (k).
 pub async fn run(o: &BenchOptions, http: &reqwest::Client) -> anyhow::Result<Vec<ScenarioResult>> {
     let n = if o.quick { 10 } else { 30 };
     let mut results = Vec::new();
 
-    let (_sim_process, _gateway, sim, url) = fresh(o, http, 0, false).await?;
-    let starts = (0..n).map(|i| start(i, CALL_SPACING * i as u32));
     let updates: Vec<(Duration, Value)> = (0..n)
         .map(|i| {
             let call = LiveCall::numbered(i);
@@ -123,32 +142,14 @@ pub async fn run(o: &BenchOptions, http: &reqwest::Client) -> anyhow::Result<Vec
             (CALL_SPACING * i as u32 + START_LEAD, body)
         })
         .collect();
-    let before = sim_stats_raw(http, &sim).await?;
-    let steps = starts
-        .chain(
-            updates
-                .into_iter()
-                .map(|(at, body)| (at, Step::Update(body))),
-        )
-        .collect();
-    let (answers, seconds) = schedule(http, &url, &sim, steps).await;
-    let after = sim_stats_raw(http, &sim).await?;
-    results.push(scenario(
-        "j) one update, three targets, REST",
-        &answers,
-        seconds,
-        &before,
-        &after,
-    ));
+    results.push(measure(o, http, "j) one update, three targets, REST", n, updates).await?);
 
-    let (_sim_process, _gateway, sim, url) = fresh(o, http, 0, false).await?;
     let fields = [
         ("priority", json!("3")),
         ("amount", json!("19.90")),
         ("vip", json!("true")),
         ("tier", json!("gold")),
     ];
-    let starts = (0..n).map(|i| start(i, CALL_SPACING * i as u32));
     let updates: Vec<(Duration, Value)> = (0..n)
         .flat_map(|i| {
             let call = LiveCall::numbered(i);
@@ -169,22 +170,6 @@ pub async fn run(o: &BenchOptions, http: &reqwest::Client) -> anyhow::Result<Vec
                 })
         })
         .collect();
-    let before = sim_stats_raw(http, &sim).await?;
-    let steps = starts
-        .chain(
-            updates
-                .into_iter()
-                .map(|(at, body)| (at, Step::Update(body))),
-        )
-        .collect();
-    let (answers, seconds) = schedule(http, &url, &sim, steps).await;
-    let after = sim_stats_raw(http, &sim).await?;
-    results.push(scenario(
-        "k) custom-attribute bursts, REST",
-        &answers,
-        seconds,
-        &before,
-        &after,
-    ));
+    results.push(measure(o, http, "k) custom-attribute bursts, REST", n, updates).await?);
     Ok(results)
 }
