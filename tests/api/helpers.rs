@@ -246,14 +246,17 @@ pub fn hooks_from_toml(
     patchbay::config::hooks::hooks_from_toml(toml).expect("valid hooks TOML")
 }
 
+/// Settings under which a job dies soon after it first fails: one attempt per delivery, retried
+/// for a second.
+pub fn jobs_die_soon(s: &mut Settings) {
+    s.genesys.retry.max_attempts = 1;
+    s.queue.retry_horizon_s = 1;
+}
+
 /// A gateway whose jobs die at their first failure, in front of a simulator that answers every
 /// PATCH 503 until its faults are cleared.
 pub async fn spawn_app_whose_jobs_die() -> TestApp {
-    let app = spawn_app_with(|s| {
-        s.genesys.retry.max_attempts = 1;
-        s.queue.retry_horizon_s = 1;
-    })
-    .await;
+    let app = spawn_app_with(jobs_die_soon).await;
     app.sim
         .fail_next(patchbay::sim::Op::PatchAttributes, 503, 10_000);
     app

@@ -195,8 +195,7 @@ async fn on_redis_a_secure_job_and_its_idempotency_record_hold_no_value_in_clear
 async fn a_dead_job_sealed_under_old() -> (std::path::PathBuf, String) {
     let first = spawn_app_with(|s| {
         keys(&[("old", 1)])(s);
-        s.genesys.retry.max_attempts = 1;
-        s.queue.retry_horizon_s = 1;
+        jobs_die_soon(s);
     })
     .await;
     first

@@ -96,8 +96,7 @@ async fn every_shell_block_runs_against_the_simulator_or_says_why_not() {
         s.hooks = hooks_from_toml(ROUTES);
         s.auth.api_keys.push("dev-key".to_string().into());
         s.auth.admin_keys.push("admin-key".to_string().into());
-        s.genesys.retry.max_attempts = 1;
-        s.queue.retry_horizon_s = 1;
+        jobs_die_soon(s);
     })
     .await;
     app.sim.add_caller_call();
