@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use crate::helpers::Gateway;
+
 fn serve_with(env: &[(&str, &str)]) -> (bool, String) {
     let (code, all) = serve_exit(env);
     (code == Some(0), all)
@@ -327,4 +329,32 @@ async fn sigterm_stops_the_gateway_within_its_shutdown_timeout() {
         asked.elapsed()
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_start_up_line_says_where_the_console_is_when_it_is_served() {
+    let server = patchbay::sim::Simulator::new();
+    let sim_url = server.spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let mut with_console =
+        Gateway::in_front_of(&sim_url, &[("PATCHBAY__AUTH__ADMIN_KEYS", "admin-key")]);
+    with_console.start();
+    let console = format!("{}/console", with_console.address);
+    let line = serving_line(&with_console.log_text());
+    assert!(line.contains(&console), "{line}");
+    let page = reqwest::get(format!("{console}/sign-in")).await.unwrap();
+    assert_eq!(page.status(), 200, "the console is where the line says");
+
+    // Without an admin key there is no console, and the line names none.
+    let mut without = Gateway::in_front_of(&sim_url, &[]);
+    without.start();
+    let line = serving_line(&without.log_text());
+    assert!(!line.contains("/console"), "{line}");
+}
+
+/// The gateway's start-up line (`patchbay is serving`).
+fn serving_line(log: &str) -> String {
+    log.lines()
+        .find(|l| l.contains("patchbay is serving"))
+        .expect("the gateway said it serves")
+        .to_string()
 }
