@@ -126,8 +126,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             let console = patchbay::console::enabled(state).then(|| {
-                let at = application.admin_address().unwrap_or(application.address());
-                format!("http://{at}/console")
+                patchbay::console::url(application.admin_address().unwrap_or(application.address()))
             });
             // Its own target, so a log filtered to warnings can still say where it serves.
             tracing::info!(

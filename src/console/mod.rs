@@ -39,6 +39,21 @@ pub fn enabled(state: &AppState) -> bool {
     state.settings.console.enabled && !state.settings.auth.admin_keys.is_empty()
 }
 
+/// Where a browser on this host opens the console of a listener bound at `at`: a listener on every
+/// address (`0.0.0.0`, `[::]`) is reached through loopback, since not every browser opens an
+/// unspecified address.
+pub fn url(at: std::net::SocketAddr) -> String {
+    let ip = match at.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!(
+        "http://{}/console",
+        std::net::SocketAddr::new(ip, at.port())
+    )
+}
+
 /// No script but the console's own file, no inline style, no framing, no form posting elsewhere.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -215,6 +230,14 @@ mod tests {
         let fetch = headers(&[("host", "pb:8080"), ("sec-fetch-site", "cross-site")]);
         assert!(!same_origin(&fetch));
         assert!(same_origin(&headers(&[("host", "pb:8080")])));
+    }
+
+    #[test]
+    fn the_console_of_a_listener_on_every_address_is_opened_through_loopback() {
+        let at = |s: &str| s.parse().unwrap();
+        assert_eq!(url(at("0.0.0.0:8080")), "http://127.0.0.1:8080/console");
+        assert_eq!(url(at("[::]:8080")), "http://[::1]:8080/console");
+        assert_eq!(url(at("10.0.0.7:9100")), "http://10.0.0.7:9100/console");
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! Every shell block of the README and the book runs as written against a gateway in front of the
 //! simulator, with the settings the docs start it with (`dev-key`, `admin-key`, the routes the
-//! webhook guide configures), or says why it is not run (`<!-- snippet: not run (why) -->`).
+//! webhook guide configures), or says why it is not run (`<!-- snippet: not run (why) -->`). A block
+//! that starts the simulator and a gateway by hand (`<!-- snippet: processes -->`) runs too: its
+//! processes start as written, and the blocks that follow it (`<!-- snippet: with the processes
+//! above -->`) are sent to them.
 
-use std::process::Command;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -46,8 +52,34 @@ auth = { scheme = "standard_webhooks", secrets = ["whsec_ZG9jLXN0YW5kYXJkLXdlYmh
 /// A block of a page: a shell block, or a sample answer (`<!-- snippet: answer -->` before a
 /// ```json block), which is what the shell block before it must print.
 enum Block {
-    Shell(String, Option<String>),
+    Shell(String, Mark),
     Answer(String),
+}
+
+/// How a shell block runs, from the comment on the line before it.
+#[derive(PartialEq)]
+enum Mark {
+    /// Against the suite's gateway, with the docs' settings.
+    Run,
+    /// Each command starts a process that keeps running, as in a terminal of its own.
+    Processes,
+    /// Against the processes the last `Processes` block of the page started.
+    WithProcesses,
+    /// Not run, for the reason given.
+    NotRun(String),
+}
+
+impl Mark {
+    fn of(comment: &str) -> Mark {
+        match comment.trim() {
+            "<!-- snippet: processes -->" => Mark::Processes,
+            "<!-- snippet: with the processes above -->" => Mark::WithProcesses,
+            other => other
+                .strip_prefix("<!-- snippet: not run (")
+                .and_then(|r| r.strip_suffix(") -->"))
+                .map_or(Mark::Run, |r| Mark::NotRun(r.to_string())),
+        }
+    }
 }
 
 /// Each block with the page it is on.
@@ -68,11 +100,7 @@ fn blocks() -> Vec<(String, Block)> {
                 blocks.push((page.display().to_string(), Block::Answer(body.join("\n"))));
             } else if lines[i].trim() == "```sh" {
                 let indent = lines[i].len() - lines[i].trim_start().len();
-                let reason = i
-                    .checked_sub(1)
-                    .and_then(|p| lines[p].trim().strip_prefix("<!-- snippet: not run ("))
-                    .and_then(|r| r.strip_suffix(") -->"))
-                    .map(str::to_string);
+                let mark = i.checked_sub(1).map_or(Mark::Run, |p| Mark::of(lines[p]));
                 let mut body = Vec::new();
                 i += 1;
                 while i < lines.len() && lines[i].trim() != "```" {
@@ -81,7 +109,7 @@ fn blocks() -> Vec<(String, Block)> {
                 }
                 blocks.push((
                     page.display().to_string(),
-                    Block::Shell(body.join("\n"), reason),
+                    Block::Shell(body.join("\n"), mark),
                 ));
             }
             i += 1;
@@ -131,7 +159,7 @@ async fn every_shell_block_runs_against_the_simulator_or_says_why_not() {
     let mut answers = 0;
     let mut last_output = String::new();
     for (page, block) in blocks() {
-        let (block, reason) = match block {
+        let (block, mark) = match block {
             Block::Answer(sample) => {
                 // The sample is what the command before it printed, but for the request's own id.
                 let strip = |mut v: serde_json::Value| {
@@ -152,27 +180,34 @@ async fn every_shell_block_runs_against_the_simulator_or_says_why_not() {
                 answers += 1;
                 continue;
             }
-            Block::Shell(block, reason) => (block, reason),
+            Block::Shell(block, mark) => (block, mark),
         };
-        if let Some(reason) = reason {
-            assert!(
-                !reason.trim().is_empty(),
-                "{page}: a block not run says why"
-            );
-            continue;
+        match mark {
+            Mark::Run => {}
+            Mark::NotRun(reason) => {
+                assert!(
+                    !reason.trim().is_empty(),
+                    "{page}: a block not run says why"
+                );
+                continue;
+            }
+            // Run by the next test, against processes of their own.
+            Mark::Processes | Mark::WithProcesses => continue,
         }
-        let script = block.replace("localhost:8080", &host);
+        let script = as_built(&block.replace("localhost:8080", &host));
         let secret = if script.contains("/v1/hooks/billing") {
             "whsec_ZG9jLXN0YW5kYXJkLXdlYmhvb2tzLXNlY3JldA=="
         } else {
             "doc-secret"
         };
-        let (dir, script2) = (dir.clone(), script.clone());
+        let (dir, script2, queue_path) = (dir.clone(), script.clone(), app.queue_path.clone());
         let out = tokio::task::spawn_blocking(move || {
             Command::new("bash")
                 .args(["-euo", "pipefail", "-c", &script2])
                 .current_dir(dir)
                 .env("SECRET", secret)
+                // A command run "on the same store" as the gateway, as `patchbay replay` is.
+                .env("PATCHBAY__QUEUE__PATH", &queue_path)
                 .output()
                 .unwrap()
         })
@@ -212,4 +247,189 @@ fn refused(stdout: &str) -> bool {
             Err(_) => line.contains("\"status\":4") || line.contains("\"status\":5"),
         }
     })
+}
+
+/// Where the docs' hand-started gateway and simulator listen.
+const DOCS_PORTS: [u16; 2] = [8080, 9090];
+
+#[tokio::test]
+async fn every_block_that_starts_the_simulator_and_a_gateway_runs_as_written() {
+    for port in DOCS_PORTS {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is taken: the docs start the simulator and the gateway on 8080 and 9090, \
+             and this test runs their blocks as written"
+        );
+    }
+    // A directory of its own, so the gateway's store (`data/`) is not written into the checkout; the
+    // recipes the blocks name are where the docs say.
+    let dir = std::env::temp_dir().join(format!(
+        "patchbay-processes-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes"),
+        dir.join("recipes"),
+    )
+    .unwrap();
+    let (mut started, mut sent) = (0, 0);
+    let mut processes: Option<Processes> = None;
+    let mut last_page = String::new();
+    for (page, block) in blocks() {
+        if page != last_page {
+            processes = None;
+            last_page.clone_from(&page);
+        }
+        let Block::Shell(block, mark) = block else {
+            continue;
+        };
+        match mark {
+            Mark::Processes => {
+                // The last page's processes stop before these bind the same ports.
+                drop(processes.take());
+                let running = Processes::start(&page, &block, &dir).await;
+                if block.contains("PATCHBAY__AUTH__ADMIN_KEYS") {
+                    // The start-up line says where the user opens the console, in their browser.
+                    assert!(
+                        running
+                            .logs()
+                            .contains("console=\"http://127.0.0.1:8080/console\""),
+                        "{page}: the start-up line does not say where the console is:\n{}",
+                        running.logs()
+                    );
+                }
+                processes = Some(running);
+                started += 1;
+            }
+            Mark::WithProcesses => {
+                let running = processes
+                    .as_mut()
+                    .unwrap_or_else(|| panic!("{page}: no block above starts processes"));
+                let script = as_built(&block);
+                let dir = dir.clone();
+                let out = tokio::task::spawn_blocking(move || {
+                    Command::new("bash")
+                        .args(["-euo", "pipefail", "-c", &script])
+                        .current_dir(dir)
+                        .output()
+                        .unwrap()
+                })
+                .await
+                .unwrap();
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success() && !refused(&stdout),
+                    "{page}: the block failed:\n{block}\n{stdout}\n{}\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    running.logs()
+                );
+                let answer: serde_json::Value =
+                    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+                        panic!("{page}: the block printed no answer ({e}): {stdout}")
+                    });
+                assert_eq!(answer["verified"], true, "{page}: {answer}");
+                sent += 1;
+            }
+            Mark::Run | Mark::NotRun(_) => {}
+        }
+    }
+    drop(processes);
+    assert!(started >= 2, "{started} blocks started processes");
+    assert!(sent >= 2, "{sent} blocks were sent to them");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The block as the test runs it: `cargo run --release --` is the `patchbay` binary the suite
+/// built, which is what that command runs; nothing else changes.
+fn as_built(block: &str) -> String {
+    block.replace("cargo run --release --", env!("CARGO_BIN_EXE_patchbay"))
+}
+
+/// The processes one block started, each in a process group of its own, as a terminal would hold
+/// it. Dropping kills every group, pass or fail.
+struct Processes {
+    children: Vec<Child>,
+    logs: Vec<std::path::PathBuf>,
+}
+
+impl Processes {
+    /// Starts each command of the block (a line, with its `\` continuations; a trailing `&` is the
+    /// terminal's business), then waits until the gateway on 8080 is ready: it has a token from the
+    /// simulator on 9090 and its store answers.
+    async fn start(page: &str, block: &str, dir: &Path) -> Processes {
+        let mut running = Processes {
+            children: Vec::new(),
+            logs: Vec::new(),
+        };
+        let joined = as_built(block).replace("\\\n", " ");
+        for (n, command) in joined.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+            let command = command.trim().trim_end_matches('&').trim_end();
+            let log = dir.join(format!("process-{n}.log"));
+            let child = Command::new("bash")
+                .args(["-c", command])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            running.children.push(child);
+            running.logs.push(log);
+        }
+        let started = Instant::now();
+        loop {
+            let ready = reqwest::get("http://127.0.0.1:8080/readyz")
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return running;
+            }
+            for child in &mut running.children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "{page}: a process exited ({status}):\n{block}\n{}",
+                        running.logs()
+                    );
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{page}: the gateway never became ready on 8080:\n{block}\n{}",
+                running.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What each process logged, for a failure's message.
+    fn logs(&self) -> String {
+        self.logs
+            .iter()
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // The group's id is the shell's pid (`process_group(0)`).
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // A killed listener's port is free a moment later: the next block binds the same ports.
+        let started = Instant::now();
+        while DOCS_PORTS
+            .iter()
+            .any(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_err())
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
