@@ -130,7 +130,11 @@ pub async fn run(settings: &Settings, out: &mut impl Write) -> anyhow::Result<bo
     match genesys.ready().await {
         Ok(()) => checks.push(Check {
             name: "region and client",
-            status: Status::Ok(format!("{} granted a token", g.region)),
+            // The login URL, when one is set, is what answered (the simulator's, a proxy's), not the region.
+            status: Status::Ok(match &g.login_url {
+                Some(login) => format!("{login} granted a token"),
+                None => format!("{} granted a token", g.region),
+            }),
             used: true,
         }),
         Err(e) => {
