@@ -68,7 +68,8 @@ async fn with_every_permission_every_check_passes_within_the_printed_bound() {
     assert!(out.contains("sealed under `k1`"), "{out}");
     // What granted the token is named: here the simulator's login URL, not the default region.
     assert!(
-        out.contains(&format!("{url}/ granted a token")) || out.contains(&format!("{url} granted a token")),
+        out.contains(&format!("{url}/ granted a token"))
+            || out.contains(&format!("{url} granted a token")),
         "{out}"
     );
     let spent = server

@@ -3,6 +3,7 @@
 //! lookups with their finds) as one value, built once at start and passed in. Nothing of an org is
 //! reached through a global, so a second org is a second `Org`.
 
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -67,7 +68,11 @@ impl Org {
             Some(r) => (
                 Arc::new(RedisBudget::new(budget, r.clone())),
                 Arc::new(RedisToken::new(r.clone())),
-                Arc::new(RedisFinds::new(finds, r.clone())),
+                Arc::new(RedisFinds::new(
+                    finds,
+                    r.clone(),
+                    settings.genesys.client_secret.expose_secret().as_bytes(),
+                )),
                 Arc::new(RedisSlots::new(slots, r.clone())),
             ),
         };

@@ -1,7 +1,8 @@
 //! The finds of every replica, on Redis, behind this replica's own: a find is looked for here
 //! first, then on Redis. Redis errors are logged and the lookup goes on without it.
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use super::local::LocalFinds;
 use super::Finds;
@@ -14,10 +15,13 @@ use crate::store::{Redis, DELETE_IF_EQUAL};
 pub struct RedisFinds {
     local: LocalFinds,
     redis: Redis,
+    mac: Hmac<Sha256>,
 }
 
-/// The Redis key name of `lookup`: a digest, so no caller's number is stored in the clear.
-fn key_name(lookup: &Lookup) -> String {
+/// The Redis key name of `lookup`: a keyed digest (HMAC-SHA-256), so no caller's number is stored
+/// in the clear, nor as a plain hash, which anyone reading Redis could reverse by hashing every
+/// number of a country.
+fn key_name(mac: &Hmac<Sha256>, lookup: &Lookup) -> String {
     let value = match &lookup.key {
         LookupKey::Ani(n) => n.e164().to_string(),
         LookupKey::UserId(id) | LookupKey::ExternalContactId(id) => id.to_string(),
@@ -31,12 +35,27 @@ fn key_name(lookup: &Lookup) -> String {
         lookup.key.kind().name(),
         lookup.media_type.as_str()
     );
-    format!("lookup:{}", hex::encode(Sha256::digest(canonical)))
+    let mut mac = mac.clone();
+    mac.update(canonical.as_bytes());
+    format!("lookup:{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The digest's key, from a secret every replica of the deployment holds and Redis does not: the
+/// OAuth client's secret, under a label of this use alone.
+fn lookup_mac(secret: &[u8]) -> Hmac<Sha256> {
+    let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key length");
+    derive.update(b"patchbay lookup cache key v1");
+    <Hmac<Sha256> as Mac>::new_from_slice(&derive.finalize().into_bytes()).expect("any key length")
 }
 
 impl RedisFinds {
-    pub fn new(local: LocalFinds, redis: Redis) -> Self {
-        Self { local, redis }
+    /// `secret`: the OAuth client's, which keys the digest of every lookup's Redis key.
+    pub fn new(local: LocalFinds, redis: Redis, secret: &[u8]) -> Self {
+        Self {
+            local,
+            redis,
+            mac: lookup_mac(secret),
+        }
     }
 }
 
@@ -51,7 +70,7 @@ impl Finds for RedisFinds {
         }
         let mut conn = self.redis.conn.clone();
         let found: Option<String> = match redis::cmd("GET")
-            .arg(self.redis.key(&key_name(lookup)))
+            .arg(self.redis.key(&key_name(&self.mac, lookup)))
             .query_async(&mut conn)
             .await
         {
@@ -75,7 +94,7 @@ impl Finds for RedisFinds {
         let mut conn = self.redis.conn.clone();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let stored: Result<(), _> = redis::cmd("SET")
-            .arg(self.redis.key(&key_name(lookup)))
+            .arg(self.redis.key(&key_name(&self.mac, lookup)))
             .arg(cid.to_string())
             .arg("PX")
             .arg(ttl_ms)
@@ -90,7 +109,7 @@ impl Finds for RedisFinds {
         self.local.forget(lookup, stale).await;
         let mut conn = self.redis.conn.clone();
         let dropped: Result<i64, _> = redis::Script::new(DELETE_IF_EQUAL)
-            .key(self.redis.key(&key_name(lookup)))
+            .key(self.redis.key(&key_name(&self.mac, lookup)))
             .arg(stale.to_string())
             .invoke_async(&mut conn)
             .await;
@@ -121,10 +140,28 @@ mod tests {
 
     #[test]
     fn a_lookups_key_names_the_number_in_no_form_and_is_the_same_for_every_form() {
-        let name = key_name(&lookup("+1 (317) 555-0123", Pick::Only));
-        assert_eq!(name, key_name(&lookup("tel:+13175550123", Pick::Only)));
+        let mac = lookup_mac(b"client secret");
+        let name = key_name(&mac, &lookup("+1 (317) 555-0123", Pick::Only));
+        assert_eq!(
+            name,
+            key_name(&mac, &lookup("tel:+13175550123", Pick::Only))
+        );
         assert!(!name.contains("3175550123"), "{name}");
         // Asking for the latest is another search: its find says nothing of ambiguity.
-        assert_ne!(name, key_name(&lookup("+13175550123", Pick::Latest)));
+        assert_ne!(name, key_name(&mac, &lookup("+13175550123", Pick::Latest)));
+    }
+
+    #[test]
+    fn a_lookups_key_is_no_plain_hash_of_the_number_but_keyed_by_the_deployments_secret() {
+        let one = lookup("+13175550123", Pick::Only);
+        let name = key_name(&lookup_mac(b"client secret"), &one);
+        // Whoever reads Redis and hashes every number still finds none.
+        let plain = format!("{}\n+13175550123\nvoice\nonly", one.key.kind().name());
+        use sha2::Digest;
+        assert_ne!(
+            name,
+            format!("lookup:{}", hex::encode(Sha256::digest(plain)))
+        );
+        assert_ne!(name, key_name(&lookup_mac(b"another secret"), &one));
     }
 }
