@@ -164,7 +164,7 @@ fn cid(n: u8) -> ConversationId {
 async fn finds_are_kept_and_a_stale_one_is_forgotten_but_never_a_newer_one() {
     let ttl = Duration::from_secs(60);
     for (name, store, _prefix) in both::<dyn Finds>(Arc::new(LocalFinds::new(ttl)), |r| {
-        Arc::new(RedisFinds::new(LocalFinds::new(ttl), r))
+        Arc::new(RedisFinds::new(LocalFinds::new(ttl), r, SECRET))
     })
     .await
     {
@@ -185,7 +185,7 @@ async fn finds_are_kept_and_a_stale_one_is_forgotten_but_never_a_newer_one() {
 async fn finds_with_no_time_to_live_keep_nothing() {
     for (name, store, _prefix) in
         both::<dyn Finds>(Arc::new(LocalFinds::new(Duration::ZERO)), |r| {
-            Arc::new(RedisFinds::new(LocalFinds::new(Duration::ZERO), r))
+            Arc::new(RedisFinds::new(LocalFinds::new(Duration::ZERO), r, SECRET))
         })
         .await
     {
@@ -198,16 +198,24 @@ async fn finds_with_no_time_to_live_keep_nothing() {
 async fn on_redis_one_replicas_find_serves_another_and_its_forgetting_reaches_every_replica() {
     let (redis, _prefix) = redis().await;
     let ttl = Duration::from_secs(60);
-    let one = RedisFinds::new(LocalFinds::new(ttl), redis.clone());
-    let two = RedisFinds::new(LocalFinds::new(ttl), redis.clone());
+    let one = RedisFinds::new(LocalFinds::new(ttl), redis.clone(), SECRET);
+    let two = RedisFinds::new(LocalFinds::new(ttl), redis.clone(), SECRET);
     let caller = lookup("+13175550123");
     one.insert(&caller, cid(1)).await;
     assert_eq!(two.get(&caller).await, Some(cid(1)));
     two.forget(&caller, cid(1)).await;
     // A replica that has not seen the find yet asks Redis, which forgot it.
-    let three = RedisFinds::new(LocalFinds::new(ttl), redis);
+    let three = RedisFinds::new(LocalFinds::new(ttl), redis.clone(), SECRET);
     assert_eq!(three.get(&caller).await, None);
+    // The keys are the deployment's: one with another OAuth client's secret finds nothing of them.
+    one.insert(&caller, cid(2)).await;
+    let other = RedisFinds::new(LocalFinds::new(ttl), redis, b"another client's secret");
+    assert_eq!(other.get(&caller).await, None);
+    assert_eq!(three.get(&caller).await, Some(cid(2)));
 }
+
+/// The OAuth client's secret every replica of the test deployment holds, which keys its finds.
+const SECRET: &[u8] = b"the deployment's client secret";
 
 #[tokio::test]
 async fn a_journal_answers_the_newest_entries_first_and_no_more_than_asked() {
