@@ -16,6 +16,8 @@ use crate::api::state::AppState;
 
 /// The handler: parse, then hand over to [`intake::accept`].
 #[utoipa::path(post, path = "/v1/attributes", tag = "attributes",
+    summary = "Write to a live conversation, and answer with what Genesys shows",
+    description = "Participant attributes, the conversation's secure attributes and a custom-attributes record, each verified by what Genesys shows. The conversation is named by its id or found by a lookup.",
     request_body(content = AttributesRequest, content_type = "application/json"),
     params(
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the job is committed"),

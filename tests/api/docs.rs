@@ -1,6 +1,7 @@
 //! The docs can't drift: the README and the book's every link and anchor resolve, every page is in
-//! the book's summary, the configuration reference lists exactly `config/default.toml`'s keys, and
-//! the metrics reference every metric the code describes.
+//! the book's summary, the configuration reference lists exactly `config/default.toml`'s keys, the
+//! API reference every operation, parameter and field of `/openapi.json`, and the metrics reference
+//! every metric the code describes.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -201,5 +202,57 @@ fn the_metrics_reference_lists_every_metric() {
     assert!(
         missing.is_empty(),
         "metrics not in book/src/operations.md: {missing:?}"
+    );
+}
+
+#[test]
+fn the_api_reference_names_every_operation_parameter_and_field_of_the_openapi_document() {
+    let reference = std::fs::read_to_string(root().join("book/src/reference/api.md")).unwrap();
+    let headings: Vec<&str> = reference.lines().filter(|l| l.starts_with('#')).collect();
+    let named = |name: &str| reference.contains(&format!("`{name}`"));
+    let doc = patchbay::api::openapi::document();
+    let mut missing = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let heading = format!("`{} {path}`", method.to_uppercase());
+            if !headings.iter().any(|h| h.contains(&heading)) {
+                missing.push(format!("a heading {heading}"));
+            }
+            // A summary speaks to callers, not of the code that serves them.
+            let summary = operation["summary"].as_str().unwrap_or_default();
+            assert!(
+                !summary.contains("[`") && !summary.contains("handler"),
+                "{method} {path}: {summary}"
+            );
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                if !named(name) {
+                    missing.push(format!("{method} {path}: the parameter `{name}`"));
+                }
+            }
+        }
+    }
+    for (schema, body) in doc["components"]["schemas"].as_object().unwrap() {
+        let branches = body["oneOf"].as_array().into_iter().flatten();
+        for properties in std::iter::once(body)
+            .chain(branches)
+            .map(|b| &b["properties"])
+        {
+            for field in properties.as_object().into_iter().flat_map(|p| p.keys()) {
+                if !named(field) {
+                    missing.push(format!("{schema}: the field `{field}`"));
+                }
+            }
+        }
+        for value in body["enum"].as_array().into_iter().flatten() {
+            let value = value.as_str().unwrap();
+            if !named(value) {
+                missing.push(format!("{schema}: the value `{value}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in book/src/reference/api.md: {missing:#?}"
     );
 }

@@ -25,6 +25,7 @@ use auth::{HookAuth, Inbound};
 
 /// `POST /v1/hooks/<name>`: authenticate the raw body, then parse, map and apply.
 #[utoipa::path(post, path = "/v1/hooks/{name}", tag = "attributes",
+    summary = "A webhook route: a sender's own JSON, authenticated and mapped as the route says",
     description = "A configured webhook route: the body is the sender's own JSON, mapped by the route's JSON Pointers.",
     request_body(content = Object, content_type = "application/json"),
     params(
