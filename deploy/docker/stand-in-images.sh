@@ -6,6 +6,8 @@
 #                                   registry cache, so the image's `cargo fetch` downloads little,
 #                                   and this machine's trusted CA certificates
 #   patchbay-base/runtime:bookworm  a minimal Debian bookworm (stands in for distroless/cc-debian12)
+#   patchbay-base/redis:bookworm    Debian's Redis, run as the official image runs it: in /data,
+#                                   protected mode off (stands in for deploy/compose.yaml's redis)
 # Build with them:
 #   docker build --network host --build-arg BUILD_IMAGE=patchbay-base/build:bookworm \
 #     --build-arg RUNTIME_IMAGE=patchbay-base/runtime:bookworm -t patchbay .
@@ -18,6 +20,7 @@ mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 work="${STAND_IN_WORKDIR:-$(mktemp -d)}"
 build_tag=patchbay-base/build:$suite
 runtime_tag=patchbay-base/runtime:$suite
+redis_tag=patchbay-base/redis:$suite
 
 have() { [ -z "${REBUILD:-}" ] && docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -36,6 +39,9 @@ fi
 if ! have "$build_tag"; then
   # gcc and the C library headers for crates that build C (SQLite); CA certificates for cargo's downloads.
   rootfs "$work/build" gcc,libc6-dev,ca-certificates & pids+=($!)
+fi
+if ! have "$redis_tag"; then
+  rootfs "$work/redis" redis-server & pids+=($!)
 fi
 for pid in "${pids[@]}"; do wait "$pid"; done
 
@@ -62,6 +68,24 @@ if ! have "$build_tag"; then
     --change 'ENV CARGO_HOME=/usr/local/cargo' \
     - "$build_tag" >/dev/null
   echo "made $build_tag ($(rustc --version))"
+fi
+
+if ! have "$redis_tag"; then
+  mkdir -p "$work/redis/data"
+  # The official image builds Redis with protected mode off, so other containers reach it without a
+  # password; Debian's keeps it on. The stand-in passes it off to redis-server, and runs anything else.
+  cat > "$work/redis/usr/local/bin/redis-stand-in" <<'SCRIPT'
+#!/bin/sh
+if [ "$1" = redis-server ]; then shift; exec redis-server --protected-mode no "$@"; fi
+exec "$@"
+SCRIPT
+  chmod 755 "$work/redis/usr/local/bin/redis-stand-in"
+  tar -C "$work/redis" -c . | docker import \
+    --change 'WORKDIR /data' \
+    --change 'ENTRYPOINT ["/usr/local/bin/redis-stand-in"]' \
+    --change 'CMD ["redis-server"]' \
+    - "$redis_tag" >/dev/null
+  echo "made $redis_tag"
 fi
 
 [ -z "${STAND_IN_WORKDIR:-}" ] && rm -rf "$work"
