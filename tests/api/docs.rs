@@ -256,3 +256,14 @@ fn the_api_reference_names_every_operation_parameter_and_field_of_the_openapi_do
         "not in book/src/reference/api.md: {missing:#?}"
     );
 }
+
+#[test]
+fn the_docs_cite_no_file_outside_the_repository() {
+    for (page, text) in pages() {
+        assert!(
+            !text.contains("../shared/"),
+            "{}: cites ../shared/, which a clone does not have",
+            page.display()
+        );
+    }
+}
