@@ -164,7 +164,11 @@ pub async fn run(settings: &Settings, out: &mut impl Write) -> anyhow::Result<bo
     let read = genesys.get_conversation(&mut cx, &nobody).await.map(drop);
     checks.push(Check {
         name: "read a conversation",
-        status: judged(read, None, "GET /api/v2/conversations/{id}"),
+        status: judged(
+            read,
+            Some("conversation:communication:view"),
+            "GET /api/v2/conversations/{id}",
+        ),
         used: true,
     });
     let write = genesys
@@ -254,7 +258,7 @@ async fn mirror(settings: &Settings, genesys: &GenesysClient, cx: &mut CallConte
             "queues listed ({} on the first page)",
             queues.len()
         )),
-        Err(e) => judged(Err(e), None, ""),
+        Err(e) => judged(Err(e), Some("routing:queue:view"), ""),
     };
     let topics = match genesys.available_topics(cx).await {
         Ok(topics) => {

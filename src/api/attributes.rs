@@ -20,7 +20,7 @@ use crate::api::state::AppState;
     description = "Participant attributes, the conversation's secure attributes and a custom-attributes record, each verified by what Genesys shows. The conversation is named by its id or found by a lookup.",
     request_body(content = AttributesRequest, content_type = "application/json"),
     params(
-        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the job is committed"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the job is committed; `async-fallback`: answer synchronously, or 202 with a job when the Genesys budget cannot serve the update in time"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. A repeat within idempotency.ttl_s answers with the original job or answer"),
     ),
     responses(crate::api::responses::WriteResponses),

@@ -103,6 +103,8 @@ fn op_name(method: &Method, path: &str) -> &'static str {
 /// Every permission the simulator enforces (`Control::revoke`), each named as Genesys's API
 /// documentation names it for the calls [`permission`] lists.
 pub const PERMISSIONS: &[&str] = &[
+    "conversation:communication:view",
+    "routing:queue:view",
     "conversation:participant:attributesview",
     "conversation:participant:attributesedit",
     "analytics:conversationDetail:view",
@@ -115,6 +117,8 @@ pub const PERMISSIONS: &[&str] = &[
 /// enforces one (`Control::revoke`).
 pub(crate) fn permission(op: &str) -> Option<&'static str> {
     Some(match op {
+        "get_conversation" => "conversation:communication:view",
+        "list_queues" => "routing:queue:view",
         "get_secure_attributes" | "search_participant_attributes" => {
             "conversation:participant:attributesview"
         }

@@ -29,7 +29,7 @@ use auth::{HookAuth, Inbound};
     description = "A configured webhook route: the body is the sender's own JSON, mapped by the route's JSON Pointers.",
     request_body(content = Object, content_type = "application/json"),
     params(
-        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the job is committed"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the job is committed; `async-fallback`: answer synchronously, or 202 with a job when the Genesys budget cannot serve the update in time"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. A repeat within idempotency.ttl_s answers with the original job or answer"),
         ("name" = String, Path, description = "The route's name, as configured in [hooks.<name>]", example = "crm"),
     ),
