@@ -6,8 +6,8 @@
 //! above -->`) are sent to them.
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -144,11 +144,8 @@ async fn every_shell_block_runs_against_the_simulator_or_says_why_not() {
         .await;
     app.sim.clear_faults();
     let host = app.address.trim_start_matches("http://").to_string();
-    let dir = std::env::temp_dir().join(format!(
-        "patchbay-snippets-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("snippets");
+    let dir = scratch.0.clone();
     std::fs::write(
         dir.join("event.json"),
         // Another conversation than the API reference's sample, whose answer shows every attribute.
@@ -200,19 +197,14 @@ async fn every_shell_block_runs_against_the_simulator_or_says_why_not() {
         } else {
             "doc-secret"
         };
-        let (dir, script2, queue_path) = (dir.clone(), script.clone(), app.queue_path.clone());
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("bash")
-                .args(["-euo", "pipefail", "-c", &script2])
-                .current_dir(dir)
-                .env("SECRET", secret)
-                // A command run "on the same store" as the gateway, as `patchbay replay` is.
-                .env("PATCHBAY__QUEUE__PATH", &queue_path)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
+        let queue_path = app.queue_path.display().to_string();
+        let out = run(
+            &script,
+            &dir,
+            // A command run "on the same store" as the gateway, as `patchbay replay` is.
+            &[("SECRET", secret), ("PATCHBAY__QUEUE__PATH", &queue_path)],
+        )
+        .await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -228,7 +220,36 @@ async fn every_shell_block_runs_against_the_simulator_or_says_why_not() {
     }
     assert!(ran >= 10, "{ran} blocks ran");
     assert!(answers >= 1, "no sample answer was checked");
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A directory of the test's own, removed when it is dropped, pass or fail.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("patchbay-{name}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a shell block as the docs' reader would (`bash -euo pipefail`), in `dir`, with `env` set.
+async fn run(script: &str, dir: &Path, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new("bash");
+    command
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(dir)
+        .envs(env.iter().copied());
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
 }
 
 /// Whether a block's output holds a problem answer: a JSON object whose own `status` is 4xx or 5xx
@@ -263,11 +284,8 @@ async fn every_block_that_starts_the_simulator_and_a_gateway_runs_as_written() {
     }
     // A directory of its own, so the gateway's store (`data/`) is not written into the checkout; the
     // recipes the blocks name are where the docs say.
-    let dir = std::env::temp_dir().join(format!(
-        "patchbay-processes-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("processes");
+    let dir = &scratch.0;
     std::os::unix::fs::symlink(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes"),
         dir.join("recipes"),
@@ -286,17 +304,15 @@ async fn every_block_that_starts_the_simulator_and_a_gateway_runs_as_written() {
         };
         match mark {
             Mark::Processes => {
-                // The last page's processes stop before these bind the same ports.
+                // Those a block above started stop before these bind the same ports.
                 drop(processes.take());
-                let running = Processes::start(&page, &block, &dir).await;
+                let running = Processes::start(&page, &block, dir).await;
                 if block.contains("PATCHBAY__AUTH__ADMIN_KEYS") {
                     // The start-up line says where the user opens the console, in their browser.
+                    let logs = running.logs();
                     assert!(
-                        running
-                            .logs()
-                            .contains("console=\"http://127.0.0.1:8080/console\""),
-                        "{page}: the start-up line does not say where the console is:\n{}",
-                        running.logs()
+                        logs.contains("console=\"http://127.0.0.1:8080/console\""),
+                        "{page}: the start-up line does not say where the console is:\n{logs}"
                     );
                 }
                 processes = Some(running);
@@ -306,17 +322,7 @@ async fn every_block_that_starts_the_simulator_and_a_gateway_runs_as_written() {
                 let running = processes
                     .as_mut()
                     .unwrap_or_else(|| panic!("{page}: no block above starts processes"));
-                let script = as_built(&block);
-                let dir = dir.clone();
-                let out = tokio::task::spawn_blocking(move || {
-                    Command::new("bash")
-                        .args(["-euo", "pipefail", "-c", &script])
-                        .current_dir(dir)
-                        .output()
-                        .unwrap()
-                })
-                .await
-                .unwrap();
+                let out = run(&as_built(&block), dir, &[]).await;
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 assert!(
                     out.status.success() && !refused(&stdout),
@@ -337,7 +343,6 @@ async fn every_block_that_starts_the_simulator_and_a_gateway_runs_as_written() {
     drop(processes);
     assert!(started >= 2, "{started} blocks started processes");
     assert!(sent >= 2, "{sent} blocks were sent to them");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The block as the test runs it: `cargo run --release --` is the `patchbay` binary the suite
@@ -350,7 +355,7 @@ fn as_built(block: &str) -> String {
 /// it. Dropping kills every group, pass or fail.
 struct Processes {
     children: Vec<Child>,
-    logs: Vec<std::path::PathBuf>,
+    logs: Vec<PathBuf>,
 }
 
 impl Processes {

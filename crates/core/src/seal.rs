@@ -114,7 +114,7 @@ impl Keyring {
                 Ok(bytes) if bytes.len() == 32 => ring.push(RingKey {
                     id: id.to_string(),
                     cipher: Aes256Gcm::new_from_slice(&bytes).expect("32 bytes"),
-                    mac: derive_mac(&bytes),
+                    mac: labelled_mac(&bytes, b"patchbay idempotency fingerprint v1"),
                 }),
                 _ => problems.push(format!(
                     "the key `{id}` is not 32 bytes in base64 (make one with `openssl rand -base64 32`)"
@@ -208,11 +208,11 @@ impl Keyring {
     }
 }
 
-/// The fingerprint key: HMAC-SHA-256 keyed by HMAC(key, a fixed label), so the encryption key is
-/// never used for two purposes.
-fn derive_mac(key: &[u8]) -> Hmac<Sha256> {
-    let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
-    derive.update(b"patchbay idempotency fingerprint v1");
+/// A key of one use derived from a secret: HMAC-SHA-256 keyed by HMAC(secret, `label`), so a secret
+/// (an encryption key, the OAuth client's) is never used for two purposes.
+pub fn labelled_mac(secret: &[u8], label: &[u8]) -> Hmac<Sha256> {
+    let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key length");
+    derive.update(label);
     <Hmac<Sha256> as Mac>::new_from_slice(&derive.finalize().into_bytes()).expect("any key length")
 }
 

@@ -43,9 +43,7 @@ fn key_name(mac: &Hmac<Sha256>, lookup: &Lookup) -> String {
 /// The digest's key, from a secret every replica of the deployment holds and Redis does not: the
 /// OAuth client's secret, under a label of this use alone.
 fn lookup_mac(secret: &[u8]) -> Hmac<Sha256> {
-    let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key length");
-    derive.update(b"patchbay lookup cache key v1");
-    <Hmac<Sha256> as Mac>::new_from_slice(&derive.finalize().into_bytes()).expect("any key length")
+    crate::seal::labelled_mac(secret, b"patchbay lookup cache key v1")
 }
 
 impl RedisFinds {
