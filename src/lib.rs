@@ -24,8 +24,8 @@ pub mod startup;
 pub mod telemetry;
 
 pub use patchbay_core::{
-    config, custom, domain, engine, genesys, journal, lookup, mirror, org, seal, secure, service,
-    store, trace, worker,
+    config, custom, domain, engine, genesys, journal, lane, lookup, mirror, org, seal, secure,
+    service, store, trace, worker,
 };
 #[cfg(feature = "simulator")]
 pub use patchbay_sim as sim;

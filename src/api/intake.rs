@@ -15,6 +15,7 @@ use crate::custom::{CustomValues, Schema};
 use crate::domain::lookup::Lookup;
 use crate::domain::{Address, AttributeUpdate, SecureValues, UpdateRequest};
 use crate::journal::{Entry, Outcome};
+use crate::lane::{Asked, Gate};
 use crate::lookup::Source;
 use crate::seal::Keyring;
 use crate::store::queue::{Begun, Enqueued, IdempotencyKey, Job, StoredResponse, StoredUpdate};
@@ -431,23 +432,27 @@ async fn admit(
     })
 }
 
-/// Applies `update` by `deadline`.
+/// Applies `update` by `deadline`; `lingered` when its request already lingered in its
+/// conversation's other lanes.
 async fn submit(
     state: &AppState,
     update: &AttributeUpdate,
     deadline: tokio::time::Instant,
+    lingered: bool,
 ) -> Result<crate::service::UpdateOutcome, ApiError> {
     let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
-    Ok(
-        tokio::time::timeout(timeout, state.org.engine.submit(update, deadline))
-            .await
-            .map_err(|_| ApiError::RequestTimeout)??,
+    Ok(tokio::time::timeout(
+        timeout,
+        state.org.engine.submit_after(update, deadline, lingered),
     )
+    .await
+    .map_err(|_| ApiError::RequestTimeout)??)
 }
 
 /// The synchronous path: apply within `server.request_timeout_ms` and answer with the verification.
-/// The conversation's own targets (secure attributes, a custom record) go first, side by side, so a
-/// refusal of them leaves the participant unwritten; then the participant's, when there are any.
+/// The request's targets share one linger: the conversation's own (secure attributes, a custom
+/// record) are written side by side, and the participant's once Genesys accepted those, so a
+/// refusal of them leaves the participant unwritten; every target is then read back side by side.
 async fn apply_now(
     state: &AppState,
     addressed: &Addressed,
@@ -456,33 +461,67 @@ async fn apply_now(
     deadline: tokio::time::Instant,
     entry: &mut Entry,
 ) -> Result<Json<AttributesResponse>, ApiError> {
-    // The conversation's own targets are apart in Genesys: written side by side.
-    let (secure, custom) = tokio::join!(
-        async {
-            match &addressed.secure {
-                Some(values) => apply_secure(state, addressed, values, deadline)
-                    .await
-                    .map(Some),
-                None => Ok(None),
-            }
-        },
-        async {
-            match (&addressed.custom, schema) {
-                (Some(values), Some(schema)) => {
-                    apply_custom(state, addressed, schema, values, deadline)
-                        .await
-                        .map(Some)
+    let mut gate = Gate::default();
+    let secure = addressed
+        .secure
+        .as_ref()
+        .map(|values| (values, gate.wait_for()));
+    let custom = addressed
+        .custom
+        .as_ref()
+        .zip(schema)
+        .map(|(values, schema)| (values, schema, gate.wait_for()));
+    let own = async {
+        tokio::join!(
+            async {
+                match secure {
+                    Some((values, written)) => {
+                        apply_secure(state, addressed, values, deadline, written)
+                            .await
+                            .map(Some)
+                    }
+                    None => Ok(None),
                 }
-                _ => Ok(None),
+            },
+            async {
+                match custom {
+                    Some((values, schema, written)) => {
+                        apply_custom(state, addressed, schema, values, deadline, written)
+                            .await
+                            .map(Some)
+                    }
+                    None => Ok(None),
+                }
             }
+        )
+    };
+    let participant = async {
+        if addressed.update.attributes.is_empty() {
+            return None;
         }
-    );
+        let lingered = gate.lingered();
+        if !gate.opened().await {
+            // A refusal of the conversation's own targets is the answer.
+            return None;
+        }
+        Some(
+            apply_participant(
+                state,
+                addressed,
+                request_id.clone(),
+                deadline,
+                entry,
+                lingered,
+            )
+            .await,
+        )
+    };
+    let ((secure, custom), participant) = tokio::join!(own, participant);
     let (secure, custom) = (secure?, custom?);
-    let answer = if addressed.update.attributes.is_empty() {
-        AttributesResponse::conversation_only(addressed.update.conversation_id, request_id)
-            .found_by(addressed.found_by())
-    } else {
-        apply_participant(state, addressed, request_id, deadline, entry).await?
+    let answer = match participant {
+        Some(answer) => answer?,
+        None => AttributesResponse::conversation_only(addressed.update.conversation_id, request_id)
+            .found_by(addressed.found_by()),
     };
     let answer = match secure {
         Some(outcome) => {
@@ -530,6 +569,7 @@ async fn apply_custom(
     schema: &std::sync::Arc<Schema>,
     values: &CustomValues,
     deadline: tokio::time::Instant,
+    written: tokio::sync::oneshot::Sender<()>,
 ) -> Result<crate::custom::CustomOutcome, ApiError> {
     let cid = addressed.update.conversation_id;
     let updater = state.org.engine.updater();
@@ -543,8 +583,10 @@ async fn apply_custom(
             cid,
             schema.clone(),
             values.values.clone(),
-            verify,
-            deadline,
+            Asked {
+                written: Some(written),
+                ..Asked::by(verify, deadline)
+            },
         )
         .instrument(span.clone())
         .await?;
@@ -567,6 +609,7 @@ async fn apply_secure(
     addressed: &Addressed,
     values: &SecureValues,
     deadline: tokio::time::Instant,
+    written: tokio::sync::oneshot::Sender<()>,
 ) -> Result<crate::secure::SecureOutcome, ApiError> {
     let cid = addressed.update.conversation_id;
     let updater = state.org.engine.updater();
@@ -575,7 +618,15 @@ async fn apply_secure(
     let outcome = state
         .org
         .secure
-        .write(updater, cid, values.clone(), verify, deadline)
+        .write(
+            updater,
+            cid,
+            values.clone(),
+            Asked {
+                written: Some(written),
+                ..Asked::by(verify, deadline)
+            },
+        )
         .instrument(span.clone())
         .await?;
     span.record("verified", outcome.verified);
@@ -596,9 +647,10 @@ async fn apply_participant(
     request_id: String,
     deadline: tokio::time::Instant,
     entry: &mut Entry,
+    lingered: bool,
 ) -> Result<AttributesResponse, ApiError> {
     let mut addressed = std::borrow::Cow::Borrowed(addressed);
-    let outcome = match submit(state, &addressed.update, deadline).await {
+    let outcome = match submit(state, &addressed.update, deadline, lingered).await {
         Err(ApiError::Update(e))
             if e.refused_target() && matches!(addressed.found, Some((_, Source::Mirror))) =>
         {
@@ -620,7 +672,7 @@ async fn apply_participant(
             entry.conversation_id = Some(cid.to_string());
             entry.found_by = Some(source.name().into());
             tracing::Span::current().record("conversation_id", tracing::field::display(cid));
-            let outcome = submit(state, &again.update, deadline).await;
+            let outcome = submit(state, &again.update, deadline, lingered).await;
             addressed = std::borrow::Cow::Owned(again);
             outcome?
         }

@@ -336,3 +336,83 @@ async fn a_write_genesys_refuses_as_invalid_makes_the_next_one_read_the_schema_a
     assert_eq!(app.sim.count("list_custom_schemas"), 2);
     assert_eq!(app.sim.count("patch_custom_attributes"), writes);
 }
+
+/// A request to all three targets: the agent's participant data, the secure attributes and the
+/// seeded schema's record.
+fn to_every_target(case_number: &str) -> Value {
+    let mut body = case(json!({"caseNumber": case_number}));
+    body["participantId"] = json!(SEED_ACTIVE_CALL_AGENT);
+    body["attributes"] = json!({"crmCase": case_number});
+    body["secureAttributes"] = json!({"dob": "1970-07-04"});
+    body
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_to_every_target_lingers_once_and_the_participant_is_written_once_the_others_are()
+{
+    // A linger far longer than the calls: a second one would show between the writes.
+    let linger = std::time::Duration::from_millis(2_000);
+    let app = spawn_app_with(|s| s.delivery.linger_ms = linger.as_millis() as u64).await;
+    let answer = app.post_attributes(to_every_target("C-77")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    for verified in ["verified", "secureVerified", "customVerified"] {
+        assert_eq!(answer.body[verified], true, "{verified}: {}", answer.body);
+    }
+    let at = |op: &str| app.sim.call_times(op)[0];
+    let participant = at("patch_attributes");
+    for own in ["patch_secure_attributes", "put_custom_attributes"] {
+        assert!(
+            at(own) <= participant,
+            "{own} is accepted before the participant is written"
+        );
+        assert!(
+            participant - at(own) < linger,
+            "the participant's write did not linger again after {own}: {:?}",
+            participant - at(own)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_of_the_conversations_own_target_leaves_the_participant_unwritten() {
+    let app = spawn_app().await;
+    app.sim.revoke("conversation:customAttributes:edit");
+    app.post_attributes(to_every_target("C-78"))
+        .await
+        .assert_problem(502, "upstream_auth_failed");
+    assert_eq!(
+        app.sim.count("patch_attributes"),
+        0,
+        "{:?}",
+        app.api_calls()
+    );
+    // Asynchronously alike: the attempt fails (to be retried, as a permission may be granted)
+    // and the participant stays unwritten.
+    let mut body = to_every_target("C-79");
+    body.as_object_mut().unwrap().remove("secureAttributes");
+    let accepted = app.post_async(body, &[]).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let job = format!("/v1/jobs/{}", accepted.body["jobId"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let tried = loop {
+        let job = app.get_with(&job, API_KEY).await.body;
+        if job["lastError"].is_string() {
+            break job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never failed: {job}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    assert!(
+        tried["lastError"].as_str().unwrap().contains("403"),
+        "{tried}"
+    );
+    assert_eq!(
+        app.sim.count("patch_attributes"),
+        0,
+        "{:?}",
+        app.api_calls()
+    );
+}

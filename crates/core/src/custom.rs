@@ -20,7 +20,7 @@ use crate::config::DeliverySettings;
 use crate::domain::{ConversationId, DomainError};
 use crate::genesys::model::{CustomRecordRead, CustomRecordWrite, CustomSchemaRead};
 use crate::genesys::{CallContext, GenesysError};
-use crate::lane::{Batch, Lanes, Merge};
+use crate::lane::{Asked, Batch, Lanes, Merge};
 use crate::service::{UpdateError, Updater};
 
 /// Where every replica's record ids come from: a UUIDv5 namespace of Patchbay's own.
@@ -533,29 +533,26 @@ impl CustomAttributes {
     }
 
     /// Writes `values` (prepared by `schema`) to conversation `cid`'s record of `schema` by
-    /// `deadline`, and, when `verify`, reads the record back until every key shows its value.
+    /// `asked.deadline`, and, when `asked.verify`, reads the record back until every key shows its
+    /// value.
     ///
     /// Writes to one record go through its lane: the first lingers briefly (`delivery.linger_ms`,
     /// longer as the budget fills) so a burst shares one write, and those that come while a write
-    /// is under way share the next. Each caller is answered for its own keys.
+    /// is under way share the next. Each caller is answered for its own keys; `asked.written`
+    /// hears once Genesys accepted the write.
     pub async fn write(
         &self,
         updater: &Updater,
         cid: ConversationId,
         schema: Arc<Schema>,
         values: Map<String, Value>,
-        verify: bool,
-        deadline: Instant,
+        asked: Asked,
     ) -> Result<CustomOutcome, CustomError> {
         let key = (cid, record_id(&cid, &schema.id));
         let keys = values.keys().cloned().collect();
-        let (answer, idle) = self.lanes.join(
-            key.clone(),
-            RecordValues { schema, values },
-            keys,
-            verify,
-            deadline,
-        );
+        let (answer, idle) =
+            self.lanes
+                .join(key.clone(), RecordValues { schema, values }, keys, asked);
         if idle {
             // The lane's writes outlive any one caller (each is answered by its deadline), so they
             // run on a task of their own, in the trace of the write that opened the lane.
@@ -646,6 +643,7 @@ impl CustomAttributes {
             match sent {
                 Ok(()) => {
                     created = current.is_none();
+                    batch.written();
                     break;
                 }
                 // Another writer moved the record on (409), created it (409 on the create) or

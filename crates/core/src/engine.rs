@@ -52,6 +52,9 @@ struct Entry {
     attributes: AttributeMap,
     verify: bool,
     deadline: Instant,
+    /// Whether its request already lingered in its conversation's other lanes (secure attributes,
+    /// a custom record): a round of such updates alone does not linger again.
+    lingered: bool,
     reply: Reply,
     /// The trace of the update's request (or job attempt), which the round that applies it links.
     trace: opentelemetry::Context,
@@ -236,6 +239,18 @@ impl Engine {
         update: &AttributeUpdate,
         deadline: Instant,
     ) -> Result<UpdateOutcome, UpdateError> {
+        self.submit_after(update, deadline, false).await
+    }
+
+    /// [`Engine::submit`], for an update whose request already `lingered` in its conversation's
+    /// other lanes: its lane's round lingers no more when every update waiting in it did, so a
+    /// request with several targets lingers once.
+    pub async fn submit_after(
+        &self,
+        update: &AttributeUpdate,
+        deadline: Instant,
+        lingered: bool,
+    ) -> Result<UpdateOutcome, UpdateError> {
         metrics::counter!(UPDATES).increment(1);
         let cid = update.conversation_id;
         let mut resolving_read = false;
@@ -269,6 +284,7 @@ impl Engine {
             attributes: update.attributes.clone(),
             verify,
             deadline,
+            lingered,
             reply,
             trace: tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current()),
         };
@@ -445,9 +461,12 @@ impl Inner {
                 }
                 continue;
             };
-            let linger = self
-                .settings
-                .linger(self.updater.genesys().budget_pressure());
+            let linger = if self.all_lingered(&cid) {
+                Duration::ZERO
+            } else {
+                self.settings
+                    .linger(self.updater.genesys().budget_pressure())
+            };
             // A write to a mirrored conversation is expected to show by an event, not a read.
             let calls = 1 + u32::from(verifies && self.mirrored(&cid).is_none());
             match self
@@ -492,6 +511,13 @@ impl Inner {
         let pending = lanes.get(cid)?;
         let earliest = pending.iter().map(|e| e.deadline).min()?;
         Some((earliest, pending.iter().any(|e| e.verify)))
+    }
+
+    /// Whether every update pending in `cid`'s lane already lingered with its request.
+    fn all_lingered(&self, cid: &ConversationId) -> bool {
+        self.lock_lanes()
+            .get(cid)
+            .is_some_and(|pending| pending.iter().all(|e| e.lingered))
     }
 
     fn take_pending(&self, cid: &ConversationId) -> Vec<Entry> {
@@ -952,6 +978,7 @@ mod tests {
             attributes: AttributeMap::from_json(&object).unwrap(),
             verify: true,
             deadline: Instant::now(),
+            lingered: false,
             reply: oneshot::channel().0,
             trace: opentelemetry::Context::new(),
         }

@@ -1,7 +1,9 @@
 //! Lanes for the conversation's own targets (its secure attributes, each custom-attributes record):
 //! one write at a time per key. Writes that come while a lane lingers or writes merge into its
 //! next write, and each caller is answered for its own keys, so a burst costs one write and one
-//! read. (Participant attributes have the engine's lanes, which also resolve the participant.)
+//! read. A caller may also be told as soon as its write was accepted, before it is read back: a
+//! request's participant write waits for that, not for the verification ([`Gate`]). (Participant
+//! attributes have the engine's lanes, which also resolve the participant.)
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,7 +26,14 @@ pub struct Batch<V, R> {
     pub verify: bool,
     /// The earliest of the callers' deadlines: the merged write answers them all by it.
     pub deadline: Instant,
-    callers: Vec<(Vec<String>, oneshot::Sender<R>)>,
+    callers: Vec<Caller<R>>,
+}
+
+/// One write of a batch: its keys, where its answer goes, and who waits for it to be accepted.
+struct Caller<R> {
+    keys: Vec<String>,
+    reply: oneshot::Sender<R>,
+    written: Option<oneshot::Sender<()>>,
 }
 
 impl<V: Merge, R> Batch<V, R> {
@@ -40,11 +49,41 @@ impl<V: Merge, R> Batch<V, R> {
         self.callers.len()
     }
 
+    /// Tells every caller that waits for it that Genesys accepted the write; the answer follows
+    /// once it is read back.
+    pub fn written(&mut self) {
+        for caller in &mut self.callers {
+            if let Some(written) = caller.written.take() {
+                // A caller that stopped waiting needs no word.
+                let _ = written.send(());
+            }
+        }
+    }
+
     /// Answers each caller with what `answer` makes of its own keys.
     pub fn answer(self, mut answer: impl FnMut(&[String]) -> R) {
-        for (keys, reply) in self.callers {
+        for caller in self.callers {
             // A caller that stopped waiting (its request ended) needs no answer.
-            let _ = reply.send(answer(&keys));
+            let _ = caller.reply.send(answer(&caller.keys));
+        }
+    }
+}
+
+/// What a write asks of its lane besides its values: whether it is read back, by when it is
+/// answered, and who hears once Genesys accepted it.
+pub struct Asked {
+    pub verify: bool,
+    pub deadline: Instant,
+    pub written: Option<oneshot::Sender<()>>,
+}
+
+impl Asked {
+    /// Read back (when `verify`) and answered by `deadline`, with no one waiting for the write alone.
+    pub fn by(verify: bool, deadline: Instant) -> Self {
+        Self {
+            verify,
+            deadline,
+            written: None,
         }
     }
 }
@@ -80,22 +119,26 @@ impl<K: Hash + Eq + Clone, V: Merge, R> Lanes<K, V, R> {
         self.lanes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Joins `key`'s lane with `values` (whose keys are `keys`): the receiver gets this write's
-    /// answer, and `true` says the lane was idle, so the caller must start its [`Lanes::drain`].
+    /// Joins `key`'s lane with `values` (whose keys are `keys`) as `asked`: the receiver gets this
+    /// write's answer, and `true` says the lane was idle, so the caller must start its
+    /// [`Lanes::drain`].
     pub fn join(
         &self,
         key: K,
         values: V,
         keys: Vec<String>,
-        verify: bool,
-        deadline: Instant,
+        asked: Asked,
     ) -> (oneshot::Receiver<R>, bool) {
         let (reply, answer) = oneshot::channel();
         let batch = Batch {
             values,
-            verify,
-            deadline,
-            callers: vec![(keys, reply)],
+            verify: asked.verify,
+            deadline: asked.deadline,
+            callers: vec![Caller {
+                keys,
+                reply,
+                written: asked.written,
+            }],
         };
         let mut lanes = self.lock();
         let idle = !lanes.contains_key(&key);
@@ -144,6 +187,40 @@ impl<K: Hash + Eq + Clone, V: Merge, R> Lanes<K, V, R> {
     }
 }
 
+/// What a request's participant write waits for: every write of the conversation's own targets
+/// (its secure attributes, its custom records) accepted by Genesys. A refusal of them leaves the
+/// participant unwritten, and their read-backs and the participant's go on side by side.
+#[derive(Default)]
+pub struct Gate {
+    waits: Vec<oneshot::Receiver<()>>,
+}
+
+impl Gate {
+    /// A write the gate waits for: the sender goes to [`Lanes::join`].
+    pub fn wait_for(&mut self) -> oneshot::Sender<()> {
+        let (written, heard) = oneshot::channel();
+        self.waits.push(heard);
+        written
+    }
+
+    /// Whether the request had writes of its own targets: they lingered in their lanes, so its
+    /// participant write need not linger again.
+    pub fn lingered(&self) -> bool {
+        !self.waits.is_empty()
+    }
+
+    /// Whether every write it waits for was accepted; `false` as soon as one was not (its sender
+    /// dropped: the write was refused or never sent).
+    pub async fn opened(self) -> bool {
+        for heard in self.waits {
+            if heard.await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,9 +242,26 @@ mod tests {
     async fn writes_that_come_while_a_lane_lingers_share_one_round_each_answered_for_its_keys() {
         let lanes: Lanes<&str, Values, Vec<String>> = Lanes::default();
         let deadline = Instant::now() + Duration::from_secs(5);
-        let (first, idle) = lanes.join("r", values("a", 1), vec!["a".into()], false, deadline);
+        let mut gate = Gate::default();
+        let (first, idle) = lanes.join(
+            "r",
+            values("a", 1),
+            vec!["a".into()],
+            Asked {
+                written: Some(gate.wait_for()),
+                ..Asked::by(false, deadline)
+            },
+        );
         assert!(idle);
-        let (second, idle) = lanes.join("r", values("b", 2), vec!["b".into()], true, deadline);
+        let (second, idle) = lanes.join(
+            "r",
+            values("b", 2),
+            vec!["b".into()],
+            Asked {
+                written: Some(gate.wait_for()),
+                ..Asked::by(true, deadline)
+            },
+        );
         assert!(!idle, "the lane is open: the first caller drains it");
         let rounds = Arc::new(Mutex::new(Vec::new()));
         let seen = rounds.clone();
@@ -175,10 +269,11 @@ mod tests {
             .drain(
                 "r",
                 || Duration::from_millis(150),
-                move |batch: Batch<Values, Vec<String>>| {
+                move |mut batch: Batch<Values, Vec<String>>| {
                     seen.lock()
                         .unwrap()
                         .push((batch.values.clone(), batch.verify));
+                    batch.written();
                     batch.answer(|keys| keys.to_vec());
                     async {}
                 },
@@ -188,9 +283,30 @@ mod tests {
             *rounds.lock().unwrap(),
             [([("a".to_string(), 1), ("b".to_string(), 2)].into(), true)]
         );
+        assert!(
+            gate.opened().await,
+            "both callers heard their write accepted"
+        );
         assert_eq!(first.await.unwrap(), ["a"]);
         assert_eq!(second.await.unwrap(), ["b"]);
         // Drained and closed: the next write opens the lane again.
-        assert!(lanes.join("r", values("c", 3), vec![], false, deadline).1);
+        assert!(
+            lanes
+                .join("r", values("c", 3), vec![], Asked::by(false, deadline))
+                .1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gate_opens_when_every_write_was_accepted_and_stays_shut_when_one_was_not() {
+        assert!(Gate::default().opened().await, "nothing to wait for");
+        assert!(!Gate::default().lingered());
+        let mut gate = Gate::default();
+        let accepted = gate.wait_for();
+        let refused = gate.wait_for();
+        assert!(gate.lingered());
+        accepted.send(()).unwrap();
+        drop(refused);
+        assert!(!gate.opened().await);
     }
 }

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::config::DeliverySettings;
 use crate::domain::{ConversationId, SecureValues};
 use crate::genesys::{CallContext, GenesysError};
-use crate::lane::{Lanes, Merge};
+use crate::lane::{Asked, Batch, Lanes, Merge};
 use crate::service::{UpdateError, Updater};
 
 /// What became of a write to the secure attributes.
@@ -58,23 +58,23 @@ impl SecureAttributes {
         }
     }
 
-    /// Writes `values` to conversation `cid`'s secure attributes by `deadline`, and, when `verify`,
-    /// reads them back until every key shows its value or the verification time is spent.
+    /// Writes `values` to conversation `cid`'s secure attributes by `asked.deadline`, and, when
+    /// `asked.verify`, reads them back until every key shows its value or the verification time is
+    /// spent.
     /// Admission first: a write the budget cannot serve in time is refused before anything is sent.
     ///
     /// A conversation's secure writes go through its lane: a burst lingers briefly
     /// (`delivery.linger_ms`) and shares one PATCH and its reads; each caller is answered for its
-    /// own keys.
+    /// own keys. `asked.written` hears once Genesys accepted the PATCH.
     pub async fn write(
         &self,
         updater: &Updater,
         cid: ConversationId,
         values: SecureValues,
-        verify: bool,
-        deadline: Instant,
+        asked: Asked,
     ) -> Result<SecureOutcome, UpdateError> {
         let keys = values.keys().map(str::to_string).collect();
-        let (answer, idle) = self.lanes.join(cid, values, keys, verify, deadline);
+        let (answer, idle) = self.lanes.join(cid, values, keys, asked);
         if idle {
             // The lane's writes outlive any one caller, so they run on a task of their own, in the
             // trace of the write that opened the lane.
@@ -106,9 +106,8 @@ impl SecureAttributes {
     async fn drain(&self, updater: &Updater, cid: ConversationId) {
         let linger = || self.delivery.linger(updater.genesys().budget_pressure());
         self.lanes
-            .drain(cid, linger, |batch| async move {
-                let result =
-                    write_and_read(updater, cid, &batch.values, batch.verify, batch.deadline).await;
+            .drain(cid, linger, |mut batch| async move {
+                let result = write_and_read(updater, cid, &mut batch).await;
                 if batch.callers() > 1 {
                     metrics::counter!(crate::metrics::COALESCED)
                         .increment(batch.callers() as u64 - 1);
@@ -119,22 +118,27 @@ impl SecureAttributes {
     }
 }
 
+/// Makes one PATCH of `batch`, tells its callers once Genesys accepted it, and reads it back.
 async fn write_and_read(
     updater: &Updater,
     cid: ConversationId,
-    values: &SecureValues,
-    verify: bool,
-    deadline: Instant,
+    batch: &mut Batch<SecureValues, Result<SecureOutcome, UpdateError>>,
 ) -> Result<SecureOutcome, UpdateError> {
+    let (verify, deadline) = (batch.verify, batch.deadline);
     updater
         .admit_calls(SecureAttributes::calls_needed(verify), deadline)
         .await?;
-    let keys: Vec<String> = values.keys().map(str::to_string).collect();
+    let keys: Vec<String> = batch.values.keys().map(str::to_string).collect();
     let genesys = updater.genesys();
     let mut cx = CallContext::until(deadline);
-    if let Err(e) = genesys.patch_secure_attributes(&mut cx, &cid, values).await {
+    if let Err(e) = genesys
+        .patch_secure_attributes(&mut cx, &cid, &batch.values)
+        .await
+    {
         return Err(refused(updater, &mut cx, cid, e).await);
     }
+    batch.written();
+    let values = &batch.values;
     if !verify {
         return Ok(SecureOutcome {
             unconfirmed: keys.clone(),

@@ -14,6 +14,7 @@ use crate::engine::Engine;
 use crate::genesys::retry::Backoff;
 use crate::genesys::GenesysError;
 use crate::journal::Journal;
+use crate::lane::{Asked, Gate};
 use crate::seal::{Keyring, SealError};
 use crate::secure::SecureOutcome;
 use crate::service::{UpdateError, UpdateOutcome};
@@ -322,8 +323,10 @@ impl Workers {
         }
     }
 
-    /// Writes a batch: the conversation's secure attributes first, so a refusal of them leaves the
-    /// participant unwritten (as the synchronous path does), then the participant's, if any.
+    /// Writes a batch as the synchronous path does: its targets share one linger; the
+    /// conversation's own (secure attributes, each custom record) are written side by side, and the
+    /// participant's once Genesys accepted those, so a refusal of them leaves the participant
+    /// unwritten; every target is then read back side by side.
     async fn deliver(
         &self,
         update: &crate::domain::AttributeUpdate,
@@ -333,60 +336,62 @@ impl Workers {
     ) -> Result<Landed, CustomError> {
         let updater = self.engine.updater();
         let verify = updater.verifies(update.verify);
-        let secure = match secure {
-            Some(values) => {
-                let span = tracing::info_span!(
-                    "secure attributes",
-                    otel.name = "secure attributes",
-                    keys = values.len()
-                );
-                Some(
-                    self.secure
-                        .write(
-                            updater,
-                            update.conversation_id,
-                            values.clone(),
-                            verify,
-                            deadline,
-                        )
-                        .instrument(span)
-                        .await?,
-                )
-            }
-            None => None,
+        let mut gate = Gate::default();
+        let asked = |gate: &mut Gate| Asked {
+            written: Some(gate.wait_for()),
+            ..Asked::by(verify, deadline)
         };
-        let mut written = Vec::new();
-        for values in custom {
+        let secure = secure.map(|values| (values, asked(&mut gate)));
+        let custom: Vec<_> = custom
+            .iter()
+            .map(|values| (values, asked(&mut gate)))
+            .collect();
+        let secure = async {
+            let Some((values, asked)) = secure else {
+                return Ok(None);
+            };
+            let span = tracing::info_span!(
+                "secure attributes",
+                otel.name = "secure attributes",
+                keys = values.len()
+            );
+            self.secure
+                .write(updater, update.conversation_id, values.clone(), asked)
+                .instrument(span)
+                .await
+                .map(Some)
+                .map_err(CustomError::from)
+        };
+        let custom = futures::future::try_join_all(custom.into_iter().map(|(values, asked)| async move {
             let schema = self
                 .custom
                 .schema(updater, &values.schema, deadline)
                 .await?;
             let prepared = schema.prepare(&values.values)?;
             let span = tracing::info_span!("custom attributes", otel.name = "custom attributes", schema = %schema.id, keys = prepared.len());
-            written.push(
-                self.custom
-                    .write(
-                        updater,
-                        update.conversation_id,
-                        schema.clone(),
-                        prepared,
-                        verify,
-                        deadline,
-                    )
-                    .instrument(span)
-                    .await?,
-            );
-        }
-        let participant = if update.attributes.is_empty() {
-            None
-        } else {
-            Some(self.engine.submit(update, deadline).await?)
+            self.custom
+                .write(updater, update.conversation_id, schema, prepared, asked)
+                .instrument(span)
+                .await
+        }));
+        let participant = async {
+            if update.attributes.is_empty() {
+                return None;
+            }
+            let lingered = gate.lingered();
+            if !gate.opened().await {
+                // A refusal of the conversation's own targets is the job's outcome.
+                return None;
+            }
+            Some(self.engine.submit_after(update, deadline, lingered).await)
         };
+        let (secure, custom, participant) = tokio::join!(secure, custom, participant);
+        let (secure, custom) = (secure?, custom?);
         Ok(Landed {
             conversation_id: update.conversation_id,
-            participant,
+            participant: participant.transpose()?,
             secure,
-            custom: written,
+            custom,
         })
     }
 
