@@ -413,7 +413,8 @@ async fn admit(
     if let Some(schema) = schema {
         calls += org
             .custom
-            .calls_needed(update.conversation_id, schema, verify);
+            .calls_needed(update.conversation_id, schema, verify)
+            .await;
     }
     if calls == 0 {
         return Ok(());

@@ -416,3 +416,49 @@ async fn a_refusal_of_the_conversations_own_target_leaves_the_participant_unwrit
         app.api_calls()
     );
 }
+
+/// The record operations the simulator saw, in order (schema reads left out).
+fn record_calls(sim: &patchbay::sim::Control) -> Vec<String> {
+    sim.calls()
+        .into_iter()
+        .filter(|c| c.op.ends_with("_custom_attributes"))
+        .map(|c| c.op.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_redis_amend_a_record_another_made_with_its_version_without_reading_it_first() {
+    let (sim, apps) = crate::redis_deployment::replicas(2, |_| {}).await;
+    let made = apps[0]
+        .post_attributes(case(json!({"caseNumber": "C-90"})))
+        .await;
+    assert_eq!(made.body["customVerified"], true, "{}", made.body);
+    let before = record_calls(&sim).len();
+    // The load balancer sends the CRM's next update to the other replica.
+    let amended = apps[1]
+        .post_attributes(case(json!({"caseNumber": "C-90", "priority": "2"})))
+        .await;
+    assert_eq!(amended.body["customVerified"], true, "{}", amended.body);
+    assert_eq!(
+        record_calls(&sim)[before..],
+        ["patch_custom_attributes", "get_custom_attributes"],
+        "the version the first replica read serves the second"
+    );
+    let (values, _, version) = sim.custom_record(SEED_ACTIVE_CALL, &record_id()).unwrap();
+    assert_eq!(
+        Value::Object(values),
+        json!({"caseNumber": "C-90", "priority": 2})
+    );
+    assert_eq!(version, 2);
+    // Back on the first replica, whose own last read is stale: it takes the version from Redis
+    // and amends at once, with no conflict.
+    let before = record_calls(&sim).len();
+    let again = apps[0]
+        .post_attributes(case(json!({"caseNumber": "C-90", "vip": "true"})))
+        .await;
+    assert_eq!(again.body["customVerified"], true, "{}", again.body);
+    assert_eq!(
+        record_calls(&sim)[before..],
+        ["patch_custom_attributes", "get_custom_attributes"]
+    );
+}

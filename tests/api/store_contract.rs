@@ -16,6 +16,7 @@ use patchbay::store::budget::{local::LocalBudget, redis::RedisBudget, Budget, Ca
 use patchbay::store::channels::{local::LocalSlots, redis::RedisSlots, ChannelSlots};
 use patchbay::store::finds::{local::LocalFinds, redis::RedisFinds, Finds};
 use patchbay::store::journal::{redis::RedisJournal, ring::Ring, JournalStore};
+use patchbay::store::records::{local::LocalRecords, redis::RedisRecords, KnownRecord, Records};
 use patchbay::store::token::{local::LocalToken, redis::RedisToken, TokenStore};
 use patchbay::store::Redis;
 use secrecy::{ExposeSecret, SecretString};
@@ -212,6 +213,52 @@ async fn on_redis_one_replicas_find_serves_another_and_its_forgetting_reaches_ev
     let other = RedisFinds::new(LocalFinds::new(ttl), redis, b"another client's secret");
     assert_eq!(other.get(&caller).await, None);
     assert_eq!(three.get(&caller).await, Some(cid(2)));
+}
+
+/// What a read of a record at `version` showed.
+fn known(version: i64) -> KnownRecord {
+    KnownRecord {
+        version,
+        divisions: vec!["a1b2c3d4-0000-4000-8000-000000000001".into()],
+        timestamps: [(
+            "caseNumber".to_string(),
+            format!("2026-12-07T12:00:0{version}.000Z"),
+        )]
+        .into(),
+    }
+}
+
+#[tokio::test]
+async fn what_is_known_of_a_record_is_kept_never_replaced_by_an_older_read_and_forgotten() {
+    for (name, store, _prefix) in both::<dyn Records>(Arc::new(LocalRecords::default()), |r| {
+        Arc::new(RedisRecords::new(r))
+    })
+    .await
+    {
+        let (record, other) = ((cid(1), "r-1".to_string()), (cid(1), "r-2".to_string()));
+        assert_eq!(store.get(&record).await, None, "{name}");
+        store.insert(&record, &known(2)).await;
+        assert_eq!(store.get(&record).await, Some(known(2)), "{name}");
+        assert_eq!(store.get(&other).await, None, "{name}");
+        // A slower read of an older version does not put it back.
+        store.insert(&record, &known(1)).await;
+        assert_eq!(store.get(&record).await, Some(known(2)), "{name}");
+        store.insert(&record, &known(3)).await;
+        assert_eq!(store.get(&record).await, Some(known(3)), "{name}");
+        store.forget(&record).await;
+        assert_eq!(store.get(&record).await, None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn on_redis_what_one_replica_read_of_a_record_serves_another() {
+    let (redis, _prefix) = redis().await;
+    let (one, two) = (RedisRecords::new(redis.clone()), RedisRecords::new(redis));
+    let record = (cid(1), "r-1".to_string());
+    one.insert(&record, &known(1)).await;
+    assert_eq!(two.get(&record).await, Some(known(1)));
+    two.forget(&record).await;
+    assert_eq!(one.get(&record).await, None);
 }
 
 /// The OAuth client's secret every replica of the test deployment holds, which keys its finds.

@@ -22,6 +22,7 @@ use crate::genesys::model::{CustomRecordRead, CustomRecordWrite, CustomSchemaRea
 use crate::genesys::{CallContext, GenesysError};
 use crate::lane::{Asked, Batch, Lanes, Merge};
 use crate::service::{UpdateError, Updater};
+use crate::store::records::{KnownRecord as Known, RecordKey, Records};
 
 /// Where every replica's record ids come from: a UUIDv5 namespace of Patchbay's own.
 const RECORD_NAMESPACE: uuid::Uuid = uuid::uuid!("0b8f3c1e-6f5a-5d0e-9c7b-2a4d8e1f6b30");
@@ -373,14 +374,6 @@ fn coerce(kind: Kind, value: &Value) -> Value {
     coerced.unwrap_or_else(|| value.clone())
 }
 
-/// What a replica last read of a record: enough to amend it without reading it first.
-#[derive(Debug, Clone)]
-struct Known {
-    version: i64,
-    divisions: Vec<String>,
-    timestamps: BTreeMap<String, String>,
-}
-
 impl From<&CustomRecordRead> for Known {
     fn from(r: &CustomRecordRead) -> Self {
         Self {
@@ -408,9 +401,6 @@ pub struct CustomOutcome {
     pub conflicts: u32,
     pub calls: u32,
 }
-
-/// A record's key: its conversation and its id.
-type RecordKey = (ConversationId, String);
 
 /// What a record's lane merges: the values, under the schema the latest caller named.
 pub struct RecordValues {
@@ -443,7 +433,9 @@ impl CustomOutcome {
 pub struct CustomAttributes {
     /// Schemas by the reference a sender used (id or name), and by id.
     schemas: moka::future::Cache<String, Arc<Schema>>,
-    known: moka::sync::Cache<RecordKey, Known>,
+    /// What was last read of each record, by this replica or (on Redis) any: a record is amended
+    /// with the version read last, and a stale one costs a conflict and a read, never a field.
+    known: Arc<dyn Records>,
     /// The divisions a record Patchbay creates belongs to.
     divisions: Arc<Vec<String>>,
     /// Each record's lane: its writes run one at a time, so two of this replica's never conflict,
@@ -453,7 +445,12 @@ pub struct CustomAttributes {
 }
 
 impl CustomAttributes {
-    pub fn new(schema_ttl: Duration, divisions: Vec<String>, delivery: DeliverySettings) -> Self {
+    pub fn new(
+        schema_ttl: Duration,
+        divisions: Vec<String>,
+        delivery: DeliverySettings,
+        known: Arc<dyn Records>,
+    ) -> Self {
         Self {
             lanes: Lanes::default(),
             delivery: Arc::new(delivery),
@@ -461,12 +458,7 @@ impl CustomAttributes {
                 .max_capacity(1_000)
                 .time_to_live(schema_ttl)
                 .build(),
-            // A record is amended with the version read last; a stale one costs a conflict and a
-            // read, never a lost field.
-            known: moka::sync::Cache::builder()
-                .max_capacity(50_000)
-                .time_to_idle(Duration::from_secs(3_600))
-                .build(),
+            known,
             divisions: Arc::new(divisions),
         }
     }
@@ -523,8 +515,12 @@ impl CustomAttributes {
     /// The Genesys calls a write to conversation `cid`'s record of `schema` takes when all goes
     /// well: a read first when nothing is known of the record, the write, and one read back when
     /// verifying.
-    pub fn calls_needed(&self, cid: ConversationId, schema: &Schema, verify: bool) -> u32 {
-        let known = self.known.contains_key(&(cid, record_id(&cid, &schema.id)));
+    pub async fn calls_needed(&self, cid: ConversationId, schema: &Schema, verify: bool) -> u32 {
+        let known = self
+            .known
+            .get(&(cid, record_id(&cid, &schema.id)))
+            .await
+            .is_some();
         Self::calls_for(known, verify)
     }
 
@@ -607,7 +603,7 @@ impl CustomAttributes {
         let (cid, rid) = (cache_key.0, cache_key.1.clone());
         let schema = batch.values.schema.clone();
         let deadline = batch.deadline;
-        let known = self.known.get(cache_key);
+        let known = self.known.get(cache_key).await;
         let admitted_verify = batch.verify;
         updater
             .admit_calls(Self::calls_for(known.is_some(), admitted_verify), deadline)
@@ -652,7 +648,7 @@ impl CustomAttributes {
                     if matches!(e.status(), Some(409))
                         || (e.status() == Some(404) && current.is_some()) =>
                 {
-                    self.known.invalidate(cache_key);
+                    self.known.forget(cache_key).await;
                     conflicts += 1;
                     metrics::counter!(crate::metrics::CUSTOM_CONFLICTS).increment(1);
                     if conflicts > MAX_CONFLICTS || Instant::now() >= deadline {
@@ -662,7 +658,7 @@ impl CustomAttributes {
                     current = self.read(updater, &mut cx, cache_key).await?;
                 }
                 Err(e) => {
-                    self.known.invalidate(cache_key);
+                    self.known.forget(cache_key).await;
                     if e.status() == Some(400) {
                         // Perhaps the schema changed under the cached copy: read it next time.
                         self.forget_schema(&schema).await;
@@ -679,7 +675,7 @@ impl CustomAttributes {
             batch.verify && (admitted_verify || updater.admit_calls(1, deadline).await.is_ok());
         if !reads {
             // What Patchbay knows now is stale: the next write reads first.
-            self.known.invalidate(cache_key);
+            self.known.forget(cache_key).await;
             return Ok(CustomOutcome {
                 schema_id: schema.id.clone(),
                 record_id: rid,
@@ -707,7 +703,7 @@ impl CustomAttributes {
                 }
             };
             if let Some(read) = &read {
-                self.known.insert(cache_key.clone(), Known::from(read));
+                self.known.insert(cache_key, &Known::from(read)).await;
                 if read
                     .schema
                     .as_ref()
@@ -785,7 +781,7 @@ impl CustomAttributes {
         };
         let known = read.as_ref().map(Known::from);
         if let Some(k) = &known {
-            self.known.insert(key.clone(), k.clone());
+            self.known.insert(key, k).await;
         }
         Ok(known)
     }

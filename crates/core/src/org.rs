@@ -20,6 +20,7 @@ use crate::service::Updater;
 use crate::store::budget::{local::LocalBudget, redis::RedisBudget, Budget, CallBudget};
 use crate::store::channels::{local::LocalSlots, redis::RedisSlots, ChannelSlots};
 use crate::store::finds::{local::LocalFinds, redis::RedisFinds, Finds};
+use crate::store::records::{local::LocalRecords, redis::RedisRecords, Records};
 use crate::store::token::{local::LocalToken, redis::RedisToken, TokenStore};
 use crate::store::Redis;
 
@@ -49,8 +50,8 @@ pub struct Org {
 }
 
 impl Org {
-    /// The org `settings` name. With `redis`, its token, budget, channel slots and finds are the
-    /// deployment's; without, this process's.
+    /// The org `settings` name. With `redis`, its token, budget, channel slots, finds and what is
+    /// known of custom-attributes records are the deployment's; without, this process's.
     pub fn build(settings: &Settings, redis: Option<Redis>) -> Result<Self, reqwest::Error> {
         let budget = Budget {
             per_minute: settings.genesys.rate_per_minute,
@@ -75,6 +76,10 @@ impl Org {
                 )),
                 Arc::new(RedisSlots::new(slots, r.clone())),
             ),
+        };
+        let records: Arc<dyn Records> = match &redis {
+            None => Arc::new(LocalRecords::default()),
+            Some(r) => Arc::new(RedisRecords::new(r.clone())),
         };
         let genesys = GenesysClient::new(&settings.genesys, budget, token)?;
         let mut engine = Engine::new(
@@ -106,6 +111,7 @@ impl Org {
                 Duration::from_secs(settings.custom.schema_ttl_s),
                 settings.custom.divisions.clone(),
                 settings.delivery.clone(),
+                records,
             ),
         })
     }

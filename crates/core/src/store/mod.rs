@@ -8,6 +8,7 @@
 //! - [`token`]: the OAuth token (granted for this process, or one for every replica).
 //! - [`channels`]: the notification channel slots Genesys allows per OAuth client.
 //! - [`finds`]: what lookups found, kept for a short while.
+//! - [`records`]: what was last read of each custom-attributes record.
 //!
 //! On Redis every key lives under `{<redis.key_prefix>}:`. The braces are a Redis Cluster hash tag:
 //! all keys share one slot, so the Lua scripts that keep the queue consistent may touch any of them.
@@ -17,6 +18,7 @@ pub mod channels;
 pub mod finds;
 pub mod journal;
 pub mod queue;
+pub mod records;
 pub mod token;
 
 use std::time::Duration;
@@ -31,6 +33,13 @@ pub(crate) const DELETE_IF_EQUAL: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
+
+/// Redis did not answer a shared cache (`cache`: its metric label and its name): counted among the
+/// fallbacks and logged; the replica goes on with what it has of its own.
+pub(crate) fn unshared(e: &redis::RedisError, cache: (&'static str, &str), what: &str) {
+    metrics::counter!(crate::metrics::REDIS_FALLBACKS, "what" => cache.0).increment(1);
+    tracing::warn!(error = %e, "Redis is unreachable: {} could not be {what}", cache.1);
+}
 
 /// A Redis store could not answer.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use super::local::LocalFinds;
 use super::Finds;
 use crate::domain::lookup::{Lookup, LookupKey, Pick};
 use crate::domain::ConversationId;
-use crate::store::{Redis, DELETE_IF_EQUAL};
+use crate::store::{unshared, Redis, DELETE_IF_EQUAL};
 
 /// Finds shared by every replica, with this replica's in front.
 #[derive(Clone, Debug)]
@@ -74,7 +74,7 @@ impl Finds for RedisFinds {
         {
             Ok(found) => found,
             Err(e) => {
-                unshared(&e, "read");
+                unshared(&e, UNSHARED, "read");
                 return None;
             }
         };
@@ -99,7 +99,7 @@ impl Finds for RedisFinds {
             .query_async(&mut conn)
             .await;
         if let Err(e) = stored {
-            unshared(&e, "written");
+            unshared(&e, UNSHARED, "written");
         }
     }
 
@@ -112,16 +112,13 @@ impl Finds for RedisFinds {
             .invoke_async(&mut conn)
             .await;
         if let Err(e) = dropped {
-            unshared(&e, "cleared");
+            unshared(&e, UNSHARED, "cleared");
         }
     }
 }
 
-/// Redis did not answer: this replica goes on with its own finds, counted with the other fallbacks.
-fn unshared(e: &redis::RedisError, what: &str) {
-    metrics::counter!(crate::metrics::REDIS_FALLBACKS, "what" => "lookup_cache").increment(1);
-    tracing::warn!(error = %e, "Redis is unreachable: the shared lookup cache could not be {what}");
-}
+/// This cache, in the fallback metric and the warning.
+const UNSHARED: (&str, &str) = ("lookup_cache", "the shared lookup cache");
 
 #[cfg(test)]
 mod tests {

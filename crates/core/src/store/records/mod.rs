@@ -1,0 +1,47 @@
+//! What was last read of each custom-attributes record (its version, divisions and fields' times):
+//! by this replica ([`local`]), or on Redis for every replica ([`redis`]), so a write amends a
+//! record with its current version without reading it first, whichever replica the load balancer
+//! picks.
+//!
+//! Knowledge only saves reads; it is never trusted. A stale version is refused by Genesys (409),
+//! which costs a read and a retry, never a field; a record nobody knows is read before it is
+//! written. So Redis being slow or down costs calls, never correctness.
+
+pub mod local;
+pub mod redis;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ConversationId;
+
+/// How long a record is remembered after its last use, here and on Redis: longer than a call.
+pub const KEPT: Duration = Duration::from_secs(3_600);
+
+/// A record: its conversation and its id.
+pub type RecordKey = (ConversationId, String);
+
+/// What a read showed of a record: enough to amend it without reading it first. Field names and
+/// times only, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownRecord {
+    pub version: i64,
+    pub divisions: Vec<String>,
+    /// Each field's time of writing, as Genesys gave it.
+    pub timestamps: BTreeMap<String, String>,
+}
+
+/// Where what is known of records is kept.
+#[async_trait::async_trait]
+pub trait Records: Send + Sync {
+    /// What was last read of the record, if anything is known.
+    async fn get(&self, key: &RecordKey) -> Option<KnownRecord>;
+
+    /// Remembers a read of the record; an older version than the one kept is ignored.
+    async fn insert(&self, key: &RecordKey, known: &KnownRecord);
+
+    /// Forgets the record: what was known is stale, and its next write reads it first.
+    async fn forget(&self, key: &RecordKey);
+}
