@@ -462,3 +462,35 @@ async fn replicas_on_redis_amend_a_record_another_made_with_its_version_without_
         ["patch_custom_attributes", "get_custom_attributes"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_redis_that_both_find_a_record_absent_never_create_it_over_each_other() {
+    let (sim, apps) = crate::redis_deployment::replicas(2, |_| {}).await;
+    // Each call takes long enough that the second replica reads the record absent before the
+    // first has created it, and would create it after: its PUT would replace the first's fields.
+    sim.set_latency(std::time::Duration::from_millis(200));
+    let mut first = case(json!({"caseNumber": "C-91", "priority": "1"}));
+    // Unverified, so no read of its own would notice its fields gone and write them back.
+    first["verify"] = json!(false);
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        apps[1]
+            .post_attributes(case(json!({"caseNumber": "C-91", "vip": "true"})))
+            .await
+    };
+    let (first, second) = tokio::join!(apps[0].post_attributes(first), second);
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(second.body["customVerified"], true, "{}", second.body);
+    let (values, _, _) = sim.custom_record(SEED_ACTIVE_CALL, &record_id()).unwrap();
+    assert_eq!(
+        Value::Object(values),
+        json!({"caseNumber": "C-91", "priority": 1, "vip": true}),
+        "both replicas' fields are kept"
+    );
+    assert_eq!(
+        sim.count("put_custom_attributes"),
+        1,
+        "one replica created the record, the other amended it: {:?}",
+        record_calls(&sim)
+    );
+}

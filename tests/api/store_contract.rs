@@ -261,6 +261,46 @@ async fn on_redis_what_one_replica_read_of_a_record_serves_another() {
     assert_eq!(one.get(&record).await, None);
 }
 
+#[tokio::test]
+async fn on_redis_one_replica_at_a_time_claims_an_unknown_records_creation() {
+    let (redis, _prefix) = redis().await;
+    let (one, two) = (RedisRecords::new(redis.clone()), RedisRecords::new(redis));
+    let record = (cid(1), "r-1".to_string());
+    let hold = Duration::from_secs(10);
+    assert!(one.claim_create(&record, "one", hold).await);
+    assert!(
+        !two.claim_create(&record, "two", hold).await,
+        "held by the first"
+    );
+    assert!(
+        two.claim_create(&(cid(1), "r-2".to_string()), "two", hold)
+            .await,
+        "another record is another claim"
+    );
+    // Only the holder ends its claim.
+    two.end_claim(&record, "two").await;
+    assert!(!two.claim_create(&record, "two", hold).await);
+    one.end_claim(&record, "one").await;
+    assert!(two.claim_create(&record, "two", hold).await);
+    // A claim lapses on its own when its holder died before ending it.
+    let lapsing = (cid(2), "r-1".to_string());
+    assert!(
+        one.claim_create(&lapsing, "one", Duration::from_millis(50))
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(two.claim_create(&lapsing, "two", hold).await);
+}
+
+#[tokio::test]
+async fn in_one_process_a_records_creation_is_always_its_own_lanes() {
+    let store = LocalRecords::default();
+    let record = (cid(1), "r-1".to_string());
+    let hold = Duration::from_secs(10);
+    assert!(store.claim_create(&record, "one", hold).await);
+    assert!(store.claim_create(&record, "two", hold).await);
+}
+
 /// The OAuth client's secret every replica of the test deployment holds, which keys its finds.
 const SECRET: &[u8] = b"the deployment's client secret";
 

@@ -1,9 +1,10 @@
 //! Conversation custom attributes: typed records checked against a schema, the place Genesys
 //! directs reporting and search to. Each conversation has one record per schema, whose id every
-//! replica derives alike; the first write creates it and later writes amend it, always with the
-//! record's divisions (an update without them clears them) and its version (a stale one is a 409,
-//! re-read and retried). No notification carries a record's change, so a write is verified by
-//! reading the record back: each field's value, with a timestamp newer than before the write.
+//! replica derives alike; the first write creates it (under a claim, so two replicas never both
+//! do) and later writes amend it, always with the record's divisions (an update without them clears
+//! them) and its version (a stale one is a 409, re-read and retried). No notification carries a
+//! record's change, so a write is verified by reading the record back: each field's value, with a
+//! timestamp newer than before the write.
 //!
 //! Schemas are read once (by id, or by name through the listing) and cached; a write Genesys
 //! refuses as invalid drops the cached schema, so the next write reads it again.
@@ -21,7 +22,7 @@ use crate::domain::{ConversationId, DomainError};
 use crate::genesys::model::{CustomRecordRead, CustomRecordWrite, CustomSchemaRead};
 use crate::genesys::{CallContext, GenesysError};
 use crate::lane::{Asked, Batch, Lanes, Merge};
-use crate::service::{UpdateError, Updater};
+use crate::service::{UpdateError, Updater, CALL_ALLOWANCE};
 use crate::store::records::{KnownRecord as Known, RecordKey, Records};
 
 /// Where every replica's record ids come from: a UUIDv5 namespace of Patchbay's own.
@@ -29,6 +30,17 @@ const RECORD_NAMESPACE: uuid::Uuid = uuid::uuid!("0b8f3c1e-6f5a-5d0e-9c7b-2a4d8e
 
 /// Conflicts (409) re-read and retried before the write is answered `custom_conflict`.
 const MAX_CONFLICTS: u32 = 3;
+
+/// How often a write waiting for another replica's claim on a record looks again.
+const CLAIM_POLL: Duration = Duration::from_millis(50);
+
+/// What waiting for the claim on an unknown record gave.
+enum Claimed {
+    /// This replica's claim, by its token: it reads the record and creates it if absent.
+    Ours(String),
+    /// What the replica that held the claim learnt of the record.
+    Learnt(Known),
+}
 
 /// The record of conversation `cid` under schema `schema_id`: the same on every replica.
 pub fn record_id(cid: &ConversationId, schema_id: &str) -> String {
@@ -594,16 +606,62 @@ impl CustomAttributes {
 
     /// Makes one write of `batch` (and of what joins it before the write is sent) and reads it
     /// back.
+    ///
+    /// A record nobody knows is written under this replica's claim on it: another replica that
+    /// finds it unknown too waits, and amends it with what this one learnt, instead of creating
+    /// it again over this one's fields.
     async fn write_and_read(
+        &self,
+        updater: &Updater,
+        key: &RecordKey,
+        batch: &mut Pending,
+    ) -> Result<CustomOutcome, CustomError> {
+        let known = match self.known.get(key).await {
+            Some(known) => Some(known),
+            None => match self.claim(key, batch.deadline).await? {
+                Claimed::Ours(token) => {
+                    let written = self.write_known(updater, key, batch, None).await;
+                    self.known.end_claim(key, &token).await;
+                    return written;
+                }
+                Claimed::Learnt(known) => Some(known),
+            },
+        };
+        self.write_known(updater, key, batch, known).await
+    }
+
+    /// The claim on unknown record `key`: this replica's, or, once another replica that held it
+    /// learnt the record, what it learnt. Waiting past `deadline` is a conflict.
+    async fn claim(&self, key: &RecordKey, deadline: Instant) -> Result<Claimed, CustomError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        // Held for as long as this write may take; ended as soon as it is answered.
+        let hold = deadline.saturating_duration_since(Instant::now()) + CALL_ALLOWANCE;
+        loop {
+            if self.known.claim_create(key, &token, hold).await {
+                return Ok(Claimed::Ours(token));
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
+            if let Some(known) = self.known.get(key).await {
+                return Ok(Claimed::Learnt(known));
+            }
+            if Instant::now() >= deadline {
+                // Another writer held the record all along: one conflict, answered honestly.
+                return Err(CustomError::Conflict(1));
+            }
+        }
+    }
+
+    /// [`CustomAttributes::write_and_read`] of a record `known` as given (`None`: read it first).
+    async fn write_known(
         &self,
         updater: &Updater,
         cache_key: &RecordKey,
         batch: &mut Pending,
+        known: Option<Known>,
     ) -> Result<CustomOutcome, CustomError> {
         let (cid, rid) = (cache_key.0, cache_key.1.clone());
         let schema = batch.values.schema.clone();
         let deadline = batch.deadline;
-        let known = self.known.get(cache_key).await;
         let admitted_verify = batch.verify;
         updater
             .admit_calls(Self::calls_for(known.is_some(), admitted_verify), deadline)

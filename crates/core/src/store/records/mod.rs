@@ -3,6 +3,8 @@
 //! record with its current version without reading it first, whichever replica the load balancer
 //! picks.
 //!
+//! A record nobody knows is created under a claim, so two replicas never both create it.
+//!
 //! Knowledge only saves reads; it is never trusted. A stale version is refused by Genesys (409),
 //! which costs a read and a retry, never a field; a record nobody knows is read before it is
 //! written. So Redis being slow or down costs calls, never correctness.
@@ -44,4 +46,13 @@ pub trait Records: Send + Sync {
 
     /// Forgets the record: what was known is stale, and its next write reads it first.
     async fn forget(&self, key: &RecordKey);
+
+    /// Claims, for `hold`, the right to find out whether an unknown record exists and to create it
+    /// (`token` names this claim): `false` while another replica holds it. Two replicas that both
+    /// read a record absent would both create it, and the later `PUT` would replace the earlier's
+    /// fields.
+    async fn claim_create(&self, key: &RecordKey, token: &str, hold: Duration) -> bool;
+
+    /// Ends the claim `token` names, if it still holds.
+    async fn end_claim(&self, key: &RecordKey, token: &str);
 }

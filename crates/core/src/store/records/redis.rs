@@ -2,8 +2,10 @@
 //! record's version moves with every replica's write, and a stale one costs a conflict. Redis
 //! errors are logged and counted, and the write reads the record first, as with nothing known.
 
+use std::time::Duration;
+
 use super::{KnownRecord, RecordKey, Records, KEPT};
-use crate::store::{unshared, Redis};
+use crate::store::{unshared, Redis, DELETE_IF_EQUAL};
 
 /// Keeps ARGV[1] (a known record, as JSON) in KEYS[1] for ARGV[3] ms, unless what is kept there is
 /// of a newer version than ARGV[2]: a slow replica never puts back what another's read superseded.
@@ -33,6 +35,10 @@ impl RedisRecords {
     /// Conversation and record ids name no person: they are kept as they are.
     fn key(&self, (cid, rid): &RecordKey) -> String {
         self.redis.key(&format!("record:{cid}:{rid}"))
+    }
+
+    fn claim_key(&self, (cid, rid): &RecordKey) -> String {
+        self.redis.key(&format!("record-create:{cid}:{rid}"))
     }
 }
 
@@ -80,6 +86,38 @@ impl Records for RedisRecords {
             .await;
         if let Err(e) = dropped {
             unshared(&e, UNSHARED, "cleared");
+        }
+    }
+
+    /// A claim Redis could not answer is granted: the write goes on as a single replica's would.
+    async fn claim_create(&self, key: &RecordKey, token: &str, hold: Duration) -> bool {
+        let mut conn = self.redis.conn.clone();
+        let set: Result<Option<String>, _> = redis::cmd("SET")
+            .arg(self.claim_key(key))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(&mut conn)
+            .await;
+        match set {
+            Ok(set) => set.is_some(),
+            Err(e) => {
+                unshared(&e, UNSHARED, "claimed");
+                true
+            }
+        }
+    }
+
+    async fn end_claim(&self, key: &RecordKey, token: &str) {
+        let mut conn = self.redis.conn.clone();
+        let ended: Result<i64, _> = redis::Script::new(DELETE_IF_EQUAL)
+            .key(self.claim_key(key))
+            .arg(token)
+            .invoke_async(&mut conn)
+            .await;
+        if let Err(e) = ended {
+            unshared(&e, UNSHARED, "released");
         }
     }
 }
