@@ -129,7 +129,8 @@ async fn a_429_slows_every_replica_down() {
 }
 
 #[tokio::test]
-async fn without_redis_synchronous_requests_still_work_and_asynchronous_intake_refuses() {
+async fn without_redis_synchronous_requests_still_work_custom_records_too_and_asynchronous_intake_refuses(
+) {
     // Nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -144,6 +145,26 @@ async fn without_redis_synchronous_requests_still_work_and_asynchronous_intake_r
     let answer = app.post_attributes(agent_update(1)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["verified"], true);
+    // A custom record too: with nothing known of it and no claim to be had, it is read first.
+    let custom = app
+        .post_attributes(json!({
+            "conversationId": SEED_ACTIVE_CALL,
+            "customSchema": patchbay::sim::SEED_SCHEMA_NAME,
+            "customAttributes": {"caseNumber": "C-99"}
+        }))
+        .await;
+    assert_eq!(custom.body["customVerified"], true, "{}", custom.body);
+    assert_eq!(
+        app.api_calls()
+            .into_iter()
+            .filter(|c| c.ends_with("_custom_attributes"))
+            .collect::<Vec<_>>(),
+        [
+            "get_custom_attributes",
+            "put_custom_attributes",
+            "get_custom_attributes"
+        ]
+    );
     let refused = app.post_async(agent_update(2), &[]).await;
     refused.assert_problem(503, "queue_unavailable");
     assert!(!refused.header("retry-after").is_empty());
