@@ -500,12 +500,8 @@ async fn apply_now(
         if addressed.update.attributes.is_empty() {
             return None;
         }
-        let lingered = gate.lingered();
-        if !gate.opened().await {
-            // A refusal of the conversation's own targets is the answer.
-            return None;
-        }
-        Some(
+        // `None` when the conversation's own targets were refused: their refusal is the answer.
+        gate.then(|lingered| {
             apply_participant(
                 state,
                 addressed,
@@ -514,8 +510,8 @@ async fn apply_now(
                 entry,
                 lingered,
             )
-            .await,
-        )
+        })
+        .await
     };
     let ((secure, custom), participant) = tokio::join!(own, participant);
     let (secure, custom) = (secure?, custom?);

@@ -418,7 +418,7 @@ async fn a_refusal_of_the_conversations_own_target_leaves_the_participant_unwrit
 }
 
 /// The record operations the simulator saw, in order (schema reads left out).
-fn record_calls(sim: &patchbay::sim::Control) -> Vec<String> {
+pub(crate) fn record_calls(sim: &patchbay::sim::Control) -> Vec<String> {
     sim.calls()
         .into_iter()
         .filter(|c| c.op.ends_with("_custom_attributes"))

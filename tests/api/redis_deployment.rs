@@ -155,10 +155,7 @@ async fn without_redis_synchronous_requests_still_work_custom_records_too_and_as
         .await;
     assert_eq!(custom.body["customVerified"], true, "{}", custom.body);
     assert_eq!(
-        app.api_calls()
-            .into_iter()
-            .filter(|c| c.ends_with("_custom_attributes"))
-            .collect::<Vec<_>>(),
+        crate::custom::record_calls(&app.sim),
         [
             "get_custom_attributes",
             "put_custom_attributes",

@@ -455,13 +455,13 @@ impl Inner {
     /// between `genesys.rate_per_minute` and Genesys's own limit absorbs that.
     async fn run_lane(self: Arc<Self>, cid: ConversationId) {
         loop {
-            let Some((earliest, verifies)) = self.pending_needs(&cid) else {
+            let Some((earliest, verifies, lingered)) = self.pending_needs(&cid) else {
                 if self.end_if_idle(&cid) {
                     return;
                 }
                 continue;
             };
-            let linger = if self.all_lingered(&cid) {
+            let linger = if lingered {
                 Duration::ZERO
             } else {
                 self.settings
@@ -505,19 +505,17 @@ impl Inner {
         }
     }
 
-    /// The earliest deadline among `cid`'s pending updates, and whether any of them verifies.
-    fn pending_needs(&self, cid: &ConversationId) -> Option<(Instant, bool)> {
+    /// The earliest deadline among `cid`'s pending updates, whether any of them verifies, and
+    /// whether every one already lingered with its request.
+    fn pending_needs(&self, cid: &ConversationId) -> Option<(Instant, bool, bool)> {
         let lanes = self.lock_lanes();
         let pending = lanes.get(cid)?;
         let earliest = pending.iter().map(|e| e.deadline).min()?;
-        Some((earliest, pending.iter().any(|e| e.verify)))
-    }
-
-    /// Whether every update pending in `cid`'s lane already lingered with its request.
-    fn all_lingered(&self, cid: &ConversationId) -> bool {
-        self.lock_lanes()
-            .get(cid)
-            .is_some_and(|pending| pending.iter().all(|e| e.lingered))
+        Some((
+            earliest,
+            pending.iter().any(|e| e.verify),
+            pending.iter().all(|e| e.lingered),
+        ))
     }
 
     fn take_pending(&self, cid: &ConversationId) -> Vec<Entry> {
@@ -649,7 +647,7 @@ impl Inner {
         waiters: &mut Vec<Waiter>,
         prepaid: &mut VecDeque<Instant>,
     ) -> usize {
-        let Some((earliest, _)) = self.pending_needs(&cid) else {
+        let Some((earliest, ..)) = self.pending_needs(&cid) else {
             return 0;
         };
         // The slot is taken before the batch, so whatever comes while it is awaited joins the batch.

@@ -203,21 +203,15 @@ impl Gate {
         written
     }
 
-    /// Whether the request had writes of its own targets: they lingered in their lanes, so its
-    /// participant write need not linger again.
-    pub fn lingered(&self) -> bool {
-        !self.waits.is_empty()
-    }
-
-    /// Whether every write it waits for was accepted; `false` as soon as one was not (its sender
-    /// dropped: the write was refused or never sent).
-    pub async fn opened(self) -> bool {
+    /// Runs `write` (told whether the request already lingered in its other lanes, so its own
+    /// lane need not linger again) once every write the gate waits for was accepted; `None`, and
+    /// nothing run, as soon as one was not (its sender dropped: refused or never sent).
+    pub async fn then<T, F: Future<Output = T>>(self, write: impl FnOnce(bool) -> F) -> Option<T> {
+        let lingered = !self.waits.is_empty();
         for heard in self.waits {
-            if heard.await.is_err() {
-                return false;
-            }
+            heard.await.ok()?;
         }
-        true
+        Some(write(lingered).await)
     }
 }
 
@@ -283,8 +277,9 @@ mod tests {
             *rounds.lock().unwrap(),
             [([("a".to_string(), 1), ("b".to_string(), 2)].into(), true)]
         );
-        assert!(
-            gate.opened().await,
+        assert_eq!(
+            gate.then(|_| async {}).await,
+            Some(()),
             "both callers heard their write accepted"
         );
         assert_eq!(first.await.unwrap(), ["a"]);
@@ -299,14 +294,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_gate_opens_when_every_write_was_accepted_and_stays_shut_when_one_was_not() {
-        assert!(Gate::default().opened().await, "nothing to wait for");
-        assert!(!Gate::default().lingered());
+        assert_eq!(
+            Gate::default()
+                .then(|lingered| async move { lingered })
+                .await,
+            Some(false),
+            "nothing to wait for, nothing lingered"
+        );
+        let mut gate = Gate::default();
+        gate.wait_for().send(()).unwrap();
+        assert_eq!(
+            gate.then(|lingered| async move { lingered }).await,
+            Some(true)
+        );
         let mut gate = Gate::default();
         let accepted = gate.wait_for();
         let refused = gate.wait_for();
-        assert!(gate.lingered());
         accepted.send(()).unwrap();
         drop(refused);
-        assert!(!gate.opened().await);
+        assert_eq!(gate.then(|_| async { unreachable!() }).await, None::<()>);
     }
 }

@@ -378,12 +378,9 @@ impl Workers {
             if update.attributes.is_empty() {
                 return None;
             }
-            let lingered = gate.lingered();
-            if !gate.opened().await {
-                // A refusal of the conversation's own targets is the job's outcome.
-                return None;
-            }
-            Some(self.engine.submit_after(update, deadline, lingered).await)
+            // `None` when the conversation's own targets were refused: that is the job's outcome.
+            gate.then(|lingered| self.engine.submit_after(update, deadline, lingered))
+                .await
         };
         let (secure, custom, participant) = tokio::join!(secure, custom, participant);
         let (secure, custom) = (secure?, custom?);

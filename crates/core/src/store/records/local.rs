@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use moka::ops::compute::Op;
+
 use super::{KnownRecord, RecordKey, Records, KEPT};
 
 #[derive(Clone)]
@@ -34,14 +36,16 @@ impl Records for LocalRecords {
     }
 
     async fn insert(&self, key: &RecordKey, known: &KnownRecord) {
-        let newer = self
-            .cache
-            .get(key)
-            .await
-            .is_none_or(|kept| kept.version <= known.version);
-        if newer {
-            self.cache.insert(key.clone(), known.clone()).await;
-        }
+        // Compared and kept in one step per key, so two reads answered together keep the newer.
+        self.cache
+            .entry(key.clone())
+            .and_compute_with(|kept| async move {
+                match kept {
+                    Some(kept) if kept.value().version > known.version => Op::Nop,
+                    _ => Op::Put(known.clone()),
+                }
+            })
+            .await;
     }
 
     async fn forget(&self, key: &RecordKey) {
