@@ -189,3 +189,36 @@ async fn a_burst_of_secure_writes_to_one_conversation_shares_one_patch_and_one_r
     let held = app.sim.secure_attributes(SEED_ACTIVE_CALL).unwrap();
     assert_eq!(held.len(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_secure_write_that_comes_while_the_last_waits_for_its_read_is_patched_first_and_shares_it(
+) {
+    // The first read 400 ms after the PATCH, far longer than the calls.
+    let app = spawn_app_with(|s| s.verify.poll_initial_ms = 400).await;
+    let first = app.post_attributes(
+        json!({"conversationId": SEED_ACTIVE_CALL, "secureAttributes": {"dob": DOB}}),
+    );
+    let second = async {
+        // After the first's linger (150 ms) and PATCH, well before its first read.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        app.post_attributes(
+            json!({"conversationId": SEED_ACTIVE_CALL, "secureAttributes": {"account": ACCOUNT}}),
+        )
+        .await
+    };
+    let (first, second) = tokio::join!(first, second);
+    for (answer, key) in [(first, "dob"), (second, "account")] {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["secureKeys"], json!([key]));
+        assert_eq!(answer.body["secureVerified"], true, "{}", answer.body);
+    }
+    assert_eq!(
+        app.api_calls(),
+        [
+            "patch_secure_attributes",
+            "patch_secure_attributes",
+            "get_secure_attributes"
+        ],
+        "the second write goes before the first's read, which verifies both"
+    );
+}

@@ -37,7 +37,8 @@ struct Caller<R> {
 }
 
 impl<V: Merge, R> Batch<V, R> {
-    fn absorb(&mut self, later: Self) {
+    /// Takes `later`'s values (which win), callers and needs into this batch.
+    pub fn absorb(&mut self, later: Self) {
         self.values.merge(later.values);
         self.verify |= later.verify;
         self.deadline = self.deadline.min(later.deadline);
@@ -151,9 +152,27 @@ impl<K: Hash + Eq + Clone, V: Merge, R> Lanes<K, V, R> {
 
     /// Moves what came for `key` since `batch` was taken into it.
     pub fn gather(&self, key: &K, batch: &mut Batch<V, R>) {
-        if let Some(more) = self.lock().get_mut(key).and_then(Option::take) {
+        if let Some(more) = self.take_waiting(key) {
             batch.absorb(more);
         }
+    }
+
+    /// What came for `key` since its round's batch was taken, to be written on its own before the
+    /// round's read, which then verifies both ([`Batch::absorb`]).
+    pub fn take_waiting(&self, key: &K) -> Option<Batch<V, R>> {
+        self.lock().get_mut(key).and_then(Option::take)
+    }
+
+    /// Returns `batch`, taken by [`Lanes::take_waiting`] and not written, to the head of `key`'s
+    /// lane: it goes in the next round, before whatever came since (later values win).
+    pub fn put_back(&self, key: &K, mut batch: Batch<V, R>) {
+        let mut lanes = self.lock();
+        // The lane is open: its round is the caller.
+        let waiting = lanes.entry(key.clone()).or_default();
+        if let Some(later) = waiting.take() {
+            batch.absorb(later);
+        }
+        *waiting = Some(batch);
     }
 
     /// Runs `key`'s lane until nothing waits in it: each round lingers (`linger`, never past the
@@ -290,6 +309,22 @@ mod tests {
                 .join("r", values("c", 3), vec![], Asked::by(false, deadline))
                 .1
         );
+    }
+
+    #[tokio::test]
+    async fn a_batch_put_back_goes_before_what_came_since_and_the_later_value_wins() {
+        let lanes: Lanes<&str, Values, Vec<String>> = Lanes::default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let asked = || Asked::by(true, deadline);
+        let (_first, idle) = lanes.join("r", values("a", 1), vec!["a".into()], asked());
+        assert!(idle);
+        let taken = lanes.take_waiting(&"r").expect("the first write waits");
+        assert!(lanes.take_waiting(&"r").is_none(), "taken once");
+        let (_second, _) = lanes.join("r", values("a", 2), vec!["a".into()], asked());
+        lanes.put_back(&"r", taken);
+        let next = lanes.take_waiting(&"r").expect("both wait again");
+        assert_eq!(next.values, values("a", 2));
+        assert_eq!(next.callers(), 2);
     }
 
     #[tokio::test]

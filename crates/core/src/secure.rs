@@ -43,10 +43,13 @@ impl Merge for SecureValues {
     }
 }
 
+/// Each conversation's secure lane.
+type SecureLanes = Lanes<ConversationId, SecureValues, Result<SecureOutcome, UpdateError>>;
+
 /// The org's secure attributes: each conversation's lane. Cheap to clone.
 #[derive(Clone)]
 pub struct SecureAttributes {
-    lanes: Lanes<ConversationId, SecureValues, Result<SecureOutcome, UpdateError>>,
+    lanes: SecureLanes,
     delivery: Arc<DeliverySettings>,
 }
 
@@ -107,7 +110,7 @@ impl SecureAttributes {
         let linger = || self.delivery.linger(updater.genesys().budget_pressure());
         self.lanes
             .drain(cid, linger, |mut batch| async move {
-                let result = write_and_read(updater, cid, &mut batch).await;
+                let result = write_and_read(updater, &self.lanes, cid, &mut batch).await;
                 if batch.callers() > 1 {
                     metrics::counter!(crate::metrics::COALESCED)
                         .increment(batch.callers() as u64 - 1);
@@ -118,17 +121,22 @@ impl SecureAttributes {
     }
 }
 
-/// Makes one PATCH of `batch`, tells its callers once Genesys accepted it, and reads it back.
+/// What a round of a conversation's secure lane carries.
+type Pending = Batch<SecureValues, Result<SecureOutcome, UpdateError>>;
+
+/// Makes one PATCH of `batch`, tells its callers once Genesys accepted it, and reads it back. Writes
+/// that come while the round waits for its read are PATCHed before it, so the read verifies them too
+/// (as a participant's lane does): a burst that outlasts the linger still shares its reads.
 async fn write_and_read(
     updater: &Updater,
+    lanes: &SecureLanes,
     cid: ConversationId,
-    batch: &mut Batch<SecureValues, Result<SecureOutcome, UpdateError>>,
+    batch: &mut Pending,
 ) -> Result<SecureOutcome, UpdateError> {
     let (verify, deadline) = (batch.verify, batch.deadline);
     updater
         .admit_calls(SecureAttributes::calls_needed(verify), deadline)
         .await?;
-    let keys: Vec<String> = batch.values.keys().map(str::to_string).collect();
     let genesys = updater.genesys();
     let mut cx = CallContext::until(deadline);
     if let Err(e) = genesys
@@ -138,8 +146,8 @@ async fn write_and_read(
         return Err(refused(updater, &mut cx, cid, e).await);
     }
     batch.written();
-    let values = &batch.values;
     if !verify {
+        let keys: Vec<String> = batch.values.keys().map(str::to_string).collect();
         return Ok(SecureOutcome {
             unconfirmed: keys.clone(),
             keys,
@@ -148,16 +156,39 @@ async fn write_and_read(
         });
     }
     let settings = updater.verify_settings();
-    let give_up = (Instant::now() + settings.timeout()).min(deadline);
+    let mut give_up = (Instant::now() + settings.timeout()).min(deadline);
     let mut wait = settings.next_poll(Duration::ZERO);
-    let mut unconfirmed = keys.clone();
+    let mut unconfirmed: Vec<String> = batch.values.keys().map(str::to_string).collect();
     // Genesys answers the PATCH 202 and applies it asynchronously: each read waits its turn, and
     // the last starts no later than the verification allows.
     while Instant::now() + wait < give_up {
         tokio::time::sleep(wait).await;
+        if let Some(mut more) = lanes.take_waiting(&cid) {
+            let written = updater
+                .admit_calls(1, more.deadline.min(give_up))
+                .await
+                .is_ok()
+                && genesys
+                    .patch_secure_attributes(&mut cx, &cid, &more.values)
+                    .await
+                    .is_ok();
+            if written {
+                more.written();
+                batch.absorb(more);
+                give_up = give_up.min(batch.deadline);
+                unconfirmed = batch.values.keys().map(str::to_string).collect();
+                // A read that still starts within the verification time.
+                wait = settings
+                    .next_poll(Duration::ZERO)
+                    .min(give_up.saturating_duration_since(Instant::now()) / 2);
+                continue;
+            }
+            // The next round writes them, and answers a refusal in their callers' terms.
+            lanes.put_back(&cid, more);
+        }
         match genesys.get_secure_attributes(&mut cx, &cid).await {
             Ok(read) => {
-                unconfirmed = values.differing(&read.attributes);
+                unconfirmed = batch.values.differing(&read.attributes);
                 if unconfirmed.is_empty() {
                     break;
                 }
@@ -172,7 +203,7 @@ async fn write_and_read(
     }
     Ok(SecureOutcome {
         verified: unconfirmed.is_empty(),
-        keys,
+        keys: batch.values.keys().map(str::to_string).collect(),
         unconfirmed,
         calls: cx.calls(),
     })
