@@ -413,7 +413,7 @@ async fn admit(
     if let Some(schema) = schema {
         calls += org
             .custom
-            .calls_needed(update.conversation_id, schema, verify)
+            .calls_needed(update.conversation_id, schema)
             .await;
     }
     if calls == 0 {

@@ -155,8 +155,8 @@ async fn a_request_is_admitted_for_every_target_it_writes_or_refused_with_none_w
 async fn a_custom_record_nothing_is_known_of_is_admitted_for_its_first_read_too() {
     let app = spawn_app_with(|s| s.genesys.rate_per_minute = 6).await;
     assert_eq!(app.post_attributes(agent_update(1)).await.status, 200);
-    // The schema's read leaves three calls: the record's read, write and read back fit; the
-    // participant's two besides them do not.
+    // The schema's read leaves three calls: the record's read and write (whose answer shows it)
+    // fit; the participant's two besides them do not.
     let mut both = agent_update(2);
     both["customSchema"] = json!(patchbay::sim::SEED_SCHEMA_NAME);
     both["customAttributes"] = json!({"caseNumber": "C-1"});
@@ -169,7 +169,7 @@ async fn a_custom_record_nothing_is_known_of_is_admitted_for_its_first_read_too(
         "nothing was read"
     );
     assert_eq!(
-        app.sim.count("put_custom_attributes"),
+        app.sim.count("put_custom_attributes_bulk"),
         0,
         "nothing was written"
     );

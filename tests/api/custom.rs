@@ -1,6 +1,6 @@
 //! Conversation custom attributes: checked against their schema before any write, coerced where
 //! unambiguous, written to the conversation's one record per schema, kept under concurrent
-//! writers, and verified by reading the record back.
+//! writers, and verified by what Genesys shows of the record: the write's answer, or a read back.
 
 use serde_json::{json, Value};
 
@@ -39,7 +39,7 @@ fn calls_with_status(app: &TestApp) -> Vec<(String, u16)> {
 }
 
 #[tokio::test]
-async fn a_custom_write_creates_the_record_with_coerced_values_and_reads_it_back() {
+async fn a_custom_write_creates_the_record_with_coerced_values_and_its_answer_verifies_it() {
     let app = spawn_app().await;
     let mut body = case(json!({"caseNumber": "C-1001", "priority": "3", "vip": "true"}));
     body["participantId"] = json!(SEED_ACTIVE_CALL_AGENT);
@@ -71,10 +71,47 @@ async fn a_custom_write_creates_the_record_with_coerced_values_and_reads_it_back
         [
             "list_custom_schemas",
             "get_custom_attributes",
-            "put_custom_attributes",
-            "get_custom_attributes"
+            "put_custom_attributes_bulk"
         ],
-        "the schema by name, a read that finds no record, the create, the verification"
+        "the schema by name, a read that finds no record, the create, whose answer shows it"
+    );
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_does_not_show_the_record_is_read_back() {
+    let app = spawn_app().await;
+    app.sim.custom_answers_hold_records(false);
+    let answer = app
+        .post_attributes(case(json!({"caseNumber": "C-1002"})))
+        .await;
+    assert_eq!(answer.body["customVerified"], true, "{}", answer.body);
+    assert_eq!(
+        record_calls(&app.sim),
+        [
+            "get_custom_attributes",
+            "put_custom_attributes_bulk",
+            "get_custom_attributes"
+        ]
+    );
+    // Unverified, nothing is read: the next write cannot trust a version it never saw, and reads
+    // the record first.
+    let mut unverified = case(json!({"caseNumber": "C-1002", "priority": 2}));
+    unverified["verify"] = json!(false);
+    let answer = app.post_attributes(unverified).await;
+    assert_eq!(answer.body["customVerified"], false, "{}", answer.body);
+    assert_eq!(
+        answer.body["customUnconfirmed"],
+        json!(["caseNumber", "priority"])
+    );
+    let before = record_calls(&app.sim).len();
+    app.sim.custom_answers_hold_records(true);
+    let answer = app
+        .post_attributes(case(json!({"caseNumber": "C-1002", "vip": true})))
+        .await;
+    assert_eq!(answer.body["customVerified"], true, "{}", answer.body);
+    assert_eq!(
+        record_calls(&app.sim)[before..],
+        ["get_custom_attributes", "patch_custom_attributes_bulk"]
     );
 }
 
@@ -116,7 +153,7 @@ async fn an_unknown_schema_is_refused_before_any_write() {
 }
 
 #[tokio::test]
-async fn a_schema_is_read_once_then_a_known_record_costs_a_patch_and_a_read() {
+async fn a_schema_is_read_once_then_a_known_record_costs_one_patch() {
     let app = spawn_app().await;
     let mut body = case(json!({"caseNumber": "C-1"}));
     body["customSchema"] = json!(SEED_SCHEMA_ID);
@@ -125,10 +162,7 @@ async fn a_schema_is_read_once_then_a_known_record_costs_a_patch_and_a_read() {
     body["customAttributes"] = json!({"caseNumber": "C-1", "priority": 2});
     let answer = app.post_attributes(body).await;
     assert_eq!(answer.body["customVerified"], true, "{}", answer.body);
-    assert_eq!(
-        app.api_calls()[before..],
-        ["patch_custom_attributes", "get_custom_attributes"]
-    );
+    assert_eq!(app.api_calls()[before..], ["patch_custom_attributes_bulk"]);
     assert_eq!(app.sim.count("get_custom_schema"), 1);
 }
 
@@ -152,16 +186,21 @@ async fn a_concurrent_write_by_another_replica_or_a_flow_is_kept_and_a_conflict_
         &record_id(),
         [("amount".to_string(), json!(12.5))].into()
     ));
-    // The first replica's version is stale now: Genesys refuses it (409), it reads and retries.
+    // The first replica's version is stale now: Genesys refuses it (409, in the write's answer),
+    // it reads and retries.
+    let before = record_calls(&first.sim).len();
     let again = first
         .post_attributes(case(json!({"caseNumber": "C-7", "priority": 4})))
         .await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["customVerified"], true, "{}", again.body);
-    assert!(
-        calls_with_status(&first).contains(&("patch_custom_attributes".into(), 409)),
-        "{:?}",
-        calls_with_status(&first)
+    assert_eq!(
+        record_calls(&first.sim)[before..],
+        [
+            "patch_custom_attributes_bulk",
+            "get_custom_attributes",
+            "patch_custom_attributes_bulk"
+        ]
     );
     let (values, _, _) = record(&first);
     assert_eq!(
@@ -253,7 +292,7 @@ async fn a_permission_the_role_lacks_is_an_honest_refusal_not_a_success() {
         .post_attributes(case(json!({"caseNumber": "C-3"})))
         .await;
     answer.assert_problem(502, "upstream_auth_failed");
-    assert!(calls_with_status(&app).contains(&("put_custom_attributes".into(), 403)));
+    assert!(calls_with_status(&app).contains(&("put_custom_attributes_bulk".into(), 403)));
 }
 
 #[tokio::test]
@@ -276,7 +315,8 @@ async fn a_burst_of_custom_updates_to_one_record_shares_one_write_and_one_read()
             "each is answered for its own keys"
         );
     }
-    let writes = app.sim.count("put_custom_attributes") + app.sim.count("patch_custom_attributes");
+    let writes =
+        app.sim.count("put_custom_attributes_bulk") + app.sim.count("patch_custom_attributes_bulk");
     assert_eq!(writes, 1, "{:?}", app.api_calls());
     let (values, _, _) = record(&app);
     assert_eq!(
@@ -331,10 +371,10 @@ async fn a_write_genesys_refuses_as_invalid_makes_the_next_one_read_the_schema_a
     assert_ne!(write(4).await.status, 200);
     assert_eq!(app.sim.count("list_custom_schemas"), 1);
     // The next write reads the schema again and refuses 4 itself, before any write.
-    let writes = app.sim.count("patch_custom_attributes");
+    let writes = app.sim.count("patch_custom_attributes_bulk");
     write(4).await.assert_problem(422, "custom_invalid");
     assert_eq!(app.sim.count("list_custom_schemas"), 2);
-    assert_eq!(app.sim.count("patch_custom_attributes"), writes);
+    assert_eq!(app.sim.count("patch_custom_attributes_bulk"), writes);
 }
 
 /// A request to all three targets: the agent's participant data, the secure attributes and the
@@ -360,7 +400,7 @@ async fn a_request_to_every_target_lingers_once_and_the_participant_is_written_o
     }
     let at = |op: &str| app.sim.call_times(op)[0];
     let participant = at("patch_attributes");
-    for own in ["patch_secure_attributes", "put_custom_attributes"] {
+    for own in ["patch_secure_attributes", "put_custom_attributes_bulk"] {
         assert!(
             at(own) <= participant,
             "{own} is accepted before the participant is written"
@@ -421,7 +461,7 @@ async fn a_refusal_of_the_conversations_own_target_leaves_the_participant_unwrit
 pub(crate) fn record_calls(sim: &patchbay::sim::Control) -> Vec<String> {
     sim.calls()
         .into_iter()
-        .filter(|c| c.op.ends_with("_custom_attributes"))
+        .filter(|c| c.op.contains("_custom_attributes"))
         .map(|c| c.op.to_string())
         .collect()
 }
@@ -441,8 +481,8 @@ async fn replicas_on_redis_amend_a_record_another_made_with_its_version_without_
     assert_eq!(amended.body["customVerified"], true, "{}", amended.body);
     assert_eq!(
         record_calls(&sim)[before..],
-        ["patch_custom_attributes", "get_custom_attributes"],
-        "the version the first replica read serves the second"
+        ["patch_custom_attributes_bulk"],
+        "the version the first replica learnt serves the second"
     );
     let (values, _, version) = sim.custom_record(SEED_ACTIVE_CALL, &record_id()).unwrap();
     assert_eq!(
@@ -450,7 +490,7 @@ async fn replicas_on_redis_amend_a_record_another_made_with_its_version_without_
         json!({"caseNumber": "C-90", "priority": 2})
     );
     assert_eq!(version, 2);
-    // Back on the first replica, whose own last read is stale: it takes the version from Redis
+    // Back on the first replica, whose own knowledge is stale: it takes the version from Redis
     // and amends at once, with no conflict.
     let before = record_calls(&sim).len();
     let again = apps[0]
@@ -459,7 +499,7 @@ async fn replicas_on_redis_amend_a_record_another_made_with_its_version_without_
     assert_eq!(again.body["customVerified"], true, "{}", again.body);
     assert_eq!(
         record_calls(&sim)[before..],
-        ["patch_custom_attributes", "get_custom_attributes"]
+        ["patch_custom_attributes_bulk"]
     );
 }
 
@@ -488,7 +528,7 @@ async fn replicas_on_redis_that_both_find_a_record_absent_never_create_it_over_e
         "both replicas' fields are kept"
     );
     assert_eq!(
-        sim.count("put_custom_attributes"),
+        sim.count("put_custom_attributes_bulk"),
         1,
         "one replica created the record, the other amended it: {:?}",
         record_calls(&sim)

@@ -156,11 +156,7 @@ async fn without_redis_synchronous_requests_still_work_custom_records_too_and_as
     assert_eq!(custom.body["customVerified"], true, "{}", custom.body);
     assert_eq!(
         crate::custom::record_calls(&app.sim),
-        [
-            "get_custom_attributes",
-            "put_custom_attributes",
-            "get_custom_attributes"
-        ]
+        ["get_custom_attributes", "put_custom_attributes_bulk"]
     );
     let refused = app.post_async(agent_update(2), &[]).await;
     refused.assert_problem(503, "queue_unavailable");

@@ -95,8 +95,8 @@ async fn the_official_python_sdk_reads_writes_queries_analytics_and_subscribes_o
     );
     assert_eq!(
         findings["custom"],
-        json!({"version": 2, "schema": patchbay::sim::SEED_SCHEMA_ID, "title": patchbay::sim::SEED_SCHEMA_NAME, "searchedBy": "conversationId"}),
-        "the SDK read the custom-attributes schema and record"
+        json!({"version": 3, "schema": patchbay::sim::SEED_SCHEMA_ID, "title": patchbay::sim::SEED_SCHEMA_NAME, "searchedBy": "conversationId"}),
+        "the SDK read the custom-attributes schema, the record and the bulk writes' answers"
     );
     assert_eq!(
         findings["frames"],

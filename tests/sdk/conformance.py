@@ -56,8 +56,8 @@ for value in ("1970-07-04", "1970-07-05"):
 assert versions[1] > versions[0], versions
 
 # Custom attributes: the schema by its listing and by id, a record created with PUT, amended with
-# PATCH on its version, a stale version refused 409, a value the schema refuses 400, and the record
-# read back as CustomAttributes with a timestamp per field.
+# PATCH on its version, a stale version refused 409, a value the schema refuses 400, the record
+# read back as CustomAttributes with a timestamp per field, and the bulk writes' answers.
 import uuid
 listing = conversations.get_conversations_customattributes_schemas()
 assert isinstance(listing, gc.ConversationDataSchemaListing), type(listing)
@@ -92,6 +92,29 @@ assert isinstance(record, gc.CustomAttributes), type(record)
 assert record.custom_attributes == {"caseNumber": "SDK-1", "priority": 2, "vip": True}, record.custom_attributes
 assert sorted(record.custom_attributes_timestamps) == ["caseNumber", "priority", "vip"], record.custom_attributes_timestamps
 assert isinstance(record.date_modified, datetime.datetime), record.date_modified
+# The bulk writes Patchbay makes: one record each, answered with the record as it stands after the
+# write (CustomAttributesBulkUpdateResponseMap), or the record's own error status.
+bulk = gc.CustomAttributesPatchRequest()
+bulk.id, bulk.version, bulk.divisions = record_id, record.version, []
+bulk.custom_attributes = {"tier": "gold"}
+answered = conversations.patch_conversation_customattributes_bulk(conversation_id, body=[bulk])
+assert isinstance(answered, gc.CustomAttributesBulkUpdateResponseMap), type(answered)
+result = answered.results[record_id]
+assert isinstance(result, gc.CustomAttributesBulkUpdateResponse), type(result)
+assert result.status_code == 200, result
+assert isinstance(result.attributes, gc.CustomAttributes), type(result.attributes)
+assert result.attributes.custom_attributes["tier"] == "gold", result.attributes.custom_attributes
+assert result.attributes.version == record.version + 1, result.attributes.version
+assert "tier" in result.attributes.custom_attributes_timestamps, result.attributes
+stale = conversations.patch_conversation_customattributes_bulk(conversation_id, body=[bulk])
+assert stale.results[record_id].status_code == 409 and stale.results[record_id].attributes is None, stale
+other_id = str(uuid.uuid4())
+make = gc.CustomAttributesUpdateRequest()
+make.id, make.schema_id, make.divisions = other_id, schema.id, []
+make.custom_attributes = {"caseNumber": "SDK-2"}
+made = conversations.put_conversation_customattributes_bulk(conversation_id, body=[make])
+assert made.results[other_id].attributes.version == 1, made
+record = result.attributes
 custom = {"version": record.version, "schema": record.schema.id, "title": named.json_schema.title}
 
 # Participant attribute search: by the conversation's id, and refused by an attribute's value.

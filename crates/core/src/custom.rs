@@ -3,8 +3,9 @@
 //! replica derives alike; the first write creates it (under a claim, so two replicas never both
 //! do) and later writes amend it, always with the record's divisions (an update without them clears
 //! them) and its version (a stale one is a 409, re-read and retried). No notification carries a
-//! record's change, so a write is verified by reading the record back: each field's value, with a
-//! timestamp newer than before the write.
+//! record's change: a write is verified by what Genesys shows of the record, each field's value
+//! with a timestamp newer than before the write. The writes are the bulk forms, whose answer holds
+//! the record as it stands after the write; a read back only when it does not show every field.
 //!
 //! Schemas are read once (by id, or by name through the listing) and cached; a write Genesys
 //! refuses as invalid drops the cached schema, so the next write reads it again.
@@ -403,9 +404,10 @@ pub struct CustomOutcome {
     pub record_id: String,
     /// The keys written, in order.
     pub keys: Vec<String>,
-    /// Whether a read showed every key with its value, written after the write began.
+    /// Whether Genesys showed every key with its value, written after the write began: the write's
+    /// answer, or a read back.
     pub verified: bool,
-    /// The keys the last read did not show as written (all of them when no read was made).
+    /// The keys Genesys did not show as written (all of them when nothing showed the record).
     pub unconfirmed: Vec<String>,
     /// Whether this write created the record.
     pub created: bool,
@@ -525,19 +527,19 @@ impl CustomAttributes {
     }
 
     /// The Genesys calls a write to conversation `cid`'s record of `schema` takes when all goes
-    /// well: a read first when nothing is known of the record, the write, and one read back when
-    /// verifying.
-    pub async fn calls_needed(&self, cid: ConversationId, schema: &Schema, verify: bool) -> u32 {
+    /// well: a read first when nothing is known of the record, and the write, whose answer shows
+    /// the record (a read back only when it does not).
+    pub async fn calls_needed(&self, cid: ConversationId, schema: &Schema) -> u32 {
         let known = self
             .known
             .get(&(cid, record_id(&cid, &schema.id)))
             .await
             .is_some();
-        Self::calls_for(known, verify)
+        Self::calls_for(known)
     }
 
-    fn calls_for(known: bool, verify: bool) -> u32 {
-        1 + u32::from(!known) + u32::from(verify)
+    fn calls_for(known: bool) -> u32 {
+        1 + u32::from(!known)
     }
 
     /// Writes `values` (prepared by `schema`) to conversation `cid`'s record of `schema` by
@@ -662,9 +664,8 @@ impl CustomAttributes {
         let (cid, rid) = (cache_key.0, cache_key.1.clone());
         let schema = batch.values.schema.clone();
         let deadline = batch.deadline;
-        let admitted_verify = batch.verify;
         updater
-            .admit_calls(Self::calls_for(known.is_some(), admitted_verify), deadline)
+            .admit_calls(Self::calls_for(known.is_some()), deadline)
             .await?;
         let genesys = updater.genesys();
         let mut cx = CallContext::until(deadline);
@@ -677,7 +678,7 @@ impl CustomAttributes {
             .map(|k| k.timestamps.clone())
             .unwrap_or_default();
         let mut conflicts = 0;
-        let created;
+        let (created, shown);
         loop {
             // Writes that came while the record was read go in this write too.
             self.lanes.gather(cache_key, batch);
@@ -695,8 +696,9 @@ impl CustomAttributes {
                 Some(_) => genesys.patch_custom_record(&mut cx, &cid, &body).await,
             };
             match sent {
-                Ok(()) => {
+                Ok(record) => {
                     created = current.is_none();
+                    shown = record;
                     batch.written();
                     break;
                 }
@@ -727,23 +729,31 @@ impl CustomAttributes {
         }
         let values = batch.values.values.clone();
         let keys: Vec<String> = values.keys().cloned().collect();
-        // A caller that asked for verification may have joined after the calls were admitted: its
-        // read is admitted now, or the write stays unverified, never guessed.
-        let reads =
-            batch.verify && (admitted_verify || updater.admit_calls(1, deadline).await.is_ok());
-        if !reads {
+        let outcome = |unconfirmed: Vec<String>, calls: u32| CustomOutcome {
+            schema_id: schema.id.clone(),
+            record_id: rid.clone(),
+            verified: unconfirmed.is_empty(),
+            keys: keys.clone(),
+            unconfirmed,
+            created,
+            conflicts,
+            calls,
+        };
+        // The write's answer shows the record as it stands after the write, as a read back would:
+        // it verifies the write when it shows every field with its value, written after `before`.
+        match &shown {
+            Some(record) => self.learn(cache_key, record, &schema).await,
             // What Patchbay knows now is stale: the next write reads first.
-            self.known.forget(cache_key).await;
-            return Ok(CustomOutcome {
-                schema_id: schema.id.clone(),
-                record_id: rid,
-                unconfirmed: keys.clone(),
-                keys,
-                verified: false,
-                created,
-                conflicts,
-                calls: cx.calls(),
-            });
+            None => self.known.forget(cache_key).await,
+        }
+        let answered = unconfirmed_keys(&values, &before, shown.as_ref());
+        if answered.is_empty() || !batch.verify {
+            return Ok(outcome(answered, cx.calls()));
+        }
+        // Not shown by the answer: a read is admitted now, or the write stays unverified, never
+        // guessed.
+        if updater.admit_calls(1, deadline).await.is_err() {
+            return Ok(outcome(answered, cx.calls()));
         }
         let settings = updater.verify_settings();
         let give_up = (Instant::now() + settings.timeout()).min(deadline);
@@ -761,15 +771,7 @@ impl CustomAttributes {
                 }
             };
             if let Some(read) = &read {
-                self.known.insert(cache_key, &Known::from(read)).await;
-                if read
-                    .schema
-                    .as_ref()
-                    .and_then(|s| s.version)
-                    .is_some_and(|v| v != schema.version)
-                {
-                    self.forget_schema(&schema).await;
-                }
+                self.learn(cache_key, read, &schema).await;
             }
             unconfirmed = unconfirmed_keys(&values, &before, read.as_ref());
             if unconfirmed.is_empty() {
@@ -810,16 +812,21 @@ impl CustomAttributes {
                 break;
             }
         }
-        Ok(CustomOutcome {
-            schema_id: schema.id.clone(),
-            record_id: rid,
-            verified: unconfirmed.is_empty(),
-            keys,
-            unconfirmed,
-            created,
-            conflicts,
-            calls: cx.calls(),
-        })
+        Ok(outcome(unconfirmed, cx.calls()))
+    }
+
+    /// Remembers what Genesys showed of a record (by a read or a write's answer), and drops the
+    /// cached schema when the record stands under another version of it.
+    async fn learn(&self, key: &RecordKey, record: &CustomRecordRead, schema: &Schema) {
+        self.known.insert(key, &Known::from(record)).await;
+        if record
+            .schema
+            .as_ref()
+            .and_then(|s| s.version)
+            .is_some_and(|v| v != schema.version)
+        {
+            self.forget_schema(schema).await;
+        }
     }
 
     /// Reads the record, and remembers what it says.

@@ -1,7 +1,8 @@
 //! Conversation custom attributes as Genesys keeps them: schemas (JSON Schema documents with a
 //! version) under `/api/v2/conversations/customattributes/schemas`, and per conversation records
 //! with a user-chosen id, a version that a stale write's `version` conflicts with (409), per-field
-//! timestamps, and divisions that an update without them clears. Values are checked against the
+//! timestamps, and divisions that an update without them clears, written one at a time or in bulk
+//! (whose answer shows each record as it stands after the write). Values are checked against the
 //! record's schema: a violation is a 400 with Genesys's error body.
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,9 +18,10 @@ use serde_json::{json, Map, Value};
 use crate::errors::error;
 use crate::wire::{
     ConversationDataSchema, ConversationDataSchemaListing, CustomAttributes,
+    CustomAttributesBulkUpdateResponse, CustomAttributesBulkUpdateResponseMap,
     CustomAttributesIdResponse, CustomAttributesSchemaRef,
 };
-use crate::Simulator;
+use crate::{Simulator, State as SimState};
 
 /// The seeded schema's id and title (`customSchema` may name either).
 pub const SEED_SCHEMA_ID: &str = "4b1d0c7e-5a43-4a8e-9f0c-2f8a6d1e3c21";
@@ -31,6 +33,8 @@ pub(crate) struct Custom {
     schemas: Vec<ConversationDataSchema>,
     /// Records by (conversation, record id).
     records: HashMap<(String, String), CustomAttributes>,
+    /// Bulk writes answer each record's status alone, not the record.
+    pub(crate) answers_without_records: bool,
 }
 
 impl Custom {
@@ -60,6 +64,7 @@ impl Custom {
                 ),
             }],
             records: HashMap::new(),
+            answers_without_records: false,
         }
     }
 
@@ -81,6 +86,10 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route(
             "/api/v2/conversations/{id}/customattributes",
             get(list_records).put(put_record).patch(patch_record),
+        )
+        .route(
+            "/api/v2/conversations/{id}/customattributes/bulk",
+            axum::routing::put(put_records).patch(patch_records),
         )
         .route(
             "/api/v2/conversations/{id}/customattributes/{rid}",
@@ -190,42 +199,170 @@ async fn get_record(
     }
 }
 
-/// `PUT`: creates a record (`schemaId` required) or replaces one, checking `version` if sent.
+/// Why a record's write was refused: Genesys's status and message.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn bad_request(message: &str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad.request",
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not.found",
+            message: message.into(),
+        }
+    }
+
+    fn response(&self) -> Response {
+        error(self.status, self.code, &self.message)
+    }
+}
+
+/// `PUT`: creates a record (`schemaId` required) or replaces one, checking `version` if sent;
+/// answers the record's id.
 async fn put_record(
     State(sim): State<Simulator>,
     Path(cid): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (sent, rid) = match sent_record(&body) {
-        Ok(sent) => sent,
-        Err(why) => return bad_request(why),
+    match body_object(&body)
+        .ok_or_else(malformed)
+        .and_then(|sent| put_one(&mut sim.lock(), &cid.to_lowercase(), sent))
+    {
+        Ok(record) => Json(CustomAttributesIdResponse { id: record.id }).into_response(),
+        Err(refused) => refused.response(),
+    }
+}
+
+/// `PATCH`: amends the fields sent (see [`patch_one`]); answers 204.
+async fn patch_record(
+    State(sim): State<Simulator>,
+    Path(cid): Path<String>,
+    body: Bytes,
+) -> Response {
+    match body_object(&body)
+        .ok_or_else(malformed)
+        .and_then(|sent| patch_one(&mut sim.lock(), &cid.to_lowercase(), sent))
+    {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(refused) => refused.response(),
+    }
+}
+
+/// `PUT …/customattributes/bulk`: [`put_one`] for each record sent.
+async fn put_records(
+    State(sim): State<Simulator>,
+    Path(cid): Path<String>,
+    body: Bytes,
+) -> Response {
+    write_records(&sim, &cid, &body, put_one)
+}
+
+/// `PATCH …/customattributes/bulk`: [`patch_one`] for each record sent.
+async fn patch_records(
+    State(sim): State<Simulator>,
+    Path(cid): Path<String>,
+    body: Bytes,
+) -> Response {
+    write_records(&sim, &cid, &body, patch_one)
+}
+
+/// One record's write ([`put_one`] or [`patch_one`]) to a conversation.
+type WriteOne = fn(&mut SimState, &str, Map<String, Value>) -> Result<CustomAttributes, Refusal>;
+
+/// A bulk write: each record of the list sent written by `write`, answered 200 with
+/// `CustomAttributesBulkUpdateResponseMap`, each record's result by its id: its status, and the
+/// record as it stands after the write, or the error's message. A conversation that does not exist
+/// is a 404 for the whole list.
+fn write_records(
+    sim: &Simulator,
+    cid: &str,
+    body: &Bytes,
+    write: WriteOne,
+) -> Response {
+    let Ok(Value::Array(sent)) = serde_json::from_slice::<Value>(body) else {
+        return malformed().response();
     };
     let cid = cid.to_lowercase();
     let mut s = sim.lock();
     if !s.conversations.contains_key(&cid) {
         return not_found("The requested conversation was not found.");
     }
-    let key = (cid.clone(), rid.clone());
-    let existing = s.custom.records.get(&key).cloned();
-    if let Some(refused) = stale(existing.as_ref(), &sent) {
-        return refused;
+    let mut results = BTreeMap::new();
+    for sent in sent {
+        let Value::Object(sent) = sent else {
+            return malformed().response();
+        };
+        let Some(rid) = sent.get("id").and_then(Value::as_str).map(str::to_string) else {
+            return bad_request("id is required");
+        };
+        let result = match write(&mut s, &cid, sent) {
+            Ok(record) => CustomAttributesBulkUpdateResponse {
+                attributes: (!s.custom.answers_without_records).then_some(record),
+                status_code: 200,
+                error_message: None,
+            },
+            Err(refused) => CustomAttributesBulkUpdateResponse {
+                attributes: None,
+                status_code: refused.status.as_u16(),
+                error_message: Some(refused.message),
+            },
+        };
+        results.insert(rid, result);
     }
+    Json(CustomAttributesBulkUpdateResponseMap { results }).into_response()
+}
+
+fn malformed() -> Refusal {
+    Refusal::bad_request(
+        "The request could not be understood by the server due to malformed syntax.",
+    )
+}
+
+/// Creates conversation `cid`'s record `sent` names (`schemaId` required) or replaces it, checking
+/// `version` if sent.
+fn put_one(
+    s: &mut SimState,
+    cid: &str,
+    sent: Map<String, Value>,
+) -> Result<CustomAttributes, Refusal> {
+    let rid = record_id(&sent)?;
+    if !s.conversations.contains_key(cid) {
+        return Err(Refusal::not_found(
+            "The requested conversation was not found.",
+        ));
+    }
+    let key = (cid.to_string(), rid.clone());
+    let existing = s.custom.records.get(&key).cloned();
+    stale(existing.as_ref(), &sent)?;
     let schema_id = match (&existing, sent.get("schemaId").and_then(Value::as_str)) {
         (Some(r), _) => r.schema.id.clone(),
         (None, Some(id)) => id.to_string(),
-        (None, None) => return bad_request("schemaId is required to create a record"),
+        (None, None) => {
+            return Err(Refusal::bad_request(
+                "schemaId is required to create a record",
+            ))
+        }
     };
     let Some(schema) = s.custom.schema(&schema_id).cloned() else {
-        return bad_request("schemaId does not name a schema");
+        return Err(Refusal::bad_request("schemaId does not name a schema"));
     };
     let values = object(&sent, "customAttributes");
-    if let Err(why) = check(&schema.json_schema, &values) {
-        return bad_request(&why);
-    }
+    check(&schema.json_schema, &values).map_err(|why| Refusal::bad_request(&why))?;
     let now = timestamp(existing.as_ref());
     let record = CustomAttributes {
         id: rid.clone(),
-        conversation_id: cid.clone(),
+        conversation_id: cid.to_string(),
         divisions: divisions(&sent),
         schema: CustomAttributesSchemaRef {
             id: schema.id.clone(),
@@ -240,39 +377,32 @@ async fn put_record(
         date_modified: now,
         self_uri: format!("/api/v2/conversations/{cid}/customattributes/{rid}"),
     };
-    s.custom.records.insert(key, record);
-    Json(CustomAttributesIdResponse { id: rid }).into_response()
+    s.custom.records.insert(key, record.clone());
+    Ok(record)
 }
 
-/// `PATCH`: amends the fields sent; the record must exist. Divisions are set to what is sent, and
-/// cleared when none are.
-async fn patch_record(
-    State(sim): State<Simulator>,
-    Path(cid): Path<String>,
-    body: Bytes,
-) -> Response {
-    let (sent, rid) = match sent_record(&body) {
-        Ok(sent) => sent,
-        Err(why) => return bad_request(why),
-    };
-    let cid = cid.to_lowercase();
-    let mut s = sim.lock();
-    let key = (cid, rid);
+/// Amends the fields `sent` names in conversation `cid`'s record, which must exist. Divisions are
+/// set to what is sent, and cleared when none are.
+fn patch_one(
+    s: &mut SimState,
+    cid: &str,
+    sent: Map<String, Value>,
+) -> Result<CustomAttributes, Refusal> {
+    let rid = record_id(&sent)?;
+    let key = (cid.to_string(), rid);
     let Some(existing) = s.custom.records.get(&key).cloned() else {
-        return not_found("The requested custom attributes record was not found.");
+        return Err(Refusal::not_found(
+            "The requested custom attributes record was not found.",
+        ));
     };
-    if let Some(refused) = stale(Some(&existing), &sent) {
-        return refused;
-    }
+    stale(Some(&existing), &sent)?;
     let Some(schema) = s.custom.schema(&existing.schema.id).cloned() else {
-        return bad_request("the record's schema is gone");
+        return Err(Refusal::bad_request("the record's schema is gone"));
     };
     let sent_values = object(&sent, "customAttributes");
     let mut values = existing.custom_attributes.clone();
     values.extend(sent_values.clone());
-    if let Err(why) = check(&schema.json_schema, &values) {
-        return bad_request(&why);
-    }
+    check(&schema.json_schema, &values).map_err(|why| Refusal::bad_request(&why))?;
     let now = timestamp(Some(&existing));
     let mut record = existing;
     for k in sent_values.keys() {
@@ -286,20 +416,16 @@ async fn patch_record(
     record.schema.version = schema.version;
     record.version += 1;
     record.date_modified = now;
-    s.custom.records.insert(key, record);
-    StatusCode::NO_CONTENT.into_response()
+    s.custom.records.insert(key, record.clone());
+    Ok(record)
 }
 
-/// A write's body and the record id it names, or the message of Genesys's 400.
-fn sent_record(body: &Bytes) -> Result<(Map<String, Value>, String), &'static str> {
-    let sent = body_object(body)
-        .ok_or("The request could not be understood by the server due to malformed syntax.")?;
-    let rid = sent
-        .get("id")
+/// The record id a write names.
+fn record_id(sent: &Map<String, Value>) -> Result<String, Refusal> {
+    sent.get("id")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or("id is required")?;
-    Ok((sent, rid))
+        .ok_or_else(|| Refusal::bad_request("id is required"))
 }
 
 fn body_object(body: &Bytes) -> Option<Map<String, Value>> {
@@ -330,15 +456,18 @@ fn divisions(sent: &Map<String, Value>) -> Vec<String> {
 }
 
 /// A 409 when the write names a version the record has moved past.
-fn stale(existing: Option<&CustomAttributes>, sent: &Map<String, Value>) -> Option<Response> {
-    let sent_version = sent.get("version").and_then(Value::as_i64)?;
+fn stale(existing: Option<&CustomAttributes>, sent: &Map<String, Value>) -> Result<(), Refusal> {
+    let Some(sent_version) = sent.get("version").and_then(Value::as_i64) else {
+        return Ok(());
+    };
     let current = existing.map_or(0, |r| r.version);
-    (sent_version != current).then(|| {
-        error(
-            StatusCode::CONFLICT,
-            "conflict",
-            "The version supplied does not match the current version of the resource.",
-        )
+    if sent_version == current {
+        return Ok(());
+    }
+    Err(Refusal {
+        status: StatusCode::CONFLICT,
+        code: "conflict",
+        message: "The version supplied does not match the current version of the resource.".into(),
     })
 }
 

@@ -636,6 +636,12 @@ impl Control {
         custom::edit_schema(&mut self.lock().custom, id, json_schema)
     }
 
+    /// Whether a bulk write's answer holds each record as it stands after the write (as Genesys
+    /// documents it, and by default), or only each record's status.
+    pub fn custom_answers_hold_records(&self, hold: bool) {
+        self.lock().custom.answers_without_records = !hold;
+    }
+
     /// Another writer (a flow) amends record `rid` of conversation `cid`; `false` when it does not
     /// exist.
     pub fn amend_custom_record(

@@ -84,6 +84,8 @@ fn op_name(method: &Method, path: &str) -> &'static str {
         }
         ("GET", p) if p.contains("/customattributes") => "get_custom_attributes",
         ("PUT", p) if p.ends_with("/customattributes") => "put_custom_attributes",
+        ("PUT", p) if p.ends_with("/customattributes/bulk") => "put_custom_attributes_bulk",
+        ("PATCH", p) if p.ends_with("/customattributes/bulk") => "patch_custom_attributes_bulk",
         ("PATCH", p) if p.ends_with("/customattributes") => "patch_custom_attributes",
         ("GET", p) if p.ends_with("/secureattributes") => "get_secure_attributes",
         ("PATCH", p) if p.ends_with("/secureattributes") => "patch_secure_attributes",
@@ -126,7 +128,10 @@ pub(crate) fn permission(op: &str) -> Option<&'static str> {
         "analytics_query" => "analytics:conversationDetail:view",
         "list_custom_schemas" | "get_custom_schema" => "conversation:customAttributes:schemaView",
         "get_custom_attributes" => "conversation:customAttributes:view",
-        "put_custom_attributes" | "patch_custom_attributes" => "conversation:customAttributes:edit",
+        "put_custom_attributes"
+        | "patch_custom_attributes"
+        | "put_custom_attributes_bulk"
+        | "patch_custom_attributes_bulk" => "conversation:customAttributes:edit",
         _ => return None,
     })
 }

@@ -254,6 +254,24 @@ pub struct CustomAttributes {
     pub self_uri: String,
 }
 
+/// `CustomAttributesBulkUpdateResponse`: one record's result of a bulk write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomAttributesBulkUpdateResponse {
+    /// The record as it stands after the write; absent when the write failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<CustomAttributes>,
+    pub status_code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+/// `CustomAttributesBulkUpdateResponseMap`: a bulk write's answer, each record's result by its id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomAttributesBulkUpdateResponseMap {
+    pub results: BTreeMap<String, CustomAttributesBulkUpdateResponse>,
+}
+
 /// `CustomAttributesIdResponse`: a PUT's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CustomAttributesIdResponse {

@@ -11,9 +11,9 @@ use url::Url;
 
 use super::error::{Correlation, GenesysError};
 use super::model::{
-    AnalyticsConversationQueryResponse, Conversation, CustomRecordRead, CustomRecordWrite,
-    CustomSchemaListing, CustomSchemaRead, ErrorBody, ParticipantAttributes, SecureAttributesRead,
-    TokenResponse,
+    AnalyticsConversationQueryResponse, Conversation, CustomRecordRead, CustomRecordResults,
+    CustomRecordWrite, CustomSchemaListing, CustomSchemaRead, ErrorBody, ParticipantAttributes,
+    SecureAttributesRead, TokenResponse,
 };
 use super::retry::{is_retryable_status, RetryPolicy, RetryReason};
 use super::token::{AccessToken, TokenCache};
@@ -377,43 +377,49 @@ impl GenesysClient {
         }
     }
 
-    /// `PUT /api/v2/conversations/{conversationId}/customattributes`
-    /// (`CustomAttributesUpdateRequest`): creates the record, or replaces it.
+    /// `PUT /api/v2/conversations/{conversationId}/customattributes/bulk` with one record
+    /// (`CustomAttributesUpdateRequest`): creates it, or replaces it. Answers the record as Genesys
+    /// shows it after the write, when its answer holds it.
     pub async fn put_custom_record(
         &self,
         cx: &mut CallContext,
         conversation: &ConversationId,
         body: &CustomRecordWrite,
-    ) -> Result<(), GenesysError> {
+    ) -> Result<Option<CustomRecordRead>, GenesysError> {
         self.write_custom_record(
             cx,
             conversation,
             body,
             reqwest::Method::PUT,
-            "put_custom_attributes",
+            "put_custom_attributes_bulk",
         )
         .await
     }
 
-    /// `PATCH /api/v2/conversations/{conversationId}/customattributes`
-    /// (`CustomAttributesPatchRequest`): amends the fields sent.
+    /// `PATCH /api/v2/conversations/{conversationId}/customattributes/bulk` with one record
+    /// (`CustomAttributesPatchRequest`): amends the fields sent. Answers as
+    /// [`GenesysClient::put_custom_record`] does.
     pub async fn patch_custom_record(
         &self,
         cx: &mut CallContext,
         conversation: &ConversationId,
         body: &CustomRecordWrite,
-    ) -> Result<(), GenesysError> {
+    ) -> Result<Option<CustomRecordRead>, GenesysError> {
         self.write_custom_record(
             cx,
             conversation,
             body,
             reqwest::Method::PATCH,
-            "patch_custom_attributes",
+            "patch_custom_attributes_bulk",
         )
         .await
     }
 
-    /// A write to `…/customattributes` with `method`; any 2xx means accepted, never verified.
+    /// A bulk write of the one record `body` to `…/customattributes/bulk` with `method`. The bulk
+    /// form, not the single record's, because its answer (`CustomAttributesBulkUpdateResponseMap`,
+    /// "results after updating") holds the record as it stands after the write, with each field's
+    /// time of writing: what a read back would show, without the read. The record's own status in
+    /// it decides, as an HTTP status would.
     async fn write_custom_record(
         &self,
         cx: &mut CallContext,
@@ -421,15 +427,37 @@ impl GenesysClient {
         body: &CustomRecordWrite,
         method: reqwest::Method,
         op: &'static str,
-    ) -> Result<(), GenesysError> {
+    ) -> Result<Option<CustomRecordRead>, GenesysError> {
         let url = self.api_url(&format!(
-            "/api/v2/conversations/{conversation}/customattributes"
+            "/api/v2/conversations/{conversation}/customattributes/bulk"
         ));
-        self.send_api(cx, op, |http| {
-            http.request(method.clone(), url.clone()).json(body)
-        })
-        .await
-        .map(drop)
+        let sent = [body];
+        let response = self
+            .send_api(cx, op, |http| {
+                http.request(method.clone(), url.clone()).json(&sent)
+            })
+            .await?;
+        let correlation = correlation_id(response.headers());
+        let mut answer: CustomRecordResults = decode(response, "custom attributes results").await?;
+        let Some(result) = answer.results.remove(&body.id) else {
+            // Accepted, with nothing said of the record: a read shows it.
+            return Ok(None);
+        };
+        match result.status_code {
+            Some(status) if status >= 500 => Err(GenesysError::Server {
+                status,
+                correlation_id: correlation,
+            }),
+            Some(status) if status >= 400 => Err(GenesysError::rejected(
+                status,
+                Some(ErrorBody {
+                    message: result.error_message,
+                    ..ErrorBody::default()
+                }),
+                correlation,
+            )),
+            _ => Ok(result.attributes),
+        }
     }
 
     /// The client-credentials grant, counted by outcome.

@@ -66,6 +66,26 @@ pub struct CustomRecordRead {
     pub version: i64,
 }
 
+/// `CustomAttributesBulkUpdateResponseMap`: a bulk write's answer, each record's result by its id.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CustomRecordResults {
+    #[serde(default)]
+    pub results: BTreeMap<String, CustomRecordResult>,
+}
+
+/// `CustomAttributesBulkUpdateResponse`: one record's result: its status, and the record as it
+/// stands after the write, or why it failed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomRecordResult {
+    #[serde(default)]
+    pub attributes: Option<CustomRecordRead>,
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+}
+
 /// `CustomAttributesUpdateRequest` (PUT) and `CustomAttributesPatchRequest` (PATCH, without
 /// `schemaId`).
 #[derive(Debug, Clone, Serialize)]
