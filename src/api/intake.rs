@@ -453,7 +453,7 @@ async fn submit(
 /// The synchronous path: apply within `server.request_timeout_ms` and answer with the verification.
 /// The request's targets share one linger: the conversation's own (secure attributes, a custom
 /// record) are written side by side, and the participant's once Genesys accepted those, so a
-/// refusal of them leaves the participant unwritten; every target is then read back side by side.
+/// refusal of them leaves the participant unwritten; every target is then verified side by side.
 async fn apply_now(
     state: &AppState,
     addressed: &Addressed,
@@ -559,7 +559,7 @@ pub async fn prepare_custom(
     Ok((schema, prepared))
 }
 
-/// Writes the conversation's custom-attributes record and reads it back, by `deadline`.
+/// Writes the conversation's custom-attributes record and verifies it, by `deadline`.
 async fn apply_custom(
     state: &AppState,
     addressed: &Addressed,

@@ -3,10 +3,12 @@
 //! - (j) one CRM update per call carrying all three targets: a participant attribute, a secure
 //!   attribute and a field of the call's custom-attributes record, 300 ms after the call starts;
 //! - (k) bursts of custom-attribute updates: 4 per call, 53 ms apart, each another field of the
-//!   call's record.
+//!   call's record;
+//! - (l) bursts of secure-attribute updates, alike: each another secure attribute of the call.
 //!
 //! Each target's cost is its own Genesys calls per write that was verified: the secure attributes'
-//! PATCH and reads, the custom record's schema, reads, PUT and PATCH.
+//! PATCH and reads, the custom record's reads and writes (single or bulk). The schema's reads are
+//! counted apart: one per `custom.schema_ttl_s` serves every record's writes.
 
 use std::time::Duration;
 
@@ -21,14 +23,16 @@ const CALL_SPACING: Duration = Duration::from_millis(216);
 const START_LEAD: Duration = Duration::from_millis(300);
 const UPDATE_SPACING: Duration = Duration::from_millis(53);
 const SECURE_OPS: &[&str] = &["patch_secure_attributes", "get_secure_attributes"];
+/// A record's own calls: its reads and writes.
 const CUSTOM_OPS: &[&str] = &[
-    "list_custom_schemas",
-    "get_custom_schema",
     "get_custom_attributes",
     "put_custom_attributes",
     "patch_custom_attributes",
+    "put_custom_attributes_bulk",
+    "patch_custom_attributes_bulk",
 ];
-
+/// The schema's reads: once per `custom.schema_ttl_s` for every record, not a write's own.
+const SCHEMA_OPS: &[&str] = &["list_custom_schemas", "get_custom_schema"];
 /// How each target of a scenario's updates was answered, and what it cost.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TargetFigures {
@@ -38,7 +42,10 @@ pub struct TargetFigures {
     pub secure_calls: u64,
     pub custom_writes: u64,
     pub custom_verified: u64,
+    /// The records' own calls: their reads and writes.
     pub custom_calls: u64,
+    /// The schema's reads, shared by every record's writes.
+    pub schema_calls: u64,
 }
 
 impl TargetFigures {
@@ -87,6 +94,7 @@ fn scenario(
     }
     t.secure_calls = ops(before, after, SECURE_OPS);
     t.custom_calls = ops(before, after, CUSTOM_OPS);
+    t.schema_calls = ops(before, after, SCHEMA_OPS);
     let grants = after["grants"].as_u64().unwrap_or(0) - before["grants"].as_u64().unwrap_or(0);
     let mut r = result(
         name,
@@ -124,7 +132,7 @@ async fn measure(
     Ok(scenario(name, &answers, seconds, &before, &after))
 }
 
-/// (j) and (k).
+/// (j), (k) and (l).
 pub async fn run(o: &BenchOptions, http: &reqwest::Client) -> anyhow::Result<Vec<ScenarioResult>> {
     let n = if o.quick { 10 } else { 30 };
     let mut results = Vec::new();
@@ -144,32 +152,43 @@ pub async fn run(o: &BenchOptions, http: &reqwest::Client) -> anyhow::Result<Vec
         .collect();
     results.push(measure(o, http, "j) one update, three targets, REST", n, updates).await?);
 
+    let custom = bursts(n, |i, field, value| {
+        json!({
+            "conversationId": LiveCall::numbered(i).conversation,
+            "customSchema": SEED_SCHEMA_NAME,
+            "customAttributes": {"caseNumber": format!("C-{i}"), field: value}
+        })
+    });
+    results.push(measure(o, http, "k) custom-attribute bursts, REST", n, custom).await?);
+
+    let secure = bursts(n, |i, field, value| {
+        json!({
+            "conversationId": LiveCall::numbered(i).conversation,
+            "secureAttributes": {"account": format!("A-{i}"), field: value}
+        })
+    });
+    results.push(measure(o, http, "l) secure-attribute bursts, REST", n, secure).await?);
+    Ok(results)
+}
+
+/// Bursts for calls `0..n`: 4 updates per call, [`UPDATE_SPACING`] apart, each `body` of the call's
+/// number and another field.
+fn bursts(n: usize, body: impl Fn(usize, &str, Value) -> Value) -> Vec<(Duration, Value)> {
     let fields = [
         ("priority", json!("3")),
         ("amount", json!("19.90")),
         ("vip", json!("true")),
         ("tier", json!("gold")),
     ];
-    let updates: Vec<(Duration, Value)> = (0..n)
+    let body = &body;
+    (0..n)
         .flat_map(|i| {
-            let call = LiveCall::numbered(i);
-            let fields = fields.clone();
-            fields
-                .into_iter()
-                .enumerate()
-                .map(move |(k, (field, value))| {
-                    let body = json!({
-                        "conversationId": call.conversation,
-                        "customSchema": SEED_SCHEMA_NAME,
-                        "customAttributes": {"caseNumber": format!("C-{i}"), field: value}
-                    });
-                    (
-                        CALL_SPACING * i as u32 + START_LEAD + UPDATE_SPACING * k as u32,
-                        body,
-                    )
-                })
+            fields.iter().enumerate().map(move |(k, (field, value))| {
+                (
+                    CALL_SPACING * i as u32 + START_LEAD + UPDATE_SPACING * k as u32,
+                    body(i, field, value.clone()),
+                )
+            })
         })
-        .collect();
-    results.push(measure(o, http, "k) custom-attribute bursts, REST", n, updates).await?);
-    Ok(results)
+        .collect()
 }

@@ -447,8 +447,9 @@ impl CustomOutcome {
 pub struct CustomAttributes {
     /// Schemas by the reference a sender used (id or name), and by id.
     schemas: moka::future::Cache<String, Arc<Schema>>,
-    /// What was last read of each record, by this replica or (on Redis) any: a record is amended
-    /// with the version read last, and a stale one costs a conflict and a read, never a field.
+    /// What Genesys last showed of each record (a read, or a write's answer), to this replica or
+    /// (on Redis) any: a record is amended with the version last shown, and a stale one costs a
+    /// conflict and a read, never a field.
     known: Arc<dyn Records>,
     /// The divisions a record Patchbay creates belongs to.
     divisions: Arc<Vec<String>>,
@@ -543,8 +544,8 @@ impl CustomAttributes {
     }
 
     /// Writes `values` (prepared by `schema`) to conversation `cid`'s record of `schema` by
-    /// `asked.deadline`, and, when `asked.verify`, reads the record back until every key shows its
-    /// value.
+    /// `asked.deadline`, and, when `asked.verify`, verifies it by what Genesys shows of the record
+    /// (the write's answer, else reads back) until every key shows its value.
     ///
     /// Writes to one record go through its lane: the first lingers briefly (`delivery.linger_ms`,
     /// longer as the budget fills) so a burst shares one write, and those that come while a write
@@ -606,8 +607,8 @@ impl CustomAttributes {
             .await
     }
 
-    /// Makes one write of `batch` (and of what joins it before the write is sent) and reads it
-    /// back.
+    /// Makes one write of `batch` (and of what joins it before the write is sent) and verifies
+    /// it.
     ///
     /// A record nobody knows is written under this replica's claim on it: another replica that
     /// finds it unknown too waits, and amends it with what this one learnt, instead of creating

@@ -326,7 +326,7 @@ impl Workers {
     /// Writes a batch as the synchronous path does: its targets share one linger; the
     /// conversation's own (secure attributes, each custom record) are written side by side, and the
     /// participant's once Genesys accepted those, so a refusal of them leaves the participant
-    /// unwritten; every target is then read back side by side.
+    /// unwritten; every target is then verified side by side.
     async fn deliver(
         &self,
         update: &crate::domain::AttributeUpdate,

@@ -284,12 +284,7 @@ type WriteOne = fn(&mut SimState, &str, Map<String, Value>) -> Result<CustomAttr
 /// `CustomAttributesBulkUpdateResponseMap`, each record's result by its id: its status, and the
 /// record as it stands after the write, or the error's message. A conversation that does not exist
 /// is a 404 for the whole list.
-fn write_records(
-    sim: &Simulator,
-    cid: &str,
-    body: &Bytes,
-    write: WriteOne,
-) -> Response {
+fn write_records(sim: &Simulator, cid: &str, body: &Bytes, write: WriteOne) -> Response {
     let Ok(Value::Array(sent)) = serde_json::from_slice::<Value>(body) else {
         return malformed().response();
     };
