@@ -113,6 +113,16 @@ async fn a_write_whose_answer_does_not_show_the_record_is_read_back() {
         record_calls(&app.sim)[before..],
         ["get_custom_attributes", "patch_custom_attributes_bulk"]
     );
+    // Asked not to verify, a write whose answer shows it is verified all the same, at no cost.
+    let mut unasked = case(json!({"caseNumber": "C-1002", "tier": "gold"}));
+    unasked["verify"] = json!(false);
+    let before = record_calls(&app.sim).len();
+    let answer = app.post_attributes(unasked).await;
+    assert_eq!(answer.body["customVerified"], true, "{}", answer.body);
+    assert_eq!(
+        record_calls(&app.sim)[before..],
+        ["patch_custom_attributes_bulk"]
+    );
 }
 
 #[tokio::test]
