@@ -246,7 +246,7 @@ pub async fn accept(
     let update = &addressed.update;
     if let Some(secure) = &addressed.secure {
         // Keys only: the journal and the console never hold a secure value.
-        entry.secure_keys = secure.keys().map(str::to_string).collect();
+        entry.secure_keys = secure.key_names();
         if secure.byte_len() > state.settings.limits.max_attributes_bytes {
             return Err(ApiError::AttributesTooLarge {
                 size: secure.byte_len(),

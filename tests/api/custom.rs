@@ -500,8 +500,8 @@ async fn replicas_on_redis_amend_a_record_another_made_with_its_version_without_
         json!({"caseNumber": "C-90", "priority": 2})
     );
     assert_eq!(version, 2);
-    // Back on the first replica, whose own knowledge is stale: it takes the version from Redis
-    // and amends at once, with no conflict.
+    // Back on the first replica, which on its own would still hold version 1: it takes the
+    // version from Redis and amends at once, with no conflict.
     let before = record_calls(&sim).len();
     let again = apps[0]
         .post_attributes(case(json!({"caseNumber": "C-90", "vip": "true"})))

@@ -7,8 +7,8 @@
 //! - (l) bursts of secure-attribute updates, alike: each another secure attribute of the call.
 //!
 //! Each target's cost is its own Genesys calls per write that was verified: the secure attributes'
-//! PATCH and reads, the custom record's reads and writes (single or bulk). The schema's reads are
-//! counted apart: one per `custom.schema_ttl_s` serves every record's writes.
+//! PATCH and reads, the custom record's reads and bulk writes. The schema's reads are counted
+//! apart: one per `custom.schema_ttl_s` serves every record's writes.
 
 use std::time::Duration;
 
@@ -23,16 +23,15 @@ const CALL_SPACING: Duration = Duration::from_millis(216);
 const START_LEAD: Duration = Duration::from_millis(300);
 const UPDATE_SPACING: Duration = Duration::from_millis(53);
 const SECURE_OPS: &[&str] = &["patch_secure_attributes", "get_secure_attributes"];
-/// A record's own calls: its reads and writes.
+/// A record's own calls: its reads and its (bulk) writes.
 const CUSTOM_OPS: &[&str] = &[
     "get_custom_attributes",
-    "put_custom_attributes",
-    "patch_custom_attributes",
     "put_custom_attributes_bulk",
     "patch_custom_attributes_bulk",
 ];
 /// The schema's reads: once per `custom.schema_ttl_s` for every record, not a write's own.
 const SCHEMA_OPS: &[&str] = &["list_custom_schemas", "get_custom_schema"];
+
 /// How each target of a scenario's updates was answered, and what it cost.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TargetFigures {

@@ -596,7 +596,7 @@ impl CustomAttributes {
             .drain(key.clone(), linger, |mut batch| {
                 let key = key.clone();
                 async move {
-                    let result = self.write_and_read(updater, &key, &mut batch).await;
+                    let result = self.write_and_verify(updater, &key, &mut batch).await;
                     if batch.callers() > 1 {
                         metrics::counter!(crate::metrics::COALESCED)
                             .increment(batch.callers() as u64 - 1);
@@ -613,7 +613,7 @@ impl CustomAttributes {
     /// A record nobody knows is written under this replica's claim on it: another replica that
     /// finds it unknown too waits, and amends it with what this one learnt, instead of creating
     /// it again over this one's fields.
-    async fn write_and_read(
+    async fn write_and_verify(
         &self,
         updater: &Updater,
         key: &RecordKey,
@@ -654,7 +654,7 @@ impl CustomAttributes {
         }
     }
 
-    /// [`CustomAttributes::write_and_read`] of a record `known` as given (`None`: read it first).
+    /// [`CustomAttributes::write_and_verify`] of a record `known` as given (`None`: read it first).
     async fn write_known(
         &self,
         updater: &Updater,

@@ -228,9 +228,9 @@ impl SecureValues {
         Ok(Self(map))
     }
 
-    /// The keys, in order.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
+    /// The keys, in order, owned: what answers, journals and jobs name instead of the values.
+    pub fn key_names(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
     }
 
     pub fn len(&self) -> usize {

@@ -76,7 +76,7 @@ impl SecureAttributes {
         values: SecureValues,
         asked: Asked,
     ) -> Result<SecureOutcome, UpdateError> {
-        let keys = values.keys().map(str::to_string).collect();
+        let keys = values.key_names();
         let (answer, idle) = self.lanes.join(cid, values, keys, asked);
         if idle {
             // The lane's writes outlive any one caller, so they run on a task of their own, in the
@@ -147,7 +147,7 @@ async fn write_and_read(
     }
     batch.written();
     if !verify {
-        let keys: Vec<String> = batch.values.keys().map(str::to_string).collect();
+        let keys = batch.values.key_names();
         return Ok(SecureOutcome {
             unconfirmed: keys.clone(),
             keys,
@@ -158,7 +158,7 @@ async fn write_and_read(
     let settings = updater.verify_settings();
     let mut give_up = (Instant::now() + settings.timeout()).min(deadline);
     let mut wait = settings.next_poll(Duration::ZERO);
-    let mut unconfirmed: Vec<String> = batch.values.keys().map(str::to_string).collect();
+    let mut unconfirmed = batch.values.key_names();
     // Genesys answers the PATCH 202 and applies it asynchronously: each read waits its turn, and
     // the last starts no later than the verification allows.
     while Instant::now() + wait < give_up {
@@ -176,7 +176,7 @@ async fn write_and_read(
                 more.written();
                 batch.absorb(more);
                 give_up = give_up.min(batch.deadline);
-                unconfirmed = batch.values.keys().map(str::to_string).collect();
+                unconfirmed = batch.values.key_names();
                 // A read that still starts within the verification time.
                 wait = settings
                     .next_poll(Duration::ZERO)
@@ -203,7 +203,7 @@ async fn write_and_read(
     }
     Ok(SecureOutcome {
         verified: unconfirmed.is_empty(),
-        keys: batch.values.keys().map(str::to_string).collect(),
+        keys: batch.values.key_names(),
         unconfirmed,
         calls: cx.calls(),
     })

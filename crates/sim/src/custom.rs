@@ -235,10 +235,7 @@ async fn put_record(
     Path(cid): Path<String>,
     body: Bytes,
 ) -> Response {
-    match body_object(&body)
-        .ok_or_else(malformed)
-        .and_then(|sent| put_one(&mut sim.lock(), &cid.to_lowercase(), sent))
-    {
+    match write_record(&sim, &cid, &body, put_one) {
         Ok(record) => Json(CustomAttributesIdResponse { id: record.id }).into_response(),
         Err(refused) => refused.response(),
     }
@@ -250,13 +247,21 @@ async fn patch_record(
     Path(cid): Path<String>,
     body: Bytes,
 ) -> Response {
-    match body_object(&body)
-        .ok_or_else(malformed)
-        .and_then(|sent| patch_one(&mut sim.lock(), &cid.to_lowercase(), sent))
-    {
+    match write_record(&sim, &cid, &body, patch_one) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(refused) => refused.response(),
     }
+}
+
+/// A single record's write: the one record `body` holds, written by `write`.
+fn write_record(
+    sim: &Simulator,
+    cid: &str,
+    body: &Bytes,
+    write: WriteOne,
+) -> Result<CustomAttributes, Refusal> {
+    let sent = body_object(body).ok_or_else(malformed)?;
+    write(&mut sim.lock(), &cid.to_lowercase(), sent)
 }
 
 /// `PUT …/customattributes/bulk`: [`put_one`] for each record sent.
@@ -298,8 +303,9 @@ fn write_records(sim: &Simulator, cid: &str, body: &Bytes, write: WriteOne) -> R
         let Value::Object(sent) = sent else {
             return malformed().response();
         };
-        let Some(rid) = sent.get("id").and_then(Value::as_str).map(str::to_string) else {
-            return bad_request("id is required");
+        let rid = match record_id(&sent) {
+            Ok(rid) => rid,
+            Err(refused) => return refused.response(),
         };
         let result = match write(&mut s, &cid, sent) {
             Ok(record) => CustomAttributesBulkUpdateResponse {
@@ -499,11 +505,11 @@ fn check(schema: &Value, values: &Map<String, Value>) -> Result<(), String> {
 }
 
 fn bad_request(message: &str) -> Response {
-    error(StatusCode::BAD_REQUEST, "bad.request", message)
+    Refusal::bad_request(message).response()
 }
 
 fn not_found(message: &str) -> Response {
-    error(StatusCode::NOT_FOUND, "not.found", message)
+    Refusal::not_found(message).response()
 }
 
 /// An org admin edits schema `id`: its JSON Schema becomes `json_schema`, under the next version.

@@ -8,7 +8,7 @@
 //! - [`token`]: the OAuth token (granted for this process, or one for every replica).
 //! - [`channels`]: the notification channel slots Genesys allows per OAuth client.
 //! - [`finds`]: what lookups found, kept for a short while.
-//! - [`records`]: what was last read of each custom-attributes record.
+//! - [`records`]: what Genesys last showed of each custom-attributes record.
 //!
 //! On Redis every key lives under `{<redis.key_prefix>}:`. The braces are a Redis Cluster hash tag:
 //! all keys share one slot, so the Lua scripts that keep the queue consistent may touch any of them.

@@ -124,7 +124,7 @@ impl StoredUpdate {
     /// is configured to seal them.
     pub fn with_secure(mut self, values: &SecureValues, keyring: &Keyring) -> Option<Self> {
         self.secure = Some(keyring.seal(values, &self.conversation_id)?);
-        self.secure_keys = values.keys().map(str::to_string).collect();
+        self.secure_keys = values.key_names();
         Some(self)
     }
 

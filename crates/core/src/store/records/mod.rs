@@ -1,7 +1,7 @@
-//! What was last read of each custom-attributes record (its version, divisions and fields' times):
-//! by this replica ([`local`]), or on Redis for every replica ([`redis`]), so a write amends a
-//! record with its current version without reading it first, whichever replica the load balancer
-//! picks.
+//! What Genesys last showed of each custom-attributes record (by a read or a write's answer: its
+//! version, divisions and fields' times), to this replica ([`local`]) or, on Redis, to every
+//! replica ([`redis`]), so a write amends a record with its current version without reading it
+//! first, whichever replica the load balancer picks.
 //!
 //! A record nobody knows is created under a claim, so two replicas never both create it.
 //!
@@ -25,7 +25,7 @@ pub const KEPT: Duration = Duration::from_secs(3_600);
 /// A record: its conversation and its id.
 pub type RecordKey = (ConversationId, String);
 
-/// What a read showed of a record: enough to amend it without reading it first. Field names and
+/// What Genesys showed of a record: enough to amend it without reading it first. Field names and
 /// times only, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownRecord {
@@ -38,10 +38,10 @@ pub struct KnownRecord {
 /// Where what is known of records is kept.
 #[async_trait::async_trait]
 pub trait Records: Send + Sync {
-    /// What was last read of the record, if anything is known.
+    /// What Genesys last showed of the record, if anything is known.
     async fn get(&self, key: &RecordKey) -> Option<KnownRecord>;
 
-    /// Remembers a read of the record; an older version than the one kept is ignored.
+    /// Remembers what Genesys showed of the record; an older version than the one kept is ignored.
     async fn insert(&self, key: &RecordKey, known: &KnownRecord);
 
     /// Forgets the record: what was known is stale, and its next write reads it first.

@@ -8,7 +8,7 @@ use super::{KnownRecord, RecordKey, Records, KEPT};
 use crate::store::{unshared, Redis, DELETE_IF_EQUAL};
 
 /// Keeps ARGV[1] (a known record, as JSON) in KEYS[1] for ARGV[3] ms, unless what is kept there is
-/// of a newer version than ARGV[2]: a slow replica never puts back what another's read superseded.
+/// of a newer version than ARGV[2]: a slow replica never puts back what another's write superseded.
 const KEEP_NEWER: &str = r#"
 local kept = redis.call('GET', KEYS[1])
 if kept then
@@ -46,7 +46,7 @@ impl RedisRecords {
 impl Records for RedisRecords {
     async fn get(&self, key: &RecordKey) -> Option<KnownRecord> {
         let mut conn = self.redis.conn.clone();
-        // A record in use stays known: every write's read-back keeps it for another while.
+        // A record in use stays known: every write's answer keeps it for another while.
         let kept: Option<String> = match redis::cmd("GET")
             .arg(self.key(key))
             .query_async(&mut conn)
